@@ -1,0 +1,1 @@
+"""mlsysops: far_edge layer."""

@@ -1,0 +1,1 @@
+"""mlsysops: mechanisms layer."""

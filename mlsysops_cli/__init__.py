@@ -1,0 +1,1 @@
+"""mlsysops: mlsysops_cli layer."""

@@ -1,0 +1,3 @@
+from mlsysops_cli.main import main
+
+main()

@@ -1,0 +1,33 @@
+"""The `mlsysops` command: one Typer app; each command group lives in its own module.
+
+Every module in COMMAND_MODULES exposes `register(app: typer.Typer) -> None`. Imports stay inside the
+commands so `mlsysops validate` does not pay for importing SPADE.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+COMMAND_MODULES = [
+    "mlsysops_cli.validate_cmd",
+]
+
+app = typer.Typer(
+    name="mlsysops",
+    help="MLSysOps: autonomic, explainable management of the cloud/edge/far-edge continuum.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

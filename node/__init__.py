@@ -1,0 +1,1 @@
+"""mlsysops: node layer."""

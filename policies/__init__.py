@@ -1,0 +1,1 @@
+"""mlsysops: policies layer."""
