@@ -1,0 +1,356 @@
+"""Component and application placement: filter, score, choose, explain.
+
+``schedule`` places one instance of one component: every node runs the applicable filters (all reasons
+are kept for the decision record), the feasible ones are scored by the weighted scorers, the best total
+wins and ties go to the lexicographically smallest node name, so a decision is reproducible.
+
+``place_app`` places a whole application batch: components in dependency order, capacity accounted as
+instances land (on copies of the node views; inputs are never mutated), already running instances
+skipped, and a component whose dependency could not be placed is itself unplaceable.
+Node names are assumed unique within one call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from policies.placement_filters import DEFAULT_FILTERS, FilterPlugin, applicable_filters
+from policies.placement_scorers import (
+    DEFAULT_SCORERS,
+    DEFAULT_UNKNOWN_LATENCY_MS,
+    ScorerPlugin,
+    ScoringContext,
+    resolve_weights,
+)
+from policies.placement_types import ComponentRequest, NodeScore, NodeView
+
+log = logging.getLogger(__name__)
+
+EXCLUDED_REASON = "excluded"
+
+
+class DependencyCycleError(ValueError):
+    """``depends_on`` edges of a batch form a cycle; ``members`` are the components on or behind it."""
+
+    def __init__(self, members: Sequence[str]) -> None:
+        self.members = list(members)
+        super().__init__("dependency cycle among components: " + ", ".join(self.members))
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementConfig:
+    """Everything tunable about a placement decision; the defaults are the documented built-ins."""
+
+    weights: Mapping[str, float] | None = None
+    layer_preference: Mapping[str, float] | None = None
+    unknown_latency_ms: float = DEFAULT_UNKNOWN_LATENCY_MS
+    filters: tuple[FilterPlugin, ...] = DEFAULT_FILTERS
+    scorers: tuple[ScorerPlugin, ...] = DEFAULT_SCORERS
+
+
+DEFAULT_CONFIG = PlacementConfig()
+
+
+def _fmt_weight(w: float) -> str:
+    return f"{w:.2g}"
+
+
+@dataclass(slots=True)
+class PlacementDecision:
+    """The full record of one scheduling decision.
+
+    ``candidates`` are the feasible nodes (including an ``incumbent`` that could not be chosen) with
+    their weighted ``totals`` and per-scorer ``columns`` (0..100, same order); ``scores`` is the per-node
+    view of the same data, built on first use. ``weights`` are the normalised weights of the scorers
+    that had something to say; ``rejected`` holds every infeasible node with all its reasons.
+    ``rejections`` is the compact form the scheduler fills (a single reason is stored as a bare string,
+    which keeps a 1,000-node decision from allocating a list per rejected node); read ``rejected``.
+    """
+
+    app: str
+    component: str
+    node: str | None
+    candidates: list[str]
+    totals: list[float]
+    columns: dict[str, list[float]]
+    weights: dict[str, float]
+    rejections: Mapping[str, str | Sequence[str]]
+    incumbent: str | None = None
+    _scores: dict[str, NodeScore] | None = field(default=None, repr=False, compare=False)
+    _rejected: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def rejected(self) -> dict[str, list[str]]:
+        """Every infeasible node -> all its rejection reasons, in filter order."""
+        if self._rejected is None:
+            self._rejected = {
+                name: [r] if isinstance(r, str) else list(r) for name, r in self.rejections.items()
+            }
+        return self._rejected
+
+    @property
+    def scores(self) -> dict[str, NodeScore]:
+        if self._scores is None:
+            self._scores = {
+                name: NodeScore(self.totals[i], {k: self.columns[k][i] for k in self.weights})
+                for i, name in enumerate(self.candidates)
+            }
+        return self._scores
+
+    @property
+    def ok(self) -> bool:
+        return self.node is not None
+
+    @property
+    def score(self) -> float | None:
+        return self.scores[self.node].total if self.node is not None else None
+
+    @property
+    def incumbent_score(self) -> float | None:
+        if self.incumbent is None or self.incumbent not in self.scores:
+            return None
+        return self.scores[self.incumbent].total
+
+    def ranking(self) -> list[str]:
+        """Feasible nodes best first (same order the choice used)."""
+        pairs = sorted(zip(self.totals, self.candidates, strict=True), key=lambda p: (-round(p[0], 6), p[1]))
+        return [name for _, name in pairs]
+
+    def reason_summary(self) -> list[str]:
+        """Rejection reasons with how many nodes gave each, most common first (ties alphabetical)."""
+        counts = Counter(reason for reasons in self.rejected.values() for reason in reasons)
+        return [
+            f"{reason} ({count} node{'s' if count != 1 else ''})"
+            for reason, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
+
+    def _fmt_score(self, node: str) -> str:
+        s = self.scores[node]
+        parts = ", ".join(
+            f"{name} {_fmt_weight(self.weights[name])}x{s.parts[name]:.0f}" for name in self.weights
+        )
+        return f"score {s.total:.0f}" + (f" ({parts})" if parts else "")
+
+    def explain(self, max_rejected: int = 3) -> str:
+        """One line: the choice and its score breakdown, the runner-up, and (some of) the rejections."""
+        pieces: list[str] = []
+        if self.node is not None:
+            pieces.append(f"{self.node} chosen: {self._fmt_score(self.node)}")
+            others = [n for n in self.ranking() if n not in (self.node, self.incumbent)]
+            if others:
+                pieces.append(f"runner-up {others[0]} score {self.scores[others[0]].total:.0f}")
+        else:
+            total = len(self.candidates) + len(self.rejected)
+            pieces.append(f"{self.app}/{self.component} unplaceable: no feasible node among {total}")
+        if self.incumbent is not None:
+            inc = self.incumbent_score
+            pieces.append(
+                f"current {self.incumbent} "
+                + (f"score {inc:.0f}" if inc is not None else "infeasible")
+            )
+        shown = sorted(self.rejected)[:max_rejected]
+        for name in shown:
+            pieces.append(f"{name} rejected: {', '.join(self.rejected[name])}")
+        hidden = len(self.rejected) - len(shown)
+        if hidden > 0:
+            pieces.append(f"+{hidden} more rejected: {', '.join(self.reason_summary()[:3])}")
+        return "; ".join(pieces)
+
+
+def choose(names: Sequence[str], totals: Sequence[float], skip: str | None = None) -> str | None:
+    """Best total wins; totals within 1e-6 of the best tie and go to the smallest name."""
+    best_total: float | None = None
+    for name, total in zip(names, totals, strict=True):
+        if name != skip and (best_total is None or total > best_total):
+            best_total = total
+    if best_total is None:
+        return None
+    floor = best_total - 1e-6
+    return min(name for name, total in zip(names, totals, strict=True) if total >= floor and name != skip)
+
+
+def schedule(
+    request: ComponentRequest,
+    nodes: Sequence[NodeView],
+    weights: Mapping[str, float] | None = None,
+    exclude: Iterable[str] = (),
+    *,
+    config: PlacementConfig | None = None,
+    incumbent: str | None = None,
+) -> PlacementDecision:
+    """Choose a node for one instance of ``request``.
+
+    ``exclude`` nodes are rejected with reason ``"excluded"`` and take no part in normalisation.
+    ``incumbent`` (the node the component runs on now) is filtered and scored like any other node so
+    that callers can compare, but it is never chosen.
+    """
+    cfg = config or DEFAULT_CONFIG
+    resolved = resolve_weights(weights if weights is not None else cfg.weights, cfg.scorers)
+    checks = applicable_filters(request, cfg.filters)
+    excluded = set(exclude)
+
+    candidates: list[NodeView] = []
+    rejected: dict[str, str | list[str]] = {}
+    for node in nodes:
+        if excluded and node.name in excluded:
+            rejected[node.name] = EXCLUDED_REASON
+            continue
+        reasons: str | list[str] | None = None
+        for check in checks:
+            reason = check(node)
+            if reason is not None:
+                if reasons is None:
+                    reasons = reason
+                elif isinstance(reasons, str):
+                    reasons = [reasons, reason]
+                else:
+                    reasons.append(reason)
+        if reasons is None:
+            candidates.append(node)
+        else:
+            rejected[node.name] = reasons
+
+    columns: dict[str, list[float]] = {}
+    if candidates:
+        ctx = ScoringContext(nodes, cfg.layer_preference, cfg.unknown_latency_ms)
+        for scorer in cfg.scorers:
+            if resolved.get(scorer.name, 0.0) <= 0.0:
+                continue
+            column = scorer.score(request, candidates, ctx)
+            if column is not None:
+                columns[scorer.name] = column
+    weight_sum = sum(resolved[name] for name in columns)
+    norm = {name: resolved[name] / weight_sum for name in columns} if weight_sum > 0 else {}
+
+    totals = [0.0] * len(candidates)
+    for name, w in norm.items():
+        totals = [t + w * c for t, c in zip(totals, columns[name], strict=True)]
+    names = [n.name for n in candidates]
+    decision = PlacementDecision(
+        app=request.app,
+        component=request.name,
+        node=choose(names, totals, skip=incumbent),
+        candidates=names,
+        totals=totals,
+        columns={name: columns[name] for name in norm},
+        weights=norm,
+        rejections=rejected,
+        incumbent=incumbent,
+    )
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("schedule %s/%s: %s", request.app, request.name, decision.explain())
+    return decision
+
+
+@dataclass(slots=True)
+class AppPlacement:
+    """Result of placing a batch of components (keyed by component name)."""
+
+    order: list[str]
+    placements: dict[str, list[str]] = field(default_factory=dict)
+    decisions: dict[str, list[PlacementDecision]] = field(default_factory=dict)
+    unplaceable: dict[str, list[str]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    nodes: list[NodeView] = field(default_factory=list)
+    """Node views after the batch landed (allocations and ``hosted`` updated)."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.unplaceable
+
+    def explain(self) -> str:
+        lines: list[str] = []
+        for name in self.order:
+            if name in self.skipped:
+                lines.append(f"{name}: already placed")
+            for decision in self.decisions.get(name, []):
+                if decision.ok:
+                    lines.append(f"{name}: {decision.explain()}")
+            if name in self.unplaceable:
+                lines.append(f"{name} unplaceable: {'; '.join(self.unplaceable[name])}")
+        return "\n".join(lines)
+
+
+def dependency_order(requests: Sequence[ComponentRequest]) -> list[str]:
+    """Component names so that each comes after what it depends on (stable w.r.t. input order).
+
+    Dependencies on components outside the batch are ignored (they are placed or not our concern).
+    Raises ``DependencyCycleError`` on a cycle and ``ValueError`` on duplicate names.
+    """
+    index = {}
+    for i, r in enumerate(requests):
+        if r.name in index:
+            raise ValueError(f"duplicate component name {r.name!r} in placement batch")
+        index[r.name] = i
+    deps = {r.name: {d for d in r.depends_on if d in index and d != r.name} for r in requests}
+    if any(r.name in r.depends_on for r in requests):
+        raise DependencyCycleError([r.name for r in requests if r.name in r.depends_on])
+    order: list[str] = []
+    done: set[str] = set()
+    remaining = [r.name for r in requests]
+    while remaining:
+        ready = [name for name in remaining if deps[name] <= done]
+        if not ready:
+            raise DependencyCycleError(remaining)
+        for name in ready:
+            order.append(name)
+            done.add(name)
+        remaining = [name for name in remaining if name not in done]
+    return order
+
+
+def place_app(
+    requests: Sequence[ComponentRequest],
+    nodes: Sequence[NodeView],
+    weights: Mapping[str, float] | None = None,
+    *,
+    placed: Mapping[str, Sequence[str]] | None = None,
+    config: PlacementConfig | None = None,
+) -> AppPlacement:
+    """Place every component instance of a batch; pure (inputs are not mutated).
+
+    ``placed`` maps component name -> nodes where instances already run; when omitted the count comes
+    from ``NodeView.hosted`` (on any node, alive or not: moving instances off dead nodes is relocation's
+    job, not a reason to start duplicates). Only the missing ``instances - running`` are placed.
+    """
+    by_name = {r.name: r for r in requests}
+    order = dependency_order(requests)
+    current = list(nodes)
+    position = {n.name: i for i, n in enumerate(current)}
+    result = AppPlacement(order=order)
+
+    for name in order:
+        request = by_name[name]
+        if placed is not None:
+            running = len(placed.get(name, ()))
+        else:
+            running = sum(n.hosted.get(request.key, 0) for n in nodes)
+        failed_deps = [d for d in request.depends_on if d in result.unplaceable]
+        if failed_deps:
+            result.unplaceable[name] = [f"dependency {d} unplaceable" for d in failed_deps]
+            continue
+        needed = request.instances - running
+        if needed <= 0:
+            result.skipped.append(name)
+            continue
+        decisions = result.decisions.setdefault(name, [])
+        landed = result.placements.setdefault(name, [])
+        for i in range(needed):
+            decision = schedule(request, current, weights, config=config)
+            decisions.append(decision)
+            if decision.node is None:
+                reasons = decision.reason_summary() or ["no nodes"]
+                if needed > 1:
+                    reasons.insert(0, f"placed {i} of {needed} instances")
+                result.unplaceable[name] = reasons
+                break
+            idx = position[decision.node]
+            current[idx] = current[idx].with_placed(request)
+            landed.append(decision.node)
+        if not landed:
+            del result.placements[name]
+    result.nodes = current
+    return result
