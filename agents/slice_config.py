@@ -1,0 +1,491 @@
+"""Slice configuration: one YAML file describing one slice, and its resolved infrastructure.
+
+A ten-line file is enough; everything else has defaults::
+
+    slice: demo
+    clusters: [demo/clusters.yaml]
+    nodes: [demo/nodes/*.yaml]
+
+``load_slice(path)`` validates the file, loads every description it references (paths and globs are
+relative to the slice file; entries may also be inline descriptions in either form), cross-checks
+membership and returns a ``SliceSpec``. Rules:
+- any referenced file may hold any infrastructure kinds (continuum, clusters, nodes, datacenters);
+  applications are not part of a slice config;
+- a node belongs to the cluster named by its ``cluster_id``; a cluster's non-empty ``nodes`` list must
+  agree with that (an empty list is filled in from the nodes); a node without ``cluster_id`` is assigned
+  to the one cluster that lists it, with a warning;
+- without a continuum description one is derived (``continuum_id`` = slice name, all clusters);
+- durations (``1s``, ``500ms``) become float seconds; relative paths become absolute.
+Errors use the descriptions' ``DescriptionError``/``ValidationIssue`` (file + field path + message).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+
+from agents.descriptions import (
+    Description,
+    DescriptionError,
+    Document,
+    Inventory,
+    MLSysOpsApp,
+    MLSysOpsCluster,
+    MLSysOpsContinuum,
+    MLSysOpsDatacenter,
+    MLSysOpsNode,
+    ValidationIssue,
+    load_file,
+    load_obj,
+    parse_duration,
+    validate_spec,
+)
+from agents.descriptions.errors import did_you_mean
+
+LAYERS = ("continuum", "cluster", "node", "far_edge")
+
+Seconds = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "number"}]}),
+]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class XmppConfig(_Config):
+    server: Literal["embedded", "external"] = Field(
+        "embedded", description="Start an embedded server or use one."
+    )
+    host: str = Field("localhost", description="Server address (external) or bind host (embedded).")
+    domain: str | None = Field(None, description="XMPP domain of the agents' JIDs; defaults to host.")
+    port: int | None = Field(
+        None, ge=0, le=65535, description="Client port; embedded default 0 = any free port."
+    )
+    password: str | None = Field(None, description="Agents' password (prefer password_env or password_file).")
+    password_env: str | None = Field(None, description="Environment variable holding the password.")
+    password_file: Path | None = Field(None, description="File holding the password (relative to the slice).")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> XmppConfig:
+        if sum(x is not None for x in (self.password, self.password_env, self.password_file)) > 1:
+            raise ValueError("give at most one of password, password_env, password_file")
+        if self.domain is None:
+            self.domain = self.host
+        if self.port is None:
+            self.port = 0 if self.server == "embedded" else 5222
+        return self
+
+    def resolve_password(self) -> str | None:
+        """The password from whichever source is configured (None when none is)."""
+        if self.password is not None:
+            return self.password
+        if self.password_env is not None:
+            return os.environ.get(self.password_env)
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return None
+
+
+class SubstrateConfig(_Config):
+    type: Literal["sim", "kubernetes", "karmada"] = Field("sim", description="What the mechanisms act on.")
+    seed: int | None = Field(42, description="Random seed of the simulated continuum.")
+    kubeconfig: Path | None = Field(None, description="Kubeconfig file (kubernetes/karmada).")
+    context: str | None = Field(None, description="Kubeconfig context.")
+
+
+class LayerPlugins(_Config):
+    enabled: list[str] | None = Field(None, description="Plugin names; None = the layer's built-ins.")
+    directories: list[Path] = Field(default_factory=list, description="Extra plugin directories.")
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-plugin settings.")
+
+
+class PerLayer(_Config):
+    continuum: LayerPlugins = Field(default_factory=LayerPlugins)
+    cluster: LayerPlugins = Field(default_factory=LayerPlugins)
+    node: LayerPlugins = Field(default_factory=LayerPlugins)
+    far_edge: LayerPlugins = Field(default_factory=LayerPlugins)
+
+    def for_layer(self, layer: str) -> LayerPlugins:
+        return getattr(self, layer)
+
+
+class Intervals(_Config):
+    heartbeat: Seconds = 1.0
+    liveness_misses: int = Field(3, ge=1, description="Missed heartbeats before a child is declared dead.")
+    monitor: Seconds = 1.0
+    analyze: Seconds = 2.0
+    execute_timeout: Seconds = 10.0
+    status_report: Seconds = 1.0
+
+
+class TelemetryConfig(_Config):
+    prometheus_port: int | None = Field(None, ge=0, le=65535, description="Expose /metrics on this port.")
+    otlp_endpoint: str | None = Field(None, description="OTLP collector endpoint.")
+    digest_interval: Seconds = 5.0
+
+
+class ApiConfig(_Config):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    token_file: Path | None = Field(None, description="Bearer token file (relative to the slice).")
+
+
+SourceEntry = str | dict[str, Any]
+
+
+class SliceConfig(_Config):
+    """The slice file as written (paths already made absolute by ``load_slice``)."""
+
+    slice: str = Field(pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$", description="Slice name.")
+    xmpp: XmppConfig = Field(default_factory=XmppConfig)
+    substrate: SubstrateConfig = Field(default_factory=SubstrateConfig)
+    continuum: SourceEntry | None = Field(
+        None, description="Path or inline MLSysOpsContinuum; derived if omitted."
+    )
+    clusters: list[SourceEntry] = Field(default_factory=list, description="Paths, globs or inline clusters.")
+    nodes: list[SourceEntry] = Field(default_factory=list, description="Paths, globs or inline nodes.")
+    policies: PerLayer = Field(default_factory=PerLayer)
+    mechanisms: PerLayer = Field(default_factory=PerLayer)
+    intervals: Intervals = Field(default_factory=Intervals)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    state_dir: Path | None = Field(None, description="Default ~/.mlsysops/<slice>.")
+
+
+@dataclass
+class SliceSpec:
+    """A validated slice: its config and its cross-checked infrastructure."""
+
+    config: SliceConfig
+    path: Path
+    continuum: MLSysOpsContinuum
+    clusters: dict[str, MLSysOpsCluster]
+    nodes: dict[str, MLSysOpsNode]
+    datacenters: dict[str, MLSysOpsDatacenter] = field(default_factory=dict)
+    sources: dict[tuple[str, str], str] = field(default_factory=dict)
+    warnings: list[ValidationIssue] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.slice
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def inventory(self) -> Inventory:
+        return Inventory(nodes=frozenset(self.nodes), clusters=frozenset(self.clusters))
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.state_dir or Path.home() / ".mlsysops" / self.name
+
+    def cluster_nodes(self, cluster_id: str) -> list[MLSysOpsNode]:
+        return [n for n in self.nodes.values() if n.cluster_id == cluster_id]
+
+    def source_of(self, desc: Description) -> str | None:
+        return self.sources.get((desc.kind, desc.id))
+
+
+def is_slice_config(obj: Any) -> bool:
+    """Whether a parsed YAML document looks like a slice config (has a top-level ``slice`` key)."""
+    return isinstance(obj, dict) and "slice" in obj
+
+
+def _resolve(base: Path, value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    value = value.expanduser()
+    return value if value.is_absolute() else (base / value).resolve()
+
+
+def _absolute_paths(cfg: SliceConfig, base: Path) -> SliceConfig:
+    def plugins(per: PerLayer) -> PerLayer:
+        return PerLayer(
+            **{
+                layer: per.for_layer(layer).model_copy(
+                    update={"directories": [_resolve(base, d) for d in per.for_layer(layer).directories]}
+                )
+                for layer in LAYERS
+            }
+        )
+
+    return cfg.model_copy(
+        update={
+            "xmpp": cfg.xmpp.model_copy(update={"password_file": _resolve(base, cfg.xmpp.password_file)}),
+            "substrate": cfg.substrate.model_copy(
+                update={"kubeconfig": _resolve(base, cfg.substrate.kubeconfig)}
+            ),
+            "api": cfg.api.model_copy(update={"token_file": _resolve(base, cfg.api.token_file)}),
+            "policies": plugins(cfg.policies),
+            "mechanisms": plugins(cfg.mechanisms),
+            "state_dir": _resolve(base, cfg.state_dir),
+        }
+    )
+
+
+class _Collector:
+    """Loads the referenced descriptions, remembering where each one came from."""
+
+    def __init__(self, slice_path: Path) -> None:
+        self.slice_path = slice_path
+        self.base = slice_path.parent
+        self.issues: list[ValidationIssue] = []
+        self.docs: list[Document] = []
+        self.seen: dict[tuple[str, str], str] = {}
+
+    def error(self, path: str, message: str, **kw: Any) -> None:
+        self.issues.append(ValidationIssue(message, file=str(self.slice_path), path=path, **kw))
+
+    def add(self, entry: SourceEntry, path: str) -> None:
+        if isinstance(entry, dict):
+            self._take(lambda: [load_obj(entry, source=f"{self.slice_path}: {path}")])
+            return
+        pattern = os.path.expanduser(entry)
+        pattern = pattern if os.path.isabs(pattern) else str(self.base / pattern)
+        if glob.has_magic(pattern):
+            files = sorted(glob.glob(pattern, recursive=True))
+            if not files:
+                self.error(
+                    path, "pattern matches no files", value=entry, expected="a path or glob of YAML files"
+                )
+            for file in files:
+                self._take(lambda f=file: load_file(f))
+        elif not Path(pattern).is_file():
+            self.error(path, "file not found", value=entry, expected=f"a file relative to {self.base}")
+        else:
+            self._take(lambda: load_file(pattern))
+
+    def _take(self, load: Any) -> None:
+        try:
+            docs = load()
+        except DescriptionError as exc:
+            self.issues += exc.issues + exc.warnings
+            return
+        for doc in docs:
+            key = (doc.kind, doc.name)
+            where = f"{doc.source} (document {doc.index})"
+            if isinstance(doc.spec, MLSysOpsApp):
+                self.issues.append(
+                    ValidationIssue(
+                        "applications do not belong in a slice config",
+                        file=doc.source,
+                        doc_index=doc.index,
+                        value=doc.name,
+                        expected="MLSysOpsContinuum, MLSysOpsCluster, MLSysOpsNode or MLSysOpsDatacenter",
+                    )
+                )
+                continue
+            if key in self.seen:
+                self.issues.append(
+                    ValidationIssue(
+                        f"{doc.kind} {doc.name!r} is also defined in {self.seen[key]}",
+                        file=doc.source,
+                        doc_index=doc.index,
+                        value=doc.name,
+                        expected="unique names",
+                    )
+                )
+                continue
+            self.seen[key] = where
+            self.docs.append(doc)
+
+
+def load_slice(path: str | Path) -> SliceSpec:
+    """Load, validate and cross-check a slice file. Raises DescriptionError listing every problem."""
+    slice_path = Path(path).resolve()
+    source = str(path)
+    try:
+        raw = yaml.safe_load(slice_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DescriptionError([ValidationIssue(f"cannot read file: {exc}", file=source)]) from None
+    except yaml.YAMLError as exc:
+        raise DescriptionError([ValidationIssue(f"invalid YAML: {exc}", file=source)]) from None
+    if not isinstance(raw, dict):
+        raise DescriptionError(
+            [
+                ValidationIssue(
+                    "a slice config must be a mapping",
+                    file=source,
+                    value=raw,
+                    expected="a mapping with at least 'slice: <name>'",
+                )
+            ]
+        )
+    cfg, issues = validate_spec(SliceConfig, raw)  # type: ignore[arg-type]
+    for issue in issues:
+        issue.file = source
+    if cfg is None:
+        raise DescriptionError(issues)
+    assert isinstance(cfg, SliceConfig)
+    cfg = _absolute_paths(cfg, slice_path.parent)
+    collector = _Collector(slice_path)
+    collector.issues += issues
+    if cfg.continuum is not None:
+        collector.add(cfg.continuum, "continuum")
+    for i, entry in enumerate(cfg.clusters):
+        collector.add(entry, f"clusters[{i}]")
+    for i, entry in enumerate(cfg.nodes):
+        collector.add(entry, f"nodes[{i}]")
+    spec = _assemble(cfg, slice_path, collector)
+    errors = [i for i in collector.issues if i.severity == "error"]
+    if errors:
+        raise DescriptionError(collector.issues)
+    return spec
+
+
+def _assemble(cfg: SliceConfig, slice_path: Path, col: _Collector) -> SliceSpec:
+    by_kind: dict[str, dict[str, Document]] = {}
+    for doc in col.docs:
+        by_kind.setdefault(doc.kind, {})[doc.name] = doc
+    col.issues += [w for doc in col.docs for w in doc.warnings]
+    clusters = {name: doc.spec for name, doc in by_kind.get("MLSysOpsCluster", {}).items()}
+    nodes = {name: doc.spec for name, doc in by_kind.get("MLSysOpsNode", {}).items()}
+    sources = {key: where for key, where in col.seen.items()}
+    cluster_docs = by_kind.get("MLSysOpsCluster", {})
+    node_docs = by_kind.get("MLSysOpsNode", {})
+
+    def issue(doc: Document, path: str, message: str, **kw: Any) -> ValidationIssue:
+        return ValidationIssue(message, file=doc.source, doc_index=doc.index, path=path, **kw)
+
+    # Nodes without cluster_id: take the single cluster listing them.
+    for name, node in list(nodes.items()):
+        assert isinstance(node, MLSysOpsNode)
+        if node.cluster_id is None:
+            owners = [cid for cid, c in clusters.items() if name in c.nodes]  # type: ignore[attr-defined]
+            if len(owners) == 1:
+                nodes[name] = node.model_copy(update={"cluster_id": owners[0]})
+                col.issues.append(
+                    issue(
+                        node_docs[name],
+                        "cluster_id",
+                        f"no cluster_id; assigned to cluster {owners[0]!r} which lists the node",
+                        severity="warning",
+                    )
+                )
+            else:
+                col.issues.append(
+                    issue(
+                        node_docs[name],
+                        "cluster_id",
+                        "node has no cluster_id and "
+                        f"{'several clusters list it' if owners else 'no cluster lists it'}",
+                        expected="cluster_id: one of " + ", ".join(sorted(clusters)),
+                    )
+                )
+    for name, node in nodes.items():
+        cid = node.cluster_id  # type: ignore[attr-defined]
+        if cid is not None and cid not in clusters:
+            col.issues.append(
+                issue(
+                    node_docs[name],
+                    "cluster_id",
+                    f"cluster {cid!r} is not part of the slice",
+                    value=cid,
+                    expected="one of: " + ", ".join(sorted(clusters)),
+                    suggestion=did_you_mean(cid, clusters),
+                )
+            )
+    for cid, cluster in list(clusters.items()):
+        assert isinstance(cluster, MLSysOpsCluster)
+        members = sorted(n for n, node in nodes.items() if node.cluster_id == cid)  # type: ignore[attr-defined]
+        if not cluster.nodes:
+            clusters[cid] = cluster.model_copy(update={"nodes": members})
+            continue
+        cdoc = cluster_docs[cid]
+        for i, listed in enumerate(cluster.nodes):
+            if listed not in nodes:
+                col.issues.append(
+                    issue(
+                        cdoc,
+                        f"nodes[{i}]",
+                        f"node {listed!r} has no description in the slice",
+                        value=listed,
+                        suggestion=did_you_mean(listed, nodes),
+                    )
+                )
+            elif nodes[listed].cluster_id != cid:  # type: ignore[attr-defined]
+                col.issues.append(
+                    issue(
+                        cdoc,
+                        f"nodes[{i}]",
+                        f"node {listed!r} is listed here but its "
+                        f"cluster_id is {nodes[listed].cluster_id!r} "  # type: ignore[attr-defined]
+                        f"(in {node_docs[listed].source})",
+                        value=listed,
+                    )
+                )
+        for member in members:
+            if member not in cluster.nodes:
+                col.issues.append(
+                    issue(
+                        node_docs[member],
+                        "cluster_id",
+                        f"node {member!r} says cluster {cid!r} "
+                        f"but that cluster's nodes list (in {cdoc.source}) does not include it",
+                        value=cid,
+                        expected=f"{member!r} in {cid}.nodes",
+                    )
+                )
+    continuum = _continuum(cfg, by_kind, clusters, col)
+    datacenters = {n: d.spec for n, d in by_kind.get("MLSysOpsDatacenter", {}).items()}
+    return SliceSpec(
+        config=cfg,
+        path=slice_path,
+        continuum=continuum,
+        clusters=clusters,  # type: ignore[arg-type]
+        nodes=nodes,
+        datacenters=datacenters,
+        sources=sources,  # type: ignore[arg-type]
+        warnings=[i for i in col.issues if i.severity == "warning"],
+    )
+
+
+def _continuum(
+    cfg: SliceConfig, by_kind: dict[str, dict[str, Document]], clusters: dict[str, Any], col: _Collector
+) -> MLSysOpsContinuum:
+    docs = list(by_kind.get("MLSysOpsContinuum", {}).values())
+    derived = MLSysOpsContinuum(continuum_id=cfg.slice, clusters=sorted(clusters))
+    if not docs:
+        return derived
+    if len(docs) > 1:
+        col.error("continuum", "a slice has one continuum", value=[d.name for d in docs], expected="one")
+    doc = docs[0]
+    cont = doc.spec
+    assert isinstance(cont, MLSysOpsContinuum)
+    if not cont.clusters:
+        return cont.model_copy(update={"clusters": sorted(clusters)})
+    for i, cid in enumerate(cont.clusters):
+        if cid not in clusters:
+            col.issues.append(
+                ValidationIssue(
+                    f"cluster {cid!r} has no description in the slice",
+                    file=doc.source,
+                    doc_index=doc.index,
+                    path=f"clusters[{i}]",
+                    value=cid,
+                    suggestion=did_you_mean(cid, clusters),
+                )
+            )
+    for cid in clusters:
+        if cid not in cont.clusters:
+            col.issues.append(
+                ValidationIssue(
+                    f"cluster {cid!r} is in the slice but not in the continuum's clusters list",
+                    file=doc.source,
+                    doc_index=doc.index,
+                    path="clusters",
+                    value=cid,
+                )
+            )
+    return cont
