@@ -1,0 +1,257 @@
+"""Isolation of plugin calls: timeouts, exception capture, result validation, failure backoff.
+
+Every call into a policy or mechanism goes through `call_plugin()`:
+- coroutine functions are awaited under `asyncio.wait_for(timeout)`;
+- plain functions run in a daemon thread each (not the loop, not a ThreadPoolExecutor: pool threads are joined
+  at interpreter exit, so one hung plugin would hang shutdown). A hung sync call cannot be killed; its thread
+  stays parked until the function returns. At most `MAX_STUCK_THREADS` such threads may be outstanding; past
+  that, further sync calls are refused (outcome "error") instead of leaking threads without bound;
+- a sync function that returns an awaitable has it awaited within the remaining time;
+- exceptions become a one-line summary plus the innermost frames; nothing propagates to the caller.
+
+Backoff (`FailureBackoff`): after `threshold` consecutive failures of a key (the engine uses (policy, asset)),
+the key is blocked for base * 2**(failures - threshold) seconds, capped at `cap`. One success resets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+import traceback
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+MAX_STUCK_THREADS = 32
+_outstanding_threads = 0
+_outstanding_lock = threading.Lock()
+
+
+class PluginContractError(ValueError):
+    """A plugin returned something that breaks its contract."""
+
+
+@dataclass(slots=True)
+class CallResult:
+    """Outcome of one isolated call: status "ok" (value set), "error" or "timeout" (reason set)."""
+
+    status: Literal["ok", "error", "timeout"]
+    value: Any = None
+    reason: str = ""
+    traceback: str = ""
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def summarize_exception(exc: BaseException, frames: int = 3) -> tuple[str, str]:
+    """(one-line summary naming type, message and innermost location; short traceback of the last frames)."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    if tb:
+        last = tb[-1]
+        where = f" at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
+    msg = str(exc)
+    if len(msg) > 300:
+        msg = msg[:300] + "..."
+    summary = f"{type(exc).__name__}: {msg}{where}"
+    short_tb = "".join(traceback.format_list(tb[-frames:])) + f"{type(exc).__name__}: {msg}"
+    return summary, short_tb
+
+
+def _run_in_thread(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> asyncio.Future[Any]:
+    """Run fn in a new daemon thread; the returned future resolves on the calling loop."""
+    global _outstanding_threads
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(ok: bool, payload: Any) -> None:
+        if fut.done():
+            return  # the caller timed out already
+        if ok:
+            fut.set_result(payload)
+        else:
+            fut.set_exception(payload)
+
+    def runner() -> None:
+        global _outstanding_threads
+        try:
+            value = fn(*args, **kwargs)
+            outcome: tuple[bool, Any] = (True, value)
+        except BaseException as exc:  # noqa: BLE001 - forwarded to the caller
+            outcome = (False, exc)
+        finally:
+            with _outstanding_lock:
+                _outstanding_threads -= 1
+        try:
+            loop.call_soon_threadsafe(deliver, *outcome)
+        except RuntimeError:
+            pass  # loop closed while we were stuck
+
+    with _outstanding_lock:
+        if _outstanding_threads >= MAX_STUCK_THREADS:
+            raise RuntimeError(f"too many plugin calls still running in threads ({_outstanding_threads})")
+        _outstanding_threads += 1
+    name = getattr(fn, "__qualname__", "plugin")
+    threading.Thread(target=runner, name=f"plugin:{name}", daemon=True).start()
+    return fut
+
+
+def outstanding_threads() -> int:
+    """Sync plugin calls currently running in threads (includes hung ones)."""
+    return _outstanding_threads
+
+
+async def call_plugin(
+    fn: Callable[..., Any], *args: Any, timeout: float, kwargs: Mapping[str, Any] | None = None
+) -> CallResult:
+    """Call a plugin function (sync or async) in isolation; never raises (except on cancellation)."""
+    kwargs = kwargs or {}
+    start = time.monotonic()
+    try:
+        if inspect.iscoroutinefunction(fn):
+            value = await asyncio.wait_for(fn(*args, **kwargs), timeout)
+        else:
+            value = await asyncio.wait_for(_run_in_thread(fn, args, kwargs), timeout)
+            if inspect.isawaitable(value):
+                remaining = max(0.0, timeout - (time.monotonic() - start))
+                value = await asyncio.wait_for(value, remaining)
+    except TimeoutError:
+        return CallResult(
+            "timeout",
+            reason=f"{getattr(fn, '__name__', 'call')} did not return within {timeout:g}s",
+            duration=time.monotonic() - start,
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - isolation is the point: summarise, never propagate
+        summary, tb = summarize_exception(exc)
+        return CallResult("error", reason=summary, traceback=tb, duration=time.monotonic() - start)
+    return CallResult("ok", value=value, duration=time.monotonic() - start)
+
+
+def _is_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    dtype = getattr(value, "dtype", None)  # numpy.bool_ without importing numpy
+    return dtype is not None and getattr(dtype, "kind", "") == "b" and getattr(value, "shape", None) == ()
+
+
+def _explanation_from(parts: tuple[Any, ...] | list[Any], context: dict[str, Any]) -> dict[str, Any] | None:
+    if len(parts) == 3 and parts[2] is not None:
+        if not isinstance(parts[2], dict):
+            raise PluginContractError(
+                f"explanation (3rd element) must be a dict, got {type(parts[2]).__name__}"
+            )
+        return parts[2]
+    expl = context.get("explanation")
+    return expl if isinstance(expl, dict) else None
+
+
+def validate_analyze_result(value: Any) -> tuple[bool, dict[str, Any], dict[str, Any] | None]:
+    """(needed, context, explanation) from analyze's return, or PluginContractError naming what is wrong."""
+    if not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
+        raise PluginContractError(
+            f"analyze must return (bool, dict) or (bool, dict, explanation), got {_describe(value)}"
+        )
+    needed, context = value[0], value[1]
+    if not _is_bool(needed):
+        raise PluginContractError(f"analyze's first element must be a bool, got {_describe(needed)}")
+    if not isinstance(context, dict):
+        raise PluginContractError(
+            f"analyze's second element (context) must be a dict, got {_describe(context)}"
+        )
+    return bool(needed), context, _explanation_from(value, context)
+
+
+def validate_plan_result(
+    value: Any, known_mechanisms: set[str] | frozenset[str], declared: list[str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """(plan, context, explanation) from plan's return, or PluginContractError.
+
+    The plan must map registered mechanism names to commands; if the policy declared `mechanisms`, it may
+    only plan for those.
+    """
+    if not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
+        raise PluginContractError(
+            f"plan must return (dict, dict) or (dict, dict, explanation), got {_describe(value)}"
+        )
+    plan, context = value[0], value[1]
+    if plan is None:
+        plan = {}
+    if not isinstance(plan, dict):
+        raise PluginContractError(
+            f"plan's first element must be a dict {{mechanism: command}}, got {_describe(plan)}"
+        )
+    if not isinstance(context, dict):
+        raise PluginContractError(f"plan's second element (context) must be a dict, got {_describe(context)}")
+    for name in plan:
+        if not isinstance(name, str):
+            raise PluginContractError(f"plan key {name!r} is not a mechanism name")
+        if name not in known_mechanisms:
+            raise PluginContractError(
+                f"plan names unknown mechanism {name!r}; registered: {sorted(known_mechanisms)}"
+            )
+        if declared and name not in declared:
+            raise PluginContractError(
+                f"plan names mechanism {name!r} the policy did not declare ({declared})"
+            )
+    return plan, context, _explanation_from(value, context)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:80] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+@dataclass(slots=True)
+class _BackoffState:
+    failures: int = 0
+    blocked_until: float = 0.0
+
+
+class FailureBackoff:
+    """Consecutive-failure counter per key with capped exponential blocking (see module docstring)."""
+
+    def __init__(self, threshold: int = 3, base: float = 1.0, cap: float = 60.0) -> None:
+        self.threshold = threshold
+        self.base = base
+        self.cap = cap
+        self._state: dict[Hashable, _BackoffState] = {}
+
+    def failure(self, key: Hashable, now: float | None = None) -> float:
+        """Count a failure; return the backoff delay now in force (0 while under the threshold)."""
+        now = time.monotonic() if now is None else now
+        st = self._state.setdefault(key, _BackoffState())
+        st.failures += 1
+        if st.failures < self.threshold:
+            return 0.0
+        delay = min(self.cap, self.base * 2 ** (st.failures - self.threshold))
+        st.blocked_until = now + delay
+        return delay
+
+    def success(self, key: Hashable) -> None:
+        self._state.pop(key, None)
+
+    def failures(self, key: Hashable) -> int:
+        st = self._state.get(key)
+        return 0 if st is None else st.failures
+
+    def remaining(self, key: Hashable, now: float | None = None) -> float:
+        """Seconds the key stays blocked (0 if not blocked)."""
+        st = self._state.get(key)
+        if st is None:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        return max(0.0, st.blocked_until - now)
+
+    def forget(self, key: Hashable) -> None:
+        self._state.pop(key, None)
