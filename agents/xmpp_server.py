@@ -1,0 +1,282 @@
+"""Embedded XMPP server (SPADE's pyjabber) run as a subprocess.
+
+Why a subprocess: pyjabber hijacks signal handlers, keeps process-global singletons (one server per
+process, never restartable), forks a worker pool and must run on uvloop. Isolating it in a child process
+gives us restartability (tests for reconnection) and a clean parent.
+
+Workarounds applied in the child (see docs on pyjabber 0.4.5): loopback-only binding (no LAN IP), file
+database in ``workdir`` (the in-memory one loses accounts), certificates generated in ``workdir`` (not in
+site-packages), no HTTP-upload plugin (frees :9090), uvloop.
+
+The XMPP domain is ``domain``; agents connect to their JID's domain as host name, so it must resolve to
+the loopback interface (``localhost`` does).
+
+Run directly: ``python -m agents.xmpp_server --client-port 5222 --server-port 5269 --workdir DIR``
+prints ``READY`` on stdout once listening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+READY_LINE = "READY"
+DEFAULT_START_TIMEOUT = 20.0
+DEFAULT_STOP_TIMEOUT = 5.0
+
+
+class XMPPServerError(RuntimeError):
+    """The embedded server could not be started."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Ask the OS for a currently free TCP port on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedXMPPServer:
+    """Handle on one pyjabber subprocess. Restartable: ports and workdir (accounts) are kept."""
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        client_port: int = 0,
+        server_port: int = 0,
+        domain: str = "localhost",
+        *,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+    ) -> None:
+        self._owns_workdir = workdir is None
+        self.workdir = (Path(workdir) if workdir is not None
+                        else Path(tempfile.mkdtemp(prefix="mlsysops-xmpp-")))
+        self._client_port = client_port
+        self._server_port = server_port
+        self.domain = domain
+        self.start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: object | None = None
+        self._lock = threading.Lock()
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        """Client-to-server port (0 until the first start when it was left to be picked)."""
+        return self._client_port
+
+    @property
+    def server_port(self) -> int:
+        return self._server_port
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    @property
+    def alive(self) -> bool:
+        """True while the subprocess runs (it may have died on its own)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    # -- sync API (pytest session fixtures, CLI) ----------------------------------------------------
+    def start_sync(self) -> None:
+        """Start the subprocess and block until it prints READY (or fail with the log path)."""
+        with self._lock:
+            if self.alive:
+                return
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            if not self._client_port:
+                self._client_port = free_port()
+            if not self._server_port:
+                self._server_port = free_port()
+            cmd = [
+                sys.executable, "-m", "agents.xmpp_server",
+                "--client-port", str(self._client_port),
+                "--server-port", str(self._server_port),
+                "--workdir", str(self.workdir),
+                "--domain", self.domain,
+            ]
+            log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+            self._log_file = log
+            env = dict(os.environ)
+            # The child must import this package even when the cwd is elsewhere.
+            pkg_root = str(Path(__file__).resolve().parent.parent)
+            env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own module
+                cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,
+            )
+            self._proc = proc
+            line = self._read_ready_line(proc, self.start_timeout)
+            if line.strip() != READY_LINE:
+                self._kill_locked()
+                raise XMPPServerError(
+                    f"embedded XMPP server did not start within {self.start_timeout:.0f}s on "
+                    f"{self.domain}:{self._client_port} (got {line.strip()!r}); see log {self.log_path}"
+                )
+            assert proc.stdout is not None
+            proc.stdout.close()
+            logger.info("embedded XMPP server ready on %s:%d (pid %d, workdir %s)",
+                        self.domain, self._client_port, proc.pid, self.workdir)
+
+    def stop_sync(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        """Terminate the subprocess (SIGTERM, then SIGKILL after ``timeout``). Keeps the workdir."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    logger.warning("XMPP server pid %d ignored SIGTERM; killing", proc.pid)
+                    proc.kill()
+                    proc.wait(timeout=timeout)
+            self._cleanup_locked()
+
+    def kill_sync(self) -> None:
+        """Simulate a crash: SIGKILL without a graceful shutdown."""
+        with self._lock:
+            self._kill_locked()
+
+    def close(self) -> None:
+        """Stop and delete the workdir if this object created it."""
+        self.stop_sync()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- async API (never blocks the loop) ---------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self.start_sync)
+
+    async def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        await asyncio.to_thread(self.stop_sync, timeout)
+
+    async def kill(self) -> None:
+        await asyncio.to_thread(self.kill_sync)
+
+    # -- context managers --------------------------------------------------------------------------
+    def __enter__(self) -> EmbeddedXMPPServer:
+        self.start_sync()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    async def __aenter__(self) -> EmbeddedXMPPServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await asyncio.to_thread(self.close)
+
+    # -- internals ---------------------------------------------------------------------------------
+    @staticmethod
+    def _read_ready_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+        """Read the first stdout line with a deadline; killing the child unblocks the reader."""
+        result: list[bytes] = []
+
+        def reader() -> None:
+            assert proc.stdout is not None
+            result.append(proc.stdout.readline())
+
+        thread = threading.Thread(target=reader, daemon=True, name="xmpp-server-ready")
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            proc.kill()
+            thread.join(5)
+            return ""
+        return result[0].decode(errors="replace") if result else ""
+
+    def _kill_locked(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=DEFAULT_STOP_TIMEOUT)
+        self._cleanup_locked()
+
+    def _cleanup_locked(self) -> None:
+        if self._proc is not None and self._proc.stdout is not None and not self._proc.stdout.closed:
+            self._proc.stdout.close()
+        self._proc = None
+        if self._log_file is not None:
+            self._log_file.close()  # type: ignore[attr-defined]
+            self._log_file = None
+
+
+# ------------------------------------------------------------------------------------------------
+# child process
+# ------------------------------------------------------------------------------------------------
+def _serve(client_port: int, server_port: int, workdir: str, domain: str) -> None:
+    """Run pyjabber in this process (the child). Heavy imports stay here."""
+    import loguru
+    import pyjabber
+    import pyjabber.server as pjs
+    import uvloop
+    from pyjabber.server_parameters import Parameters
+
+    loguru.logger.remove()
+    loguru.logger.add(sys.stderr, level="WARNING")
+    pjs.setup_query_local_ip = lambda: None  # bind loopback only, never the LAN address
+    pkg_certs = os.path.join(os.path.dirname(pyjabber.__file__), "network", "certs")
+    for name in ("ca_cert.pem", "ca_key.pem"):  # the cert generator needs the CA next to the certs
+        if not os.path.exists(os.path.join(workdir, name)):
+            shutil.copy(os.path.join(pkg_certs, name), workdir)
+    defaults = Parameters()
+    params = Parameters(
+        host=domain,
+        client_port=client_port,
+        server_port=server_port,
+        database_path=os.path.join(workdir, "xmpp.db"),
+        cert_path=workdir,
+        plugins=[p for p in defaults.plugins if p != "urn:xmpp:http:upload:0"],
+    )
+    cwd = os.getcwd()
+    server = pjs.Server(params)
+    os.chdir(cwd)  # certificate generation chdirs
+    from pyjabber.plugins.xep_0363.xep_0363 import HTTPFieldUpload
+
+    HTTPFieldUpload(None)  # the plugin manager instantiates it even when the plugin is disabled
+
+    async def run() -> None:
+        task = asyncio.create_task(server.start())
+        await server.ready.wait()
+        sys.stdout.write(READY_LINE + "\n")
+        sys.stdout.flush()
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # parent stops reading: never fill the pipe
+        await task
+
+    uvloop.run(run())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="mlsysops embedded XMPP server (pyjabber)")
+    parser.add_argument("--client-port", type=int, required=True)
+    parser.add_argument("--server-port", type=int, required=True)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--domain", default="localhost")
+    args = parser.parse_args(argv)
+    _serve(args.client_port, args.server_port, args.workdir, args.domain)
+
+
+if __name__ == "__main__":
+    main()

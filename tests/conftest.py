@@ -1,0 +1,117 @@
+"""Session-wide fixtures: one embedded XMPP server per test run and a factory of started agents.
+
+* ``xmpp_server``: the session server (``.port``, ``.domain``). Set ``MLSYSOPS_TEST_XMPP_PORT`` (and
+  optionally ``MLSYSOPS_TEST_XMPP_DOMAIN``) to run against an external server (prosody, ejabberd).
+* ``make_agent(cls=MLSysOpsAgent, prefix="agent", jid=None, **kw)``: starts an agent with a unique JID
+  (or the given ``jid``, e.g. to restart "the same" agent) and stops it at teardown. Agents made here
+  send over the XMPP server by default (``force_xmpp=True``); pass ``force_xmpp=False`` to allow the
+  in-process shortcut. Command line ``--in-process`` flips that default for the whole run.
+* ``force_xmpp``: also forces raw SPADE behaviours' ``send`` over the server (patches the Container).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from agents.agent_base import MLSysOpsAgent
+from agents.xmpp_server import EmbeddedXMPPServer
+
+AGENT_PASSWORD = "test-secret"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--in-process", action="store_true", default=False,
+                     help="let make_agent agents use SPADE's in-process shortcut instead of the server")
+
+
+@dataclass(frozen=True)
+class ExternalServer:
+    port: int
+    domain: str
+
+
+@pytest.fixture(scope="session")
+def xmpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedXMPPServer | ExternalServer]:
+    """The XMPP server shared by the whole run (a pyjabber subprocess unless configured otherwise)."""
+    if os.environ.get("MLSYSOPS_TEST_XMPP_PORT"):
+        yield ExternalServer(int(os.environ["MLSYSOPS_TEST_XMPP_PORT"]),
+                             os.environ.get("MLSYSOPS_TEST_XMPP_DOMAIN", "localhost"))
+        return
+    server = EmbeddedXMPPServer(workdir=tmp_path_factory.mktemp("xmpp"))
+    server.start_sync()
+    try:
+        yield server
+    finally:
+        server.stop_sync()
+
+
+def unique_jid(prefix: str, domain: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}@{domain}"
+
+
+MakeAgent = Callable[..., Awaitable[Any]]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_agent(xmpp_server: Any, request: pytest.FixtureRequest) -> AsyncIterator[MakeAgent]:
+    """Factory of started agents with unique JIDs; all are stopped at teardown."""
+    started: list[MLSysOpsAgent] = []
+    default_force = not request.config.getoption("--in-process")
+
+    async def _make(cls: type[MLSysOpsAgent] = MLSysOpsAgent, prefix: str = "agent", *,
+                    jid: str | None = None, server: Any = None, start: bool = True,
+                    **kw: Any) -> MLSysOpsAgent:
+        srv = server or xmpp_server
+        kw.setdefault("force_xmpp", default_force)
+        agent = cls(jid or unique_jid(prefix, srv.domain), AGENT_PASSWORD, port=srv.port, **kw)
+        started.append(agent)
+        if start:
+            await agent.start_agent(timeout=10)
+        return agent
+
+    yield _make
+    await asyncio.gather(*(_stop_quietly(a) for a in started))
+
+
+async def _stop_quietly(agent: MLSysOpsAgent) -> None:
+    if agent.is_alive():
+        try:
+            await asyncio.wait_for(agent.stop(), timeout=10)
+        except Exception:  # teardown must not mask the test result
+            pass
+
+
+@pytest.fixture
+def force_xmpp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Force raw SPADE behaviour sends over the XMPP server (no in-process Container shortcut)."""
+    from spade.container import Container
+
+    async def send(self: Any, msg: Any, behaviour: Any) -> None:
+        await behaviour._xmpp_send(msg=msg)
+
+    # Patch the class itself: instantiating the singleton here could bind it to a wrong event loop.
+    monkeypatch.setattr(Container, "send", send)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02) -> None:
+    """Await a condition with a deadline (tests never sleep blindly)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def eventually() -> Callable[..., Awaitable[None]]:
+    """``await eventually(lambda: cond, timeout=5)``: the awaitable form of :func:`wait_for`."""
+    return wait_for

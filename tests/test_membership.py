@@ -1,0 +1,158 @@
+"""Parent/child membership over the real embedded XMPP server (0.2 s heartbeats)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from agents.agent_base import HandlerError, RequestFailed
+from agents.membership import REASON_PRESENCE, UNKNOWN_CHILD, ChildMembership, ChildRecord, ParentMembership
+from agents.protocol import Envelope, Kind, Role
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.xmpp, pytest.mark.timeout(60)]
+
+HB = 0.2
+
+
+class Events:
+    """Collects membership notifications as (event, agent_id, reason) tuples."""
+
+    def __init__(self, parent: ParentMembership) -> None:
+        self.queue: asyncio.Queue[tuple[str, str, str | None]] = asyncio.Queue()
+        parent.on_joined(self._joined)
+        parent.on_lost(self._lost)
+        parent.on_recovered(self._recovered)
+
+    async def _joined(self, child: ChildRecord) -> None:
+        self.queue.put_nowait(("joined", child.agent_id, None))
+
+    async def _lost(self, child: ChildRecord, reason: str) -> None:
+        self.queue.put_nowait(("lost", child.agent_id, reason))
+
+    async def _recovered(self, child: ChildRecord) -> None:
+        self.queue.put_nowait(("recovered", child.agent_id, None))
+
+    async def next(self, timeout: float = 5.0) -> tuple[str, str, str | None]:
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+
+async def make_parent(make_agent: Any, *, misses: int = 3, jid: str | None = None,
+                      **kw: Any) -> tuple[Any, ParentMembership, Events]:
+    agent = await make_agent(prefix="cluster", jid=jid)
+    membership = ParentMembership(agent, heartbeat_interval=HB, liveness_misses=misses, **kw)
+    events = Events(membership)
+    await membership.start()
+    return agent, membership, events
+
+
+async def make_child(make_agent: Any, parent_jid: str, **kw: Any) -> tuple[Any, ChildMembership]:
+    agent = await make_agent(prefix="node", reconnect_backoff=0.1)
+    kw.setdefault("digest", lambda: {"load": 0.5})
+    membership = ChildMembership(agent, parent_jid, role=Role.NODE, description={"cpu": 4}, backoff=0.1,
+                                 backoff_max=0.5, register_timeout=1.0, **kw)
+    await membership.start()
+    return agent, membership
+
+
+async def test_child_registers_and_heartbeats(make_agent: Any, eventually: Any) -> None:
+    parent, pm, events = await make_parent(make_agent)
+    child, cm = await make_child(make_agent, str(parent.jid), capabilities=["gpu"])
+    assert await events.next() == ("joined", child.agent_id, None)
+    await cm.wait_connected(timeout=3)
+    assert cm.settings is not None and cm.settings.heartbeat_interval == HB
+    (rec,) = pm.children()
+    assert rec.jid == str(child.jid) and rec.role is Role.NODE and rec.description == {"cpu": 4}
+    assert rec.capabilities == ["gpu"] and rec.alive
+    await eventually(lambda: rec.seq >= 3, timeout=3)
+    assert rec.digest == {"load": 0.5}
+    assert time.time() - rec.last_heartbeat < 1.0
+    assert cm.registrations == 1
+
+
+async def test_stopped_child_is_lost_via_presence_fast(make_agent: Any) -> None:
+    parent, pm, events = await make_parent(make_agent, misses=25)  # heartbeat liveness: 5 s
+    child, cm = await make_child(make_agent, str(parent.jid))
+    assert (await events.next())[0] == "joined"
+    await parent.wait_subscribed(str(child.jid), timeout=3)
+    started = time.monotonic()
+    await child.stop()
+    assert await events.next(timeout=3) == ("lost", child.agent_id, REASON_PRESENCE)
+    assert time.monotonic() - started < 1.0  # far below the 5 s heartbeat liveness period
+    assert pm.children(alive_only=True) == []
+
+
+async def test_hung_child_is_lost_after_missed_heartbeats_then_recovers(make_agent: Any) -> None:
+    parent, pm, events = await make_parent(make_agent, misses=3)
+    child, cm = await make_child(make_agent, str(parent.jid))
+    assert (await events.next())[0] == "joined"
+    await cm.wait_connected(timeout=3)
+    cm.pause()  # connected (presence stays available) but silent
+    paused_at = time.monotonic()
+    assert await events.next(timeout=3) == ("lost", child.agent_id, "missed 3 heartbeats")
+    assert time.monotonic() - paused_at >= 3 * HB - 0.25
+    cm.resume()
+    assert await events.next(timeout=3) == ("recovered", child.agent_id, None)
+    assert pm.child(str(child.jid)).alive  # type: ignore[union-attr]
+
+
+async def test_restarted_parent_relearns_children(make_agent: Any, eventually: Any) -> None:
+    parent, pm, events = await make_parent(make_agent)
+    child, cm = await make_child(make_agent, str(parent.jid))
+    assert (await events.next())[0] == "joined"
+    await cm.wait_connected(timeout=3)
+    parent_jid = str(parent.jid)
+    await pm.stop()
+    await parent.stop()
+
+    parent2, pm2, events2 = await make_parent(make_agent, jid=parent_jid)  # same JID, empty memory
+    assert await events2.next(timeout=5) == ("joined", child.agent_id, None)
+    await eventually(lambda: cm.connected and cm.registrations >= 2, timeout=5)
+    assert [c.jid for c in pm2.children()] == [str(child.jid)]
+
+
+async def test_unknown_child_heartbeat_is_told_to_reregister(make_agent: Any) -> None:
+    parent, pm, _ = await make_parent(make_agent)
+    stranger = await make_agent(prefix="stranger")
+    with pytest.raises(RequestFailed) as err:
+        await stranger.request(str(parent.jid), Kind.HEARTBEAT, {"seq": 1}, timeout=3)
+    assert err.value.reason == UNKNOWN_CHILD
+
+
+async def test_accept_callback_and_faulty_listeners(make_agent: Any) -> None:
+    async def accept(env: Envelope) -> dict[str, Any]:
+        if env.body["description"].get("cpu", 0) < 2:
+            return {"accepted": False, "reason": "too small"}
+        return {"zone": "edge-1"}
+
+    parent, pm, events = await make_parent(make_agent, accept=accept)
+
+    async def broken(child: ChildRecord) -> None:
+        raise RuntimeError("listener bug")
+
+    pm.on_joined(broken)  # must not break membership nor the other listeners
+    extras: list[dict[str, Any]] = []
+    child, cm = await make_child(make_agent, str(parent.jid))
+    cm.on_registered(lambda reply: extras.append(reply.extra))
+    assert await events.next() == ("joined", child.agent_id, None)
+    await cm.wait_connected(timeout=3)
+    assert extras == [{"zone": "edge-1"}]
+
+    small = await make_agent(prefix="tiny")
+    reply = await small.request(str(parent.jid), Kind.REGISTER,
+                                {"role": "node", "agent_id": "tiny", "description": {"cpu": 1}}, timeout=3)
+    assert reply.body["accepted"] is False and reply.body["reason"] == "too small"
+    assert [c.agent_id for c in pm.children()] == [child.agent_id]
+
+
+async def test_accept_may_raise_handler_error(make_agent: Any) -> None:
+    def accept(env: Envelope) -> dict[str, Any]:
+        raise HandlerError("slice is full")
+
+    parent, pm, _ = await make_parent(make_agent, accept=accept)
+    prober = await make_agent(prefix="prb")
+    with pytest.raises(RequestFailed, match="slice is full"):
+        await prober.request(str(parent.jid), Kind.REGISTER, {"role": "node", "agent_id": "x"}, timeout=3)
+    assert pm.children() == []
