@@ -1,0 +1,147 @@
+"""An mlsysops agent with a MAPE-K engine: the part every layer shares.
+
+`ManagedAgent` = `MLSysOpsAgent` (XMPP, protocol, reconnection) + Knowledge + DecisionLog + policy and
+mechanism registries + MAPEEngine, plus the `decisions.query` handler that exports the decision log.
+Layers subclass it and provide `assets()`, `system_description()` and `monitor()`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agents.agent_base import MLSysOpsAgent
+from agents.mape import DecisionLog, Knowledge, MAPEEngine, MechanismRegistry, PolicyRegistry
+from agents.protocol import Envelope, Kind, Performative, register_payload
+
+
+@dataclass(slots=True)
+class AgentSettings:
+    """Per-agent knobs, filled from the slice config (durations in seconds)."""
+
+    heartbeat: float = 1.0
+    liveness_misses: int = 3
+    monitor: float = 1.0
+    analyze: float = 2.0
+    execute_timeout: float = 10.0
+    plugin_timeout: float = 5.0
+    status_report: float = 1.0
+    eviction_timeout: float = 30.0      # continuum: how long a lost cluster keeps its components
+    policies: list[str] = field(default_factory=list)          # module names of built-in policies
+    policy_dirs: list[Path] = field(default_factory=list)
+    policy_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    disabled_policies: list[str] = field(default_factory=list)
+    state_dir: Path | None = None
+
+
+class DecisionsQuery(BaseModel):
+    app: str | None = None
+    policy: str | None = None
+    stage: str | None = None
+    outcome: str | None = None
+    since: float | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+register_payload(Kind.DECISIONS_QUERY, Performative.REQUEST, DecisionsQuery)
+
+MAX_EXPORT_BYTES = 48 * 1024
+
+
+class ManagedAgent(MLSysOpsAgent):
+    role = "agent"
+
+    def __init__(self, jid: str, password: str, *, settings: AgentSettings | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(jid, password, **kwargs)
+        self.settings = settings or AgentSettings()
+        self.knowledge = Knowledge()
+        db = None
+        if self.settings.state_dir is not None:
+            self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+            db = str(self.settings.state_dir / f"decisions-{self.agent_id}.db")
+        self.decision_log = DecisionLog(self.agent_id, sqlite_path=db)
+        self.policies = PolicyRegistry([str(d) for d in self.settings.policy_dirs],
+                                       modules=self.settings.policies, agent_id=self.agent_id)
+        self.mechanisms = MechanismRegistry(agent_id=self.agent_id)
+        self.engine: MAPEEngine | None = None
+        self.started_at = time.time()
+        self.on(Kind.DECISIONS_QUERY, self._handle_decisions_query)
+
+    # -- hooks for layers ---------------------------------------------------------------------------
+    def assets(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def system_description(self) -> dict[str, Any]:
+        return {}
+
+    async def monitor(self) -> None:
+        """Refresh knowledge from the substrate / children (called every monitor interval)."""
+
+    async def on_executed(self, plan: Any, mechanism: str, outcome: str, detail: Any) -> None:
+        """Called after a mechanism executed a command (the layer updates its own tables)."""
+
+    # -- engine -------------------------------------------------------------------------------------
+    def load_policies(self) -> None:
+        self.policies.load_all()
+        for name, overrides in self.settings.policy_settings.items():
+            policy = self.policies.get(name)
+            if policy is not None:
+                policy.context.update(overrides)
+        for name in self.settings.disabled_policies:
+            if self.policies.get(name) is not None:
+                self.policies.disable(name)
+        for err in self.policies.errors:
+            self.decision_log.record("event", "error", f"policy failed to load: {err}")
+
+    def start_engine(self) -> MAPEEngine:
+        self.engine = MAPEEngine(
+            self.agent_id, self.knowledge, self.policies, self.mechanisms, self.decision_log,
+            assets=self.assets, system_description=self.system_description,
+            default_analyze_interval=self.settings.analyze, plugin_timeout=self.settings.plugin_timeout,
+            execute_timeout=self.settings.execute_timeout, monitor=self.monitor,
+            monitor_interval=self.settings.monitor, on_executed=self.on_executed)
+        self.engine.start()
+        return self.engine
+
+    def trigger(self, asset: str | None = None, reason: str = "") -> None:
+        if self.engine is not None:
+            self.engine.trigger(asset, reason=reason)
+
+    def record_event(self, reason: str, *, app: str | None = None, outcome: str = "info",
+                     inputs: dict[str, Any] | None = None) -> None:
+        self.decision_log.record("event", outcome, reason, app=app, inputs=inputs)
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            await self.engine.stop()
+            self.engine = None
+        try:
+            await self.decision_log.flush()
+        finally:
+            self.decision_log.close()
+        await super().stop()
+
+    # -- decision export ----------------------------------------------------------------------------
+    def decisions(self, **filters: Any) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self.decision_log.query(**filters)]
+
+    async def _handle_decisions_query(self, env: Envelope) -> dict[str, Any]:
+        q = env.payload if isinstance(env.payload, DecisionsQuery) else DecisionsQuery()
+        records = self.decisions(app=q.app, policy=q.policy, stage=q.stage, outcome=q.outcome,
+                                 since=q.since, limit=q.limit)
+        out: list[dict[str, Any]] = []
+        size = 0
+        for rec in records:   # stanzas above ~256 KiB kill streams: export a bounded page
+
+            n = len(json.dumps(rec, default=str))
+            if size + n > MAX_EXPORT_BYTES:
+                break
+            out.append(rec)
+            size += n
+        return {"agent": self.agent_id, "records": out, "truncated": len(out) < len(records)}

@@ -1,0 +1,104 @@
+"""Body schemas of the application-level message kinds (membership ones live in `protocol`).
+
+Work flows down as requests (`app.deploy`, `app.remove`), facts flow up as informs (`status.report`,
+`telemetry.report`) and node proposals (`plan.propose`). Every body is validated on receipt; an invalid
+one is answered with FAILURE and the reason (see `agent_base`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.protocol import Kind, Performative, register_payload
+
+InstanceStatus = Literal["deploying", "starting", "running", "failed", "stopped", "lost", "removed", "unknown"]
+ComponentStatus = Literal["pending", "deploying", "running", "failed", "relocating", "removed", "unknown"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AppDeploy(_Body):
+    """Continuum -> cluster: run these components of this app (the full set for this cluster)."""
+
+    app: str = Field(min_length=1)
+    description: dict[str, Any]
+    components: list[str]
+
+
+class AppRemove(_Body):
+    app: str = Field(min_length=1)
+    components: list[str] | None = None     # None: every component of the app on this cluster
+
+
+class Accepted(_Body):
+    accepted: bool = True
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class InstanceReport(_Body):
+    instance_id: str
+    app: str
+    component: str
+    node: str
+    status: InstanceStatus
+    since: float | None = None
+    reason: str | None = None
+
+
+class ComponentReport(_Body):
+    app: str
+    component: str
+    status: ComponentStatus
+    cluster: str | None = None
+    nodes: list[str] = Field(default_factory=list)
+    instances: int = 0
+    since: float | None = None
+    reason: str | None = None
+
+
+class StatusReport(_Body):
+    """Node -> cluster (instances) and cluster -> continuum (components). `full` replaces what the
+    receiver knew from this sender (reconciliation); otherwise it is a delta."""
+
+    source: str
+    full: bool = False
+    instances: list[InstanceReport] = Field(default_factory=list)
+    components: list[ComponentReport] = Field(default_factory=list)
+
+
+class ComponentTelemetry(_Body):
+    instance_id: str
+    app: str
+    component: str
+    metrics: dict[str, float]
+
+
+class TelemetryReport(_Body):
+    source: str
+    node: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    components: list[ComponentTelemetry] = Field(default_factory=list)
+
+
+class PlanProposal(_Body):
+    """Node -> cluster: please relocate this instance (the cluster decides)."""
+
+    app: str
+    component: str
+    instance_id: str
+    node: str
+    reason: str
+
+
+register_payload(Kind.APP_DEPLOY, Performative.REQUEST, AppDeploy)
+register_payload(Kind.APP_DEPLOY, Performative.INFORM, Accepted)
+register_payload(Kind.APP_REMOVE, Performative.REQUEST, AppRemove)
+register_payload(Kind.APP_REMOVE, Performative.INFORM, Accepted)
+register_payload(Kind.STATUS_REPORT, Performative.INFORM, StatusReport)
+register_payload(Kind.TELEMETRY_REPORT, Performative.INFORM, TelemetryReport)
+register_payload(Kind.PLAN_PROPOSE, Performative.REQUEST, PlanProposal)
+register_payload(Kind.PLAN_PROPOSE, Performative.INFORM, Accepted)

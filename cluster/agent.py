@@ -1,0 +1,376 @@
+"""Cluster agent: places components on its nodes, heals them, reports honest status up.
+
+- Children: node agents (membership with presence + heartbeat liveness). A lost node's instances become
+  `lost` and the engine is triggered at once, so relocation does not wait for the next interval.
+- Parent: the continuum agent sends `app.deploy` (the components this cluster must run) and `app.remove`.
+- Instance table: written by execution outcomes (`deploying`), corrected by node reports (`running`,
+  `failed`, ...), seeded from the substrate at start-up (adoption: a restarted cluster agent never
+  redeploys what runs) and reconciled with it every monitor tick.
+- Status up: component status (pending/deploying/running/relocating/failed) is derived from the table;
+  changes go to the continuum at once, and a full report every `status_report` interval.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agents.agent_base import HandlerError
+from agents.descriptions import DescriptionError, MLSysOpsApp, MLSysOpsCluster, MLSysOpsNode, load_obj, to_k8s
+from agents.managed_agent import AgentSettings, ManagedAgent
+from agents.membership import ChildMembership, ChildRecord, ParentMembership
+from agents.payloads import (
+    Accepted,
+    AppDeploy,
+    AppRemove,
+    ComponentReport,
+    PlanProposal,
+    StatusReport,
+    TelemetryReport,
+)
+from agents.protocol import Envelope, Kind, Performative, Role
+from mechanisms.placement_commands import PlacementAction
+from policies.cluster_state import ACTIVE
+from policies.description_adapters import QOS_METRIC
+
+DEFAULT_POLICIES = ["policies.filter_score_placement", "policies.relocation", "policies.static_placement"]
+DISABLED_BY_DEFAULT = ["static_placement"]   # opt-in per app with `policies: [static_placement]`
+QOS_WINDOW = 10
+
+
+class ClusterAgent(ManagedAgent):
+    role = "cluster"
+
+    def __init__(self, jid: str, password: str, *, description: MLSysOpsCluster,
+                 nodes: dict[str, MLSysOpsNode], node_jids: dict[str, str], placement: Any,
+                 parent: str | None, settings: AgentSettings | None = None, **kwargs: Any) -> None:
+        settings = settings or AgentSettings()
+        if not settings.policies:
+            settings.policies = list(DEFAULT_POLICIES)
+            settings.disabled_policies = [*settings.disabled_policies, *DISABLED_BY_DEFAULT]
+        super().__init__(jid, password, parent=parent, settings=settings,
+                         agent_id=kwargs.pop("agent_id", description.cluster_id), **kwargs)
+        self.description = description
+        self.cluster_id = description.cluster_id
+        self.nodes = dict(nodes)                       # described nodes of this cluster
+        self.node_jids = dict(node_jids)               # node name -> bare jid
+        self.jid_nodes = {j: n for n, j in node_jids.items()}
+        self.placement = placement
+        self.apps: dict[str, MLSysOpsApp] = {}
+        self.app_docs: dict[str, dict[str, Any]] = {}
+        self.assigned: dict[str, list[str]] = {}
+        self.instances: dict[str, dict[str, Any]] = {}
+        self.proposals: list[dict[str, Any]] = []
+        self._reported: dict[tuple[str, str], tuple[str, str | None]] = {}
+        self._last_full = 0.0
+        self.mechanisms.register("component_placement", placement)
+        self.mechanisms.register("fluidity", placement)   # the original framework's plans, as they are
+        self.children = ParentMembership(self, heartbeat_interval=settings.heartbeat,
+                                         liveness_misses=settings.liveness_misses, accept=self._accept_node)
+        self.children.on_joined(self._node_joined)
+        self.children.on_recovered(self._node_joined)
+        self.children.on_lost(self._node_lost)
+        self.upstream = (ChildMembership(self, parent, role=Role.CLUSTER, description=self._self_description,
+                                         digest=self._digest) if parent else None)
+        self.on(Kind.APP_DEPLOY, self._on_app_deploy)
+        self.on(Kind.APP_REMOVE, self._on_app_remove)
+        self.on(Kind.STATUS_REPORT, self._on_status_report, performatives=(Performative.INFORM,))
+        self.on(Kind.TELEMETRY_REPORT, self._on_telemetry, performatives=(Performative.INFORM,))
+        self.on(Kind.PLAN_PROPOSE, self._on_proposal)
+
+    async def setup(self) -> None:
+        await self.adopt()
+        await self.children.start()
+        if self.upstream is not None:
+            await self.upstream.start()
+        self.load_policies()
+        self.start_engine()
+
+    # -- adoption and reconciliation with the substrate ---------------------------------------------
+    async def adopt(self) -> None:
+        """Level-triggered: what the substrate runs is ours; record it, never redeploy it."""
+        state = await self.placement.get_state()
+        adopted = 0
+        for inst in state.get("instances", []):
+            if inst["instance_id"] not in self.instances:
+                self.instances[inst["instance_id"]] = self._row(inst, "running" if inst["state"] == "running"
+                                                                else "deploying")
+                adopted += 1
+        if adopted:
+            self.record_event(f"adopted {adopted} running instance(s) from the substrate",
+                              inputs={"instances": sorted(self.instances)[:20]})
+
+    def _row(self, inst: dict[str, Any], status: str, reason: str | None = None) -> dict[str, Any]:
+        return {"instance_id": inst["instance_id"], "app": inst["app"], "component": inst["component"],
+                "node": inst["node"], "status": status, "since": time.time(), "reason": reason,
+                "cpu_request_cores": float(inst.get("cpu_request_cores", 0.0)),
+                "memory_request_bytes": int(inst.get("memory_request_bytes", 0))}
+
+    def _set_status(self, iid: str, status: str, reason: str | None = None) -> None:
+        row = self.instances.get(iid)
+        if row is not None and (row["status"] != status or row["reason"] != reason):
+            row.update(status=status, reason=reason, since=time.time())
+
+    # -- membership ---------------------------------------------------------------------------------
+    async def _accept_node(self, env: Envelope) -> dict[str, Any]:
+        name = self.jid_nodes.get(env.sender.split("/")[0])
+        if name is None:
+            raise HandlerError(f"{env.sender} is not a node of cluster {self.cluster_id}")
+        return {"cluster": self.cluster_id, "status_report": self.settings.status_report}
+
+    def _node_of(self, child: ChildRecord) -> str | None:
+        return self.jid_nodes.get(child.jid)
+
+    async def _node_joined(self, child: ChildRecord) -> None:
+        node = self._node_of(child)
+        self.record_event(f"node {node} joined", inputs={"jid": child.jid})
+        self.trigger(reason=f"node {node} joined")
+
+    async def _node_lost(self, child: ChildRecord, reason: str) -> None:
+        node = self._node_of(child)
+        lost = [iid for iid, row in self.instances.items() if row["node"] == node and row["status"] in ACTIVE]
+        for iid in lost:
+            self._set_status(iid, "lost", f"node {node} lost: {reason}")
+        self.record_event(f"node {node} lost ({reason}); {len(lost)} instance(s) to relocate", outcome="info",
+                          inputs={"instances": lost})
+        await self._report_status()
+        self.trigger(reason=f"node {node} lost")
+
+    def _alive_nodes(self) -> set[str]:
+        return {self.jid_nodes[c.jid] for c in self.children.children(alive_only=True) if c.jid in self.jid_nodes}
+
+    # -- parent requests ----------------------------------------------------------------------------
+    async def _on_app_deploy(self, env: Envelope) -> dict[str, Any]:
+        req = env.payload
+        assert isinstance(req, AppDeploy)
+        try:
+            doc = load_obj(req.description, source=f"app.deploy from {env.sender}")
+        except DescriptionError as exc:
+            raise HandlerError(f"invalid application description: {exc}") from None
+        if not isinstance(doc.spec, MLSysOpsApp):
+            raise HandlerError(f"expected an MLSysOpsApp, got {doc.kind}")
+        unknown = [c for c in req.components if doc.spec.component(c) is None]
+        if unknown:
+            raise HandlerError(f"unknown component(s) {unknown} in app {req.app}")
+        self.apps[req.app] = doc.spec
+        self.app_docs[req.app] = to_k8s(doc.spec)
+        self.knowledge.apps[req.app] = {"name": req.app, "policies": doc.spec.policies,
+                                        **to_k8s(doc.spec)["spec"]}
+        before = set(self.assigned.get(req.app, []))
+        self.assigned[req.app] = list(req.components)
+        removed = before - set(req.components)
+        if removed:
+            await self._remove_components(req.app, sorted(removed), "no longer assigned to this cluster")
+        self.record_event(f"app {req.app}: assigned components {req.components}", app=req.app)
+        self.trigger(req.app, reason="app.deploy")
+        return Accepted(detail={"cluster": self.cluster_id}).model_dump()
+
+    async def _on_app_remove(self, env: Envelope) -> dict[str, Any]:
+        req = env.payload
+        assert isinstance(req, AppRemove)
+        comps = req.components if req.components is not None else self.assigned.get(req.app, [])
+        await self._remove_components(req.app, comps, "removed by the continuum")
+        remaining = [c for c in self.assigned.get(req.app, []) if c not in comps]
+        if remaining:
+            self.assigned[req.app] = remaining
+        else:
+            self.assigned.pop(req.app, None)
+            self.apps.pop(req.app, None)
+            self.knowledge.apps.pop(req.app, None)
+        return Accepted(detail={"removed": comps}).model_dump()
+
+    async def _remove_components(self, app: str, components: list[str], reason: str) -> None:
+        """Operator/continuum removals go through the plan scheduler like any plan (serialised per mechanism)."""
+        actions = [{"action": "remove", "component": row["component"], "instance_id": iid}
+                   for iid, row in self.instances.items()
+                   if row["app"] == app and row["component"] in components and row["status"] in (*ACTIVE, "lost")]
+        if not actions or self.engine is None:
+            return
+        from agents.mape import Plan
+        plan = Plan(policy="continuum-request", asset=app, priority=100,
+                    commands={"component_placement": {"app": app, "actions": actions}},
+                    explanation={"reason": reason})
+        self.decision_log.record("plan", "planned", reason, policy="continuum-request", app=app,
+                                 plan_id=plan.id, chosen=actions)
+        await self.engine.scheduler.submit(plan)
+
+    # -- child reports ------------------------------------------------------------------------------
+    async def _on_status_report(self, env: Envelope) -> None:
+        rep = env.payload
+        assert isinstance(rep, StatusReport)
+        node = self.jid_nodes.get(env.sender.split("/")[0])
+        if node is None:
+            return
+        seen = set()
+        for inst in rep.instances:
+            seen.add(inst.instance_id)
+            row = self.instances.get(inst.instance_id)
+            if row is None:
+                if inst.status in ("starting", "running"):   # runs but we never heard of it: adopt
+                    row = self.instances[inst.instance_id] = self._row(inst.model_dump(), inst.status)
+                continue
+            if row["status"] == "removed":
+                continue
+            status = "deploying" if inst.status == "starting" else inst.status
+            self._set_status(inst.instance_id, status, inst.reason)
+            row["node"] = inst.node
+        if rep.full:   # the node says these are all it runs: anything else we placed there is gone
+            for iid, row in self.instances.items():
+                if row["node"] == node and row["status"] == "running" and iid not in seen:
+                    self._set_status(iid, "failed", f"no longer reported by node {node}")
+        if any(i.status == "failed" for i in rep.instances):
+            self.trigger(reason=f"instance failed on {node}")
+        await self._report_status()
+
+    async def _on_telemetry(self, env: Envelope) -> None:
+        rep = env.payload
+        assert isinstance(rep, TelemetryReport)
+        now = time.time()
+        node = rep.node or rep.source
+        for name, value in rep.metrics.items():
+            self.knowledge.record(name, value, {"node": node}, ts=now)
+        for comp in rep.components:
+            labels = {"node": node, "app": comp.app, "component": comp.component, "instance": comp.instance_id}
+            for name, value in comp.metrics.items():
+                self.knowledge.record(name, value, labels, ts=now)
+
+    async def _on_proposal(self, env: Envelope) -> dict[str, Any]:
+        prop = env.payload
+        assert isinstance(prop, PlanProposal)
+        self.proposals.append({**prop.model_dump(), "ts": time.time()})
+        self.proposals = self.proposals[-50:]
+        self.record_event(f"node {prop.node} proposes relocating {prop.app}/{prop.component}: {prop.reason}",
+                          app=prop.app)
+        self.trigger(prop.app, reason="relocation proposal")
+        return Accepted().model_dump()
+
+    # -- MAPE hooks ---------------------------------------------------------------------------------
+    def assets(self) -> dict[str, dict[str, Any]]:
+        return dict(self.knowledge.apps)
+
+    def system_description(self) -> dict[str, Any]:
+        alive = self._alive_nodes()
+        nodes = {}
+        for name, model in self.nodes.items():
+            cpu = self.knowledge.latest("system.cpu.utilization", node=name)
+            nodes[name] = {"model": model, "alive": name in alive, "cpu_utilization": cpu or 0.0}
+        mech = self.knowledge.mechanisms.get("component_placement", {}).get("state") or {}
+        instances = [dict(r) for r in self.instances.values() if r["status"] != "removed"]
+        now = time.time()
+        self.proposals = [p for p in self.proposals if now - p["ts"] < 60]
+        return {"cluster_id": self.cluster_id, "now": now, "nodes": nodes, "instances": instances,
+                "latency_ms": mech.get("latency_ms", {}), "app_models": dict(self.apps),
+                "assigned": {a: list(c) for a, c in self.assigned.items()}, "qos": self._qos_windows(),
+                "proposals": list(self.proposals)}
+
+    def _qos_windows(self) -> dict[str, list[float]]:
+        """Per component, the recent QoS samples of its worst active instance (oldest first)."""
+        out: dict[str, list[float]] = {}
+        for row in self.instances.values():
+            if row["status"] != "running":
+                continue
+            window = self.knowledge.window(QOS_METRIC, {"node": row["node"], "app": row["app"],
+                                                        "component": row["component"],
+                                                        "instance": row["instance_id"]})
+            values = [v for ts, v in window if ts >= row["since"]][-QOS_WINDOW:]
+            key = f"{row['app']}/{row['component']}"
+            if values and (key not in out or values[-1] > out[key][-1]):
+                out[key] = values
+        return out
+
+    async def monitor(self) -> None:
+        state = await self.placement.get_state()
+        present = {i["instance_id"]: i for i in state.get("instances", [])}
+        for iid, inst in present.items():
+            if iid not in self.instances:
+                self.instances[iid] = self._row(inst, "deploying")
+        now = time.time()
+        if now - self._last_full >= self.settings.status_report:
+            self._last_full = now
+            await self._report_status(full=True)
+
+    async def on_executed(self, plan: Any, mechanism: str, outcome: str, detail: Any) -> None:
+        if mechanism not in ("component_placement", "fluidity") or not isinstance(detail, list):
+            return
+        for res in detail:
+            if not res.get("ok"):
+                continue
+            act = PlacementAction(res["action"], res["app"], res["component"])
+            if act.action in ("deploy", "move", "change_spec") and res.get("instance_id"):
+                base = {"instance_id": res["instance_id"], "app": act.app, "component": act.component,
+                        "node": res.get("node") or res.get("target")}
+                model = self.apps.get(act.app)
+                comp = model.component(act.component) if model else None
+                if comp is not None:
+                    base["cpu_request_cores"] = comp.cpu_request_cores
+                    base["memory_request_bytes"] = comp.memory_request_bytes
+                prev = self.instances.get(res["instance_id"])
+                if prev is None or prev["status"] not in ("running",):
+                    self.instances[res["instance_id"]] = self._row(base, "deploying")
+                replaced = res.get("replaced")
+                if replaced and replaced in self.instances:
+                    self._set_status(replaced, "removed", f"replaced by {res['instance_id']}")
+                for iid, row in self.instances.items():   # lost copies of this slot are now replaced
+                    if (act.action == "move" and row["status"] == "lost" and row["app"] == act.app
+                            and row["component"] == act.component and row["node"] == res.get("source")):
+                        self._set_status(iid, "removed", f"relocated to {base['node']}")
+            elif act.action == "remove" and res.get("removed"):
+                self._set_status(res["removed"], "removed", "removed")
+        await self._report_status()
+
+    # -- status up ----------------------------------------------------------------------------------
+    def component_status(self, app: str, component: str) -> ComponentReport:
+        rows = [r for r in self.instances.values() if r["app"] == app and r["component"] == component]
+        active = [r for r in rows if r["status"] in ACTIVE]
+        running = [r for r in active if r["status"] == "running"]
+        lost = [r for r in rows if r["status"] == "lost"]
+        failed = [r for r in rows if r["status"] == "failed"]
+        model = self.apps.get(app)
+        wanted = 1
+        if model is not None:
+            from policies.description_adapters import instances_wanted
+            wanted = instances_wanted(model, component)
+        if lost:
+            status, reason = "relocating", lost[0]["reason"]
+        elif len(running) >= wanted:
+            status, reason = "running", None
+        elif active:
+            status, reason = "deploying", None
+        elif failed:
+            status, reason = "failed", failed[-1]["reason"]
+        else:
+            status, reason = "pending", self._pending_reason(app, component)
+        since = max((r["since"] for r in (running or active or rows)), default=None)
+        return ComponentReport(app=app, component=component, status=status, cluster=self.cluster_id,
+                               nodes=sorted({r["node"] for r in active}), instances=len(running),
+                               since=since, reason=reason)
+
+    def _pending_reason(self, app: str, component: str) -> str | None:
+        recs = self.decision_log.query(app=app, policy="filter_score_placement", stage="plan", limit=1)
+        if recs and recs[-1].explanation:
+            expl = recs[-1].explanation
+            why = (expl.get("unplaceable") or {}).get(component) or (expl.get("waiting") or {}).get(component)
+            if why:
+                return why if isinstance(why, str) else "; ".join(map(str, why))
+        return None
+
+    async def _report_status(self, full: bool = False) -> None:
+        reports = [self.component_status(app, c) for app, comps in self.assigned.items() for c in comps]
+        changed = [r for r in reports
+                   if self._reported.get((r.app, r.component)) != (r.status, ",".join(r.nodes))]
+        for r in reports:
+            self._reported[(r.app, r.component)] = (r.status, ",".join(r.nodes))
+        send = reports if full else changed
+        if self.parent and self.upstream is not None and self.upstream.connected and (send or full):
+            await self.inform(self.parent, Kind.STATUS_REPORT,
+                              StatusReport(source=self.agent_id, full=full, components=send))
+
+    # -- membership payloads ------------------------------------------------------------------------
+    def _self_description(self) -> dict[str, Any]:
+        return {"cluster": to_k8s(self.description), "nodes": [to_k8s(n) for n in self.nodes.values()]}
+
+    def _digest(self) -> dict[str, Any]:
+        alive = self._alive_nodes()
+        return {"nodes": {n: n in alive for n in self.nodes},
+                "cpu": {n: round(self.knowledge.latest("system.cpu.utilization", node=n) or 0.0, 3)
+                        for n in self.nodes}}

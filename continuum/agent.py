@@ -1,0 +1,209 @@
+"""Continuum agent: accepts applications, chooses clusters, forwards work down, aggregates status.
+
+- Children: cluster agents. A cluster whose agent is lost keeps its components for `eviction_timeout`
+  seconds (like Kubernetes' pod eviction timeout): a restarting cluster agent must not cause a
+  redeployment elsewhere. After that, the components are re-placed on other clusters.
+- Apps: `submit_app()` validates (with the known inventory), stores, and triggers the MAPE engine; the
+  `continuum_cluster_placement` policy plans, the `cluster_dispatch` mechanism sends `app.deploy`.
+- Status: only what clusters report (`status.report`); a component is `pending` until its cluster says
+  otherwise, and `unknown` while its cluster agent is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from agents.descriptions import (
+    DescriptionError,
+    Document,
+    Inventory,
+    MLSysOpsApp,
+    MLSysOpsContinuum,
+    MLSysOpsNode,
+    ValidationIssue,
+    load_obj,
+    to_k8s,
+)
+from agents.managed_agent import AgentSettings, ManagedAgent
+from agents.membership import ChildRecord, ParentMembership
+from agents.payloads import StatusReport
+from agents.protocol import Envelope, Kind, Performative
+from mechanisms.cluster_dispatch import ClusterDispatchMechanism
+
+DEFAULT_POLICIES = ["policies.continuum_cluster_placement"]
+
+
+class ContinuumAgent(ManagedAgent):
+    role = "continuum"
+
+    def __init__(self, jid: str, password: str, *, description: MLSysOpsContinuum,
+                 cluster_jids: dict[str, str], inventory: Inventory | None = None,
+                 settings: AgentSettings | None = None, **kwargs: Any) -> None:
+        settings = settings or AgentSettings()
+        if not settings.policies:
+            settings.policies = list(DEFAULT_POLICIES)
+        super().__init__(jid, password, settings=settings,
+                         agent_id=kwargs.pop("agent_id", description.continuum_id), **kwargs)
+        self.description = description
+        self.cluster_jids = dict(cluster_jids)
+        self.jid_clusters = {j: c for c, j in cluster_jids.items()}
+        self.inventory = inventory
+        self.apps: dict[str, MLSysOpsApp] = {}
+        self.app_docs: dict[str, dict[str, Any]] = {}
+        self.submitted: dict[str, float] = {}
+        self.assignments: dict[str, dict[str, str]] = {}
+        self.status: dict[str, dict[str, dict[str, Any]]] = {}
+        self.cluster_nodes: dict[str, dict[str, MLSysOpsNode]] = {}
+        self.lost_since: dict[str, float] = {}
+        self.cluster_dispatch = ClusterDispatchMechanism(self)
+        self.mechanisms.register("cluster_dispatch", self.cluster_dispatch)
+        self.children = ParentMembership(self, heartbeat_interval=settings.heartbeat,
+                                         liveness_misses=settings.liveness_misses, accept=self._accept_cluster)
+        self.children.on_joined(self._cluster_joined)
+        self.children.on_recovered(self._cluster_joined)
+        self.children.on_lost(self._cluster_lost)
+        self.on(Kind.STATUS_REPORT, self._on_status_report, performatives=(Performative.INFORM,))
+
+    async def setup(self) -> None:
+        await self.children.start()
+        self.load_policies()
+        self.start_engine()
+
+    # -- applications -------------------------------------------------------------------------------
+    def submit_app(self, description: dict[str, Any] | Document, source: str = "<api>") -> Document:
+        """Validate and accept an application (idempotent for an identical description)."""
+        doc = description if isinstance(description, Document) else load_obj(
+            description, source=source, inventory=self.inventory)
+        if not isinstance(doc.spec, MLSysOpsApp):
+            raise DescriptionError([ValidationIssue(f"expected an MLSysOpsApp, got {doc.kind}", path="kind",
+                                                    file=source, expected="MLSysOpsApp")])
+        app = doc.spec
+        k8s = to_k8s(app)
+        if self.app_docs.get(app.name) == k8s:
+            return doc
+        self.apps[app.name] = app
+        self.app_docs[app.name] = k8s
+        self.submitted.setdefault(app.name, time.time())
+        self.knowledge.apps[app.name] = {"name": app.name, "policies": app.policies, **k8s["spec"]}
+        comps = self.status.setdefault(app.name, {})
+        for comp in app.components:
+            comps.setdefault(comp.name, {"status": "pending", "cluster": None, "nodes": [], "since": time.time(),
+                                         "reason": "waiting for a cluster"})
+        self.record_event(f"app {app.name} accepted ({len(app.components)} components)", app=app.name)
+        self.trigger(app.name, reason="app submitted")
+        return doc
+
+    async def remove_app(self, name: str) -> bool:
+        if name not in self.apps:
+            return False
+        await self.cluster_dispatch.remove_app(name, self.assignments.get(name, {}))
+        for table in (self.apps, self.app_docs, self.assignments, self.submitted, self.knowledge.apps):
+            table.pop(name, None)
+        for comp in self.status.get(name, {}).values():
+            comp.update(status="removed", since=time.time(), reason="deleted")
+        self.record_event(f"app {name} removed", app=name)
+        return True
+
+    def app_status(self, name: str) -> dict[str, dict[str, Any]]:
+        return {c: dict(s) for c, s in self.status.get(name, {}).items()}
+
+    # -- membership ---------------------------------------------------------------------------------
+    async def _accept_cluster(self, env: Envelope) -> dict[str, Any]:
+        from agents.agent_base import HandlerError
+        cid = self.jid_clusters.get(env.sender.split("/")[0])
+        if cid is None:
+            raise HandlerError(f"{env.sender} is not a cluster agent of continuum {self.description.continuum_id}")
+        return {"continuum": self.description.continuum_id}
+
+    async def _cluster_joined(self, child: ChildRecord) -> None:
+        cid = self.jid_clusters.get(child.jid)
+        if cid is None:
+            return
+        nodes = {}
+        for raw in child.description.get("nodes", []):
+            try:
+                doc = load_obj(raw, source=f"registration of {cid}")
+            except DescriptionError as exc:
+                self.record_event(f"cluster {cid} sent an invalid node description: {exc}", outcome="error")
+                continue
+            if isinstance(doc.spec, MLSysOpsNode):
+                nodes[doc.spec.name] = doc.spec
+        self.cluster_nodes[cid] = nodes
+        self.lost_since.pop(cid, None)
+        self.record_event(f"cluster {cid} joined with {len(nodes)} nodes")
+        await self.cluster_dispatch.resync(cid)   # a restarted cluster agent re-learns its apps (idempotent)
+        self.trigger(reason=f"cluster {cid} joined")
+
+    async def _cluster_lost(self, child: ChildRecord, reason: str) -> None:
+        cid = self.jid_clusters.get(child.jid)
+        if cid is None:
+            return
+        self.lost_since[cid] = time.time()
+        for app, assign in self.assignments.items():
+            for comp, c in assign.items():
+                if c == cid:
+                    self.status[app][comp].update(status="unknown", since=time.time(),
+                                                  reason=f"cluster agent {cid} lost: {reason}")
+        self.record_event(f"cluster {cid} lost ({reason}); its components are re-placed after "
+                          f"{self.settings.eviction_timeout:g}s unless it returns")
+        self.trigger(reason=f"cluster {cid} lost")
+
+    # -- reports ------------------------------------------------------------------------------------
+    async def _on_status_report(self, env: Envelope) -> None:
+        rep = env.payload
+        assert isinstance(rep, StatusReport)
+        cid = self.jid_clusters.get(env.sender.split("/")[0])
+        for comp in rep.components:
+            if comp.app not in self.apps or self.assignments.get(comp.app, {}).get(comp.component) != cid:
+                continue   # stale report from a cluster that no longer owns the component
+            entry = self.status[comp.app][comp.component]
+            new = {"status": comp.status, "cluster": cid, "nodes": comp.nodes, "reason": comp.reason,
+                   "instances": comp.instances}
+            if any(entry.get(k) != v for k, v in new.items()):
+                if entry.get("status") != comp.status:
+                    self.record_event(f"{comp.app}/{comp.component}: {entry.get('status')} -> {comp.status}"
+                                      f" on {cid} {comp.nodes}" + (f" ({comp.reason})" if comp.reason else ""),
+                                      app=comp.app)
+                entry.update(new, since=comp.since or time.time())
+
+    # -- MAPE hooks ---------------------------------------------------------------------------------
+    def assets(self) -> dict[str, dict[str, Any]]:
+        return dict(self.knowledge.apps)
+
+    def system_description(self) -> dict[str, Any]:
+        now = time.time()
+        clusters = {}
+        for record in self.children.children():
+            cid = self.jid_clusters.get(record.jid)
+            if cid is None:
+                continue
+            evicted = not record.alive and now - self.lost_since.get(cid, now) >= self.settings.eviction_timeout
+            digest = record.digest or {}
+            alive_nodes = digest.get("nodes", {})
+            cpu = digest.get("cpu", {})
+            clusters[cid] = {
+                "alive": not evicted, "agent_alive": record.alive,
+                "nodes": {n: {"model": m, "alive": bool(alive_nodes.get(n, record.alive)),
+                              "cpu_utilization": cpu.get(n, 0.0),
+                              "instances": self._instances_on(cid, n)}
+                          for n, m in self.cluster_nodes.get(cid, {}).items()}}
+        return {"now": now, "clusters": clusters, "app_models": dict(self.apps),
+                "assignments": {a: dict(c) for a, c in self.assignments.items()}}
+
+    def _instances_on(self, cid: str, node: str) -> list[dict[str, Any]]:
+        out = []
+        for app, comps in self.status.items():
+            model = self.apps.get(app)
+            for comp, st in comps.items():
+                if st.get("cluster") == cid and node in st.get("nodes", []) and model is not None:
+                    c = model.component(comp)
+                    if c is not None:
+                        out.append({"app": app, "component": comp, "cpu_request_cores": c.cpu_request_cores,
+                                    "memory_request_bytes": c.memory_request_bytes})
+        return out
+
+    async def monitor(self) -> None:
+        now = time.time()
+        if any(now - t >= self.settings.eviction_timeout for t in self.lost_since.values()):
+            self.trigger(reason="lost cluster past eviction timeout")

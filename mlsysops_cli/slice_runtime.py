@@ -1,0 +1,199 @@
+"""Run a whole slice in one process: embedded XMPP server, simulated continuum, every agent.
+
+Used by `mlsysops up`, the integration tests and the benchmarks. A simulated node crash also stops that
+node's agent (the host is gone); recovering the node starts a fresh agent, which registers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from agents.descriptions import Document, load_file
+from agents.managed_agent import AgentSettings
+from agents.slice_config import SliceSpec
+from agents.xmpp_server import EmbeddedXMPPServer
+from cluster.agent import ClusterAgent
+from continuum.agent import ContinuumAgent
+from mechanisms.sim_placement import SimPlacementMechanism, resolver_for, sim_node_spec
+from node.agent import NodeAgent
+from node.substrate import SimNodeSubstrate
+from sim import EventKind, SimClock, SimContinuum, SimEvent
+
+log = logging.getLogger(__name__)
+DEV_PASSWORD = "mlsysops-dev"
+
+
+def _jid_part(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text.lower())
+
+
+class SliceRuntime:
+    def __init__(self, spec: SliceSpec, *, xmpp_port: int | None = None, xmpp_domain: str | None = None,
+                 force_xmpp: bool = False, jid_suffix: str = "", state_dir: Path | None = None,
+                 overrides: dict[str, Any] | None = None) -> None:
+        self.spec = spec
+        cfg = spec.config
+        self.force_xmpp = force_xmpp
+        self.xmpp_port = xmpp_port
+        self.domain = xmpp_domain or cfg.xmpp.domain or cfg.xmpp.host or "localhost"
+        self.password = (cfg.xmpp.resolve_password() if hasattr(cfg.xmpp, "resolve_password") else None) \
+            or DEV_PASSWORD
+        self.suffix = jid_suffix
+        self.state_dir = state_dir
+        self.overrides = overrides or {}
+        self.server: EmbeddedXMPPServer | None = None
+        self.sim: SimContinuum | None = None
+        self.continuum: ContinuumAgent | None = None
+        self.clusters: dict[str, ClusterAgent] = {}
+        self.nodes: dict[str, NodeAgent] = {}
+        self.placements: dict[str, SimPlacementMechanism] = {}
+        self._sim_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- identities ---------------------------------------------------------------------------------
+    def jid(self, role: str, name: str) -> str:
+        return f"{role}-{_jid_part(name)}{self.suffix}@{self.domain}"
+
+    def settings(self, layer: str) -> AgentSettings:
+        cfg = self.spec.config
+        iv = cfg.intervals
+        plugins = getattr(cfg.policies, layer)
+        base = AgentSettings(heartbeat=iv.heartbeat, liveness_misses=iv.liveness_misses, monitor=iv.monitor,
+                             analyze=iv.analyze, execute_timeout=iv.execute_timeout,
+                             status_report=iv.status_report,
+                             policies=[f"policies.{n}" if "." not in n else n for n in plugins.enabled or []],
+                             policy_dirs=[Path(d) for d in plugins.directories],
+                             policy_settings=dict(plugins.settings),
+                             state_dir=(self.state_dir / layer) if self.state_dir else None)
+        return replace(base, **self.overrides.get(layer, {}), **self.overrides.get("all", {}))
+
+    def _agent_kwargs(self) -> dict[str, Any]:
+        return {"port": self.xmpp_port, "force_xmpp": self.force_xmpp}
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def start_server(self) -> None:
+        if self.xmpp_port is not None:
+            return
+        workdir = Path(tempfile.mkdtemp(prefix="mlsysops-xmpp-"))
+        self.server = EmbeddedXMPPServer(workdir=workdir, domain=self.domain)
+        await self.server.start()
+        self.xmpp_port = self.server.port
+
+    async def start(self) -> None:
+        await self.start_server()
+        seed = self.spec.config.substrate.seed or 0
+        self.sim = SimContinuum.from_specs([sim_node_spec(n) for n in self.spec.nodes.values()], seed=seed,
+                                           clock=SimClock.realtime())
+        self.sim.subscribe(self._on_sim_event)
+        self._sim_task = asyncio.create_task(self.sim.run(interval=0.05), name="sim")
+        cont = self.spec.continuum
+        self.continuum = ContinuumAgent(
+            self.jid("continuum", cont.continuum_id), self.password, description=cont,
+            cluster_jids={cid: self.jid("cluster", cid) for cid in self.spec.clusters},
+            inventory=self.spec.inventory, settings=self.settings("continuum"), **self._agent_kwargs())
+        await self.continuum.start_agent()
+        # Sequential starts: pyjabber mis-routes stanzas when many sessions open at once.
+        for cid in self.spec.clusters:
+            await self.start_cluster(cid)
+        for name in self.spec.nodes:
+            await self.start_node(name)
+
+    async def start_cluster(self, cid: str) -> ClusterAgent:
+        desc = self.spec.clusters[cid]
+        nodes = {n.name: n for n in self.spec.cluster_nodes(cid)}
+        mech = self.placements.get(cid) or SimPlacementMechanism(self.sim, cid, resolve=lambda *a: None)
+        self.placements[cid] = mech
+        agent = ClusterAgent(self.jid("cluster", cid), self.password, description=desc, nodes=nodes,
+                             node_jids={n: self.jid("node", n) for n in nodes}, placement=mech,
+                             parent=str(self.continuum.jid.bare), settings=self.settings("cluster"),
+                             **self._agent_kwargs())
+        mech.resolve = resolver_for(agent.apps)
+        await agent.start_agent()
+        self.clusters[cid] = agent
+        return agent
+
+    async def start_node(self, name: str) -> NodeAgent:
+        desc = self.spec.nodes[name]
+        cid = desc.cluster_id or next(c for c in self.spec.clusters if name in self.spec.clusters[c].nodes)
+        agent = NodeAgent(self.jid("node", name), self.password, description=desc,
+                          substrate=SimNodeSubstrate(self.sim, name), parent=self.jid("cluster", cid),
+                          settings=self.settings("node"), **self._agent_kwargs())
+        await agent.start_agent()
+        self.nodes[name] = agent
+        return agent
+
+    async def stop(self) -> None:
+        agents = [*self.nodes.values(), *self.clusters.values(), *([self.continuum] if self.continuum else [])]
+        for agent in agents:
+            try:
+                await asyncio.wait_for(agent.stop(), timeout=5)
+            except Exception:   # noqa: BLE001 - shutting down: log and go on with the others
+                log.exception("stopping %s failed", agent.jid)
+        self.nodes.clear()
+        self.clusters.clear()
+        if self._sim_task is not None:
+            self._sim_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.server is not None:
+            await self.server.stop()
+
+    # -- operations ---------------------------------------------------------------------------------
+    def apply_file(self, path: str | Path) -> list[Document]:
+        docs = load_file(path, inventory=self.spec.inventory)
+        return [self.continuum.submit_app(doc) for doc in docs]
+
+    def fail_node(self, name: str) -> None:
+        self.sim.crash_node(name)
+
+    def recover_node(self, name: str) -> None:
+        self.sim.recover_node(name)
+
+    async def restart_cluster(self, cid: str) -> ClusterAgent:
+        """Stop a cluster agent and start a fresh one with the same identity (state is re-learnt)."""
+        old = self.clusters.pop(cid)
+        await old.stop()
+        return await self.start_cluster(cid)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_sim_event(self, event: SimEvent) -> None:
+        if event.kind == EventKind.NODE_DOWN and event.node in self.nodes:
+            self._spawn(self._node_agent_dies(event.node))
+        elif event.kind == EventKind.NODE_UP and event.node not in self.nodes:
+            self._spawn(self.start_node(event.node))
+
+    async def _node_agent_dies(self, name: str) -> None:
+        agent = self.nodes.pop(name, None)
+        if agent is not None:
+            await agent.stop()
+
+    # -- views --------------------------------------------------------------------------------------
+    def hierarchy(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for cid, cl in self.clusters.items():
+            members = {self._node_name(c.jid): c.alive for c in cl.children.children()}
+            out[cid] = {"registered": cl.upstream is not None and cl.upstream.connected, "nodes": members}
+        return out
+
+    def _node_name(self, jid: str) -> str:
+        for name in self.spec.nodes:
+            if self.jid("node", name) == jid:
+                return name
+        return jid
+
+
+def default_state_dir(spec: SliceSpec) -> Path:
+    state = getattr(spec, "state_dir", None)
+    if state:
+        return Path(state)
+    return Path(os.path.expanduser("~/.mlsysops")) / spec.config.slice

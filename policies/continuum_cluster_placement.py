@@ -1,0 +1,81 @@
+"""Policy: choose the cluster of every component of an application (continuum layer).
+
+Application scope. Analyze: a component has no cluster yet, or its cluster is lost. Plan: filter+score
+over clusters (`policies.cluster_selection.select_clusters`), honouring `cluster_placement.cluster_id`;
+components already on a live cluster stay where they are. The command goes to the `cluster_dispatch`
+mechanism, which forwards `app.deploy` to the chosen cluster agents.
+
+The continuum's `system_description`::
+
+    {"clusters": {cluster_id: {"alive": bool,
+                               "nodes": {name: {"model": MLSysOpsNode, "alive": bool,
+                                                "cpu_utilization": float, "instances": [...]}}}},
+     "assignments": {app: {component: cluster_id}},
+     "app_models": {app: MLSysOpsApp}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.cluster_selection import ClusterView, select_clusters
+from policies.description_adapters import component_requests, node_view
+
+MECHANISM = "cluster_dispatch"
+
+
+def initialize() -> dict[str, Any]:
+    return {"name": "continuum_cluster_placement", "scope": "application", "priority": 0,
+            "configuration": {"analyze_interval": 2.0}, "mechanisms": [MECHANISM],
+            "telemetry": {"metrics": []}, "weights": None}
+
+
+def _views(system: dict[str, Any]) -> tuple[list[ClusterView], set[str]]:
+    views, alive = [], set()
+    for cid, info in system.get("clusters", {}).items():
+        if not info.get("alive"):
+            continue
+        alive.add(cid)
+        nodes = [node_view(n["model"], alive=bool(n.get("alive")),
+                           cpu_utilization=float(n.get("cpu_utilization") or 0.0),
+                           instances=n.get("instances", []))
+                 for n in info.get("nodes", {}).values()]
+        views.append(ClusterView.from_nodes(cid, nodes))
+    return views, alive
+
+
+def _pending(system: dict[str, Any], app: str) -> tuple[dict[str, str], list[str]]:
+    model = system["app_models"][app]
+    current = system.get("assignments", {}).get(app, {})
+    alive = {cid for cid, info in system.get("clusters", {}).items() if info.get("alive")}
+    keep = {c: cid for c, cid in current.items() if cid in alive}
+    todo = [c.name for c in model.components if c.name not in keep]
+    return keep, todo
+
+
+async def analyze(context, application_description, system_description, mechanisms, telemetry, ml_connector):
+    app = application_description["name"]
+    keep, todo = _pending(system_description, app)
+    context["explanation"] = {"unassigned": todo}
+    return bool(todo), context
+
+
+async def plan(context, application_description, system_description, mechanisms, telemetry, ml_connector):
+    app = application_description["name"]
+    model = system_description["app_models"][app]
+    keep, todo = _pending(system_description, app)
+    views, _ = _views(system_description)
+    allowed = model.cluster_placement.cluster_id if model.cluster_placement else None
+    result = select_clusters(component_requests(model), views, allowed, context.get("weights"), current=keep)
+    assign = {c: result.assignments[c] for c in todo if c in result.assignments}
+    previous = system_description.get("assignments", {}).get(app, {})
+    context["explanation"] = {
+        "summary": result.explain(),
+        "unplaceable": result.unplaceable,
+        "decisions": {c: d.explain() for c, d in result.decisions.items() if c in todo},
+        "alternatives": {c: d.ranking()[:3] for c, d in result.decisions.items() if c in todo},
+    }
+    if not assign:
+        return {}, context
+    return {MECHANISM: {"app": app, "assign": assign,
+                        "previous": {c: previous[c] for c in assign if c in previous}}}, context

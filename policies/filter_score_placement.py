@@ -1,0 +1,82 @@
+"""Policy: place an application's components on this cluster's nodes (filters + scorers).
+
+Cluster layer, application scope. Analyze: some component assigned to this cluster has fewer instances
+(deploying/running, or lost and awaiting relocation) than wanted. Plan: kube-scheduler style placement
+(`policies.placement_engine.place_app`) of the missing instances whose local dependencies already run
+(`depends_on` means "start after those run"); the explanation carries every filter's reason and score.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.cluster_state import ClusterState, assigned_requests, instance_id
+from policies.placement_engine import DependencyCycleError, place_app
+
+MECHANISM = "component_placement"
+
+
+def initialize() -> dict[str, Any]:
+    return {"name": "filter_score_placement", "scope": "application", "priority": 0,
+            "configuration": {"analyze_interval": 2.0},
+            "mechanisms": [MECHANISM],
+            "telemetry": {"metrics": ["system.cpu.utilization"], "system_scrape_interval": 1.0},
+            "weights": None}
+
+
+def _missing(system: dict[str, Any], app: str) -> tuple[ClusterState, list, dict[str, list[str]]]:
+    state = ClusterState.from_system(system)
+    requests = assigned_requests(system, app)
+    placed: dict[str, list[str]] = {}
+    for inst in state.instances:
+        if inst["app"] == app and inst["status"] in ("deploying", "starting", "running", "lost"):
+            placed.setdefault(inst["component"], []).append(inst["node"])
+    missing = [r for r in requests if len(placed.get(r.name, [])) < r.instances]
+    return state, missing, placed
+
+
+async def analyze(context, application_description, system_description, mechanisms, telemetry, ml_connector):
+    app = application_description["name"]
+    _, missing, placed = _missing(system_description, app)
+    context["explanation"] = {"missing": {r.name: r.instances - len(placed.get(r.name, [])) for r in missing}}
+    return bool(missing), context
+
+
+async def plan(context, application_description, system_description, mechanisms, telemetry, ml_connector):
+    app = application_description["name"]
+    state, missing, placed = _missing(system_description, app)
+    running = {i["component"] for i in state.instances if i["app"] == app and i["status"] == "running"}
+    local = {r.name for r in assigned_requests(system_description, app)}
+    ready, waiting = [], {}
+    for req in missing:
+        pending = [d for d in req.depends_on if d in local and d not in running]
+        if pending:
+            waiting[req.name] = f"waits for {', '.join(pending)} to run (depends_on)"
+        else:
+            req.depends_on = [d for d in req.depends_on if d in local]
+            ready.append(req)
+    try:
+        result = place_app(ready, state.nodes, context.get("weights"), placed=placed)
+    except DependencyCycleError as exc:
+        context["explanation"] = {"error": str(exc)}
+        return {}, context
+    actions = []
+    for component, nodes in result.placements.items():
+        taken = {i["instance_id"] for i in state.active(app, component)}
+        slot = 0
+        for node in nodes:
+            while any(t.startswith(f"{app}.{component}.{slot}@") for t in taken):
+                slot += 1
+            iid = instance_id(app, component, slot, node)
+            taken.add(iid)
+            actions.append({"action": "deploy", "component": component, "node": node, "instance_id": iid})
+    context["explanation"] = {
+        "summary": result.explain(),
+        "decisions": {c: [d.explain() for d in ds] for c, ds in result.decisions.items()},
+        "unplaceable": result.unplaceable,
+        "waiting": waiting,
+        "alternatives": {c: [d.ranking()[:3] for d in ds] for c, ds in result.decisions.items()},
+    }
+    if not actions:
+        return {}, context
+    return {MECHANISM: {"app": app, "actions": actions}}, context
