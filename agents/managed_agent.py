@@ -86,6 +86,12 @@ class ManagedAgent(MLSysOpsAgent):
     async def on_executed(self, plan: Any, mechanism: str, outcome: str, detail: Any) -> None:
         """Called after a mechanism executed a command (the layer updates its own tables)."""
 
+    def app_asset(self, name: str, spec: dict[str, Any], policies: list[str] | None) -> dict[str, Any]:
+        """The asset handed to the engine. An app's `policies` names policies of any layer; at this agent
+        only the ones loaded here count, and when none is, the layer's defaults manage the app."""
+        here = [p for p in (policies or []) if self.policies.get(p) is not None]
+        return {"name": name, **spec, "policies": here or None}
+
     # -- engine -------------------------------------------------------------------------------------
     def load_policies(self) -> None:
         self.policies.load_all()

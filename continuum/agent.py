@@ -85,7 +85,7 @@ class ContinuumAgent(ManagedAgent):
         self.apps[app.name] = app
         self.app_docs[app.name] = k8s
         self.submitted.setdefault(app.name, time.time())
-        self.knowledge.apps[app.name] = {"name": app.name, "policies": app.policies, **k8s["spec"]}
+        self.knowledge.apps[app.name] = self.app_asset(app.name, k8s["spec"], app.policies)
         comps = self.status.setdefault(app.name, {})
         for comp in app.components:
             comps.setdefault(comp.name, {"status": "pending", "cluster": None, "nodes": [], "since": time.time(),
