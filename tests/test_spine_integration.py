@@ -1,0 +1,254 @@
+"""The spine end to end: real agents over a real XMPP server (prosody, every message over the wire),
+the simulated continuum, the demo slice. Intervals are short so each test takes seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from agents.agent_base import MLSysOpsAgent, RequestFailed
+from agents.payloads import AppDeploy
+from agents.protocol import Kind, Performative
+from agents.slice_config import load_slice
+from agents.xmpp_prosody import ProsodyServer, prosody_available
+from mlsysops_cli.slice_runtime import SliceRuntime
+from sim import InstanceState
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "slices" / "demo.yaml"
+FAST = {"all": {"heartbeat": 0.3, "analyze": 0.5, "monitor": 0.2, "status_report": 0.5}}
+
+
+@pytest.fixture(scope="session")
+def prosody(tmp_path_factory):
+    if not prosody_available():
+        pytest.fail("prosody is not installed: `apt-get install prosody` (.ci/run does it)")
+    server = ProsodyServer(tmp_path_factory.mktemp("prosody"))
+    server.start_sync()
+    yield server
+    server.stop_sync()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_slice(prosody):
+    runtimes: list[SliceRuntime] = []
+
+    async def _make(overrides=None, **kw) -> SliceRuntime:
+        merged = {k: dict(v) for k, v in FAST.items()}
+        for layer, values in (overrides or {}).items():
+            merged.setdefault(layer, {}).update(values)
+        rt = SliceRuntime(load_slice(DEMO), xmpp_port=prosody.port, force_xmpp=True,
+                          jid_suffix="-" + uuid.uuid4().hex[:6], overrides=merged, **kw)
+        runtimes.append(rt)
+        await rt.start()
+        await until(lambda: formed(rt), 15, "hierarchy did not form")
+        return rt
+
+    yield _make
+    for rt in runtimes:
+        await rt.stop()
+
+
+async def until(predicate, timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        await asyncio.sleep(0.05)
+
+
+def formed(rt: SliceRuntime) -> bool:
+    h = rt.hierarchy()
+    return all(c["registered"] for c in h.values()) and \
+        sum(sum(1 for alive in c["nodes"].values() if alive) for c in h.values()) == len(rt.spec.nodes)
+
+
+def statuses(rt: SliceRuntime, app: str) -> dict[str, str]:
+    return {c: s["status"] for c, s in rt.continuum.app_status(app).items()}
+
+
+def all_running(rt: SliceRuntime, app: str) -> bool:
+    st = statuses(rt, app)
+    return bool(st) and all(s == "running" for s in st.values())
+
+
+def write_app(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / f"app-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+MOVABLE_APP = """
+MLSysOpsApp:
+  name: {name}
+  cluster_placement: {{cluster_id: [edge-1]}}
+  components:
+    - metadata: {{name: worker}}
+      node_placement: {{continuum_layer: [edge, edge_infrastructure]}}
+      qos_metrics:
+        - {{application_metric_id: response_time_ms, target: {target}, relation: lower_or_equal}}
+      containers:
+        - image: registry.example.org/worker:1
+          platform_requirements:
+            cpu: {{requests: 200m}}
+            memory: {{requests: 64Mi}}
+"""
+
+
+async def test_hierarchy_forms_and_apps_run_on_eligible_nodes(make_slice):
+    rt = await make_slice()
+    seen: dict[tuple[str, str], list[str]] = {}
+    premature: list[str] = []
+    original = rt.continuum._on_status_report
+
+    async def spy(env):   # "running" may reach the continuum only once the sim really runs it
+        for comp in env.payload.components:
+            seen.setdefault((comp.app, comp.component), []).append(comp.status)
+            if comp.status == "running":
+                running = [i for i in rt.sim.instances(app=comp.app)
+                           if i.component == comp.component and i.state is InstanceState.RUNNING]
+                if not running:
+                    premature.append(f"{comp.app}/{comp.component}")
+        await original(env)
+
+    rt.continuum.on(Kind.STATUS_REPORT, spy, performatives=(Performative.INFORM,))
+    rt.apply_file(ROOT / "examples/apps/video-analytics.yaml")
+    rt.apply_file(ROOT / "examples/apps/env-monitor.yaml")
+    await until(lambda: all_running(rt, "video-analytics") and all_running(rt, "env-monitor"), 20,
+                "apps did not reach running")
+    assert premature == []
+    assert seen, "status reports reached the continuum"
+    va = rt.continuum.app_status("video-analytics")
+    assert va["dashboard"]["nodes"] == ["cloud-vm-2"]                  # pinned
+    assert va["camera-capture"]["nodes"] == ["edge-jetson-1"]          # label node-type:jetson + camera d455
+    assert rt.spec.nodes[va["detector"]["nodes"][0]].gpu_present       # needs a GPU
+    env = rt.continuum.app_status("env-monitor")
+    assert str(rt.spec.nodes[env["aggregator"]["nodes"][0]].continuum_layer) == "edge_infrastructure"
+    reader = rt.spec.nodes[env["sensor-reader"]["nodes"][0]]
+    assert reader.has_sensor("temperature")
+    # depends_on: a component never started before its dependency ran
+    expl = [r for r in rt.clusters["edge-1"].decisions(app="env-monitor", stage="plan")]
+    assert expl, "the cluster recorded its placement plan"
+    assert "deploying" in seen[("env-monitor", "aggregator")]
+
+
+async def test_node_crash_relocates_its_components(make_slice, tmp_path):
+    rt = await make_slice()
+    rt.apply_file(write_app(tmp_path, MOVABLE_APP.format(name="movable", target=10_000)))
+    await until(lambda: all_running(rt, "movable"), 15, "app did not run")
+    victim = rt.continuum.app_status("movable")["worker"]["nodes"][0]
+    t0 = time.monotonic()
+    rt.fail_node(victim)
+    await until(lambda: rt.continuum.app_status("movable")["worker"]["status"] != "running", 5,
+                "the crash was not noticed")
+    await until(lambda: all_running(rt, "movable")
+                and victim not in rt.continuum.app_status("movable")["worker"]["nodes"], 15,
+                "component not relocated")
+    assert time.monotonic() - t0 < 10
+    reasons = [r["reason"] for r in rt.clusters["edge-1"].decisions(app="movable")]
+    assert any(f"node {victim} lost" in r for r in reasons)
+    plans = rt.clusters["edge-1"].decisions(app="movable", policy="relocation", stage="plan")
+    assert plans and any(victim in str(p.get("explanation")) for p in plans)
+
+
+async def test_qos_violation_triggers_relocation(make_slice, tmp_path):
+    # node_overload would propose the move first; this test is about the cluster's QoS path
+    rt = await make_slice(overrides={"node": {"disabled_policies": ["node_overload"]}})
+    rt.apply_file(write_app(tmp_path, MOVABLE_APP.format(name="latency", target=60)))
+    await until(lambda: all_running(rt, "latency"), 15, "app did not run")
+    hot = rt.continuum.app_status("latency")["worker"]["nodes"][0]
+    rt.sim.load_spike(hot, cpu_cores=rt.sim.node(hot).cpu_cores * 2, duration_s=60)
+    await until(lambda: all_running(rt, "latency")
+                and hot not in rt.continuum.app_status("latency")["worker"]["nodes"], 20,
+                "QoS violation did not trigger a relocation")
+    plans = rt.clusters["edge-1"].decisions(app="latency", policy="relocation", stage="plan")
+    assert any("qos violated" in str(p.get("explanation"))
+               for p in plans)
+
+
+async def test_cluster_agent_restart_does_not_redeploy(make_slice):
+    rt = await make_slice()
+    rt.apply_file(ROOT / "examples/apps/env-monitor.yaml")
+    await until(lambda: all_running(rt, "env-monitor"), 15, "app did not run")
+    before = {i.instance_id for i in rt.sim.instances(app="env-monitor") if not i.state.terminal}
+    new = await rt.restart_cluster("edge-1")
+    await until(lambda: formed(rt), 15, "cluster did not re-form")
+    await until(lambda: "env-monitor" in new.apps, 10, "continuum did not resync the app")
+    await asyncio.sleep(2.0)   # several analyze intervals: a redeploy would have happened by now
+    after = {i.instance_id for i in rt.sim.instances(app="env-monitor") if not i.state.terminal}
+    assert after == before
+    assert all(i.state is InstanceState.RUNNING for i in rt.sim.instances(app="env-monitor")
+               if i.instance_id in before)
+    assert all_running(rt, "env-monitor")
+    assert any("adopted" in r["reason"] for r in new.decisions())
+
+
+CRASHY = """
+def initialize():
+    return {"scope": "application", "configuration": {"analyze_interval": 0.3}}
+async def analyze(context, app, system, mechanisms, telemetry, ml):
+    raise RuntimeError("boom from a faulty policy")
+async def plan(context, app, system, mechanisms, telemetry, ml):
+    return {}, context
+"""
+
+HANGER = """
+def initialize():
+    return {"scope": "global", "configuration": {"analyze_interval": 0.5}, "mechanisms": ["hang"]}
+async def analyze(context, app, system, mechanisms, telemetry, ml):
+    return True, context
+async def plan(context, app, system, mechanisms, telemetry, ml):
+    return {"hang": {"forever": True}}, context
+"""
+
+
+class HangingMechanism:
+    async def apply(self, command):
+        await asyncio.sleep(3600)
+
+    async def get_state(self):
+        return {}
+
+    async def get_options(self):
+        return {}
+
+
+async def test_faulty_policy_and_hanging_mechanism_are_isolated(make_slice, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "crashy.py").write_text(CRASHY)
+    (plugins / "hanger.py").write_text(HANGER)
+    rt = await make_slice(overrides={"cluster": {"policy_dirs": [plugins], "execute_timeout": 1.0}})
+    for cl in rt.clusters.values():
+        cl.mechanisms.register("hang", HangingMechanism())
+    rt.apply_file(ROOT / "examples/apps/env-monitor.yaml")
+    await until(lambda: all_running(rt, "env-monitor"), 20, "placement stopped working")
+    edge = rt.clusters["edge-1"]
+    await until(lambda: edge.decisions(policy="hanger", outcome="timeout"), 10, "hang not timed out")
+    errors = edge.decisions(policy="crashy", outcome="error")
+    assert errors and "boom from a faulty policy" in errors[-1]["reason"]
+    assert edge.is_alive() and edge.connected
+
+
+async def test_invalid_requests_are_answered_with_a_reason(make_slice, prosody):
+    rt = await make_slice()
+    probe = MLSysOpsAgent(f"probe-{uuid.uuid4().hex[:6]}@localhost", "secret", port=prosody.port, force_xmpp=True)
+    await probe.start_agent()
+    try:
+        cluster = str(rt.clusters["edge-1"].jid.bare)
+        bad = {"MLSysOpsApp": {"name": "x", "components": [{"metadata": {"name": "c"}, "containers": [
+            {"image": "i", "platform_requirements": {"cpu": {"requests": "lots"}}}]}]}}
+        with pytest.raises(RequestFailed) as err:
+            await probe.request(cluster, Kind.APP_DEPLOY, AppDeploy(app="x", description=bad, components=["c"]))
+        assert "components[0].containers[0].platform_requirements.cpu.requests" in err.value.reason
+        assert rt.clusters["edge-1"].is_alive()
+    finally:
+        await probe.stop()
