@@ -12,6 +12,7 @@ import typer
 
 COMMAND_MODULES = [
     "mlsysops_cli.validate_cmd",
+    "mlsysops_cli.up_cmd",
 ]
 
 app = typer.Typer(

@@ -1,0 +1,195 @@
+"""`mlsysops up` (run a slice locally) and `mlsysops sim ...` (inject faults into a running one)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+STATUS_STYLE = {"running": "green", "deploying": "yellow", "pending": "yellow", "relocating": "magenta",
+                "failed": "red", "unknown": "red", "removed": "dim"}
+
+
+ControlOpt = Annotated[str | None, typer.Option(help="Control URL of the slice (default: the latest `up`)")]
+
+
+def _render(rt, started: float):
+    from rich.console import Group
+    from rich.table import Table
+
+    infra = Table(title=f"slice {rt.spec.config.slice}  (up {time.time() - started:.0f}s)", expand=True)
+    infra.add_column("cluster")
+    infra.add_column("registered")
+    infra.add_column("nodes")
+    for cid, info in rt.hierarchy().items():
+        nodes = " ".join(f"[{'green' if alive else 'red'}]{n}[/]" for n, alive in sorted(info["nodes"].items()))
+        infra.add_row(cid, "[green]yes[/]" if info["registered"] else "[yellow]joining[/]", nodes or "-")
+    apps = Table(title="applications", expand=True)
+    for col in ("app", "component", "status", "cluster", "nodes", "reason"):
+        apps.add_column(col)
+    for app in sorted(rt.continuum.apps):
+        for comp, st in rt.continuum.app_status(app).items():
+            style = STATUS_STYLE.get(st["status"], "white")
+            apps.add_row(app, comp, f"[{style}]{st['status']}[/]", st.get("cluster") or "-",
+                         ",".join(st.get("nodes") or []) or "-", (st.get("reason") or "")[:60])
+    recent = Table(title="recent decisions", expand=True)
+    for col in ("agent", "stage", "outcome", "reason"):
+        recent.add_column(col)
+    records = []
+    for agent in [rt.continuum, *rt.clusters.values()]:
+        records.extend(r for r in agent.decisions(limit=20) if r["stage"] in ("plan", "execute", "event"))
+    for r in sorted(records, key=lambda r: r["ts"])[-8:]:
+        recent.add_row(r["agent"], r["stage"], r["outcome"], r["reason"][:100])
+    return Group(infra, apps, recent)
+
+
+async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: float | None) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from agents.descriptions import DescriptionError
+    from agents.slice_config import load_slice
+    from mlsysops_cli.control_server import ControlServer, write_run_file
+    from mlsysops_cli.slice_runtime import SliceRuntime, default_state_dir
+
+    console = Console(stderr=True)
+    try:
+        spec = load_slice(slice_file)
+    except DescriptionError as exc:
+        console.print(f"[red]invalid slice {slice_file}[/]\n{exc}")
+        return 1
+    state_dir = default_state_dir(spec)
+    rt = SliceRuntime(spec, state_dir=state_dir)
+    started = time.time()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    control = None
+    try:
+        with console.status("starting the embedded XMPP server and the agents..."):
+            await rt.start()
+        control = ControlServer(rt, port=spec.config.api.port)
+        try:
+            url = await control.start()
+        except OSError:
+            control = ControlServer(rt, port=0)
+            url = await control.start()
+        write_run_file(state_dir, url, rt.xmpp_port)
+        console.print(f"XMPP: embedded server on localhost:{rt.xmpp_port}")
+        console.print(f"Control: {url}  (status: {url}/status; faults: mlsysops sim fail-node NODE)")
+        for path in apply:
+            files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
+            for f in files:
+                try:
+                    for doc in rt.apply_file(f):
+                        console.print(f"applied {doc.kind}/{doc.name} from {f}")
+                except DescriptionError as exc:
+                    console.print(f"[red]not applied: {f}[/]\n{exc}")
+        deadline = None if duration is None else time.monotonic() + duration
+
+        async def wait_tick() -> bool:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            return stop.is_set() or (deadline is not None and time.monotonic() > deadline)
+
+        if progress and sys.stderr.isatty():
+            with Live(_render(rt, started), console=console, refresh_per_second=2) as live:
+                while not await wait_tick():
+                    live.update(_render(rt, started))
+        else:
+            last = ""
+            while not await wait_tick():
+                line = json.dumps({a: {c: s["status"] for c, s in rt.continuum.app_status(a).items()}
+                                   for a in sorted(rt.continuum.apps)})
+                if line != last:
+                    console.print(f"[{time.time() - started:6.1f}s] {line}")
+                    last = line
+    finally:
+        console.print("shutting down...")
+        if control is not None:
+            await control.stop()
+        await rt.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir / "run.json").unlink()
+    return 0
+
+
+def _control_url(control: str | None) -> str:
+    if control:
+        return control.rstrip("/")
+    runs = sorted(Path("~/.mlsysops").expanduser().glob("*/run.json"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        typer.echo("no running slice found (start one with `mlsysops up SLICE`), or pass --control URL", err=True)
+        raise typer.Exit(1)
+    return json.loads(runs[-1].read_text())["control"]
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        typer.echo(f"error: {json.loads(exc.read()).get('error')}", err=True)
+        raise typer.Exit(1) from None
+    except urllib.error.URLError as exc:
+        typer.echo(f"cannot reach the slice at {url}: {exc.reason}", err=True)
+        raise typer.Exit(1) from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def up(
+        slice_file: Annotated[Path, typer.Argument(help="Slice config YAML", exists=True, dir_okay=False)],
+        apply: Annotated[list[Path], typer.Option("--apply", "-f", help="App description file or directory")] = [],  # noqa: B006
+        progress: Annotated[bool, typer.Option(help="Live progress view (on a terminal)")] = True,
+        duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
+        verbose: Annotated[bool, typer.Option("-v", help="Log agent activity")] = False,
+    ) -> None:
+        """Start the embedded XMPP server and every agent of the slice, on the simulated continuum."""
+        logging.basicConfig(level=logging.INFO if verbose else logging.ERROR,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        raise typer.Exit(asyncio.run(_up(slice_file, apply, progress, duration)))
+
+    sim = typer.Typer(help="Inject faults into the simulated continuum of a running slice.", no_args_is_help=True)
+    app.add_typer(sim, name="sim")
+
+    def _fault(body: dict, control: str | None) -> None:
+        out = _post(f"{_control_url(control)}/sim/faults", body)
+        typer.echo(f"injected: {out['injected']}")
+
+    @sim.command("fail-node")
+    def fail_node(node: str, control: ControlOpt = None) -> None:
+        """Crash a node: its instances fail and its agent dies."""
+        _fault({"kind": "crash", "node": node}, control)
+
+    @sim.command("recover-node")
+    def recover_node(node: str, control: ControlOpt = None) -> None:
+        """Bring a crashed node back (empty); its agent registers again."""
+        _fault({"kind": "recover", "node": node}, control)
+
+    @sim.command("slow-node")
+    def slow_node(node: str, factor: float = 5.0, duration: float | None = None,
+                  control: ControlOpt = None) -> None:
+        """Slow a node down (response times grow by FACTOR)."""
+        _fault({"kind": "slow", "node": node, "factor": factor, "duration_s": duration}, control)
+
+    @sim.command("load-spike")
+    def load_spike(node: str, cpu_cores: float | None = None, duration: float = 30.0,
+                   control: ControlOpt = None) -> None:
+        """Add CPU load on a node for DURATION seconds."""
+        body = {"kind": "spike", "node": node, "duration_s": duration}
+        if cpu_cores is not None:
+            body["cpu_cores"] = cpu_cores
+        _fault(body, control)
