@@ -36,6 +36,7 @@ from policies.description_adapters import QOS_METRIC
 DEFAULT_POLICIES = ["policies.filter_score_placement", "policies.relocation", "policies.static_placement"]
 DISABLED_BY_DEFAULT = ["static_placement"]   # opt-in per app with `policies: [static_placement]`
 QOS_WINDOW = 10
+VANISH_GRACE_S = 5.0   # an active row absent from the substrate this long (on a live node) has failed
 
 
 class ClusterAgent(ManagedAgent):
@@ -198,7 +199,9 @@ class ClusterAgent(ManagedAgent):
         rep = env.payload
         assert isinstance(rep, StatusReport)
         node = self.jid_nodes.get(env.sender.split("/")[0])
-        if node is None:
+        if node is None or node not in self._alive_nodes():
+            # A report that was in flight when its node was declared lost must not resurrect the
+            # node's instances: they stay `lost` until relocation replaces them.
             return
         seen = set()
         for inst in rep.instances:
@@ -206,13 +209,12 @@ class ClusterAgent(ManagedAgent):
             row = self.instances.get(inst.instance_id)
             if row is None:
                 if inst.status in ("starting", "running"):   # runs but we never heard of it: adopt
-                    row = self.instances[inst.instance_id] = self._row(inst.model_dump(), inst.status)
+                    self.instances[inst.instance_id] = self._row(inst.model_dump(), inst.status)
                 continue
-            if row["status"] == "removed":
+            if row["status"] in ("removed", "lost") or row["node"] != inst.node:
                 continue
             status = "deploying" if inst.status == "starting" else inst.status
             self._set_status(inst.instance_id, status, inst.reason)
-            row["node"] = inst.node
         if rep.full:   # the node says these are all it runs: anything else we placed there is gone
             for iid, row in self.instances.items():
                 if row["node"] == node and row["status"] == "running" and iid not in seen:
@@ -278,11 +280,21 @@ class ClusterAgent(ManagedAgent):
         return out
 
     async def monitor(self) -> None:
+        """Reconcile the table with the substrate (level-triggered, both directions)."""
         state = await self.placement.get_state()
         present = {i["instance_id"]: i for i in state.get("instances", [])}
         for iid, inst in present.items():
             if iid not in self.instances:
                 self.instances[iid] = self._row(inst, "deploying")
+        alive = self._alive_nodes()
+        now = time.time()
+        for iid, row in self.instances.items():
+            if iid in present or row["status"] not in ACTIVE:
+                continue
+            if row["node"] not in alive:
+                self._set_status(iid, "lost", f"node {row['node']} is not alive")
+            elif now - row["since"] > VANISH_GRACE_S:
+                self._set_status(iid, "failed", "no longer present on the substrate")
         now = time.time()
         if now - self._last_full >= self.settings.status_report:
             self._last_full = now
@@ -307,10 +319,10 @@ class ClusterAgent(ManagedAgent):
                 if prev is None or prev["status"] not in ("running",):
                     self.instances[res["instance_id"]] = self._row(base, "deploying")
                 replaced = res.get("replaced")
-                if replaced and replaced in self.instances:
+                if replaced and replaced in self.instances and replaced != res["instance_id"]:
                     self._set_status(replaced, "removed", f"replaced by {res['instance_id']}")
-                for iid, row in self.instances.items():   # lost copies of this slot are now replaced
-                    if (act.action == "move" and row["status"] == "lost" and row["app"] == act.app
+                for iid, row in self.instances.items():   # a move without an instance id: by source node
+                    if (not replaced and act.action == "move" and row["status"] == "lost" and row["app"] == act.app
                             and row["component"] == act.component and row["node"] == res.get("source")):
                         self._set_status(iid, "removed", f"relocated to {base['node']}")
             elif act.action == "remove" and res.get("removed"):

@@ -160,7 +160,7 @@ class SimPlacementMechanism:
                 raise
             self.sim.remove(old.instance_id)
         return {"instance_id": placed["instance_id"], "node": target,
-                "replaced": old.instance_id if old else None, "waited_for_running": source_alive}
+                "replaced": old.instance_id if old else act.instance_id, "waited_for_running": source_alive}
 
     async def _change_spec(self, act: PlacementAction) -> dict[str, Any]:
         """A new spec means a new instance (like a rolling update of one replica): make-before-break."""

@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 
 from agents.agent_base import MLSysOpsAgent, RequestFailed
-from agents.payloads import AppDeploy
-from agents.protocol import Kind, Performative
+from agents.payloads import AppDeploy, InstanceReport, StatusReport
+from agents.protocol import Envelope, Kind, Performative, decode, encode
 from agents.slice_config import load_slice
 from agents.xmpp_prosody import ProsodyServer, prosody_available
 from mlsysops_cli.slice_runtime import SliceRuntime
@@ -157,6 +157,28 @@ async def test_node_crash_relocates_its_components(make_slice, tmp_path):
     assert any(f"node {victim} lost" in r for r in reasons)
     plans = rt.clusters["edge-1"].decisions(app="movable", policy="relocation", stage="plan")
     assert plans and any(victim in str(p.get("explanation")) for p in plans)
+
+
+async def test_late_report_from_a_lost_node_does_not_resurrect_its_instances(make_slice, tmp_path):
+    """Regression: a report in flight when the node was declared lost set its rows back to running, and
+    relocation then added a copy every cycle. Relocation is disabled so the `lost` row stays observable."""
+    rt = await make_slice(overrides={"cluster": {"disabled_policies": ["static_placement", "relocation"]}})
+    rt.apply_file(write_app(tmp_path, MOVABLE_APP.format(name="stale", target=10_000)))
+    await until(lambda: all_running(rt, "stale"), 15, "app did not run")
+    edge = rt.clusters["edge-1"]
+    victim = rt.continuum.app_status("stale")["worker"]["nodes"][0]
+    stale_id = next(iid for iid, row in edge.instances.items() if row["node"] == victim)
+    rt.fail_node(victim)
+    await until(lambda: edge.instances[stale_id]["status"] == "lost", 5, "loss not recorded")
+    stale = Envelope(kind=Kind.STATUS_REPORT, performative=Performative.INFORM, body=StatusReport(
+        source=victim, instances=[InstanceReport(instance_id=stale_id, app="stale", component="worker",
+                                                 node=victim, status="running")]).model_dump())
+    await edge._on_status_report(decode(encode(stale, to=str(edge.jid), sender=rt.jid("node", victim))))
+    assert edge.instances[stale_id]["status"] == "lost"
+    await asyncio.sleep(1.5)   # several monitor ticks: reconciliation keeps it lost, nothing is added
+    assert edge.instances[stale_id]["status"] == "lost"
+    assert rt.continuum.app_status("stale")["worker"]["status"] == "relocating"
+    assert [i for i in rt.sim.instances(app="stale") if not i.state.terminal] == []
 
 
 async def test_qos_violation_triggers_relocation(make_slice, tmp_path):
