@@ -15,41 +15,14 @@ from typing import Any
 from aiohttp import web
 
 from agents.descriptions import DescriptionError, load_text
+from mlsysops_cli.sim_host import apply_fault
 from mlsysops_cli.slice_runtime import SliceRuntime
-
-FAULTS = ("crash", "recover", "slow", "spike", "degrade_link", "clear")
-
 
 def snapshot(rt: SliceRuntime) -> dict[str, Any]:
     cont = rt.continuum
     return {"slice": rt.spec.config.slice, "hierarchy": rt.hierarchy(),
             "apps": {a: cont.app_status(a) for a in cont.apps} if cont else {},
             "faults": rt.sim.active_faults() if rt.sim else []}
-
-
-def apply_fault(rt: SliceRuntime, body: dict[str, Any]) -> str:
-    kind = body.get("kind")
-    node = body.get("node")
-    if kind not in FAULTS:
-        raise ValueError(f"kind: expected one of {list(FAULTS)}, got {kind!r}")
-    if kind != "clear" and kind != "degrade_link" and node not in rt.spec.nodes:
-        raise ValueError(f"node: unknown node {node!r}; known: {sorted(rt.spec.nodes)}")
-    if kind == "crash":
-        rt.fail_node(node)
-    elif kind == "recover":
-        rt.recover_node(node)
-    elif kind == "slow":
-        rt.sim.slow_node(node, float(body.get("factor", 5.0)), body.get("duration_s"))
-    elif kind == "spike":
-        rt.sim.load_spike(node, float(body.get("cpu_cores", rt.sim.node(node).cpu_cores)),
-                          float(body.get("duration_s", 30.0)))
-    elif kind == "degrade_link":
-        rt.sim.degrade_link(body["a"], body["b"], float(body.get("extra_ms", 50.0)), body.get("duration_s"))
-    else:
-        rt.sim.clear_faults()
-    if rt.continuum is not None:
-        rt.continuum.record_event(f"fault injected: {kind} {node or ''}".strip(), inputs=body)
-    return f"{kind} {node or ''}".strip()
 
 
 class ControlServer:
@@ -106,11 +79,15 @@ class ControlServer:
         return web.json_response({"accepted": accepted}, status=202)
 
     async def _fault(self, req: web.Request) -> web.Response:
+        if self.rt.sim is None:
+            return web.json_response({"error": "no simulator in this process: send faults to the simulator "
+                                               "host (mlsysops sim serve)"}, status=400)
         try:
             body = await req.json()
-            done = apply_fault(self.rt, body)
+            done = apply_fault(self.rt.sim, set(self.rt.spec.nodes), body)
         except (ValueError, KeyError, json.JSONDecodeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        self.rt.continuum.record_event(f"fault injected: {done}", inputs=body)
         return web.json_response({"injected": done})
 
 

@@ -13,6 +13,7 @@ import typer
 COMMAND_MODULES = [
     "mlsysops_cli.validate_cmd",
     "mlsysops_cli.up_cmd",
+    "mlsysops_cli.agent_cmd",
 ]
 
 app = typer.Typer(

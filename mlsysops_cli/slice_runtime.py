@@ -33,6 +33,24 @@ def _jid_part(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text.lower())
 
 
+def agent_jid(role: str, name: str, domain: str, suffix: str = "") -> str:
+    """The slice's naming scheme: every process derives the same JIDs from the slice config."""
+    return f"{role}-{_jid_part(name)}{suffix}@{domain}"
+
+
+def layer_settings(spec: SliceSpec, layer: str, state_dir: Path | None = None) -> AgentSettings:
+    """Agent settings for one layer from the slice config (intervals, policies, state directory)."""
+    cfg = spec.config
+    iv = cfg.intervals
+    plugins = getattr(cfg.policies, layer)
+    return AgentSettings(heartbeat=iv.heartbeat, liveness_misses=iv.liveness_misses, monitor=iv.monitor,
+                         analyze=iv.analyze, execute_timeout=iv.execute_timeout, status_report=iv.status_report,
+                         policies=[f"policies.{n}" if "." not in n else n for n in plugins.enabled or []],
+                         policy_dirs=[Path(d) for d in plugins.directories],
+                         policy_settings=dict(plugins.settings),
+                         state_dir=(state_dir / layer) if state_dir else None)
+
+
 class SliceRuntime:
     def __init__(self, spec: SliceSpec, *, xmpp_port: int | None = None, xmpp_domain: str | None = None,
                  force_xmpp: bool = False, jid_suffix: str = "", state_dir: Path | None = None,
@@ -58,19 +76,10 @@ class SliceRuntime:
 
     # -- identities ---------------------------------------------------------------------------------
     def jid(self, role: str, name: str) -> str:
-        return f"{role}-{_jid_part(name)}{self.suffix}@{self.domain}"
+        return agent_jid(role, name, self.domain, self.suffix)
 
     def settings(self, layer: str) -> AgentSettings:
-        cfg = self.spec.config
-        iv = cfg.intervals
-        plugins = getattr(cfg.policies, layer)
-        base = AgentSettings(heartbeat=iv.heartbeat, liveness_misses=iv.liveness_misses, monitor=iv.monitor,
-                             analyze=iv.analyze, execute_timeout=iv.execute_timeout,
-                             status_report=iv.status_report,
-                             policies=[f"policies.{n}" if "." not in n else n for n in plugins.enabled or []],
-                             policy_dirs=[Path(d) for d in plugins.directories],
-                             policy_settings=dict(plugins.settings),
-                             state_dir=(self.state_dir / layer) if self.state_dir else None)
+        base = layer_settings(self.spec, layer, self.state_dir)
         return replace(base, **self.overrides.get(layer, {}), **self.overrides.get("all", {}))
 
     def _agent_kwargs(self) -> dict[str, Any]:

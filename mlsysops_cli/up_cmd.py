@@ -125,6 +125,28 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
     return 0
 
 
+async def _serve(slice_file: Path, host: str, port: int) -> int:
+    from agents.descriptions import DescriptionError
+    from agents.slice_config import load_slice
+    from mlsysops_cli.sim_host import SimHost
+
+    try:
+        spec = load_slice(slice_file)
+    except DescriptionError as exc:
+        typer.echo(f"invalid slice {slice_file}:\n{exc}", err=True)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sim_host = SimHost(spec, host, port)
+    url = await sim_host.start()
+    typer.echo(f"Simulator: {url}  ({len(spec.nodes)} nodes; faults: mlsysops sim fail-node NODE --control {url})")
+    await stop.wait()
+    await sim_host.stop()
+    return 0
+
+
 def _control_url(control: str | None) -> str:
     if control:
         return control.rstrip("/")
@@ -168,6 +190,12 @@ def register(app: typer.Typer) -> None:
     def _fault(body: dict, control: str | None) -> None:
         out = _post(f"{_control_url(control)}/sim/faults", body)
         typer.echo(f"injected: {out['injected']}")
+
+    @sim.command("serve")
+    def serve(slice_file: Annotated[Path, typer.Argument(help="Slice config YAML", exists=True)],
+              port: int = 0, host: str = "127.0.0.1") -> None:
+        """Run the slice's simulated continuum as its own process, for agents started with `mlsysops agent`."""
+        raise typer.Exit(asyncio.run(_serve(slice_file, host, port)))
 
     @sim.command("fail-node")
     def fail_node(node: str, control: ControlOpt = None) -> None:

@@ -38,6 +38,7 @@ class NodeAgent(ManagedAgent):
         self._last_states: dict[str, str] = {}
         self._last_full = 0.0
         self._instances: list[dict[str, Any]] = []
+        self.substrate_up = True
         self.membership = ChildMembership(self, parent, role=Role.NODE,
                                           description=lambda: to_k8s(self.description),
                                           digest=self._digest)
@@ -60,13 +61,19 @@ class NodeAgent(ManagedAgent):
                               for i in self._instances]}
 
     async def monitor(self) -> None:
-        if not self.substrate.is_up():
+        try:
+            snap = await self.substrate.observe()
+        except Exception as exc:   # noqa: BLE001 - an unreachable substrate is an event, not a crash
+            self.log.warning("substrate unavailable: %s", exc)
+            return
+        self.substrate_up = bool(snap.get("up"))
+        if not self.substrate_up:
             return
         now = time.time()
-        metrics = self.substrate.node_metrics()
+        metrics = snap["metrics"]
         for name, value in metrics.items():
             self.knowledge.record(name, float(value), {"node": self.node}, ts=now)
-        self._instances = self.substrate.instances()
+        self._instances = snap["instances"]
         for inst in self._instances:
             labels = {"node": self.node, "app": inst["app"], "component": inst["component"],
                       "instance": inst["instance_id"]}

@@ -1,13 +1,33 @@
-"""What a node agent observes and acts on: here, one node of the simulated continuum.
+"""What a node agent observes: one node of the simulated continuum, in process or over HTTP.
 
-A host substrate (psutil/sysfs) will implement the same three methods for real machines.
+`observe()` returns one snapshot ``{"up": bool, "metrics": {...}, "instances": [...]}`` so a remote
+substrate costs one round trip per monitor tick. A host substrate (psutil/sysfs) will implement the same
+coroutine for real machines.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
+
 from sim import SimContinuum
+
+
+def node_snapshot(sim: SimContinuum, node: str) -> dict[str, Any]:
+    """Node metrics and its instances (active ones, plus those that ended in the last minute)."""
+    if not sim.is_up(node):
+        return {"up": False, "metrics": {}, "instances": []}
+    horizon = sim.clock.now() - 60.0
+    instances = []
+    for inst in sim.instances(node=node):
+        if inst.state.terminal and inst.state_since < horizon:
+            continue
+        metrics = sim.component_metrics(inst.instance_id) if not inst.state.terminal else {}
+        instances.append({"instance_id": inst.instance_id, "app": inst.app, "component": inst.component,
+                          "state": str(inst.state), "since": inst.state_since, "reason": inst.reason,
+                          "metrics": metrics})
+    return {"up": True, "metrics": sim.node_metrics(node), "instances": instances}
 
 
 class SimNodeSubstrate:
@@ -15,21 +35,26 @@ class SimNodeSubstrate:
         self.sim = sim
         self.node = node
 
-    def is_up(self) -> bool:
-        return self.sim.is_up(self.node)
+    async def observe(self) -> dict[str, Any]:
+        return node_snapshot(self.sim, self.node)
 
-    def node_metrics(self) -> dict[str, float]:
-        return self.sim.node_metrics(self.node)
 
-    def instances(self) -> list[dict[str, Any]]:
-        """Instances on this node that are not terminal, plus recently failed ones (so failures get reported)."""
-        out = []
-        horizon = self.sim.clock.now() - 60.0
-        for inst in self.sim.instances(node=self.node):
-            if inst.state.terminal and inst.state_since < horizon:
-                continue
-            metrics = self.sim.component_metrics(inst.instance_id) if not inst.state.terminal else {}
-            out.append({"instance_id": inst.instance_id, "app": inst.app, "component": inst.component,
-                        "state": str(inst.state), "since": inst.state_since, "reason": inst.reason,
-                        "metrics": metrics})
-        return out
+class RemoteSimNodeSubstrate:
+    """The node's view from a simulator host (`mlsysops sim serve`), for agents in their own process."""
+
+    def __init__(self, base_url: str, node: str, timeout: float = 2.0) -> None:
+        self.url = f"{base_url.rstrip('/')}/nodes/{node}"
+        self.node = node
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def observe(self) -> dict[str, Any]:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        async with self._session.get(self.url) as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

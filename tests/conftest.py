@@ -115,3 +115,17 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval
 def eventually() -> Callable[..., Awaitable[None]]:
     """``await eventually(lambda: cond, timeout=5)``: the awaitable form of :func:`wait_for`."""
     return wait_for
+
+
+@pytest.fixture(scope="session")
+def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real prosody server for tests that need many agents over the wire (pyjabber mis-routes there).
+    Missing prosody is a failure, not a skip: `.ci/run` installs it."""
+    from agents.xmpp_prosody import ProsodyServer, prosody_available
+
+    if not prosody_available():
+        pytest.fail("prosody is not installed: `apt-get install prosody` (.ci/run does it)")
+    server = ProsodyServer(tmp_path_factory.mktemp("prosody"))
+    server.start_sync()
+    yield server
+    server.stop_sync()

@@ -17,7 +17,6 @@ from agents.agent_base import MLSysOpsAgent, RequestFailed
 from agents.payloads import AppDeploy, InstanceReport, StatusReport
 from agents.protocol import Envelope, Kind, Performative, decode, encode
 from agents.slice_config import load_slice
-from agents.xmpp_prosody import ProsodyServer, prosody_available
 from mlsysops_cli.slice_runtime import SliceRuntime
 from sim import InstanceState
 
@@ -25,16 +24,6 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "slices" / "demo.yaml"
 FAST = {"all": {"heartbeat": 0.3, "analyze": 0.5, "monitor": 0.2, "status_report": 0.5}}
-
-
-@pytest.fixture(scope="session")
-def prosody(tmp_path_factory):
-    if not prosody_available():
-        pytest.fail("prosody is not installed: `apt-get install prosody` (.ci/run does it)")
-    server = ProsodyServer(tmp_path_factory.mktemp("prosody"))
-    server.start_sync()
-    yield server
-    server.stop_sync()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

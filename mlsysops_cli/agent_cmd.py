@@ -1,0 +1,175 @@
+"""`mlsysops agent continuum|cluster|node`: one agent per process, against any XMPP server.
+
+Every process reads the same slice config and derives the same JIDs, so the hierarchy forms without
+further wiring. With the simulated substrate, cluster and node agents reach the simulator host started
+by `mlsysops sim serve SLICE` (`--sim URL`). A node agent whose node is down behaves like a crashed host:
+it goes offline, and comes back (registering again) when the node is up again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+class Layer(str, Enum):
+    continuum = "continuum"
+    cluster = "cluster"
+    node = "node"
+
+
+class _ContinuumOnly:
+    """What the control endpoint needs, for a process that runs only the continuum agent."""
+
+    def __init__(self, spec: Any, continuum: Any) -> None:
+        self.spec, self.continuum = spec, continuum
+        self.clusters: dict[str, Any] = {}
+        self.nodes: dict[str, Any] = {}
+        self.sim = None
+
+    def hierarchy(self) -> dict[str, Any]:
+        out = {}
+        for child in self.continuum.children.children():
+            cid = self.continuum.jid_clusters.get(child.jid, child.jid)
+            out[cid] = {"registered": child.alive, "nodes": dict((child.digest or {}).get("nodes", {}))}
+        return out
+
+
+async def _wait(stop: asyncio.Event, condition: Any = None, interval: float = 0.5) -> None:
+    while not stop.is_set():
+        if condition is not None and await condition():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | None, xmpp_port: int | None,
+               apply: list[Path], control_port: int | None) -> int:
+    from agents.descriptions import DescriptionError, load_file
+    from agents.slice_config import load_slice
+    from mlsysops_cli.slice_runtime import DEV_PASSWORD, agent_jid, layer_settings
+
+    try:
+        spec = load_slice(config)
+    except DescriptionError as exc:
+        typer.echo(f"invalid slice {config}:\n{exc}", err=True)
+        return 1
+    xc = spec.config.xmpp
+    domain = xc.domain or xc.host or "localhost"
+    port = xmpp_port or xc.port or 5222
+    password = xc.resolve_password() or DEV_PASSWORD
+    settings = layer_settings(spec, layer.value, spec.state_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    def need(value: str | None, what: str) -> str:
+        if not value:
+            raise typer.BadParameter(f"--{what} is required for a {layer.value} agent")
+        return value
+
+    if layer is Layer.continuum:
+        from continuum.agent import ContinuumAgent
+        from mlsysops_cli.control_server import ControlServer
+
+        cont = spec.continuum
+        agent = ContinuumAgent(agent_jid("continuum", cont.continuum_id, domain), password, description=cont,
+                               cluster_jids={c: agent_jid("cluster", c, domain) for c in spec.clusters},
+                               inventory=spec.inventory, settings=settings, port=port)
+        await agent.start_agent()
+        control = ControlServer(_ContinuumOnly(spec, agent), port=control_port or 0)  # type: ignore[arg-type]
+        typer.echo(f"continuum agent {agent.jid} up; Control: {await control.start()}")
+        for path in apply:
+            try:
+                for doc in load_file(path, inventory=spec.inventory):
+                    agent.submit_app(doc)
+                    typer.echo(f"applied {doc.kind}/{doc.name}")
+            except DescriptionError as exc:
+                typer.echo(f"not applied: {path}\n{exc}", err=True)
+        await _wait(stop)
+        await control.stop()
+        await agent.stop()
+        return 0
+
+    if layer is Layer.cluster:
+        from cluster.agent import ClusterAgent
+        from mechanisms.remote_sim_placement import RemoteSimPlacementMechanism
+        from mechanisms.sim_placement import resolver_for
+
+        cid = need(ident, "id")
+        if cid not in spec.clusters:
+            typer.echo(f"unknown cluster {cid!r}; the slice has {sorted(spec.clusters)}", err=True)
+            return 1
+        nodes = {n.name: n for n in spec.cluster_nodes(cid)}
+        mech = RemoteSimPlacementMechanism(need(sim_url, "sim"), cid, resolve=lambda *a: None)  # type: ignore
+        agent = ClusterAgent(agent_jid("cluster", cid, domain), password, description=spec.clusters[cid],
+                             nodes=nodes, node_jids={n: agent_jid("node", n, domain) for n in nodes},
+                             placement=mech, parent=agent_jid("continuum", spec.continuum.continuum_id, domain),
+                             settings=settings, port=port)
+        mech.resolve = resolver_for(agent.apps)
+        await agent.start_agent()
+        typer.echo(f"cluster agent {agent.jid} up")
+        await _wait(stop)
+        await agent.stop()
+        await mech.close()
+        return 0
+
+    from node.agent import NodeAgent
+    from node.substrate import RemoteSimNodeSubstrate
+
+    name = need(ident, "id")
+    if name not in spec.nodes:
+        typer.echo(f"unknown node {name!r}; the slice has {sorted(spec.nodes)}", err=True)
+        return 1
+    desc = spec.nodes[name]
+    substrate = RemoteSimNodeSubstrate(need(sim_url, "sim"), name)
+
+    async def node_up() -> bool:
+        try:
+            return bool((await substrate.observe()).get("up"))
+        except Exception:   # noqa: BLE001 - host not reachable yet: keep waiting
+            return False
+
+    async def node_down() -> bool:
+        return not await node_up()
+
+    while not stop.is_set():
+        await _wait(stop, node_up)
+        if stop.is_set():
+            break
+        agent = NodeAgent(agent_jid("node", name, domain), password, description=desc, substrate=substrate,
+                          parent=agent_jid("cluster", desc.cluster_id or "", domain), settings=settings, port=port)
+        await agent.start_agent()
+        typer.echo(f"node agent {agent.jid} up", err=False)
+        await _wait(stop, node_down, interval=settings.monitor)
+        await agent.stop()
+        if not stop.is_set():
+            typer.echo(f"node {name} is down: agent offline until it recovers")
+    await substrate.close()
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("agent")
+    def agent(
+        layer: Annotated[Layer, typer.Argument(help="Which agent to run")],
+        config: Annotated[Path, typer.Option("--config", "-c", help="Slice config YAML", exists=True)],
+        ident: Annotated[str | None, typer.Option("--id", help="Cluster id or node name")] = None,
+        sim: Annotated[str | None, typer.Option(help="Simulator host URL (mlsysops sim serve)")] = None,
+        xmpp_port: Annotated[int | None, typer.Option(help="XMPP client port (default: slice config)")] = None,
+        apply: Annotated[list[Path], typer.Option("--apply", "-f", help="Apps to submit (continuum)")] = [],  # noqa: B006
+        control_port: Annotated[int | None, typer.Option(help="Continuum control endpoint port")] = None,
+        verbose: Annotated[bool, typer.Option("-v")] = False,
+    ) -> None:
+        """Run one agent of the slice as its own process (the per-layer launch used in production)."""
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        raise typer.Exit(asyncio.run(_run(layer, config, ident, sim, xmpp_port, apply, control_port)))
