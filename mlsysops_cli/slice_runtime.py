@@ -164,6 +164,11 @@ class SliceRuntime:
     def recover_node(self, name: str) -> None:
         self.sim.recover_node(name)
 
+    def hang_node_agent(self, name: str, hung: bool = True) -> None:
+        """A hung (or partitioned) node agent: connected, but silent. Only missed heartbeats reveal it."""
+        agent = self.nodes[name]
+        agent.membership.pause() if hung else agent.membership.resume()
+
     async def restart_cluster(self, cid: str) -> ClusterAgent:
         """Stop a cluster agent and start a fresh one with the same identity (state is re-learnt)."""
         old = self.clusters.pop(cid)

@@ -148,6 +148,21 @@ async def test_node_crash_relocates_its_components(make_slice, tmp_path):
     assert plans and any(victim in str(p.get("explanation")) for p in plans)
 
 
+async def test_hung_node_agent_is_detected_by_missed_heartbeats(make_slice, tmp_path):
+    rt = await make_slice()
+    rt.apply_file(write_app(tmp_path, MOVABLE_APP.format(name="hung", target=10_000)))
+    await until(lambda: all_running(rt, "hung"), 15, "app did not run")
+    victim = rt.continuum.app_status("hung")["worker"]["nodes"][0]
+    rt.hang_node_agent(victim)   # presence stays "available": only heartbeats can tell
+    await until(lambda: all_running(rt, "hung") and victim not in rt.continuum.app_status("hung")["worker"]["nodes"],
+                15, "hung node's component not relocated")
+    reasons = [r["reason"] for r in rt.clusters["edge-1"].decisions()]
+    assert any(f"node {victim} lost (missed" in r for r in reasons)
+    # make-before-break: the node itself is fine, so the old instance was stopped only after the new one ran
+    active = [i for i in rt.sim.instances(app="hung") if not i.state.terminal]
+    assert len(active) == 1 and active[0].node != victim
+
+
 async def test_late_report_from_a_lost_node_does_not_resurrect_its_instances(make_slice, tmp_path):
     """Regression: a report in flight when the node was declared lost set its rows back to running, and
     relocation then added a copy every cycle. Relocation is disabled so the `lost` row stays observable."""
