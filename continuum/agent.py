@@ -29,6 +29,7 @@ from agents.managed_agent import AgentSettings, ManagedAgent
 from agents.membership import ChildRecord, ParentMembership
 from agents.payloads import StatusReport
 from agents.protocol import Envelope, Kind, Performative
+from continuum.store import DesiredStateStore
 from mechanisms.cluster_dispatch import ClusterDispatchMechanism
 
 DEFAULT_POLICIES = ["policies.continuum_cluster_placement"]
@@ -64,6 +65,25 @@ class ContinuumAgent(ManagedAgent):
         self.children.on_recovered(self._cluster_joined)
         self.children.on_lost(self._cluster_lost)
         self.on(Kind.STATUS_REPORT, self._on_status_report, performatives=(Performative.INFORM,))
+        db = settings.state_dir / "desired-state.db" if settings.state_dir is not None else None
+        self.store = DesiredStateStore(db)
+        self._restore()
+
+    def _restore(self) -> None:
+        """Reload accepted apps and their assignments; statuses stay `unknown` until clusters report."""
+        apps, assignments = self.store.load()
+        for name, (description, submitted) in apps.items():
+            try:
+                doc = load_obj(description, source=f"desired state ({self.store.path})")
+            except DescriptionError as exc:   # a schema change made a stored app invalid: say so, keep going
+                self.record_event(f"stored app {name} no longer validates: {exc}", app=name, outcome="error")
+                continue
+            self._accept(doc.spec, to_k8s(doc.spec), submitted, initial_status="unknown",
+                         reason="continuum restarted: waiting for the cluster's report")
+            self.assignments[name] = dict(assignments.get(name, {}))
+        if apps:
+            self.record_event(f"restored {len(apps)} app(s) from the desired state",
+                              inputs={"apps": sorted(apps)})
 
     async def setup(self) -> None:
         await self.children.start()
@@ -82,21 +102,33 @@ class ContinuumAgent(ManagedAgent):
         k8s = to_k8s(app)
         if self.app_docs.get(app.name) == k8s:
             return doc
-        self.apps[app.name] = app
-        self.app_docs[app.name] = k8s
-        self.submitted.setdefault(app.name, time.time())
-        self.knowledge.apps[app.name] = self.app_asset(app.name, k8s["spec"], app.policies)
-        comps = self.status.setdefault(app.name, {})
-        for comp in app.components:
-            comps.setdefault(comp.name, {"status": "pending", "cluster": None, "nodes": [], "since": time.time(),
-                                         "reason": "waiting for a cluster"})
+        submitted = self.submitted.get(app.name, time.time())
+        self.store.save_app(app.name, k8s, submitted)   # durable before anyone is told "accepted"
+        self._accept(app, k8s, submitted)
         self.record_event(f"app {app.name} accepted ({len(app.components)} components)", app=app.name)
         self.trigger(app.name, reason="app submitted")
         return doc
 
+    def _accept(self, app: MLSysOpsApp, k8s: dict[str, Any], submitted: float, *,
+                initial_status: str = "pending", reason: str = "waiting for a cluster") -> None:
+        self.apps[app.name] = app
+        self.app_docs[app.name] = k8s
+        self.submitted[app.name] = submitted
+        self.knowledge.apps[app.name] = self.app_asset(app.name, k8s["spec"], app.policies)
+        comps = self.status.setdefault(app.name, {})
+        for comp in app.components:
+            comps.setdefault(comp.name, {"status": initial_status, "cluster": None, "nodes": [],
+                                         "since": time.time(), "reason": reason})
+        for gone in set(comps) - {c.name for c in app.components}:
+            comps.pop(gone)
+
+    def save_assignments(self, app: str) -> None:
+        self.store.save_assignments(app, self.assignments.get(app, {}))
+
     async def remove_app(self, name: str) -> bool:
         if name not in self.apps:
             return False
+        self.store.delete_app(name)
         await self.cluster_dispatch.remove_app(name, self.assignments.get(name, {}))
         for table in (self.apps, self.app_docs, self.assignments, self.submitted, self.knowledge.apps):
             table.pop(name, None)
@@ -174,10 +206,12 @@ class ContinuumAgent(ManagedAgent):
     def system_description(self) -> dict[str, Any]:
         now = time.time()
         clusters = {}
+        seen = set()
         for record in self.children.children():
             cid = self.jid_clusters.get(record.jid)
             if cid is None:
                 continue
+            seen.add(cid)
             evicted = not record.alive and now - self.lost_since.get(cid, now) >= self.settings.eviction_timeout
             digest = record.digest or {}
             alive_nodes = digest.get("nodes", {})
@@ -188,6 +222,11 @@ class ContinuumAgent(ManagedAgent):
                               "cpu_utilization": cpu.get(n, 0.0),
                               "instances": self._instances_on(cid, n)}
                           for n, m in self.cluster_nodes.get(cid, {}).items()}}
+        for cid in set(self.cluster_jids) - seen:
+            # Not heard of since this agent started (e.g. after a continuum restart): its components keep
+            # their assignment for the eviction timeout, counted from our start, like a lost cluster's.
+            evicted = now - self.started_at >= self.settings.eviction_timeout
+            clusters[cid] = {"alive": not evicted, "agent_alive": False, "nodes": {}}
         return {"now": now, "clusters": clusters, "app_models": dict(self.apps),
                 "assignments": {a: dict(c) for a, c in self.assignments.items()}}
 
@@ -202,6 +241,10 @@ class ContinuumAgent(ManagedAgent):
                         out.append({"app": app, "component": comp, "cpu_request_cores": c.cpu_request_cores,
                                     "memory_request_bytes": c.memory_request_bytes})
         return out
+
+    async def stop(self) -> None:
+        await super().stop()
+        self.store.close()
 
     async def monitor(self) -> None:
         now = time.time()

@@ -67,6 +67,9 @@ class ClusterDispatchMechanism:
             if res["ok"]:
                 for comp in res["components"]:
                     current[comp] = res["cluster"]
+        save = getattr(self.agent, "save_assignments", None)
+        if save is not None:
+            save(app)   # durable: a restarted continuum knows where every component went
         for comp, old in (command.get("previous") or {}).items():
             if current.get(comp) != old:
                 results.append(await self._remove(app, old, [comp]))

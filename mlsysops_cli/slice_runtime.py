@@ -101,17 +101,26 @@ class SliceRuntime:
                                            clock=SimClock.realtime())
         self.sim.subscribe(self._on_sim_event)
         self._sim_task = asyncio.create_task(self.sim.run(interval=0.05), name="sim")
+        await self.start_continuum()
+        # Sequential starts: pyjabber mis-routes stanzas when many sessions open at once.
+        for cid in self.spec.clusters:
+            await self.start_cluster(cid)
+        for name in self.spec.nodes:
+            await self.start_node(name)
+
+    async def start_continuum(self) -> ContinuumAgent:
         cont = self.spec.continuum
         self.continuum = ContinuumAgent(
             self.jid("continuum", cont.continuum_id), self.password, description=cont,
             cluster_jids={cid: self.jid("cluster", cid) for cid in self.spec.clusters},
             inventory=self.spec.inventory, settings=self.settings("continuum"), **self._agent_kwargs())
         await self.continuum.start_agent()
-        # Sequential starts: pyjabber mis-routes stanzas when many sessions open at once.
-        for cid in self.spec.clusters:
-            await self.start_cluster(cid)
-        for name in self.spec.nodes:
-            await self.start_node(name)
+        return self.continuum
+
+    async def restart_continuum(self) -> ContinuumAgent:
+        """Stop the continuum agent and start a fresh one: it reloads the desired state from SQLite."""
+        await self.continuum.stop()
+        return await self.start_continuum()
 
     async def start_cluster(self, cid: str) -> ClusterAgent:
         desc = self.spec.clusters[cid]

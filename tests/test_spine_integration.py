@@ -217,6 +217,27 @@ async def test_cluster_agent_restart_does_not_redeploy(make_slice):
     assert any("adopted" in r["reason"] for r in new.decisions())
 
 
+async def test_continuum_restart_mid_deployment_loses_nothing_and_redeploys_nothing(make_slice, tmp_path):
+    rt = await make_slice(state_dir=tmp_path / "state")
+    rt.apply_file(ROOT / "examples/apps/env-monitor.yaml")
+    rt.apply_file(ROOT / "examples/apps/video-analytics.yaml")
+    # restart while the deployment is under way (dependencies still starting)
+    await until(lambda: any(s == "running" for s in statuses(rt, "video-analytics").values()), 15, "no progress")
+    new = await rt.restart_continuum()
+    assert sorted(new.apps) == ["env-monitor", "video-analytics"]     # nothing lost
+    assert new.assignments["video-analytics"], "assignments restored"
+    await until(lambda: formed(rt), 15, "clusters did not re-register with the new continuum")
+    await until(lambda: all_running(rt, "video-analytics") and all_running(rt, "env-monitor"), 20,
+                "status did not reconcile after the restart")
+    ids = {i.instance_id for i in rt.sim.instances() if not i.state.terminal}
+    await asyncio.sleep(1.5)   # a few analyze cycles later: still exactly the same instances
+    assert {i.instance_id for i in rt.sim.instances() if not i.state.terminal} == ids
+    assert sum(1 for i in rt.sim.instances() if not i.state.terminal) == 5   # one per component, no duplicates
+    assert any("restored 2 app(s)" in r["reason"] for r in new.decisions())
+    again = new.submit_app(rt.continuum.app_docs["env-monitor"])      # idempotent re-submission
+    assert again.name == "env-monitor" and new.store.history("env-monitor")[-1]["event"] == "accepted"
+
+
 CRASHY = """
 def initialize():
     return {"scope": "application", "configuration": {"analyze_interval": 0.3}}
