@@ -249,7 +249,7 @@ class MLSysOpsAgent(Agent):
         """``start(auto_register=True)`` bounded by ``timeout`` (SPADE's start never times out)."""
         try:
             await asyncio.wait_for(self.start(auto_register=True), timeout=timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             self._stopping = True
             if self.client is not None:
                 self.client.cancel_connection_attempt()
@@ -293,7 +293,7 @@ class MLSysOpsAgent(Agent):
             task.cancel()
         try:
             await asyncio.wait_for(super().stop(), timeout=5.0)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             self.log.warning("disconnect timed out; aborting the stream")
             if self.client is not None:
                 self.client.abort()
@@ -601,7 +601,7 @@ class MLSysOpsAgent(Agent):
             client.connect(host=self.jid.host, port=self.xmpp_port)
             try:
                 await asyncio.wait_for(self._conn_event.wait(), timeout=self.connect_attempt_timeout)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 self.log.warning("connection attempt timed out")
                 client.abort()
             if self._connected or self._stopping:

@@ -325,7 +325,7 @@ class ChildMembership:
         try:
             await self.agent.wait_subscribed(self.parent_jid, timeout=self.register_timeout)
             self._parent_subscribed = True
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             self.agent.log.info("parent %s has not approved presence yet", self.parent_jid)
 
     async def _heartbeat_until_reregister(self) -> None:
@@ -341,7 +341,7 @@ class ChildMembership:
             next_at = max(next_at, loop.time())  # never burst to catch up
             try:
                 await asyncio.wait_for(self._reregister.wait(), timeout=next_at - loop.time())
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 pass
 
     async def _heartbeat(self, seq: int, interval: float) -> None:

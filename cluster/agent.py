@@ -18,6 +18,7 @@ from typing import Any
 from agents.agent_base import HandlerError
 from agents.descriptions import DescriptionError, MLSysOpsApp, MLSysOpsCluster, MLSysOpsNode, load_obj, to_k8s
 from agents.managed_agent import AgentSettings, ManagedAgent
+from agents.mape import Plan
 from agents.membership import ChildMembership, ChildRecord, ParentMembership
 from agents.payloads import (
     Accepted,
@@ -31,7 +32,7 @@ from agents.payloads import (
 from agents.protocol import Envelope, Kind, Performative, Role
 from mechanisms.placement_commands import PlacementAction
 from policies.cluster_state import ACTIVE
-from policies.description_adapters import QOS_METRIC
+from policies.description_adapters import QOS_METRIC, instances_wanted
 
 DEFAULT_POLICIES = ["policies.filter_score_placement", "policies.relocation", "policies.static_placement"]
 DISABLED_BY_DEFAULT = ["static_placement"]   # opt-in per app with `policies: [static_placement]`
@@ -186,7 +187,6 @@ class ClusterAgent(ManagedAgent):
                    if row["app"] == app and row["component"] in components and row["status"] in (*ACTIVE, "lost")]
         if not actions or self.engine is None:
             return
-        from agents.mape import Plan
         plan = Plan(policy="continuum-request", asset=app, priority=100,
                     commands={"component_placement": {"app": app, "actions": actions}},
                     explanation={"reason": reason})
@@ -339,7 +339,6 @@ class ClusterAgent(ManagedAgent):
         model = self.apps.get(app)
         wanted = 1
         if model is not None:
-            from policies.description_adapters import instances_wanted
             wanted = instances_wanted(model, component)
         if lost:
             status, reason = "relocating", lost[0]["reason"]

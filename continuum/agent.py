@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from agents.agent_base import HandlerError
 from agents.descriptions import (
     DescriptionError,
     Document,
@@ -142,7 +143,6 @@ class ContinuumAgent(ManagedAgent):
 
     # -- membership ---------------------------------------------------------------------------------
     async def _accept_cluster(self, env: Envelope) -> dict[str, Any]:
-        from agents.agent_base import HandlerError
         cid = self.jid_clusters.get(env.sender.split("/")[0])
         if cid is None:
             raise HandlerError(f"{env.sender} is not a cluster agent of continuum {self.description.continuum_id}")

@@ -671,7 +671,7 @@ class SimContinuum:
         """JSON-able view of the whole sim: nodes (spec, status, metrics), instances, call graphs, faults."""
         now = self._now()
         nodes = []
-        for name, node in self._nodes.items():
+        for node in self._nodes.values():
             d = node.spec.as_dict()
             d["up"] = node.up
             d["cpu_frequency_hz"] = node.freq_hz
