@@ -118,6 +118,8 @@ class ContinuumAgent(ManagedAgent):
         self.knowledge.apps[app.name] = self.app_asset(app.name, k8s["spec"], app.policies)
         comps = self.status.setdefault(app.name, {})
         for comp in app.components:
+            if comps.get(comp.name, {}).get("status") == "removed":   # re-submitted after a delete
+                comps.pop(comp.name)
             comps.setdefault(comp.name, {"status": initial_status, "cluster": None, "nodes": [],
                                          "since": time.time(), "reason": reason})
         for gone in set(comps) - {c.name for c in app.components}:

@@ -12,34 +12,17 @@ import asyncio
 import contextlib
 import logging
 import signal
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 
-class Layer(str, Enum):
+class Layer(StrEnum):
     continuum = "continuum"
     cluster = "cluster"
     node = "node"
-
-
-class _ContinuumOnly:
-    """What the control endpoint needs, for a process that runs only the continuum agent."""
-
-    def __init__(self, spec: Any, continuum: Any) -> None:
-        self.spec, self.continuum = spec, continuum
-        self.clusters: dict[str, Any] = {}
-        self.nodes: dict[str, Any] = {}
-        self.sim = None
-
-    def hierarchy(self) -> dict[str, Any]:
-        out = {}
-        for child in self.continuum.children.children():
-            cid = self.continuum.jid_clusters.get(child.jid, child.jid)
-            out[cid] = {"registered": child.alive, "nodes": dict((child.digest or {}).get("nodes", {}))}
-        return out
 
 
 async def _wait(stop: asyncio.Event, condition: Any = None, interval: float = 0.5) -> None:
@@ -51,7 +34,7 @@ async def _wait(stop: asyncio.Event, condition: Any = None, interval: float = 0.
 
 
 async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | None, xmpp_port: int | None,
-               apply: list[Path], control_port: int | None) -> int:
+               apply: list[Path], api_port: int | None) -> int:
     from agents.descriptions import DescriptionError, load_file
     from agents.slice_config import load_slice
     from mlsysops_cli.slice_runtime import DEV_PASSWORD, agent_jid, layer_settings
@@ -78,15 +61,33 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
 
     if layer is Layer.continuum:
         from continuum.agent import ContinuumAgent
-        from mlsysops_cli.control_server import ControlServer
+        from continuum.api import ApiBackend, ApiServer, create_app
+        from continuum.api_auth import Role, TokenError, configured_tokens, dev_token
+        from mlsysops_cli.slice_runtime import default_state_dir
 
+        try:
+            tokens = configured_tokens(spec.config.api.token_file)
+        except TokenError as exc:
+            typer.echo(str(exc), err=True)
+            return 1
+        token_file = None
+        if not tokens:
+            token, token_file = dev_token(default_state_dir(spec))
+            tokens = {token: Role.admin}
         cont = spec.continuum
         agent = ContinuumAgent(agent_jid("continuum", cont.continuum_id, domain), password, description=cont,
                                cluster_jids={c: agent_jid("cluster", c, domain) for c in spec.clusters},
                                inventory=spec.inventory, settings=settings, port=port)
         await agent.start_agent()
-        control = ControlServer(_ContinuumOnly(spec, agent), port=control_port or 0)  # type: ignore[arg-type]
-        typer.echo(f"continuum agent {agent.jid} up; Control: {await control.start()}")
+        app = create_app(ApiBackend(agent), tokens)
+        api = ApiServer(app, host=spec.config.api.host, port=spec.config.api.port if api_port is None else api_port)
+        try:
+            url = await api.start()
+        except OSError:
+            api = ApiServer(app, host=spec.config.api.host, port=0)
+            url = await api.start()
+        hint = f"token: cat {token_file}" if token_file else "tokens: api.token_file / $MLSYSOPS_API_TOKENS"
+        typer.echo(f"continuum agent {agent.jid} up; API: {url}  (docs: {url}/docs; {hint})")
         for path in apply:
             try:
                 for doc in load_file(path, inventory=spec.inventory):
@@ -95,7 +96,7 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
             except DescriptionError as exc:
                 typer.echo(f"not applied: {path}\n{exc}", err=True)
         await _wait(stop)
-        await control.stop()
+        await api.stop()
         await agent.stop()
         return 0
 
@@ -166,10 +167,11 @@ def register(app: typer.Typer) -> None:
         sim: Annotated[str | None, typer.Option(help="Simulator host URL (mlsysops sim serve)")] = None,
         xmpp_port: Annotated[int | None, typer.Option(help="XMPP client port (default: slice config)")] = None,
         apply: Annotated[list[Path], typer.Option("--apply", "-f", help="Apps to submit (continuum)")] = [],  # noqa: B006
-        control_port: Annotated[int | None, typer.Option(help="Continuum control endpoint port")] = None,
+        api_port: Annotated[int | None, typer.Option(help="Continuum: REST API port (default: slice api.port; "
+                                                          "0 = any free port)")] = None,
         verbose: Annotated[bool, typer.Option("-v")] = False,
     ) -> None:
         """Run one agent of the slice as its own process (the per-layer launch used in production)."""
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        raise typer.Exit(asyncio.run(_run(layer, config, ident, sim, xmpp_port, apply, control_port)))
+        raise typer.Exit(asyncio.run(_run(layer, config, ident, sim, xmpp_port, apply, api_port)))

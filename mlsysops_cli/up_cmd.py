@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -20,7 +21,21 @@ STATUS_STYLE = {"running": "green", "deploying": "yellow", "pending": "yellow", 
                 "failed": "red", "unknown": "red", "removed": "dim"}
 
 
-ControlOpt = Annotated[str | None, typer.Option(help="Control URL of the slice (default: the latest `up`)")]
+ControlOpt = Annotated[str | None, typer.Option(
+    help="Where faults go: a simulator host (`mlsysops sim serve`) or a slice's API base URL ending in /api/v1 "
+         "(default: the latest `mlsysops up`)")]
+TOKEN_ENV = "MLSYSOPS_API_TOKEN"
+
+
+def write_run_file(state_dir: Path, api_url: str, xmpp_port: int | None, token_file: Path | None) -> Path:
+    """`state_dir/run.json`: where a running `mlsysops up` serves its API (read by `mlsysops sim ...`)."""
+    from continuum.api import API_PREFIX
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "run.json"
+    path.write_text(json.dumps({"api": api_url, "control": f"{api_url}{API_PREFIX}", "xmpp_port": xmpp_port,
+                                "token_file": str(token_file) if token_file else None, "started": time.time()}))
+    return path
 
 
 def _render(rt, started: float):
@@ -59,7 +74,8 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
 
     from agents.descriptions import DescriptionError
     from agents.slice_config import load_slice
-    from mlsysops_cli.control_server import ControlServer, write_run_file
+    from continuum.api import ApiBackend, ApiServer, create_app
+    from continuum.api_auth import Role, TokenError, configured_tokens, dev_token
     from mlsysops_cli.slice_runtime import SliceRuntime, default_state_dir
 
     console = Console(stderr=True)
@@ -69,25 +85,42 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
         console.print(f"[red]invalid slice {slice_file}[/]\n{exc}")
         return 1
     state_dir = default_state_dir(spec)
+    try:
+        tokens = configured_tokens(spec.config.api.token_file)
+    except TokenError as exc:
+        console.print(f"[red]{exc}[/]")
+        return 1
+    token_file = None
+    if not tokens:
+        token, token_file = dev_token(state_dir)
+        tokens = {token: Role.admin}
     rt = SliceRuntime(spec, state_dir=state_dir)
     started = time.time()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    control = None
+    api = None
     try:
         with console.status("starting the embedded XMPP server and the agents..."):
             await rt.start()
-        control = ControlServer(rt, port=spec.config.api.port)
+        app = create_app(ApiBackend(runtime=rt), tokens)
+        api = ApiServer(app, host=spec.config.api.host, port=spec.config.api.port)
         try:
-            url = await control.start()
+            url = await api.start()
         except OSError:
-            control = ControlServer(rt, port=0)
-            url = await control.start()
-        write_run_file(state_dir, url, rt.xmpp_port)
+            console.print(f"[yellow]port {spec.config.api.port} is busy: the API takes a free port[/]")
+            api = ApiServer(app, host=spec.config.api.host, port=0)
+            url = await api.start()
+        write_run_file(state_dir, url, rt.xmpp_port, token_file)
         console.print(f"XMPP: embedded server on localhost:{rt.xmpp_port}")
-        console.print(f"Control: {url}  (status: {url}/status; faults: mlsysops sim fail-node NODE)")
+        console.print(f"API: {url}  (docs: {url}/docs; faults: mlsysops sim fail-node NODE)", soft_wrap=True)
+        if token_file is not None:
+            console.print(f"API token (admin): cat {token_file}   e.g. curl -H \"Authorization: Bearer "
+                          f"$(cat {token_file})\" {url}/api/v1/apps", soft_wrap=True, highlight=False)
+        else:
+            console.print(f"API tokens: from {spec.config.api.token_file or '$MLSYSOPS_API_TOKENS'}",
+                          soft_wrap=True)
         for path in apply:
             files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
             for f in files:
@@ -117,8 +150,8 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
                     last = line
     finally:
         console.print("shutting down...")
-        if control is not None:
-            await control.stop()
+        if api is not None:
+            await api.stop()
         await rt.stop()
         with contextlib.suppress(FileNotFoundError):
             (state_dir / "run.json").unlink()
@@ -147,23 +180,44 @@ async def _serve(slice_file: Path, host: str, port: int) -> int:
     return 0
 
 
-def _control_url(control: str | None) -> str:
+def _control(control: str | None) -> tuple[str, str | None]:
+    """The fault endpoint's base URL and the bearer token to send ($MLSYSOPS_API_TOKEN, else the token
+    file of the latest `mlsysops up`)."""
+    token = os.environ.get(TOKEN_ENV)
     if control:
-        return control.rstrip("/")
+        return control.rstrip("/"), token
     runs = sorted(Path("~/.mlsysops").expanduser().glob("*/run.json"), key=lambda p: p.stat().st_mtime)
     if not runs:
         typer.echo("no running slice found (start one with `mlsysops up SLICE`), or pass --control URL", err=True)
         raise typer.Exit(1)
-    return json.loads(runs[-1].read_text())["control"]
+    run = json.loads(runs[-1].read_text())
+    if token is None and run.get("token_file"):
+        with contextlib.suppress(OSError):
+            token = Path(run["token_file"]).read_text().strip()
+    return run["control"], token
 
 
-def _post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+def _error_text(raw: bytes) -> str:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+    detail = body.get("detail", body.get("error")) if isinstance(body, dict) else body
+    if isinstance(detail, list):   # request validation errors: where and why
+        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail)
+    return detail if isinstance(detail, str) else json.dumps(detail)
+
+
+def _post(url: str, body: dict, token: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        typer.echo(f"error: {json.loads(exc.read()).get('error')}", err=True)
+        typer.echo(f"error: {_error_text(exc.read())}", err=True)
         raise typer.Exit(1) from None
     except urllib.error.URLError as exc:
         typer.echo(f"cannot reach the slice at {url}: {exc.reason}", err=True)
@@ -188,7 +242,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(sim, name="sim")
 
     def _fault(body: dict, control: str | None) -> None:
-        out = _post(f"{_control_url(control)}/sim/faults", body)
+        url, token = _control(control)
+        out = _post(f"{url}/sim/faults", body, token)
         typer.echo(f"injected: {out['injected']}")
 
     @sim.command("serve")

@@ -38,8 +38,9 @@ def _cmd() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "mlsysops_cli"]
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as resp:
+def _get(url: str, token: str) -> dict:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
         return json.loads(resp.read())
 
 
@@ -85,19 +86,25 @@ def test_agents_in_separate_processes_form_the_hierarchy_and_heal(prosody, tmp_p
 
     try:
         sim_url = _url_line(start("sim", "serve", str(slice_file)), "Simulator: ")
-        control = _url_line(start("agent", "continuum", "-c", str(slice_file), "--apply", str(app)), "Control: ")
+        api = _url_line(start("agent", "continuum", "-c", str(slice_file), "--apply", str(app), "--api-port", "0"),
+                        "API: ")
+        token = (tmp_path / "state" / "token").read_text().strip()   # generated: no tokens configured
         start("agent", "cluster", "-c", str(slice_file), "--id", "edge-1", "--sim", sim_url)
         for node in ("edge-rpi-1", "edge-rpi-2", "edge-jetson-1"):
             start("agent", "node", "-c", str(slice_file), "--id", node, "--sim", sim_url)
-        worker = lambda: _get(f"{control}/status")["apps"]["solo"]["worker"]  # noqa: E731
+        worker = lambda: _get(f"{api}/api/v1/apps/solo", token)["components"]["worker"]  # noqa: E731
         _wait(lambda: worker()["status"] == "running", 60, "app did not run across processes")
         victim = worker()["nodes"][0]
+        cluster = _get(f"{api}/api/v1/clusters/edge-1", token)   # infrastructure from registrations alone
+        assert cluster["alive"] and {n["name"] for n in cluster["node_status"]} == \
+            {"edge-rpi-1", "edge-rpi-2", "edge-jetson-1"}
         out = subprocess.run([*_cmd(), "sim", "fail-node", victim, "--control", sim_url], env=env,
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
+        assert f"crash {victim}" in out.stdout
         _wait(lambda: worker()["status"] == "running" and victim not in worker()["nodes"], 30,
               "component was not relocated after the node crash")
-        decisions = _get(f"{control}/decisions?app=solo&limit=200")
+        decisions = _get(f"{api}/api/v1/decisions?app=solo&limit=200", token)
         assert any(d["stage"] == "execute" and d["outcome"] == "completed" for d in decisions)
     finally:
         for proc in procs:

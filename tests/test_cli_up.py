@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -23,9 +24,16 @@ def _mlsysops() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "mlsysops_cli"]
 
 
-def _status(url: str) -> dict:
-    with urllib.request.urlopen(f"{url}/status", timeout=5) as resp:
+def _get(url: str, token: str) -> dict:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
         return json.loads(resp.read())
+
+
+def _apps(api: str, token: str) -> dict:
+    """app -> component -> status, through the REST API."""
+    return {a["name"]: _get(f"{api}/api/v1/apps/{a['name']}", token)["components"]
+            for a in _get(f"{api}/api/v1/apps", token)}
 
 
 def _wait(predicate, timeout: float, what: str):
@@ -52,23 +60,41 @@ def test_up_runs_the_demo_slice_and_heals_a_crashed_node(tmp_path):
     try:
         run_file = tmp_path / ".mlsysops" / "demo" / "run.json"
         _wait(run_file.exists, 40, "mlsysops up did not start")
-        url = json.loads(run_file.read_text())["control"]
-        running = lambda: all(s["status"] == "running" for app in _status(url)["apps"].values()  # noqa: E731
-                              for s in app.values()) and len(_status(url)["apps"]) == 2
+        run = json.loads(run_file.read_text())
+        api, token_file = run["api"], Path(run["token_file"])
+        assert run["control"] == f"{api}/api/v1"
+        assert token_file == tmp_path / ".mlsysops" / "demo" / "token" and token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        with urllib.request.urlopen(f"{api}/readyz", timeout=5) as resp:   # no token needed
+            assert json.loads(resp.read())["ready"] is True
+        try:
+            urllib.request.urlopen(f"{api}/api/v1/apps", timeout=5)
+            raise AssertionError("the API answered without a token")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+        running = lambda: all(s["status"] == "running" for app in _apps(api, token).values()  # noqa: E731
+                              for s in app.values()) and len(_apps(api, token)) == 2
         _wait(running, 30, "apps did not reach running")
-        node = _status(url)["apps"]["env-monitor"]["sensor-reader"]["nodes"][0]
+        node = _apps(api, token)["env-monitor"]["sensor-reader"]["nodes"][0]
         out = subprocess.run([*_mlsysops(), "sim", "fail-node", node], env=env, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert f"crash {node}" in out.stdout
-        moved = lambda: (s := _status(url)["apps"]["env-monitor"]["sensor-reader"])["status"] == "running" \
+        moved = lambda: (s := _apps(api, token)["env-monitor"]["sensor-reader"])["status"] == "running" \
             and node not in s["nodes"]  # noqa: E731
         _wait(moved, 20, "the component was not relocated")
         bad = subprocess.run([*_mlsysops(), "sim", "fail-node", "no-such-node"], env=env, capture_output=True,
                              text=True)
         assert bad.returncode == 1 and "unknown node" in bad.stderr
+        explicit = subprocess.run([*_mlsysops(), "sim", "recover-node", node, "--control", run["control"]],
+                                  env={**env, "MLSYSOPS_API_TOKEN": token}, capture_output=True, text=True)
+        assert explicit.returncode == 0 and f"recover {node}" in explicit.stdout, explicit.stderr
+        wrong = subprocess.run([*_mlsysops(), "sim", "recover-node", node, "--control", run["control"]],
+                               env={**env, "MLSYSOPS_API_TOKEN": "wrong"}, capture_output=True, text=True)
+        assert wrong.returncode == 1 and "bearer token" in wrong.stderr
     finally:
         proc.send_signal(2)   # Ctrl-C
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "shutting down" in out
+    assert f"API: {api}" in out and f"cat {token_file}" in out
     assert not (tmp_path / ".mlsysops" / "demo" / "run.json").exists()
