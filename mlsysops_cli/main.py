@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "mlsysops_cli.validate_cmd",
     "mlsysops_cli.up_cmd",
     "mlsysops_cli.agent_cmd",
+    "mlsysops_cli.client_cmd",
 ]
 
 app = typer.Typer(

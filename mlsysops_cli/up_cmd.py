@@ -113,6 +113,12 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
             api = ApiServer(app, host=spec.config.api.host, port=0)
             url = await api.start()
         write_run_file(state_dir, url, rt.xmpp_port, token_file)
+        if token_file is not None:   # like kind writing a kubeconfig: `mlsysops get apps` works at once
+            from mlsysops_cli.client_config import save_context
+
+            cfg = save_context(spec.config.slice, url, token_file.read_text().strip())
+            console.print(f"CLI context '{spec.config.slice}' written to {cfg} (try: mlsysops get apps)",
+                          soft_wrap=True)
         console.print(f"XMPP: embedded server on localhost:{rt.xmpp_port}")
         console.print(f"API: {url}  (docs: {url}/docs; faults: mlsysops sim fail-node NODE)", soft_wrap=True)
         if token_file is not None:

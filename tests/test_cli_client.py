@@ -1,0 +1,110 @@
+"""The kubectl-like CLI against a running slice, as a user runs it: `mlsysops up` in one process, then
+`mlsysops apply/get/describe/events/ping/policy/delete` as separate commands using the context `up` wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(180)
+
+
+def _cmd() -> list[str]:
+    exe = shutil.which("mlsysops", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "mlsysops_cli"]
+
+
+@pytest.fixture(scope="module")
+def slice_up(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("MLSYSOPS_API", None)
+    env.pop("MLSYSOPS_TOKEN", None)
+    slice_file = home / "demo.yaml"
+    text = (ROOT / "examples/slices/demo.yaml").read_text().replace("demo/", f"{ROOT}/examples/slices/demo/")
+    slice_file.write_text(text.replace("port: 8080", "port: 0"))
+    proc = subprocess.Popen([*_cmd(), "up", str(slice_file), "--no-progress", "--duration", "150"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 40
+    while not (home / ".mlsysops" / "config.yaml").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "mlsysops up did not write its CLI context"
+        time.sleep(0.2)
+    yield env
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+
+
+def run(env, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*_cmd(), *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def wait_json(env, args: tuple[str, ...], predicate, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while True:
+        out = run(env, *args)
+        if out.returncode == 0 and predicate(json.loads(out.stdout)):
+            return json.loads(out.stdout)
+        assert time.monotonic() < deadline, f"{args}: {out.stdout} {out.stderr}"
+        time.sleep(0.5)
+
+
+def test_apply_get_describe_events_delete(slice_up):
+    env = slice_up
+    out = run(env, "apply", "-f", str(ROOT / "examples/apps/env-monitor.yaml"))
+    assert out.returncode == 0 and "app/env-monitor created" in out.stdout, out.stderr
+    again = run(env, "apply", "-f", str(ROOT / "examples/apps/env-monitor.yaml"))
+    assert "app/env-monitor unchanged" in again.stdout
+    wait_json(env, ("get", "apps", "-o", "json"),
+              lambda apps: apps and apps[0]["status"] == {"running": 2})
+    table = run(env, "get", "apps")
+    assert "env-monitor" in table.stdout and "running=2" in table.stdout
+    detail = run(env, "describe", "app", "env-monitor", "-o", "table")
+    assert "aggregator" in detail.stdout and "edge-server-1" in detail.stdout
+    nodes = wait_json(env, ("get", "nodes", "-o", "json"), lambda ns: len(ns) == 7 and all(n["alive"] for n in ns))
+    assert {n["name"] for n in nodes} >= {"edge-rpi-1", "cloud-vm-1"}
+    assert "edge-1" in run(env, "get", "clusters").stdout
+    events = run(env, "events", "env-monitor")
+    assert "filter_score_placement" in events.stdout
+    decisions = json.loads(run(env, "get", "decisions", "--app", "env-monitor", "-o", "json").stdout)
+    assert any(d["stage"] == "execute" and d["outcome"] == "completed" for d in decisions)
+    yaml_out = run(env, "get", "clusters", "-o", "yaml")
+    assert "id: edge-1" in yaml_out.stdout
+    gone = run(env, "delete", "app", "env-monitor")
+    assert gone.returncode == 0 and "app/env-monitor deleted" in gone.stdout
+    assert json.loads(run(env, "get", "apps", "-o", "json").stdout) == []
+
+
+def test_ping_and_policies(slice_up):
+    env = slice_up
+    out = run(env, "ping", "edge-1")
+    assert out.returncode == 0 and "latency_ms=" in out.stdout, out.stderr
+    listed = run(env, "policy", "list", "-o", "json")
+    assert "relocation" in listed.stdout
+    assert run(env, "policy", "disable", "edge-1", "relocation").returncode == 0
+    after = json.loads(run(env, "policy", "list", "-o", "json").stdout)
+    edge = next(p for p in after if p["agent"] == "edge-1" and p["name"] == "relocation")
+    assert edge["enabled"] is False
+    assert run(env, "policy", "enable", "edge-1", "relocation").returncode == 0
+
+
+def test_errors_go_to_stderr_with_a_non_zero_exit(slice_up, tmp_path):
+    env = slice_up
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("MLSysOpsApp:\n  name: b\n  componets: []\n")
+    out = run(env, "apply", "-f", str(broken))
+    assert out.returncode == 1 and "componets" in out.stderr and "components" in out.stderr
+    missing = run(env, "describe", "app", "nope")
+    assert missing.returncode == 1 and "404" in missing.stderr
+    unauthorised = run(env, "get", "apps", "--token", "not-a-token")
+    assert unauthorised.returncode == 1 and "401" in unauthorised.stderr
+    nowhere = run({**env, "HOME": str(tmp_path)}, "get", "apps")
+    assert nowhere.returncode == 1 and "no API configured" in nowhere.stderr
