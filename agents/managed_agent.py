@@ -92,6 +92,41 @@ class ManagedAgent(MLSysOpsAgent):
         here = [p for p in (policies or []) if self.policies.get(p) is not None]
         return {"name": name, **spec, "policies": here or None}
 
+    def install_policy(self, name: str, source: str) -> dict[str, Any]:
+        """Validate an uploaded policy file in isolation, then activate it (admin-only via the API).
+
+        The file is imported and its contract checked (initialize/analyze/plan, a valid context) from a
+        staging directory; only a policy that passes is written to this agent's upload directory and
+        loaded. Raises ValueError with the reason otherwise; the running policies are untouched.
+        """
+        import re
+        import tempfile
+
+        from agents.mape.plugins import _load_file_module, build_policy
+
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", name):
+            raise ValueError(f"name: {name!r} is not a valid policy name (letters, digits, _; max 64)")
+        with tempfile.TemporaryDirectory(prefix="mlsysops-policy-") as tmp:
+            staged = Path(tmp) / f"{name}.py"
+            staged.write_text(source)
+            try:
+                build_policy(name, "file", _load_file_module(staged, "policy"), str(staged))
+            except Exception as exc:   # noqa: BLE001 - a plugin may raise anything: that is the verdict
+                raise ValueError(f"policy {name} rejected: {type(exc).__name__}: {exc}") from None
+        target_dir = (self.settings.state_dir / "uploaded-policies" if self.settings.state_dir
+                      else Path(tempfile.gettempdir()) / f"mlsysops-policies-{self.agent_id}")
+        target_dir.mkdir(parents=True, exist_ok=True)
+        if target_dir not in self.policies.directories:   # watched, so hot reload keeps (not drops) it
+            self.policies.directories.append(target_dir)
+        final = target_dir / f"{name}.py"
+        final.write_text(source)
+        change = self.policies.load_file(final)
+        if change.kind == "failed":
+            raise ValueError(f"policy {name} failed to load: {change.detail}")
+        self.record_event(f"policy {name} uploaded and {change.kind}", inputs={"path": str(final)})
+        self.trigger(reason=f"policy {name} uploaded")
+        return {"agent": self.agent_id, "policy": name, "result": change.kind, "path": str(final)}
+
     # -- engine -------------------------------------------------------------------------------------
     def load_policies(self) -> None:
         self.policies.load_all()

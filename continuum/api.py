@@ -488,6 +488,24 @@ def create_app(backend: ApiBackend, tokens: dict[str, Role]) -> FastAPI:
         agents[agent].trigger(reason=f"policy {name} {action}d")
         return _jsonable(registry.get(name).describe())
 
+    @v1.put("/policies/{agent}/{name}", tags=["management"], responses={404: {}, 422: {}},
+            openapi_extra={"requestBody": {"content": {"text/x-python": {"schema": {"type": "string"}}},
+                                           "required": True}})
+    async def upload_policy(agent: str, name: str, request: Request) -> dict[str, Any]:
+        """Upload a policy file (the Python source as the body) to an agent of this process; it is
+        validated (imported, contract checked) before it is activated, replacing a policy of that name."""
+        agents = backend.agents()
+        if agent not in agents:
+            raise _not_found("agent", agent, agents)
+        try:
+            source = (await request.body()).decode()
+        except UnicodeDecodeError:
+            raise HTTPException(422, "the policy source is not UTF-8 text") from None
+        try:
+            return agents[agent].install_policy(name, source)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+
     # -- simulator ----------------------------------------------------------------------------------------
     def sim() -> Any:
         if backend.sim is None:

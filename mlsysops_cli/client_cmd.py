@@ -249,6 +249,11 @@ def register(app: typer.Typer) -> None:
         cols, wide = COLUMNS[Kind.decisions]
         _emit(_listing(data, "events"), output, cols, wide)
 
+    @app.command("logs", help="Alias of `events`.")
+    def logs(name: str, output: OutOpt = Output.table, limit: int = 50, api: ApiOpt = None,
+             token: TokenOpt = None, context: CtxOpt = None) -> None:
+        events(name, output, limit, api, token, context)
+
     @app.command()
     def ping(agent: Annotated[str | None, typer.Argument(help="Cluster agent to reach over XMPP")] = None,
              api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
@@ -265,6 +270,16 @@ def register(app: typer.Typer) -> None:
         rows = _rows(Kind.policies, Client(api, token, context).call("GET", "/api/v1/policies"))
         cols, wide = COLUMNS[Kind.policies]
         _emit(rows, output, cols, wide)
+
+    @policy.command("upload")
+    def policy_upload(agent: str, file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+                      name: Annotated[str | None, typer.Option(help="Policy name (default: file stem)")] = None,
+                      api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
+        """Upload a policy file to an agent: validated there before it is activated."""
+        out = Client(api, token, context).call("PUT", f"/api/v1/policies/{agent}/{name or file.stem}",
+                                               content=file.read_bytes(),
+                                               headers={"Content-Type": "text/x-python"})
+        typer.echo(f"policy {out['policy']} {out['result']} on {out['agent']}")
 
     @policy.command("enable")
     def policy_enable(agent: str, name: str, api: ApiOpt = None, token: TokenOpt = None,

@@ -96,6 +96,24 @@ def test_ping_and_policies(slice_up):
     assert run(env, "policy", "enable", "edge-1", "relocation").returncode == 0
 
 
+def test_policy_upload_is_validated_before_activation(slice_up, tmp_path):
+    env = slice_up
+    good = tmp_path / "tiny_probe.py"
+    good.write_text("def initialize():\n    return {'scope': 'global', 'configuration': {'analyze_interval': 5}}\n"
+                    "async def analyze(c, a, s, m, t, ml):\n    return False, c\n"
+                    "async def plan(c, a, s, m, t, ml):\n    return {}, c\n")
+    out = run(env, "policy", "upload", "edge-1", str(good))
+    assert out.returncode == 0 and "policy tiny_probe added on edge-1" in out.stdout, out.stderr
+    listed = json.loads(run(env, "policy", "list", "-o", "json").stdout)
+    assert any(p["agent"] == "edge-1" and p["name"] == "tiny_probe" for p in listed)
+    bad = tmp_path / "broken_probe.py"
+    bad.write_text("def initialize():\n    return {'scope': 'sideways'}\n")   # no analyze/plan
+    rejected = run(env, "policy", "upload", "edge-1", str(bad))
+    assert rejected.returncode == 1 and "rejected" in rejected.stderr
+    listed = json.loads(run(env, "policy", "list", "-o", "json").stdout)
+    assert not any(p["name"] == "broken_probe" for p in listed)
+
+
 def test_errors_go_to_stderr_with_a_non_zero_exit(slice_up, tmp_path):
     env = slice_up
     broken = tmp_path / "broken.yaml"
