@@ -488,6 +488,39 @@ def create_app(backend: ApiBackend, tokens: dict[str, Role]) -> FastAPI:
         agents[agent].trigger(reason=f"policy {name} {action}d")
         return _jsonable(registry.get(name).describe())
 
+    @v1.get("/telemetry", tags=["telemetry"])
+    async def telemetry(node: str | None = None, app: str | None = None, component: str | None = None,
+                        metric: str | None = None, window: float = Query(0.0, ge=0.0, le=3600.0),
+                        limit: int = Query(500, ge=1, le=5000)) -> list[dict[str, Any]]:
+        """Latest value and window statistics per series (metric + labels), from the cluster agents'
+        knowledge (nodes report to their cluster). `window` > 0 also returns the samples of the last
+        `window` seconds. Empty in a continuum-only process until telemetry digests reach the continuum."""
+        want = {k: v for k, v in (("node", node), ("app", app), ("component", component)) if v is not None}
+        out: list[dict[str, Any]] = []
+        for agent in backend.agents().values():
+            if getattr(agent, "role", "") != "cluster":
+                continue
+            k = agent.knowledge
+            for name in k.metrics():
+                if metric is not None and name != metric:
+                    continue
+                for key, samples in k.series(name).items():
+                    labels = dict(key)
+                    if any(str(labels.get(lk)) != lv for lk, lv in want.items()):
+                        continue
+                    values = [v for _, v in samples]
+                    row: dict[str, Any] = {"metric": name, "labels": labels, "cluster": agent.agent_id,
+                                           "latest": values[-1], "ts": samples[-1][0], "min": min(values),
+                                           "max": max(values), "mean": sum(values) / len(values),
+                                           "count": len(values)}
+                    if window > 0:
+                        since = samples[-1][0] - window
+                        row["points"] = [[ts, v] for ts, v in samples if ts >= since]
+                    out.append(row)
+                    if len(out) >= limit:
+                        return _jsonable(out)
+        return _jsonable(out)
+
     @v1.put("/policies/{agent}/{name}", tags=["management"], responses={404: {}, 422: {}},
             openapi_extra={"requestBody": {"content": {"text/x-python": {"schema": {"type": "string"}}},
                                            "required": True}})

@@ -249,6 +249,42 @@ def register(app: typer.Typer) -> None:
         cols, wide = COLUMNS[Kind.decisions]
         _emit(_listing(data, "events"), output, cols, wide)
 
+    @app.command()
+    def top(what: Annotated[str, typer.Argument(help="nodes | apps")], output: OutOpt = Output.table,
+            watch: Annotated[bool, typer.Option("--watch", "-w")] = False, api: ApiOpt = None,
+            token: TokenOpt = None, context: CtxOpt = None) -> None:
+        """Live resource use: per node (CPU, memory) or per component instance (CPU, response time)."""
+        if what not in ("nodes", "apps"):
+            raise _fail(f"cannot show top {what!r}: expected nodes or apps")
+        client = Client(api, token, context)
+        while True:
+            series = client.call("GET", "/api/v1/telemetry")
+            rows: dict[tuple[str, ...], dict[str, Any]] = {}
+            for s in series:
+                lab = s["labels"]
+                if what == "nodes" and set(lab) == {"node"}:
+                    row = rows.setdefault((lab["node"],), {"node": lab["node"]})
+                elif what == "apps" and "instance" in lab:
+                    row = rows.setdefault((lab["app"], lab["component"], lab["instance"]),
+                                          {"app": lab["app"], "component": lab["component"], "node": lab["node"]})
+                else:
+                    continue
+                row[s["metric"]] = s["latest"]
+            data = [rows[k] for k in sorted(rows)]
+            if what == "nodes":
+                cols = [("NODE", "node"), ("CPU%", "system.cpu.utilization"), ("MEM%", "system.memory.utilization"),
+                        ("RUNNING", "sim.instances.running")]
+            else:
+                cols = [("APP", "app"), ("COMPONENT", "component"), ("NODE", "node"), ("CPU", "cpu_usage_cores"),
+                        ("RESPONSE MS", "response_time_ms")]
+            _emit(data, output, cols)
+            if not watch:
+                return
+            try:
+                time.sleep(2)
+            except KeyboardInterrupt:
+                return
+
     @app.command("logs", help="Alias of `events`.")
     def logs(name: str, output: OutOpt = Output.table, limit: int = 50, api: ApiOpt = None,
              token: TokenOpt = None, context: CtxOpt = None) -> None:
