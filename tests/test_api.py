@@ -434,3 +434,45 @@ async def test_non_finite_numbers_in_bad_input_are_a_4xx_not_a_500(client):
     for text in ("Infinity", '{"MLSysOpsApp": {"name": "x", "components": NaN}}'):
         r = await client.post(f"{V1}/apps", content=text, headers={"Content-Type": "application/json"})
         assert r.status_code == 422, r.text
+
+
+async def test_continuum_restart_mid_deployment_over_http(prosody, tmp_path):
+    """Through the API, as an operator sees it: apps accepted (201) survive a continuum agent restart in
+    the middle of their deployment, reach running, and no component instance is started twice."""
+    rt = SliceRuntime(load_slice(DEMO), xmpp_port=prosody.port, force_xmpp=True, state_dir=tmp_path / "state",
+                      jid_suffix="-" + uuid.uuid4().hex[:6], overrides={k: dict(v) for k, v in FAST.items()})
+    await rt.start()
+    server = ApiServer(create_app(ApiBackend(runtime=rt), {ADMIN: Role.admin}), port=0)
+    url = await server.start()
+    try:
+        await until(lambda: formed(rt), 15, "hierarchy did not form")
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}) as http:
+            for path in ("examples/apps/video-analytics.yaml", "examples/apps/env-monitor.yaml"):
+                r = await http.post("/api/v1/apps", content=(ROOT / path).read_text(),
+                                    headers={"Content-Type": "application/yaml"})
+                assert r.status_code == 201, r.text
+
+            async def statuses() -> dict[str, str]:
+                out = {}
+                for app in ("video-analytics", "env-monitor"):
+                    comps = (await http.get(f"/api/v1/apps/{app}")).json()["components"]
+                    out.update({f"{app}/{c}": s["status"] for c, s in comps.items()})
+                return out
+
+            deadline = time.monotonic() + 15
+            while "running" not in (await statuses()).values():
+                assert time.monotonic() < deadline, "no progress before the restart"
+                await asyncio.sleep(0.05)
+            await rt.restart_continuum()
+            listed = (await http.get("/api/v1/apps")).json()
+            assert sorted(a["name"] for a in listed) == ["env-monitor", "video-analytics"]
+            deadline = time.monotonic() + 25
+            while set((await statuses()).values()) != {"running"}:
+                assert time.monotonic() < deadline, await statuses()
+                await asyncio.sleep(0.1)
+        active = [i for i in rt.sim.instances() if not i.state.terminal]
+        assert len(active) == 5, [i.instance_id for i in active]   # one instance per component, none twice
+        assert [i for i in rt.sim.instances() if i.state.terminal] == []   # nothing was stopped or replaced
+    finally:
+        await server.stop()
+        await rt.stop()
