@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -50,6 +50,18 @@ class DecisionsQuery(BaseModel):
 
 register_payload(Kind.DECISIONS_QUERY, Performative.REQUEST, DecisionsQuery)
 
+MODES = ("heuristic", "ml")
+
+
+class ConfigUpdate(BaseModel):
+    """Parent -> child: change the management mode (and forward it down the tree when `propagate`)."""
+
+    mode: Literal["heuristic", "ml"]
+    propagate: bool = True
+
+
+register_payload(Kind.CONFIG_UPDATE, Performative.REQUEST, ConfigUpdate)
+
 MAX_EXPORT_BYTES = 48 * 1024
 
 
@@ -71,7 +83,10 @@ class ManagedAgent(MLSysOpsAgent):
         self.mechanisms = MechanismRegistry(agent_id=self.agent_id)
         self.engine: MAPEEngine | None = None
         self.started_at = time.time()
+        self.mode = "heuristic"
+        self._mode_paused: set[str] = set()
         self.on(Kind.DECISIONS_QUERY, self._handle_decisions_query)
+        self.on(Kind.CONFIG_UPDATE, self._handle_config_update)
 
     # -- hooks for layers ---------------------------------------------------------------------------
     def assets(self) -> dict[str, dict[str, Any]]:
@@ -139,6 +154,64 @@ class ManagedAgent(MLSysOpsAgent):
                 self.policies.disable(name)
         for err in self.policies.errors:
             self.decision_log.record("event", "error", f"policy failed to load: {err}")
+        self.apply_mode()
+        self.policies.add_listener(lambda _change: self.apply_mode())
+
+    # -- management mode ----------------------------------------------------------------------------
+    def apply_mode(self) -> list[str]:
+        """Pause the policies the mode excludes; returns their names.
+
+        A policy says which family it is in its context (`mode: heuristic | ml`; heuristic when silent).
+        heuristic mode: ML policies are paused. ml mode: ML policies run, and a heuristic policy is paused
+        only where an enabled ML policy plans for one of its mechanisms - so the slice keeps being
+        managed where no ML policy exists. Policies an operator disabled stay disabled.
+        """
+        for name in list(self._mode_paused):
+            if self.policies.get(name) is not None:
+                self.policies.enable(name)
+        self._mode_paused.clear()
+        pols = [p for p in (self.policies.get(d["name"]) for d in self.policies.list()) if p is not None]
+        ml_mechanisms = {m for p in pols if p.enabled and p.context.get("mode") == "ml" for m in p.mechanisms}
+        for pol in pols:
+            family = pol.context.get("mode", "heuristic")
+            pause = ((self.mode == "heuristic" and family == "ml") or
+                     (self.mode == "ml" and family != "ml" and set(pol.mechanisms) & ml_mechanisms))
+            if pol.enabled and pause:
+                self.policies.disable(pol.name)
+                self._mode_paused.add(pol.name)
+        return sorted(self._mode_paused)
+
+    def set_mode(self, mode: str) -> dict[str, Any]:
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}")
+        before, self.mode = self.mode, mode
+        paused = self.apply_mode()
+        self.record_event(f"management mode {before} -> {mode}; paused policies: {paused or 'none'}")
+        self.trigger(reason=f"mode {mode}")
+        return {"agent": self.agent_id, "mode": mode, "paused": paused}
+
+    async def set_mode_tree(self, mode: str) -> dict[str, Any]:
+        """Set the mode here and on every live child (which forward it to theirs) over XMPP."""
+        out = self.set_mode(mode)
+        children = getattr(self, "children", None)
+        if children is None:
+            return out
+        results: dict[str, Any] = {}
+        for child in children.children(alive_only=True):
+            try:
+                reply = await self.request(child.jid, Kind.CONFIG_UPDATE, ConfigUpdate(mode=mode))
+                results[child.agent_id] = reply.body
+            except Exception as exc:   # noqa: BLE001 - report per child; one unreachable child is not fatal
+                results[child.agent_id] = {"error": str(exc) or type(exc).__name__}
+        out["children"] = results
+        return out
+
+    async def _handle_config_update(self, env: Envelope) -> dict[str, Any]:
+        update = env.payload
+        assert isinstance(update, ConfigUpdate)
+        if update.propagate:
+            return await self.set_mode_tree(update.mode)
+        return self.set_mode(update.mode)
 
     def start_engine(self) -> MAPEEngine:
         self.engine = MAPEEngine(

@@ -176,6 +176,11 @@ class ContinuumView(BaseModel):
     apps: int
 
 
+class ModeRequest(BaseModel):
+    mode: Literal["heuristic", "ml"]
+    agent: str | None = Field(None, description="one agent of this process; omitted: the whole slice")
+
+
 class PingRequest(BaseModel):
     agent: str | None = Field(None, description="cluster id; omitted: the API -> continuum agent round trip")
 
@@ -520,6 +525,22 @@ def create_app(backend: ApiBackend, tokens: dict[str, Role]) -> FastAPI:
                     if len(out) >= limit:
                         return _jsonable(out)
         return _jsonable(out)
+
+    @v1.get("/mode", tags=["management"])
+    async def get_mode() -> dict[str, str]:
+        """Management mode (heuristic | ml) of every agent of this process."""
+        return {aid: a.mode for aid, a in backend.agents().items()}
+
+    @v1.put("/mode", tags=["management"], responses={404: {}, 422: {}})
+    async def put_mode(body: ModeRequest) -> dict[str, Any]:
+        """Set the management mode slice-wide (continuum, then every cluster and node over XMPP), or of
+        one agent of this process."""
+        if body.agent is None:
+            return _jsonable(await backend.continuum.set_mode_tree(body.mode))
+        agents = backend.agents()
+        if body.agent not in agents:
+            raise _not_found("agent", body.agent, agents)
+        return _jsonable(agents[body.agent].set_mode(body.mode))
 
     @v1.put("/policies/{agent}/{name}", tags=["management"], responses={404: {}, 422: {}},
             openapi_extra={"requestBody": {"content": {"text/x-python": {"schema": {"type": "string"}}},

@@ -285,6 +285,25 @@ def register(app: typer.Typer) -> None:
             except KeyboardInterrupt:
                 return
 
+    @app.command()
+    def mode(value: Annotated[str | None, typer.Argument(help="heuristic | ml (omit to show)")] = None,
+             agent: Annotated[str | None, typer.Option(help="Only this agent (default: the whole slice)")] = None,
+             api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
+        """Show or set the management mode: heuristic policies, or ML policies where they exist."""
+        client = Client(api, token, context)
+        if value is None:
+            for aid, m in sorted(client.call("GET", "/api/v1/mode").items()):
+                typer.echo(f"{aid}\t{m}")
+            return
+        out = client.call("PUT", "/api/v1/mode", json={"mode": value, "agent": agent})
+
+        def show(node: dict, depth: int = 0) -> None:
+            typer.echo(f"{'  ' * depth}{node.get('agent')}: {node.get('mode', node.get('error'))}"
+                       + (f" (paused: {', '.join(node['paused'])})" if node.get("paused") else ""))
+            for child in (node.get("children") or {}).values():
+                show(child, depth + 1)
+        show(out)
+
     @app.command("logs", help="Alias of `events`.")
     def logs(name: str, output: OutOpt = Output.table, limit: int = 50, api: ApiOpt = None,
              token: TokenOpt = None, context: CtxOpt = None) -> None:

@@ -130,3 +130,32 @@ def test_errors_go_to_stderr_with_a_non_zero_exit(slice_up, tmp_path):
     assert unauthorised.returncode == 1 and "401" in unauthorised.stderr
     nowhere = run({**env, "HOME": str(tmp_path)}, "get", "apps")
     assert nowhere.returncode == 1 and "no API configured" in nowhere.stderr
+
+
+def test_management_mode_propagates_and_pauses_policies(slice_up, tmp_path):
+    env = slice_up
+    ml = tmp_path / "ml_placement.py"
+    ml.write_text("def initialize():\n    return {'scope': 'application', 'mode': 'ml',\n"
+                  "            'mechanisms': ['component_placement'], 'configuration': {'analyze_interval': 5}}\n"
+                  "async def analyze(c, a, s, m, t, ml):\n    return False, c\n"
+                  "async def plan(c, a, s, m, t, ml):\n    return {}, c\n")
+    assert run(env, "policy", "upload", "edge-1", str(ml)).returncode == 0
+
+    def enabled(name: str) -> bool:
+        rows = json.loads(run(env, "policy", "list", "-o", "json").stdout)
+        return next(r for r in rows if r["agent"] == "edge-1" and r["name"] == name)["enabled"]
+
+    assert enabled("ml_placement") is False          # heuristic mode pauses ML policies
+    out = run(env, "mode", "ml")
+    assert out.returncode == 0 and "edge-1: ml" in out.stdout and "edge-rpi-1: ml" in out.stdout, out.stdout
+    shown = run(env, "mode").stdout
+    assert all(line.endswith("\tml") for line in shown.strip().splitlines()), shown
+    assert enabled("ml_placement") is True
+    assert enabled("filter_score_placement") is False  # an ML policy covers its mechanism on edge-1
+    assert enabled("relocation") is False
+    cloud = json.loads(run(env, "policy", "list", "-o", "json").stdout)
+    assert next(r for r in cloud if r["agent"] == "cloud-1" and r["name"] == "filter_score_placement")["enabled"]
+    assert run(env, "mode", "heuristic").returncode == 0
+    assert enabled("ml_placement") is False and enabled("filter_score_placement") is True
+    bad = run(env, "mode", "quantum")
+    assert bad.returncode == 1 and "422" in bad.stderr
