@@ -63,6 +63,7 @@ class ClusterAgent(ManagedAgent):
         self.assigned: dict[str, list[str]] = {}
         self.instances: dict[str, dict[str, Any]] = {}
         self.proposals: list[dict[str, Any]] = []
+        self.cordoned: set[str] = set()          # nodes being drained: no new work, instances moved away
         self._reported: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._last_full = 0.0
         self.mechanisms.register("component_placement", placement)
@@ -139,7 +140,40 @@ class ClusterAgent(ManagedAgent):
         self.trigger(reason=f"node {node} lost")
 
     def _alive_nodes(self) -> set[str]:
-        return {self.jid_nodes[c.jid] for c in self.children.children(alive_only=True) if c.jid in self.jid_nodes}
+        """Nodes that may host work: their agent is alive and they are not being drained."""
+        return {self.jid_nodes[c.jid] for c in self.children.children(alive_only=True)
+                if c.jid in self.jid_nodes} - self.cordoned
+
+    # -- inventory changes --------------------------------------------------------------------------
+    def add_node(self, desc: MLSysOpsNode, jid: str) -> None:
+        """A node joins this cluster's inventory; its agent may register from now on."""
+        self.nodes[desc.name] = desc
+        self.node_jids[desc.name] = jid
+        self.jid_nodes[jid] = desc.name
+        self.record_event(f"node {desc.name} added to the inventory", inputs={"jid": jid})
+
+    def cordon(self, node: str) -> list[str]:
+        """Drain a node before it leaves: place nothing new there, relocate what runs (make-before-break,
+        since the node itself is still up). Returns the instances to move."""
+        self.cordoned.add(node)
+        moving = [iid for iid, row in self.instances.items() if row["node"] == node and row["status"] in ACTIVE]
+        for iid in moving:
+            self._set_status(iid, "lost", f"node {node} is being removed (drain)")
+        self.record_event(f"node {node} cordoned for removal; {len(moving)} instance(s) to relocate",
+                          inputs={"instances": moving})
+        self.trigger(reason=f"node {node} drained")
+        return moving
+
+    def drained(self, node: str) -> bool:
+        return not any(row["node"] == node and row["status"] in (*ACTIVE, "lost")
+                       for row in self.instances.values())
+
+    def forget_node(self, node: str) -> None:
+        jid = self.node_jids.pop(node, None)
+        self.jid_nodes.pop(jid, None)
+        self.nodes.pop(node, None)
+        self.cordoned.discard(node)
+        self.record_event(f"node {node} removed from the inventory")
 
     # -- parent requests ----------------------------------------------------------------------------
     async def _on_app_deploy(self, env: Envelope) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from agents.descriptions import (
     DescriptionError,
     Document,
     MLSysOpsApp,
+    MLSysOpsNode,
     ValidationIssue,
     load_obj,
     load_text,
@@ -176,6 +177,18 @@ class ContinuumView(BaseModel):
     apps: int
 
 
+class NodeAdded(BaseModel):
+    name: str
+    cluster: str
+    result: Literal["added"] = "added"
+
+
+class NodeRemoved(BaseModel):
+    name: str
+    relocated: int
+    result: Literal["removed"] = "removed"
+
+
 class ModeRequest(BaseModel):
     mode: Literal["heuristic", "ml"]
     agent: str | None = Field(None, description="one agent of this process; omitted: the whole slice")
@@ -230,6 +243,11 @@ def _not_found(what: str, name: str, known: Any = None) -> HTTPException:
 
 async def _read_app(request: Request, inventory: Any) -> Document:
     """One MLSysOpsApp from the body: JSON (either form) or YAML text (Content-Type application/yaml)."""
+    return await _read_one(request, inventory, MLSysOpsApp)
+
+
+async def _read_one(request: Request, inventory: Any, kind: type) -> Document:
+    """One description of `kind` from the body: JSON (either form) or YAML (Content-Type application/yaml)."""
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     try:
         text = (await request.body()).decode()
@@ -252,8 +270,8 @@ async def _read_app(request: Request, inventory: Any) -> Document:
         raise _invalid(exc) from None
     if len(docs) != 1:
         raise _issue(f"expected one application per request, got {len(docs)} documents")
-    if not isinstance(docs[0].spec, MLSysOpsApp):
-        raise _issue(f"expected an MLSysOpsApp, got {docs[0].kind}", path="kind", expected="MLSysOpsApp")
+    if not isinstance(docs[0].spec, kind):
+        raise _issue(f"expected an {kind.kind}, got {docs[0].kind}", path="kind", expected=kind.kind)
     return docs[0]
 
 
@@ -437,6 +455,34 @@ def create_app(backend: ApiBackend, tokens: dict[str, Role]) -> FastAPI:
         if name not in nodes:
             raise _not_found("node", name, nodes)
         return nodes[name]
+
+    @v1.post("/nodes", response_model=NodeAdded, status_code=201, tags=["infrastructure"],
+             openapi_extra=app_body, responses={409: {}, 422: {}})
+    async def register_node(request: Request) -> NodeAdded:
+        """Register a node description; with the simulated continuum the node joins it and its agent starts.
+        Elsewhere a node joins by starting its node agent (`mlsysops agent node`), so this answers 409."""
+        doc = await _read_one(request, None, MLSysOpsNode)
+        if backend.runtime is None:
+            raise HTTPException(409, "nodes join this slice by starting their node agent (mlsysops agent node)")
+        try:
+            await backend.runtime.add_node(doc.spec)
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return NodeAdded(name=doc.spec.name, cluster=doc.spec.cluster_id or "")
+
+    @v1.delete("/nodes/{name}", response_model=NodeRemoved, status_code=202, tags=["infrastructure"],
+               responses={404: {}, 409: {}, 504: {}})
+    async def unregister_node(name: str) -> NodeRemoved:
+        """Drain a node (its components are relocated first, make-before-break) and remove it."""
+        if backend.runtime is None:
+            raise HTTPException(409, "stop the node's agent to remove it from this slice")
+        if name not in backend.runtime.spec.nodes:
+            raise _not_found("node", name, backend.runtime.spec.nodes)
+        try:
+            moved = await backend.runtime.remove_node(name)
+        except TimeoutError as exc:
+            raise HTTPException(504, str(exc)) from None
+        return NodeRemoved(name=name, relocated=moved)
 
     # -- decisions ----------------------------------------------------------------------------------------
     @v1.get("/decisions", tags=["decisions"], responses={404: {"description": "unknown agent"}})

@@ -172,7 +172,7 @@ def register(app: typer.Typer) -> None:
     def apply(files: Annotated[list[Path], typer.Option("-f", "--filename", help="Description file(s)")],
               api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
         """Create or replace applications from description files (validated locally first)."""
-        from agents.descriptions import DescriptionError, MLSysOpsApp, load_file, to_k8s
+        from agents.descriptions import DescriptionError, MLSysOpsApp, MLSysOpsNode, load_file, to_k8s
 
         client = Client(api, token, context)
         failed = False
@@ -184,8 +184,13 @@ def register(app: typer.Typer) -> None:
                 failed = True
                 continue
             for doc in docs:
+                if isinstance(doc.spec, MLSysOpsNode):
+                    client.call("POST", "/api/v1/nodes", json=to_k8s(doc.spec))
+                    typer.echo(f"node/{doc.name} registered")
+                    continue
                 if not isinstance(doc.spec, MLSysOpsApp):
-                    typer.echo(f"error: {path}: {doc.kind}/{doc.name} is not an application", err=True)
+                    typer.echo(f"error: {path}: {doc.kind}/{doc.name} cannot be applied (apps and nodes can)",
+                               err=True)
                     failed = True
                     continue
                 out = client.call("PUT", f"/api/v1/apps/{doc.name}", json=to_k8s(doc.spec))
@@ -233,12 +238,17 @@ def register(app: typer.Typer) -> None:
         _emit(data, Output.yaml if output is Output.table else output, [])
 
     @app.command()
-    def delete(kind: Annotated[str, typer.Argument(help="app")], name: str, api: ApiOpt = None,
+    def delete(kind: Annotated[str, typer.Argument(help="app | node")], name: str, api: ApiOpt = None,
                token: TokenOpt = None, context: CtxOpt = None) -> None:
-        """Delete an application (its components are removed from the clusters)."""
-        if kind != "app":
-            raise _fail(f"cannot delete {kind!r}: only apps")
-        Client(api, token, context).call("DELETE", f"/api/v1/apps/{name}")
+        """Delete an application (its components are removed) or a node (drained first)."""
+        if kind not in ("app", "node"):
+            raise _fail(f"cannot delete {kind!r}: apps and nodes only")
+        client = Client(api, token, context)
+        if kind == "node":
+            out = client.call("DELETE", f"/api/v1/nodes/{name}")
+            typer.echo(f"node/{name} drained ({out['relocated']} relocated) and removed")
+            return
+        client.call("DELETE", f"/api/v1/apps/{name}")
         typer.echo(f"app/{name} deleted")
 
     @app.command()

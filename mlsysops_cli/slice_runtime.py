@@ -173,6 +173,40 @@ class SliceRuntime:
     def recover_node(self, name: str) -> None:
         self.sim.recover_node(name)
 
+    async def add_node(self, desc: Any) -> NodeAgent:
+        """A new machine joins the simulated continuum: inventory, simulator, and its node agent."""
+        if desc.name in self.spec.nodes:
+            raise ValueError(f"name: node {desc.name!r} already exists")
+        if desc.cluster_id not in self.clusters:
+            raise ValueError(f"cluster_id: unknown cluster {desc.cluster_id!r}; known: {sorted(self.clusters)}")
+        self.spec.nodes[desc.name] = desc
+        self.sim.add_node(sim_node_spec(desc))
+        self.clusters[desc.cluster_id].add_node(desc, self.jid("node", desc.name))
+        self.continuum.cluster_nodes.setdefault(desc.cluster_id, {})[desc.name] = desc
+        return await self.start_node(desc.name)
+
+    async def remove_node(self, name: str, timeout: float = 30.0) -> int:
+        """Drain a node (its components move away first), then power it off and forget it.
+        Returns how many instances were relocated; raises TimeoutError if the drain does not finish."""
+        desc = self.spec.nodes.get(name)
+        if desc is None:
+            raise KeyError(name)
+        cluster = self.clusters[desc.cluster_id]
+        moved = len(cluster.cordon(name))
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not cluster.drained(name):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"node {name} still hosts components after {timeout:g}s")
+            await asyncio.sleep(0.05)
+        agent = self.nodes.pop(name, None)
+        if agent is not None:
+            await agent.stop()
+        self.sim.crash_node(name)      # powered off; the simulator has no notion of a node leaving
+        cluster.forget_node(name)
+        self.continuum.cluster_nodes.get(desc.cluster_id, {}).pop(name, None)
+        del self.spec.nodes[name]
+        return moved
+
     def hang_node_agent(self, name: str, hung: bool = True) -> None:
         """A hung (or partitioned) node agent: connected, but silent. Only missed heartbeats reveal it."""
         agent = self.nodes[name]

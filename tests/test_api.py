@@ -476,3 +476,60 @@ async def test_continuum_restart_mid_deployment_over_http(prosody, tmp_path):
     finally:
         await server.stop()
         await rt.stop()
+
+
+async def test_register_and_drain_a_node(prosody, tmp_path):
+    """A node registered through the API joins (its agent registers); removing a node drains it first:
+    its component runs elsewhere before the old instance stops (make-before-break)."""
+    rt = SliceRuntime(load_slice(DEMO), xmpp_port=prosody.port, force_xmpp=True,
+                      jid_suffix="-" + uuid.uuid4().hex[:6], overrides={k: dict(v) for k, v in FAST.items()})
+    await rt.start()
+    server = ApiServer(create_app(ApiBackend(runtime=rt), {ADMIN: Role.admin}), port=0)
+    url = await server.start()
+    try:
+        await until(lambda: formed(rt), 15, "hierarchy did not form")
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}) as http:
+            node = yaml.safe_load((ROOT / "examples/slices/demo/nodes/edge-rpi-1.yaml").read_text())
+            body = node["MLSysOpsNode"] if "MLSysOpsNode" in node else node["spec"]
+            body = {"MLSysOpsNode": {**body, "name": "edge-rpi-9"}}
+            r = await http.post("/api/v1/nodes", json=body)
+            assert r.status_code == 201, r.text
+            assert (await http.post("/api/v1/nodes", json=body)).status_code == 409     # already there
+            bad = {"MLSysOpsNode": {**body["MLSysOpsNode"], "name": "x9", "cluster_id": "nowhere"}}
+            assert (await http.post("/api/v1/nodes", json=bad)).status_code == 409
+
+            async def node_alive(name: str) -> bool:
+                nodes = {n["name"]: n for n in (await http.get("/api/v1/nodes")).json()}
+                return bool(nodes.get(name, {}).get("alive"))
+
+            deadline = time.monotonic() + 15
+            while not await node_alive("edge-rpi-9"):
+                assert time.monotonic() < deadline, "registered node never came alive"
+                await asyncio.sleep(0.1)
+            r = await http.post("/api/v1/apps", json=app_named("drainme"))
+            assert r.status_code == 201, r.text
+
+            async def worker() -> dict:
+                comps = (await http.get("/api/v1/apps/drainme")).json()["components"]
+                return next(iter(comps.values()))
+
+            deadline = time.monotonic() + 15
+            while (await worker())["status"] != "running":
+                assert time.monotonic() < deadline, await worker()
+                await asyncio.sleep(0.1)
+            victim = (await worker())["nodes"][0]
+            r = await http.delete(f"/api/v1/nodes/{victim}", timeout=40)
+            assert r.status_code == 202 and r.json()["relocated"] == 1, r.text
+            deadline = time.monotonic() + 15
+            while (await worker())["status"] != "running" or victim in (await worker())["nodes"]:
+                assert time.monotonic() < deadline, await worker()
+                await asyncio.sleep(0.1)
+            assert victim not in {n["name"] for n in (await http.get("/api/v1/nodes")).json()}
+            assert (await http.delete(f"/api/v1/nodes/{victim}")).status_code == 404
+        old = [i for i in rt.sim.instances(app="drainme") if i.node == victim]
+        new = [i for i in rt.sim.instances(app="drainme") if i.node != victim and not i.state.terminal]
+        assert len(old) == 1 and len(new) == 1
+        assert old[0].state_since >= new[0].running_at   # stopped only after its replacement ran
+    finally:
+        await server.stop()
+        await rt.stop()

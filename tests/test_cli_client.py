@@ -159,3 +159,18 @@ def test_management_mode_propagates_and_pauses_policies(slice_up, tmp_path):
     assert enabled("ml_placement") is False and enabled("filter_score_placement") is True
     bad = run(env, "mode", "quantum")
     assert bad.returncode == 1 and "422" in bad.stderr
+
+
+def test_apply_and_delete_a_node(slice_up, tmp_path):
+    env = slice_up
+    text = (ROOT / "examples/slices/demo/nodes/edge-rpi-1.yaml").read_text().replace("edge-rpi-1", "edge-rpi-8")
+    assert "edge-rpi-8" in text
+    node_file = tmp_path / "edge-rpi-8.yaml"
+    node_file.write_text(text)
+    out = run(env, "apply", "-f", str(node_file))
+    assert out.returncode == 0 and "node/edge-rpi-8 registered" in out.stdout, out.stderr
+    wait_json(env, ("get", "nodes", "-o", "json"),
+              lambda ns: any(n["name"] == "edge-rpi-8" and n["alive"] for n in ns))
+    gone = run(env, "delete", "node", "edge-rpi-8")
+    assert gone.returncode == 0 and "node/edge-rpi-8 drained (0 relocated) and removed" in gone.stdout, gone.stderr
+    assert not any(n["name"] == "edge-rpi-8" for n in json.loads(run(env, "get", "nodes", "-o", "json").stdout))
