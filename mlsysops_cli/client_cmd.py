@@ -149,7 +149,8 @@ COLUMNS: dict[Kind, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
                      ("NODES ALIVE", "nodes_alive")], [("LAST HEARTBEAT", "last_heartbeat"),
                                                        ("LOST REASON", "lost_reason")]),
     Kind.decisions: ([("AGE", "ts"), ("AGENT", "agent"), ("STAGE", "stage"), ("OUTCOME", "outcome"),
-                      ("POLICY", "policy"), ("APP", "app"), ("REASON", "reason")], [("PLAN", "plan_id")]),
+                      ("POLICY", "policy"), ("APP", "app"), ("REASON", "reason")],
+                     [("PLAN", "plan_id"), ("ALTERNATIVES", "alternatives")]),
     Kind.policies: ([("AGENT", "agent"), ("NAME", "name"), ("ENABLED", "enabled"), ("SCOPE", "scope"),
                      ("INTERVAL", "interval")], [("SOURCE", "source"), ("LAST ERROR", "last_error")]),
 }

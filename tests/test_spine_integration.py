@@ -126,6 +126,7 @@ async def test_hierarchy_forms_and_apps_run_on_eligible_nodes(make_slice):
     # depends_on: a component never started before its dependency ran
     expl = [r for r in rt.clusters["edge-1"].decisions(app="env-monitor", stage="plan")]
     assert expl, "the cluster recorded its placement plan"
+    assert any(r["alternatives"] for r in expl), "plan records name the alternatives considered"
     assert "deploying" in seen[("env-monitor", "aggregator")]
 
 

@@ -498,6 +498,9 @@ class MAPEEngine:
             f"{pair.policy} planned for {sorted(commands)}",
             plan_id=plan.id,
             chosen=commands,
+            # policies that weighed options say so in their explanation; surface them as the record's
+            # alternatives so the CLI/API show them without digging into the explanation
+            alternatives=(explanation or {}).get("alternatives"),
             explanation=explanation,
             **common,
         )
