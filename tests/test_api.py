@@ -25,7 +25,7 @@ from mlsysops_cli.slice_runtime import SliceRuntime
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "slices" / "demo.yaml"
-FAST = {"all": {"heartbeat": 0.3, "analyze": 0.5, "monitor": 0.2, "status_report": 0.5}}
+FAST = {"all": {"heartbeat": 0.5, "analyze": 0.5, "monitor": 0.2, "status_report": 0.5}}
 ADMIN, READER = "admin-" + uuid.uuid4().hex, "reader-" + uuid.uuid4().hex
 V1 = "/api/v1"
 
