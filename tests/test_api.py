@@ -391,7 +391,8 @@ async def test_no_5xx_for_generated_requests(served, client):
                 nonlocal calls
                 calls += 1
                 resp = case.call(base_url=url, headers=auth, timeout=10)
-                if resp.status_code >= 500:
+                # /readyz answering 503 is its contract (not ready), not a server error
+                if resp.status_code >= 500 and not (case.formatted_path == "/readyz" and resp.status_code == 503):
                     failures.append(f"{case.method} {case.formatted_path} {case.body!r}: "
                                     f"{resp.status_code} {resp.text[:200]}")
 
