@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.agent_base import MLSysOpsAgent
 from agents.mape import DecisionLog, Knowledge, MAPEEngine, MechanismRegistry, PolicyRegistry
 from agents.protocol import Envelope, Kind, Performative, register_payload
+from agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
 
 
 @dataclass(slots=True)
@@ -37,6 +38,13 @@ class AgentSettings:
     policy_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     disabled_policies: list[str] = field(default_factory=list)
     state_dir: Path | None = None
+    # telemetry (slice config `telemetry:`)
+    slice_name: str | None = None
+    digest_interval: float = 5.0
+    telemetry_history: float = 900.0    # continuum: seconds of slice-wide history kept
+    prometheus: bool = False
+    otlp_endpoint: str | None = None
+    otlp_interval: float = 10.0
 
 
 class DecisionsQuery(BaseModel):
@@ -53,11 +61,21 @@ register_payload(Kind.DECISIONS_QUERY, Performative.REQUEST, DecisionsQuery)
 MODES = ("heuristic", "ml")
 
 
-class ConfigUpdate(BaseModel):
-    """Parent -> child: change the management mode (and forward it down the tree when `propagate`)."""
+class TelemetryRequest(BaseModel):
+    """What a parent wants its children to collect beyond their defaults, and how often."""
 
-    mode: Literal["heuristic", "ml"]
+    model_config = ConfigDict(extra="forbid")
+    metrics: list[str] = Field(default_factory=list, max_length=500)
+    interval: float | None = Field(None, gt=0)
+
+
+class ConfigUpdate(BaseModel):
+    """Parent -> child: change the management mode (forwarded down the tree when `propagate`) and/or
+    the telemetry the parent asks for."""
+
+    mode: Literal["heuristic", "ml"] | None = None
     propagate: bool = True
+    telemetry: TelemetryRequest | None = None
 
 
 register_payload(Kind.CONFIG_UPDATE, Performative.REQUEST, ConfigUpdate)
@@ -67,6 +85,7 @@ MAX_EXPORT_BYTES = 48 * 1024
 
 class ManagedAgent(MLSysOpsAgent):
     role = "agent"
+    collection_defaults: frozenset[str] = frozenset()
 
     def __init__(self, jid: str, password: str, *, settings: AgentSettings | None = None,
                  **kwargs: Any) -> None:
@@ -85,6 +104,13 @@ class ManagedAgent(MLSysOpsAgent):
         self.started_at = time.time()
         self.mode = "heuristic"
         self._mode_paused: set[str] = set()
+        self.telemetry = AgentTelemetry(self.agent_id, self.role, slice_name=self.settings.slice_name,
+                                        prometheus=self.settings.prometheus,
+                                        otlp_endpoint=self.settings.otlp_endpoint,
+                                        otlp_interval=self.settings.otlp_interval)
+        self.collection = CollectionPlan(self.collection_defaults, self.settings.monitor)
+        self._collection_pushed: dict[str, tuple[float, int]] = {}
+        self.decision_log.add_listener(self._count_decision)
         self.on(Kind.DECISIONS_QUERY, self._handle_decisions_query)
         self.on(Kind.CONFIG_UPDATE, self._handle_config_update)
 
@@ -209,16 +235,62 @@ class ManagedAgent(MLSysOpsAgent):
     async def _handle_config_update(self, env: Envelope) -> dict[str, Any]:
         update = env.payload
         assert isinstance(update, ConfigUpdate)
-        if update.propagate:
-            return await self.set_mode_tree(update.mode)
-        return self.set_mode(update.mode)
+        out: dict[str, Any] = {"agent": self.agent_id}
+        if update.telemetry is not None:
+            self.collection.set_parent(update.telemetry.metrics, update.telemetry.interval)
+            self.refresh_collection()
+            out["telemetry"] = self.collection.describe()
+        if update.mode is not None:
+            out.update(await self.set_mode_tree(update.mode) if update.propagate else self.set_mode(update.mode))
+        return out
+
+    # -- telemetry collection -----------------------------------------------------------------------
+    def refresh_collection(self) -> None:
+        """Recompute what Monitor collects (policies, apps, parent); log and pass on any change."""
+        added, removed = self.collection.update(self.policies.enabled(), app_qos_metrics(self.knowledge.apps))
+        if added or removed:
+            self.record_event(f"telemetry collection changed: +{sorted(added) or '[]'} -{sorted(removed) or '[]'}"
+                              f", interval {self.collection.interval:g}s",
+                              inputs=self.collection.describe())
+        if self.engine is not None and self.engine.monitor_interval != self.collection.interval:
+            self.engine.monitor_interval = self.collection.interval
+        self._push_collection()
+
+    def _push_collection(self) -> None:
+        children = getattr(self, "children", None)
+        if children is None:
+            return
+        want = self.collection.request_for_children()
+        for child in children.children(alive_only=True):
+            stamp = (child.joined_at, self.collection.version)
+            if self._collection_pushed.get(child.agent_id) == stamp:
+                continue
+            self._collection_pushed[child.agent_id] = stamp
+            self.spawn(self._send_collection(child.jid, child.agent_id, want), name="telemetry-config")
+
+    async def _send_collection(self, jid: str, agent_id: str, want: dict[str, Any]) -> None:
+        try:
+            await self.request(jid, Kind.CONFIG_UPDATE,
+                               ConfigUpdate(propagate=False, telemetry=TelemetryRequest(**want)))
+        except Exception as exc:   # noqa: BLE001 - retried on the next tick
+            self._collection_pushed.pop(agent_id, None)
+            self.log.debug("telemetry config to %s failed: %s", agent_id, exc)
+
+    def _count_decision(self, rec: Any) -> None:
+        self.telemetry.count("mlsysops.agent.decisions", 1,
+                             {"agent": self.agent_id, "stage": rec.stage, "outcome": rec.outcome,
+                              "policy": rec.policy or ""}, unit="{decision}")
+
+    async def _monitor_tick(self) -> None:
+        self.refresh_collection()
+        await self.monitor()
 
     def start_engine(self) -> MAPEEngine:
         self.engine = MAPEEngine(
             self.agent_id, self.knowledge, self.policies, self.mechanisms, self.decision_log,
             assets=self.assets, system_description=self.system_description,
             default_analyze_interval=self.settings.analyze, plugin_timeout=self.settings.plugin_timeout,
-            execute_timeout=self.settings.execute_timeout, monitor=self.monitor,
+            execute_timeout=self.settings.execute_timeout, monitor=self._monitor_tick,
             monitor_interval=self.settings.monitor, on_executed=self.on_executed)
         self.engine.start()
         return self.engine
@@ -239,6 +311,7 @@ class ManagedAgent(MLSysOpsAgent):
             await self.decision_log.flush()
         finally:
             self.decision_log.close()
+            self.telemetry.shutdown()
         await super().stop()
 
     # -- decision export ----------------------------------------------------------------------------

@@ -70,18 +70,23 @@ class StatusReport(_Body):
     components: list[ComponentReport] = Field(default_factory=list)
 
 
-class ComponentTelemetry(_Body):
-    instance_id: str
-    app: str
-    component: str
-    metrics: dict[str, float]
+DigestRow = tuple[str, dict[str, str], float, float, float, float, int]
 
 
 class TelemetryReport(_Body):
+    """Node -> cluster and cluster -> continuum: a digest of the sender's telemetry windows
+    (`agents/telemetry/digest.py`): one row `[metric, labels, last, min, max, mean, count]` per series
+    over the last `window` seconds. Large digests come in `parts` (each applied on its own)."""
+
+    v: Literal[1] = 1
     source: str
     node: str | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
-    components: list[ComponentTelemetry] = Field(default_factory=list)
+    cluster: str | None = None
+    t: float
+    window: float = Field(gt=0)
+    part: int = Field(0, ge=0)
+    parts: int = Field(1, ge=1)
+    series: list[DigestRow] = Field(default_factory=list)
 
 
 class PlanProposal(_Body):

@@ -128,9 +128,15 @@ class Intervals(_Config):
 
 
 class TelemetryConfig(_Config):
-    prometheus_port: int | None = Field(None, ge=0, le=65535, description="Expose /metrics on this port.")
-    otlp_endpoint: str | None = Field(None, description="OTLP collector endpoint.")
-    digest_interval: Seconds = 5.0
+    prometheus_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="Agents run one per process expose /metrics on this port (0 = any free port). The "
+                    "continuum always serves /metrics on the API server.")
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP collector, e.g. http://collector:4318.")
+    otlp_interval: Seconds = Field(10.0, description="OTLP push interval (the export timeout is at most this).")
+    digest_interval: Seconds = Field(5.0, description="Cluster -> continuum telemetry digest interval.")
+    history: Seconds = Field(900.0, description="Slice-wide telemetry history the continuum keeps.")
+    metrics_auth: bool = Field(False, description="Require a read token on the continuum's /metrics.")
 
 
 class ApiConfig(_Config):

@@ -30,6 +30,7 @@ from agents.payloads import (
     TelemetryReport,
 )
 from agents.protocol import Envelope, Kind, Performative, Role
+from agents.telemetry import digest as digests
 from mechanisms.placement_commands import PlacementAction
 from policies.cluster_state import ACTIVE
 from policies.description_adapters import QOS_METRIC, instances_wanted
@@ -66,6 +67,8 @@ class ClusterAgent(ManagedAgent):
         self.cordoned: set[str] = set()          # nodes being drained: no new work, instances moved away
         self._reported: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._last_full = 0.0
+        self._last_digest = 0.0
+        self.last_digest: dict[str, Any] = {}
         self.mechanisms.register("component_placement", placement)
         self.mechanisms.register("fluidity", placement)   # the original framework's plans, as they are
         self.children = ParentMembership(self, heartbeat_interval=settings.heartbeat,
@@ -260,14 +263,10 @@ class ClusterAgent(ManagedAgent):
     async def _on_telemetry(self, env: Envelope) -> None:
         rep = env.payload
         assert isinstance(rep, TelemetryReport)
-        now = time.time()
-        node = rep.node or rep.source
-        for name, value in rep.metrics.items():
-            self.knowledge.record(name, value, {"node": node}, ts=now)
-        for comp in rep.components:
-            labels = {"node": node, "app": comp.app, "component": comp.component, "instance": comp.instance_id}
-            for name, value in comp.metrics.items():
-                self.knowledge.record(name, value, labels, ts=now)
+        node = self.jid_nodes.get(env.sender.split("/")[0]) or rep.node or rep.source
+        if node not in self._alive_nodes():
+            return   # a late digest from a node already declared lost must not look like a live one
+        digests.apply(self.knowledge, [list(r) for r in rep.series], time.time(), extra={"node": node})
 
     async def _on_proposal(self, env: Envelope) -> dict[str, Any]:
         prop = env.payload
@@ -333,6 +332,26 @@ class ClusterAgent(ManagedAgent):
         if now - self._last_full >= self.settings.status_report:
             self._last_full = now
             await self._report_status(full=True)
+        if now - self._last_digest >= self.settings.digest_interval:
+            self._last_digest = now
+            await self._send_digest(now)
+
+    async def _send_digest(self, now: float) -> None:
+        """Summaries of this cluster's windows (its nodes' series and its own) to the continuum."""
+        window = self.settings.digest_interval
+        rows = digests.summarise(self.knowledge, window, now=now)
+        self.telemetry.publish((r[0], r[1], r[2]) for r in rows)
+        if self.upstream is None or not self.upstream.connected:
+            return
+        parts = digests.split(rows)
+        size = 0
+        for i, part in enumerate(parts):
+            body = TelemetryReport(source=self.agent_id, cluster=self.cluster_id, t=now, window=window,
+                                   part=i, parts=len(parts), series=part)
+            size += len(body.model_dump_json())
+            await self.inform(self.parent, Kind.TELEMETRY_REPORT, body)
+        self.last_digest = {"bytes": size, "series": len(rows), "parts": len(parts), "t": now}
+        self.knowledge.record("mlsysops.telemetry.digest.bytes", float(size), {"agent": self.agent_id}, ts=now)
 
     async def on_executed(self, plan: Any, mechanism: str, outcome: str, detail: Any) -> None:
         if mechanism not in ("component_placement", "fluidity") or not isinstance(detail, list):

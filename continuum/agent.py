@@ -27,9 +27,11 @@ from agents.descriptions import (
     to_k8s,
 )
 from agents.managed_agent import AgentSettings, ManagedAgent
+from agents.mape import Knowledge
 from agents.membership import ChildRecord, ParentMembership
-from agents.payloads import StatusReport
+from agents.payloads import StatusReport, TelemetryReport
 from agents.protocol import Envelope, Kind, Performative
+from agents.telemetry import digest as digests
 from continuum.store import DesiredStateStore
 from mechanisms.cluster_dispatch import ClusterDispatchMechanism
 
@@ -66,6 +68,13 @@ class ContinuumAgent(ManagedAgent):
         self.children.on_recovered(self._cluster_joined)
         self.children.on_lost(self._cluster_lost)
         self.on(Kind.STATUS_REPORT, self._on_status_report, performatives=(Performative.INFORM,))
+        self.on(Kind.TELEMETRY_REPORT, self._on_telemetry, performatives=(Performative.INFORM,))
+        # Slice-wide telemetry history from the clusters' digests (bounded by age and per-series length).
+        self.slice_telemetry = Knowledge(window_size=max(64, int(settings.telemetry_history /
+                                                                  max(settings.digest_interval, 0.1)) + 8),
+                                         max_age=settings.telemetry_history)
+        self.digest_stats: dict[tuple[str, frozenset[tuple[str, str]]], dict[str, float]] = {}
+        self.digests_received: dict[str, dict[str, Any]] = {}
         db = settings.state_dir / "desired-state.db" if settings.state_dir is not None else None
         self.store = DesiredStateStore(db)
         self._restore()
@@ -200,6 +209,30 @@ class ContinuumAgent(ManagedAgent):
                                       f" on {cid} {comp.nodes}" + (f" ({comp.reason})" if comp.reason else ""),
                                       app=comp.app)
                 entry.update(new, since=comp.since or time.time())
+
+    async def _on_telemetry(self, env: Envelope) -> None:
+        rep = env.payload
+        assert isinstance(rep, TelemetryReport)
+        cid = self.jid_clusters.get(env.sender.split("/")[0]) or rep.cluster or rep.source
+        now = time.time()
+        n = digests.apply(self.slice_telemetry, [list(r) for r in rep.series], now, extra={"cluster": cid},
+                          stats=self.digest_stats)
+        self.digests_received[cid] = {"cluster": cid, "bytes": len(rep.model_dump_json()), "series": n,
+                                      "part": rep.part, "parts": rep.parts, "window": rep.window, "t": now}
+        self._publish_slice_telemetry(now)
+
+    def _publish_slice_telemetry(self, now: float) -> None:
+        """The latest value of every live series, for the Prometheus/OTLP exports of the whole slice."""
+        horizon = now - 3 * max(self.settings.digest_interval, 1.0)
+        stale = [k for k, st in self.digest_stats.items() if st["ts"] < horizon]
+        for key in stale:
+            del self.digest_stats[key]
+        samples = []
+        for metric, key in self.digest_stats:
+            last = self.slice_telemetry.window(metric, dict(key))
+            if last:
+                samples.append((metric, dict(key), last[-1][1]))
+        self.telemetry.publish(samples)
 
     # -- MAPE hooks ---------------------------------------------------------------------------------
     def assets(self) -> dict[str, dict[str, Any]]:

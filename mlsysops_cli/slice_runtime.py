@@ -48,7 +48,11 @@ def layer_settings(spec: SliceSpec, layer: str, state_dir: Path | None = None) -
                          policies=[f"policies.{n}" if "." not in n else n for n in plugins.enabled or []],
                          policy_dirs=[Path(d) for d in plugins.directories],
                          policy_settings=dict(plugins.settings),
-                         state_dir=(state_dir / layer) if state_dir else None)
+                         state_dir=(state_dir / layer) if state_dir else None,
+                         slice_name=cfg.slice, digest_interval=cfg.telemetry.digest_interval,
+                         telemetry_history=cfg.telemetry.history,
+                         prometheus=layer == "continuum" or cfg.telemetry.prometheus_port is not None,
+                         otlp_endpoint=cfg.telemetry.otlp_endpoint, otlp_interval=cfg.telemetry.otlp_interval)
 
 
 class SliceRuntime:

@@ -14,8 +14,10 @@ from typing import Any
 from agents.descriptions import MLSysOpsNode, to_k8s
 from agents.managed_agent import AgentSettings, ManagedAgent
 from agents.membership import ChildMembership
-from agents.payloads import ComponentTelemetry, InstanceReport, StatusReport, TelemetryReport
+from agents.payloads import InstanceReport, StatusReport, TelemetryReport
 from agents.protocol import Kind, Role
+from agents.telemetry import COMPONENT_DEFAULTS, NODE_DEFAULTS
+from agents.telemetry import digest as digests
 from mechanisms.relocation_proposal import RelocationProposalMechanism
 
 DEFAULT_POLICIES = ["policies.node_overload"]
@@ -24,6 +26,7 @@ _STATE_MAP = {"starting": "starting", "running": "running", "failed": "failed", 
 
 class NodeAgent(ManagedAgent):
     role = "node"
+    collection_defaults = NODE_DEFAULTS | COMPONENT_DEFAULTS
 
     def __init__(self, jid: str, password: str, *, description: MLSysOpsNode, substrate: Any,
                  parent: str, settings: AgentSettings | None = None, **kwargs: Any) -> None:
@@ -37,6 +40,8 @@ class NodeAgent(ManagedAgent):
         self.substrate = substrate
         self._last_states: dict[str, str] = {}
         self._last_full = 0.0
+        self.last_digest: dict[str, Any] = {}
+        self.pushed_metrics: Any = None     # a ComponentMetricsInbox when the push endpoint runs
         self._instances: list[dict[str, Any]] = []
         self.substrate_up = True
         self.membership = ChildMembership(self, parent, role=Role.NODE,
@@ -70,20 +75,13 @@ class NodeAgent(ManagedAgent):
         if not self.substrate_up:
             return
         now = time.time()
-        metrics = snap["metrics"]
-        for name, value in metrics.items():
-            self.knowledge.record(name, float(value), {"node": self.node}, ts=now)
         self._instances = snap["instances"]
-        for inst in self._instances:
-            labels = {"node": self.node, "app": inst["app"], "component": inst["component"],
-                      "instance": inst["instance_id"]}
-            for name, value in inst["metrics"].items():
-                self.knowledge.record(name, float(value), labels, ts=now)
+        self.record_samples(self._samples(snap["metrics"], self._instances), now)
         await self._report_changes(now)
         if now - self._last_full >= self.settings.status_report:
             self._last_full = now
             await self._report_full()
-            await self._report_telemetry(metrics)
+            await self._report_telemetry(now)
 
     # -- reports ------------------------------------------------------------------------------------
     def _instance_report(self, inst: dict[str, Any]) -> InstanceReport:
@@ -107,15 +105,43 @@ class NodeAgent(ManagedAgent):
                           StatusReport(source=self.agent_id, full=True,
                                        instances=[self._instance_report(i) for i in active]))
 
-    async def _report_telemetry(self, metrics: dict[str, float]) -> None:
+    def _samples(self, metrics: dict[str, float], instances: list[dict[str, Any]]) -> list[tuple[str, dict[str, str], float]]:
+        """This tick's observations that the collection plan wants (node, then component metrics)."""
+        wants = self.collection.wants
+        out = [(name, {"node": self.node}, float(v)) for name, v in metrics.items() if wants(name)]
+        for inst in instances:
+            labels = {"node": self.node, "app": inst["app"], "component": inst["component"],
+                      "instance": inst["instance_id"]}
+            out.extend((name, labels, float(v)) for name, v in inst["metrics"].items() if wants(name))
+        if self.pushed_metrics is not None:
+            out.extend((name, {"node": self.node, **labels}, v)
+                       for name, labels, v in self.pushed_metrics.current() if wants(name))
+        return out
+
+    def record_samples(self, samples: list[tuple[str, dict[str, str], float]], now: float) -> None:
+        """Through the OTel SDK and back: what Monitor windows hold is what the SDK recorded (and exports)."""
+        self.telemetry.publish(samples)
+        for name, labels, value in self.telemetry.collect(set(self.telemetry_names(samples))):
+            self.knowledge.record(name, value, labels, ts=now)
+
+    @staticmethod
+    def telemetry_names(samples: list[tuple[str, dict[str, str], float]]) -> set[str]:
+        return {name for name, _, _ in samples}
+
+    async def _report_telemetry(self, now: float) -> None:
         if not self.membership.connected:
             return
-        comps = [ComponentTelemetry(instance_id=i["instance_id"], app=i["app"], component=i["component"],
-                                    metrics={k: float(v) for k, v in i["metrics"].items()})
-                 for i in self._instances if i["metrics"]]
-        await self.inform(self.parent, Kind.TELEMETRY_REPORT,
-                          TelemetryReport(source=self.agent_id, node=self.node,
-                                          metrics={k: float(v) for k, v in metrics.items()}, components=comps))
+        window = max(self.settings.status_report, self.collection.interval)
+        rows = digests.summarise(self.knowledge, window, now=now)
+        parts = digests.split(rows)
+        size = 0
+        for i, part in enumerate(parts):
+            body = TelemetryReport(source=self.agent_id, node=self.node, t=now, window=window, part=i,
+                                   parts=len(parts), series=part)
+            size += len(body.model_dump_json())
+            await self.inform(self.parent, Kind.TELEMETRY_REPORT, body)
+        self.last_digest = {"bytes": size, "series": len(rows), "parts": len(parts), "t": now}
+        self.knowledge.record("mlsysops.telemetry.digest.bytes", float(size), {"agent": self.agent_id}, ts=now)
 
     async def _on_registered(self, _reply: Any) -> None:
         # A (re)started parent learns what runs here at once, instead of after the next full report.

@@ -42,7 +42,7 @@ def test_demo_slice():
     assert {n.architecture for n in spec.nodes.values()} == {"amd64", "arm64"}
     assert [n.name for n in spec.cluster_nodes("cloud-1")] == ["cloud-vm-1", "cloud-vm-2"]
     assert spec.inventory.clusters == {"cloud-1", "edge-1"} and "far-edge-1" in spec.inventory.nodes
-    assert spec.config.intervals.heartbeat == 1.0 and spec.config.telemetry.digest_interval == 5.0
+    assert spec.config.intervals.heartbeat == 1.0 and spec.config.telemetry.digest_interval == 2.0
     assert spec.config.xmpp.port == 0 and spec.config.xmpp.domain == "localhost"
     assert spec.source_of(spec.nodes["far-edge-1"]).endswith("far-edge-1.yaml (document 0)")
 
