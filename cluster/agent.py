@@ -338,7 +338,7 @@ class ClusterAgent(ManagedAgent):
 
     async def _send_digest(self, now: float) -> None:
         """Summaries of this cluster's windows (its nodes' series and its own) to the continuum."""
-        window = self.settings.digest_interval
+        window = 1.5 * self.settings.digest_interval   # overlapping: no sample falls between digests
         rows = digests.summarise(self.knowledge, window, now=now)
         self.telemetry.publish((r[0], r[1], r[2]) for r in rows)
         if self.upstream is None or not self.upstream.connected:

@@ -42,6 +42,7 @@ from agents.descriptions import (
     to_k8s,
 )
 from agents.protocol import Kind, Ping
+from continuum import api_telemetry
 from continuum.api_auth import Role, TokenAuth
 
 log = logging.getLogger(__name__)
@@ -317,12 +318,14 @@ def _cluster_detail(cont: Any, cid: str, hosted: dict[tuple[str, str], list[Host
 
 
 # -- the app ----------------------------------------------------------------------------------------------
-def create_app(backend: ApiBackend, tokens: dict[str, Role]) -> FastAPI:
-    """The FastAPI app over `backend`; `tokens` maps bearer tokens to roles (see continuum.api_auth)."""
+def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bool = False) -> FastAPI:
+    """The FastAPI app over `backend`; `tokens` maps bearer tokens to roles (see continuum.api_auth);
+    `metrics_auth` requires a token on /metrics too."""
     app = FastAPI(title="mlsysops", version="1", summary="Northbound API of an MLSysOps continuum agent",
                   description=__doc__)
     auth = TokenAuth(tokens)
-    v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(auth.dependency())])
+    read_auth = auth.dependency()
+    v1 = APIRouter(prefix=API_PREFIX, dependencies=[Depends(read_auth)])
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> Health:
@@ -539,39 +542,6 @@ def create_app(backend: ApiBackend, tokens: dict[str, Role]) -> FastAPI:
         agents[agent].trigger(reason=f"policy {name} {action}d")
         return _jsonable(registry.get(name).describe())
 
-    @v1.get("/telemetry", tags=["telemetry"])
-    async def telemetry(node: str | None = None, app: str | None = None, component: str | None = None,
-                        metric: str | None = None, window: float = Query(0.0, ge=0.0, le=3600.0),
-                        limit: int = Query(500, ge=1, le=5000)) -> list[dict[str, Any]]:
-        """Latest value and window statistics per series (metric + labels), from the cluster agents'
-        knowledge (nodes report to their cluster). `window` > 0 also returns the samples of the last
-        `window` seconds. Empty in a continuum-only process until telemetry digests reach the continuum."""
-        want = {k: v for k, v in (("node", node), ("app", app), ("component", component)) if v is not None}
-        out: list[dict[str, Any]] = []
-        for agent in backend.agents().values():
-            if getattr(agent, "role", "") != "cluster":
-                continue
-            k = agent.knowledge
-            for name in k.metrics():
-                if metric is not None and name != metric:
-                    continue
-                for key, samples in k.series(name).items():
-                    labels = dict(key)
-                    if any(str(labels.get(lk)) != lv for lk, lv in want.items()):
-                        continue
-                    values = [v for _, v in samples]
-                    row: dict[str, Any] = {"metric": name, "labels": labels, "cluster": agent.agent_id,
-                                           "latest": values[-1], "ts": samples[-1][0], "min": min(values),
-                                           "max": max(values), "mean": sum(values) / len(values),
-                                           "count": len(values)}
-                    if window > 0:
-                        since = samples[-1][0] - window
-                        row["points"] = [[ts, v] for ts, v in samples if ts >= since]
-                    out.append(row)
-                    if len(out) >= limit:
-                        return _jsonable(out)
-        return _jsonable(out)
-
     @v1.get("/mode", tags=["management"])
     async def get_mode() -> dict[str, str]:
         """Management mode (heuristic | ml) of every agent of this process."""
@@ -631,6 +601,7 @@ def create_app(backend: ApiBackend, tokens: dict[str, Role]) -> FastAPI:
         """The whole simulated continuum: nodes, instances, faults."""
         return JSONResponse(_jsonable(sim().snapshot()))
 
+    api_telemetry.register(app, v1, backend, read_auth=read_auth, metrics_auth=metrics_auth)
     app.include_router(v1)
     return app
 

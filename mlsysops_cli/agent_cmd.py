@@ -79,7 +79,7 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
                                cluster_jids={c: agent_jid("cluster", c, domain) for c in spec.clusters},
                                inventory=spec.inventory, settings=settings, port=port)
         await agent.start_agent()
-        app = create_app(ApiBackend(agent), tokens)
+        app = create_app(ApiBackend(agent), tokens, metrics_auth=spec.config.telemetry.metrics_auth)
         api = ApiServer(app, host=spec.config.api.host, port=spec.config.api.port if api_port is None else api_port)
         try:
             url = await api.start()
@@ -88,6 +88,8 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
             url = await api.start()
         hint = f"token: cat {token_file}" if token_file else "tokens: api.token_file / $MLSYSOPS_API_TOKENS"
         typer.echo(f"continuum agent {agent.jid} up; API: {url}  (docs: {url}/docs; {hint})")
+        typer.echo(f"Dashboard: {url}/dashboard")
+        typer.echo(f"Metrics: {url}/metrics")
         for path in apply:
             try:
                 for doc in load_file(path, inventory=spec.inventory):
@@ -118,6 +120,7 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         mech.resolve = resolver_for(agent.apps)
         await agent.start_agent()
         typer.echo(f"cluster agent {agent.jid} up")
+        _serve_metrics(agent, spec)
         await _wait(stop)
         await agent.stop()
         await mech.close()
@@ -150,12 +153,26 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
                           parent=agent_jid("cluster", desc.cluster_id or "", domain), settings=settings, port=port)
         await agent.start_agent()
         typer.echo(f"node agent {agent.jid} up", err=False)
+        _serve_metrics(agent, spec)
         await _wait(stop, node_down, interval=settings.monitor)
         await agent.stop()
         if not stop.is_set():
             typer.echo(f"node {name} is down: agent offline until it recovers")
     await substrate.close()
     return 0
+
+
+def _serve_metrics(agent: Any, spec: Any) -> None:
+    """Prometheus /metrics of a cluster or node agent on `telemetry.prometheus_port` (when set)."""
+    port = spec.config.telemetry.prometheus_port
+    if port is None:
+        return
+    try:
+        bound = agent.telemetry.serve_prometheus(port, host=spec.config.api.host)
+    except OSError as exc:   # a busy port costs the export, never the agent
+        typer.echo(f"Prometheus endpoint not started on port {port}: {exc.strerror}", err=True)
+        return
+    typer.echo(f"Metrics: http://{spec.config.api.host}:{bound}/metrics")
 
 
 def register(app: typer.Typer) -> None:

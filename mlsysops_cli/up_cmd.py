@@ -104,7 +104,7 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
     try:
         with console.status("starting the embedded XMPP server and the agents..."):
             await rt.start()
-        app = create_app(ApiBackend(runtime=rt), tokens)
+        app = create_app(ApiBackend(runtime=rt), tokens, metrics_auth=spec.config.telemetry.metrics_auth)
         api = ApiServer(app, host=spec.config.api.host, port=spec.config.api.port)
         try:
             url = await api.start()
@@ -120,6 +120,10 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
             console.print(f"CLI context '{spec.config.slice}' written to {cfg} (try: mlsysops get apps)",
                           soft_wrap=True)
         console.print(f"XMPP: embedded server on localhost:{rt.xmpp_port}")
+        # Like Jupyter: the generated local token rides in the fragment (never sent to the server or logged).
+        fragment = f"#token={token_file.read_text().strip()}" if token_file is not None else ""
+        console.print(f"Dashboard: {url}/dashboard{fragment}", soft_wrap=True, highlight=False)
+        console.print(f"Metrics: {url}/metrics", soft_wrap=True, highlight=False)
         console.print(f"API: {url}  (docs: {url}/docs; faults: mlsysops sim fail-node NODE)", soft_wrap=True)
         if token_file is not None:
             console.print(f"API token (admin): cat {token_file}   e.g. curl -H \"Authorization: Bearer "

@@ -77,13 +77,15 @@ class CollectionPlan:
 
 
 def app_qos_metrics(apps: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
-    """`qos_metrics[].application_metric_id` per app (apps as held in Knowledge/app tables: K8s dicts)."""
+    """`components[].qos_metrics[].application_metric_id` per app (apps in Kubernetes-form dicts)."""
     out: dict[str, list[str]] = {}
     for name, app in apps.items():
         spec = app.get("spec", app) if isinstance(app, dict) else {}
-        ids = [q.get("application_metric_id") for q in (spec.get("qos_metrics") or [])
-               if isinstance(q, dict)]
-        ids = [i for i in ids if i]
+        ids: set[str] = set()
+        for comp in spec.get("components") or []:
+            for q in (comp.get("qos_metrics") or []) if isinstance(comp, dict) else []:
+                if isinstance(q, dict) and q.get("application_metric_id"):
+                    ids.add(str(q["application_metric_id"]))
         if ids:
-            out[name] = ids
+            out[name] = sorted(ids)
     return out
