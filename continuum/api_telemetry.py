@@ -31,7 +31,7 @@ MAX_STREAM_DECISIONS = 50
 
 
 def register(app: FastAPI, v1: APIRouter, backend: Any, *, read_auth: Any, metrics_auth: bool) -> None:
-    from continuum.api import _cluster_detail, _decisions, _hosted, _jsonable
+    from continuum.api import _cluster_detail, _hosted, _jsonable
 
     def cont() -> Any:
         return backend.continuum
@@ -129,7 +129,7 @@ def register(app: FastAPI, v1: APIRouter, backend: Any, *, read_auth: Any, metri
                     alerts.append({"level": "error", "text": f"{name}/{comp} failed: {st.get('reason') or ''}"})
                 comps.append(entry)
             apps.append({"name": name, "components": comps})
-        decisions = _decisions(list(backend.agents().values()), {"since": since}, MAX_STREAM_DECISIONS)
+        decisions = _stream_decisions(backend.agents().values(), since)
         return _jsonable({"t": time.time(), "continuum": {"id": c.agent_id, "connected": c.connected},
                           "clusters": clusters, "apps": apps, "decisions": decisions, "alerts": alerts,
                           "digest_interval": c.settings.digest_interval})
@@ -150,8 +150,7 @@ def register(app: FastAPI, v1: APIRouter, backend: Any, *, read_auth: Any, metri
             since = time.time() - 3600
             while not await request.is_disconnected():
                 snap = state(since)
-                if snap["decisions"]:
-                    since = max(d["ts"] for d in snap["decisions"]) + 1e-6
+                since = snap["t"]   # the next event carries what happens from now on
                 yield f"event: snapshot\ndata: {json.dumps(snap, separators=(',', ':'))}\n\n".encode()
                 await asyncio.sleep(interval)
 
@@ -176,6 +175,16 @@ def register(app: FastAPI, v1: APIRouter, backend: Any, *, read_auth: Any, metri
         return RedirectResponse("/dashboard")
 
     app.mount("/dashboard/static", StaticFiles(directory=DASHBOARD_DIR / "static"), name="dashboard-static")
+
+
+def _stream_decisions(agents: Any, since: float | None) -> list[dict[str, Any]]:
+    """Decisions newer than `since` for the live view: everything but the routine "nothing to do" records
+    (the decision log API keeps those), newest `MAX_STREAM_DECISIONS` of them."""
+    out: list[dict[str, Any]] = []
+    for a in agents:
+        out.extend(r for r in a.decisions(since=since, limit=2000) if r["outcome"] != "no_plan")
+    out.sort(key=lambda r: r["ts"])
+    return out[-MAX_STREAM_DECISIONS:]
 
 
 def _series(k: Any, metric: str, **labels: str) -> dict[Any, list[tuple[float, float]]]:

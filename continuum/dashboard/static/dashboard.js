@@ -130,17 +130,29 @@
     }
     $("apps").tBodies[0].innerHTML = rows.join("") || '<tr><td colspan="6" class="muted">no applications (mlsysops apply -f APP.yaml)</td></tr>';
   }
+  // The policy's own explanation (strings or lists of strings), e.g. "app/comp n1 -> n2 (node lost): ...".
+  function explainText(e) {
+    if (!e || typeof e !== "object") return "";
+    const parts = [];
+    for (const [k, v] of Object.entries(e)) {
+      if (k === "alternatives") continue;
+      if (typeof v === "string") parts.push(v);
+      else if (Array.isArray(v) && v.every((x) => typeof x === "string")) parts.push(...v);
+    }
+    const text = parts.join("; ");
+    return text.length > 400 ? text.slice(0, 400) + "…" : text;
+  }
   function renderDecisions(records) {
     const body = $("decisions").tBodies[0];
     for (const d of records) {
       if (seenDecisions.has(d.id)) continue;
       seenDecisions.add(d.id);
       const tr = document.createElement("tr");
-      tr.className = "new"; tr.dataset.decision = d.id; tr.dataset.stage = d.stage;
+      tr.className = "new"; tr.dataset.decision = d.id; tr.dataset.stage = d.stage; tr.dataset.outcome = d.outcome;
       const alts = Array.isArray(d.alternatives) && d.alternatives.length ? ` (alternatives: ${d.alternatives.length})` : "";
       tr.innerHTML = `<td class="num">${new Date(d.ts * 1000).toLocaleTimeString()}</td><td>${esc(d.agent)}</td>
         <td>${esc(d.stage)}</td><td>${esc(d.policy || "")}</td><td><span class="badge ${esc(d.outcome)}">${esc(d.outcome)}</span></td>
-        <td>${esc(d.reason)}${esc(alts)}</td>`;
+        <td>${esc(d.reason)}${esc(alts)}<div class="muted why">${esc(explainText(d.explanation))}</div></td>`;
       body.insertBefore(tr, body.firstChild);
     }
     while (body.rows.length > MAX_DECISIONS) body.deleteRow(body.rows.length - 1);
