@@ -34,7 +34,8 @@ async def _wait(stop: asyncio.Event, condition: Any = None, interval: float = 0.
 
 
 async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | None, xmpp_port: int | None,
-               apply: list[Path], api_port: int | None) -> int:
+               apply: list[Path], api_port: int | None, host_metrics: bool = False,
+               push_port: int | None = None) -> int:
     from agents.descriptions import DescriptionError, load_file
     from agents.slice_config import load_slice
     from mlsysops_cli.slice_runtime import DEV_PASSWORD, agent_jid, layer_settings
@@ -134,7 +135,17 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         typer.echo(f"unknown node {name!r}; the slice has {sorted(spec.nodes)}", err=True)
         return 1
     desc = spec.nodes[name]
-    substrate = RemoteSimNodeSubstrate(need(sim_url, "sim"), name)
+    if host_metrics:
+        from node.host_substrate import HostNodeSubstrate
+        substrate: Any = HostNodeSubstrate(name)
+    else:
+        substrate = RemoteSimNodeSubstrate(need(sim_url, "sim"), name)
+    push = None
+    if push_port is not None:
+        from agents.telemetry.push import ComponentMetricsInbox, PushServer
+        push = PushServer(ComponentMetricsInbox(ttl=max(10.0, 5 * settings.monitor)),
+                          host=spec.config.api.host, port=push_port)
+        typer.echo(f"component metrics: POST {await push.start()}/v1/component-metrics")
 
     async def node_up() -> bool:
         try:
@@ -151,6 +162,8 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
             break
         agent = NodeAgent(agent_jid("node", name, domain), password, description=desc, substrate=substrate,
                           parent=agent_jid("cluster", desc.cluster_id or "", domain), settings=settings, port=port)
+        if push is not None:
+            agent.pushed_metrics = push.inbox
         await agent.start_agent()
         typer.echo(f"node agent {agent.jid} up", err=False)
         _serve_metrics(agent, spec)
@@ -159,6 +172,8 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         if not stop.is_set():
             typer.echo(f"node {name} is down: agent offline until it recovers")
     await substrate.close()
+    if push is not None:
+        await push.stop()
     return 0
 
 
@@ -186,9 +201,13 @@ def register(app: typer.Typer) -> None:
         apply: Annotated[list[Path], typer.Option("--apply", "-f", help="Apps to submit (continuum)")] = [],  # noqa: B006
         api_port: Annotated[int | None, typer.Option(help="Continuum: REST API port (default: slice api.port; "
                                                           "0 = any free port)")] = None,
+        host: Annotated[bool, typer.Option("--host", help="Node: observe this machine (psutil/sysfs) "
+                                                         "instead of a simulator")] = False,
+        push_port: Annotated[int | None, typer.Option(help="Node: serve POST /v1/component-metrics on this "
+                                                           "port (0 = any free port)")] = None,
         verbose: Annotated[bool, typer.Option("-v")] = False,
     ) -> None:
         """Run one agent of the slice as its own process (the per-layer launch used in production)."""
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        raise typer.Exit(asyncio.run(_run(layer, config, ident, sim, xmpp_port, apply, api_port)))
+        raise typer.Exit(asyncio.run(_run(layer, config, ident, sim, xmpp_port, apply, api_port, host, push_port)))
