@@ -15,7 +15,6 @@ from agents.telemetry.push import ComponentMetricsInbox, PushServer
 from node.agent import NodeAgent
 from node.host_substrate import HostNodeSubstrate
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 NODE_DESC = {"MLSysOpsNode": {"name": "host-1", "cluster_id": "c1", "continuum_layer": "edge",
                               "environment": {"node_type": "native", "os": "ubuntu"},
                               "hardware": {"cpu": {"architecture": "amd64", "cores": 2}, "memory": "4Gi"}}}
@@ -34,6 +33,7 @@ def test_host_sample_has_semantic_convention_names_and_rates():
     assert second["system.cpu.logical.count"] >= 1
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_push_endpoint_validates_and_expires():
     inbox = ComponentMetricsInbox(ttl=0.3)
     server = PushServer(inbox)
@@ -61,6 +61,7 @@ async def test_push_endpoint_validates_and_expires():
         await server.stop()
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_node_agent_on_a_host_records_host_and_pushed_metrics(make_agent):
     inbox = ComponentMetricsInbox(ttl=30)
     server = PushServer(inbox)

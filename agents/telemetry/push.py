@@ -77,7 +77,7 @@ class PushServer:
     async def start(self) -> str:
         app = web.Application(client_max_size=64 * 1024)
         app.router.add_post("/v1/component-metrics", self._post)
-        app.router.add_get("/healthz", lambda _r: _ok())
+        app.router.add_get("/healthz", _ok)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -91,7 +91,7 @@ class PushServer:
             self._runner = None
 
 
-async def _ok() -> web.Response:
+async def _ok(_request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
