@@ -125,6 +125,21 @@ class Knowledge:
                 out[key] = list(buf)
         return out
 
+    def recent(self, metric: str, since: float) -> dict[LabelKey, list[float]]:
+        """Per series of a metric, the values at/after `since` (oldest first); series without any are left
+        out. Scans from the newest sample back, so it costs what it returns, not the window length."""
+        out: dict[LabelKey, list[float]] = {}
+        for key, buf in self._series.get(metric, {}).items():
+            values: list[float] = []
+            for ts, v in reversed(buf):
+                if ts < since:
+                    break
+                values.append(v)
+            if values:
+                values.reverse()
+                out[key] = values
+        return out
+
     def window(
         self, metric: str, labels: Mapping[str, Any] | None = None, since: float | None = None
     ) -> list[Sample]:

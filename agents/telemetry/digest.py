@@ -34,10 +34,7 @@ def summarise(knowledge: Knowledge, window: float, *, now: float | None = None,
     for metric in knowledge.metrics():
         if keep is not None and not keep(metric):
             continue
-        for key, samples in knowledge.series(metric).items():
-            recent = [v for ts, v in samples if ts >= since]
-            if not recent:
-                continue
+        for key, recent in knowledge.recent(metric, since).items():
             rows.append([metric, dict(sorted(key)), _r(recent[-1]), _r(min(recent)), _r(max(recent)),
                          _r(sum(recent) / len(recent)), len(recent)])
     return rows
