@@ -159,3 +159,34 @@ async def test_dashboard_state_and_stream(slice_api):
     assert (await client.get("/dashboard/static/uPlot.iife.min.js")).status_code == 200
     async with httpx.AsyncClient(base_url=str(client.base_url)) as anon:
         assert (await anon.get(f"{V1}/stream")).status_code == 401     # the data needs the token
+
+
+async def test_grafana_dashboard_queries_series_the_slice_exports(slice_api):
+    """Grafana cannot run here, so check what can be: the JSON is a dashboard whose every PromQL metric
+    name is a series of the live /metrics, and every panel's label filters use labels that exist."""
+    import json
+    import re
+
+    rt, client = slice_api
+    for f in sorted((ROOT / "examples" / "apps").glob("*.yaml")):
+        if not rt.continuum.apps.get(f.stem):
+            rt.apply_file(f)
+    await until(lambda: rt.continuum.slice_telemetry.latest("response_time_ms") is not None, 30,
+                "no component QoS reached the continuum")
+    await until(lambda: rt.continuum.slice_telemetry.latest("cpu_usage_cores") is not None, 10, "no cpu use")
+    await asyncio.sleep(1.0)   # one more digest so every series is in the exposition
+    text = (await client.get("/metrics")).text
+    exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    labels = set(re.findall(r'([a-z_]+)="', text))
+    dash = json.loads((ROOT / "examples" / "grafana" / "mlsysops-dashboard.json").read_text())
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)) and all("gridPos" in p for p in dash["panels"])
+    promql_words = {"sum", "rate", "count", "max", "by", "label_values"}
+    for panel in dash["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            names = {n for n in re.findall(r"\b([a-z_][a-z0-9_]*)\s*[{\[(]", expr) if n not in promql_words}
+            assert names, expr
+            assert names <= exported, (panel["title"], names - exported)
+            used = set(re.findall(r"([a-z_]+)\s*=~?\"", expr))
+            assert used <= labels, (panel["title"], used - labels)

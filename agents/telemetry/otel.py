@@ -36,13 +36,14 @@ _TO_OTEL = {"node": "host.name", "cluster": "mlsysops.cluster", "app": "mlsysops
             "component": "mlsysops.component", "instance": "mlsysops.instance", "agent": "mlsysops.agent"}
 _FROM_OTEL = {v: k for k, v in _TO_OTEL.items()}
 
-# Units by metric name (UCUM, as the semantic conventions use); unknown names get "1".
+# Units by metric name (UCUM, as the semantic conventions use); unknown names get "1". Names that already
+# end in their unit (response_time_ms) get none: Prometheus would append it again (`..._ms_milliseconds`).
 UNITS = {
     "system.cpu.utilization": "1", "system.memory.utilization": "1", "system.memory.usage": "By",
     "system.memory.limit": "By", "system.cpu.frequency": "Hz", "system.cpu.logical.count": "{cpu}",
     "system.network.io.receive": "By/s", "system.network.io.transmit": "By/s",
     "system.disk.io.read": "By/s", "system.disk.io.write": "By/s", "system.cpu.load_average.1m": "1",
-    "response_time_ms": "ms", "cpu_usage_cores": "{cpu}", "memory_usage_bytes": "By",
+    "response_time_ms": "", "cpu_usage_cores": "{cpu}", "memory_usage_bytes": "By",
     "requests_per_second": "{request}/s", "sim.node.power": "W",
     "mlsysops.telemetry.digest.bytes": "By",
 }
