@@ -269,22 +269,27 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"cannot show top {what!r}: expected nodes or apps")
         client = Client(api, token, context)
         while True:
-            series = client.call("GET", "/api/v1/telemetry")
+            series = client.call("GET", "/api/v1/telemetry?limit=5000")
             rows: dict[tuple[str, ...], dict[str, Any]] = {}
+            running: dict[str, int] = {}
             for s in series:
                 lab = s["labels"]
-                if what == "nodes" and set(lab) == {"node"}:
-                    row = rows.setdefault((lab["node"],), {"node": lab["node"]})
+                if what == "nodes" and s["metric"] == "running" and "instance" in lab:
+                    running[lab["node"]] = running.get(lab["node"], 0) + int(s["latest"] >= 1)
+                if what == "nodes" and set(lab) - {"cluster"} == {"node"}:
+                    row = rows.setdefault((lab["node"],), {"node": lab["node"], "cluster": lab.get("cluster")})
                 elif what == "apps" and "instance" in lab:
                     row = rows.setdefault((lab["app"], lab["component"], lab["instance"]),
                                           {"app": lab["app"], "component": lab["component"], "node": lab["node"]})
                 else:
                     continue
                 row[s["metric"]] = s["latest"]
+            for (node,), row in rows.items() if what == "nodes" else ():
+                row["running"] = running.get(node, 0)
             data = [rows[k] for k in sorted(rows)]
             if what == "nodes":
-                cols = [("NODE", "node"), ("CPU%", "system.cpu.utilization"), ("MEM%", "system.memory.utilization"),
-                        ("RUNNING", "sim.instances.running")]
+                cols = [("NODE", "node"), ("CLUSTER", "cluster"), ("CPU%", "system.cpu.utilization"),
+                        ("MEM%", "system.memory.utilization"), ("RUNNING", "running")]
             else:
                 cols = [("APP", "app"), ("COMPONENT", "component"), ("NODE", "node"), ("CPU", "cpu_usage_cores"),
                         ("RESPONSE MS", "response_time_ms")]

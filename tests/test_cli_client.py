@@ -76,10 +76,13 @@ def test_apply_get_describe_events_delete(slice_up):
     assert "filter_score_placement" in events.stdout
     decisions = json.loads(run(env, "get", "decisions", "--app", "env-monitor", "-o", "json").stdout)
     assert any(d["stage"] == "execute" and d["outcome"] == "completed" for d in decisions)
-    top_nodes = json.loads(run(env, "top", "nodes", "-o", "json").stdout)
-    assert any(r["node"] == "edge-server-1" and 0 <= r["system.cpu.utilization"] <= 1 for r in top_nodes)
-    top_apps = json.loads(run(env, "top", "apps", "-o", "json").stdout)
-    assert any(r["component"] == "aggregator" and r["response_time_ms"] > 0 for r in top_apps)
+    # Telemetry reaches the continuum in cluster digests (every telemetry.digest_interval): wait for it.
+    top_nodes = wait_json(env, ("top", "nodes", "-o", "json"),
+                          lambda rows: any(r["node"] == "edge-server-1" and r.get("running") for r in rows))
+    assert any(r["node"] == "edge-server-1" and 0 <= r["system.cpu.utilization"] <= 1 and r["cluster"] == "edge-1"
+               for r in top_nodes)
+    wait_json(env, ("top", "apps", "-o", "json"),
+              lambda rows: any(r["component"] == "aggregator" and r.get("response_time_ms", 0) > 0 for r in rows))
     yaml_out = run(env, "get", "clusters", "-o", "yaml")
     assert "id: edge-1" in yaml_out.stdout
     gone = run(env, "delete", "app", "env-monitor")
