@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "mlsysops_cli.up_cmd",
     "mlsysops_cli.agent_cmd",
     "mlsysops_cli.client_cmd",
+    "mlsysops_cli.deploy_cmd",
 ]
 
 app = typer.Typer(

@@ -30,6 +30,7 @@ AGENT_PASSWORD = "test-secret"
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--in-process", action="store_true", default=False,
                      help="let make_agent agents use SPADE's in-process shortcut instead of the server")
+    parser.addoption("--live", action="store_true", default=False, help="run live/karmada_live tests against $KUBECONFIG / $KARMADA_KUBECONFIG")
 
 
 @dataclass(frozen=True)

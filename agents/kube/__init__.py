@@ -1,0 +1,1 @@
+"""Kubernetes substrate: client with bounded retries, manifest builders, watches, our CRDs."""
