@@ -4,6 +4,7 @@ recorded through the OTel SDK into the Monitor windows."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import httpx
@@ -63,13 +64,19 @@ async def test_push_endpoint_validates_and_expires():
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_node_agent_on_a_host_records_host_and_pushed_metrics(make_agent):
+    """...while its OTLP exporter pushes every 0.2 s to a collector that is not there."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
     inbox = ComponentMetricsInbox(ttl=30)
     server = PushServer(inbox)
     url = await server.start()
     try:
         agent = await make_agent(NodeAgent, "node", description=load_obj(NODE_DESC).spec,
                                  substrate=HostNodeSubstrate("host-1"), parent="nobody@localhost",
-                                 settings=AgentSettings(monitor=0.1, policies=["policies.node_overload"]))
+                                 settings=AgentSettings(monitor=0.1, policies=["policies.node_overload"],
+                                                        otlp_endpoint=f"http://127.0.0.1:{dead}",
+                                                        otlp_interval=0.2))
         agent.pushed_metrics = inbox
         async with httpx.AsyncClient(base_url=url) as c:
             resp = await c.post("/v1/component-metrics", json={"app": "shop", "component": "web",
@@ -82,6 +89,9 @@ async def test_node_agent_on_a_host_records_host_and_pushed_metrics(make_agent):
             assert time.monotonic() < deadline, agent.knowledge.metrics()
             await asyncio.sleep(0.05)
         assert agent.knowledge.latest("response_time_ms", app="shop") == 12.0
+        before = len(agent.knowledge.window("system.cpu.utilization", {"node": "host-1"}))
+        await asyncio.sleep(1.0)   # several failed exports later, the Monitor still ticks at its pace
+        assert len(agent.knowledge.window("system.cpu.utilization", {"node": "host-1"})) >= before + 5
         assert 0.0 <= agent.knowledge.latest("system.cpu.utilization", node="host-1") <= 1.0
         text_names = {m for m, _, _ in agent.telemetry.collect()}
         assert {"system.cpu.utilization", "response_time_ms"} <= text_names
