@@ -21,6 +21,7 @@ from agents.slice_config import load_slice
 from continuum.api import ApiBackend, ApiServer, create_app
 from continuum.api_auth import Role, TokenError, configured_tokens, dev_token, parse_tokens
 from mlsysops_cli.slice_runtime import SliceRuntime
+from tests.support import demo_slice, until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,32 +55,11 @@ def formed(rt: SliceRuntime) -> bool:
         sum(sum(1 for alive in c["nodes"].values() if alive) for c in h.values()) == len(rt.spec.nodes)
 
 
-async def until(predicate, timeout: float, message: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        await asyncio.sleep(interval)
-
-
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def served(prosody):
-    rt = SliceRuntime(load_slice(DEMO), xmpp_port=prosody.port, force_xmpp=True,
-                      jid_suffix="-" + uuid.uuid4().hex[:6], overrides={k: dict(v) for k, v in FAST.items()})
-    await rt.start()
-    server = ApiServer(create_app(ApiBackend(runtime=rt), {ADMIN: Role.admin, READER: Role.read}), port=0)
-    url = await server.start()
-    try:
+    async with demo_slice(prosody.port, FAST, {ADMIN: Role.admin, READER: Role.read}) as (rt, url):
         await until(lambda: formed(rt), 15, "hierarchy did not form")
         yield rt, url
-    finally:
-        await server.stop()
-        await rt.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -14,13 +14,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from agents.slice_config import load_slice
-from continuum.api import ApiBackend, ApiServer, create_app
 from continuum.api_auth import Role
-from mlsysops_cli.slice_runtime import SliceRuntime
+from tests.support import demo_slice, until
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "examples" / "slices" / "demo.yaml"
 CHROMIUM = os.environ.get("MLSYSOPS_CHROMIUM", "/usr/bin/chromium")
 # 1 s heartbeats: Chromium shares the (2-core CI) machine, and a node must only turn red when we crash it.
 FAST = {"all": {"heartbeat": 1.0, "analyze": 0.5, "monitor": 0.2, "status_report": 0.5,
@@ -46,33 +43,12 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180
               pytest.mark.skipif(_missing is not None, reason=_missing or "")]
 
 
-async def until(predicate, timeout: float, message: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        await asyncio.sleep(interval)
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def demo(prosody):
-    rt = SliceRuntime(load_slice(DEMO), xmpp_port=prosody.port, force_xmpp=True,
-                      jid_suffix="-" + uuid.uuid4().hex[:6], overrides={k: dict(v) for k, v in FAST.items()})
-    await rt.start()
-    server = ApiServer(create_app(ApiBackend(runtime=rt), {TOKEN: Role.admin}), port=0)
-    url = await server.start()
-    try:
+    async with demo_slice(prosody.port, FAST, {TOKEN: Role.admin}) as (rt, url):
         for f in sorted((ROOT / "examples" / "apps").glob("*.yaml")):
             rt.apply_file(f)
         yield rt, url
-    finally:
-        await server.stop()
-        await rt.stop()
 
 
 async def test_dashboard_shows_topology_live_charts_and_a_node_failure(demo):

@@ -5,7 +5,6 @@ metric makes the nodes collect it without a restart."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from pathlib import Path
 
@@ -13,14 +12,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from agents.slice_config import load_slice
-from continuum.api import ApiBackend, ApiServer, create_app
 from continuum.api_auth import Role
-from mlsysops_cli.slice_runtime import SliceRuntime
+from tests.support import demo_slice, until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "examples" / "slices" / "demo.yaml"
 FAST = {"all": {"heartbeat": 0.5, "analyze": 0.5, "monitor": 0.2, "status_report": 0.5,
                 "digest_interval": 0.5}}
 TOKEN = "admin-" + uuid.uuid4().hex
@@ -37,33 +33,12 @@ async def plan(context, app, system, mechanisms, telemetry, ml):
 """
 
 
-async def until(predicate, timeout: float, message: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        await asyncio.sleep(interval)
-
-
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def slice_api(prosody):
-    rt = SliceRuntime(load_slice(DEMO), xmpp_port=prosody.port, force_xmpp=True,
-                      jid_suffix="-" + uuid.uuid4().hex[:6], overrides={k: dict(v) for k, v in FAST.items()})
-    await rt.start()
-    server = ApiServer(create_app(ApiBackend(runtime=rt), {TOKEN: Role.admin}), port=0)
-    url = await server.start()
-    try:
+    async with demo_slice(prosody.port, FAST, {TOKEN: Role.admin}) as (rt, url):
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"},
                                      timeout=15) as client:
             yield rt, client
-    finally:
-        await server.stop()
-        await rt.stop()
 
 
 async def test_sdk_samples_reach_monitor_windows_digests_and_the_api(slice_api):

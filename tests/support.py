@@ -1,0 +1,49 @@
+"""Helpers shared by the slice-level tests: await a condition, and run the demo slice with its REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from agents.slice_config import load_slice
+from continuum.api import ApiBackend, ApiServer, create_app
+from continuum.api_auth import Role
+from mlsysops_cli.slice_runtime import SliceRuntime
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "slices" / "demo.yaml"
+
+
+async def until(predicate: Any, timeout: float, message: str, interval: float = 0.05) -> Any:
+    """Await `predicate()` (sync or async) until truthy and return it; AssertionError(message) after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def demo_slice(xmpp_port: int, overrides: dict[str, dict[str, Any]],
+                     tokens: dict[str, Role]) -> AsyncIterator[tuple[SliceRuntime, str]]:
+    """The demo slice (every message over the given XMPP server) and its API on a free port."""
+    rt = SliceRuntime(load_slice(DEMO), xmpp_port=xmpp_port, force_xmpp=True,
+                      jid_suffix="-" + uuid.uuid4().hex[:6], overrides={k: dict(v) for k, v in overrides.items()})
+    await rt.start()
+    server = ApiServer(create_app(ApiBackend(runtime=rt), tokens), port=0)
+    try:
+        url = await server.start()
+        yield rt, url
+    finally:
+        await server.stop()
+        await rt.stop()
