@@ -229,9 +229,9 @@ class ContinuumAgent(ManagedAgent):
             del self.digest_stats[key]
         samples = []
         for metric, key in self.digest_stats:
-            last = self.slice_telemetry.window(metric, dict(key))
-            if last:
-                samples.append((metric, dict(key), last[-1][1]))
+            last = self.slice_telemetry.last(metric, dict(key))
+            if last is not None:
+                samples.append((metric, dict(key), last[1]))
         self.telemetry.publish(samples)
 
     # -- MAPE hooks ---------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ def test_apply_get_describe_events_delete(slice_up):
     assert "edge-1" in run(env, "get", "clusters").stdout
     events = run(env, "events", "env-monitor")
     assert "filter_score_placement" in events.stdout
-    decisions = json.loads(run(env, "get", "decisions", "--app", "env-monitor", "-o", "json").stdout)
+    decisions = json.loads(run(env, "get", "decisions", "--app", "env-monitor", "--limit", "1000",
+                               "-o", "json").stdout)
     assert any(d["stage"] == "execute" and d["outcome"] == "completed" for d in decisions)
     # Telemetry reaches the continuum in cluster digests (every telemetry.digest_interval): wait for it.
     top_nodes = wait_json(env, ("top", "nodes", "-o", "json"),

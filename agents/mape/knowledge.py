@@ -125,6 +125,11 @@ class Knowledge:
                 out[key] = list(buf)
         return out
 
+    def last(self, metric: str, labels: Mapping[str, Any] | None = None) -> Sample | None:
+        """The newest sample of exactly one series (no copy of the window), or None."""
+        buf = self._series.get(metric, {}).get(label_key(labels))
+        return buf[-1] if buf else None
+
     def recent(self, metric: str, since: float) -> dict[LabelKey, list[float]]:
         """Per series of a metric, the values at/after `since` (oldest first); series without any are left
         out. Scans from the newest sample back, so it costs what it returns, not the window length."""
