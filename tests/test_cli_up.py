@@ -75,6 +75,12 @@ def test_up_runs_the_demo_slice_and_heals_a_crashed_node(tmp_path):
         running = lambda: all(s["status"] == "running" for app in _apps(api, token).values()  # noqa: E731
                               for s in app.values()) and len(_apps(api, token)) == 2
         _wait(running, 30, "apps did not reach running")
+        # The Prometheus endpoint serves the slice once digests arrive; the dashboard page is served.
+        metrics = lambda: 'system_cpu_utilization{host_name="edge-rpi-1"' in urllib.request.urlopen(  # noqa: E731
+            f"{api}/metrics", timeout=5).read().decode()
+        _wait(metrics, 20, "/metrics never served the nodes' cpu")
+        with urllib.request.urlopen(f"{api}/dashboard", timeout=5) as resp:
+            assert b"uPlot" in resp.read()
         node = _apps(api, token)["env-monitor"]["sensor-reader"]["nodes"][0]
         out = subprocess.run([*_mlsysops(), "sim", "fail-node", node], env=env, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
@@ -97,4 +103,5 @@ def test_up_runs_the_demo_slice_and_heals_a_crashed_node(tmp_path):
     assert proc.returncode == 0, out
     assert "shutting down" in out
     assert f"API: {api}" in out and f"cat {token_file}" in out
+    assert f"Dashboard: {api}/dashboard#token={token}" in out and f"Metrics: {api}/metrics" in out
     assert not (tmp_path / ".mlsysops" / "demo" / "run.json").exists()
