@@ -98,8 +98,24 @@ class XmppConfig(_Config):
 class SubstrateConfig(_Config):
     type: Literal["sim", "kubernetes", "karmada"] = Field("sim", description="What the mechanisms act on.")
     seed: int | None = Field(42, description="Random seed of the simulated continuum.")
-    kubeconfig: Path | None = Field(None, description="Kubeconfig file (kubernetes/karmada).")
-    context: str | None = Field(None, description="Kubeconfig context.")
+    kubeconfig: Path | None = Field(
+        None, description="Kubeconfig file (kubernetes/karmada), relative to the slice. Required outside a "
+                          "cluster; omitted, agents running in a pod use their service account.")
+    context: str | None = Field(None, description="Kubeconfig context (default: its current context).")
+    namespace: str = Field(
+        "mlsysops-apps", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Namespace the cluster agents run app components in (kubernetes); created if missing.")
+    simulate_nodes: bool = Field(
+        False, description="kubernetes: keep the simulated continuum and run its nodes as simulated kubelets "
+                           "against the API server (a KWOK-like mode: a real control plane, no real nodes).")
+
+    @model_validator(mode="after")
+    def _kube_only(self) -> SubstrateConfig:
+        if self.type == "sim" and (self.kubeconfig or self.context or self.simulate_nodes):
+            raise ValueError("kubeconfig, context and simulate_nodes need type kubernetes (or karmada)")
+        if self.type == "karmada" and self.simulate_nodes:
+            raise ValueError("simulate_nodes needs type kubernetes")
+        return self
 
 
 class LayerPlugins(_Config):

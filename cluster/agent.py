@@ -6,6 +6,10 @@
 - Instance table: written by execution outcomes (`deploying`), corrected by node reports (`running`,
   `failed`, ...), seeded from the substrate at start-up (adoption: a restarted cluster agent never
   redeploys what runs) and reconciled with it every monitor tick.
+- Authoritative substrate (placement mechanism with `reports_status = True`, i.e. Kubernetes): the monitor
+  tick takes instance status from `get_state()` instead of node reports, and a node the substrate reports
+  not ready (`nodes_up`) is not alive, like a lost node agent. A `stale` state (API server unreachable)
+  leaves the table untouched; when the server answers again the engine is triggered to reconcile.
 - Status up: component status (pending/deploying/running/relocating/failed) is derived from the table;
   changes go to the continuum at once, and a full report every `status_report` interval.
 """
@@ -39,6 +43,7 @@ DEFAULT_POLICIES = ["policies.filter_score_placement", "policies.relocation", "p
 DISABLED_BY_DEFAULT = ["static_placement"]   # opt-in per app with `policies: [static_placement]`
 QOS_WINDOW = 10
 VANISH_GRACE_S = 5.0   # an active row absent from the substrate this long (on a live node) has failed
+SUBSTRATE_STATUS = {"running": "running", "starting": "deploying", "failed": "failed"}
 
 
 class ClusterAgent(ManagedAgent):
@@ -65,6 +70,8 @@ class ClusterAgent(ManagedAgent):
         self.instances: dict[str, dict[str, Any]] = {}
         self.proposals: list[dict[str, Any]] = []
         self.cordoned: set[str] = set()          # nodes being drained: no new work, instances moved away
+        self.not_ready: set[str] = set()         # nodes the (authoritative) substrate reports not ready
+        self.substrate_error: str | None = None  # set while get_state() is stale
         self._reported: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._last_full = 0.0
         self._last_digest = 0.0
@@ -96,15 +103,32 @@ class ClusterAgent(ManagedAgent):
     async def adopt(self) -> None:
         """Level-triggered: what the substrate runs is ours; record it, never redeploy it."""
         state = await self.placement.get_state()
+        if self.substrate_reports_status and not state.get("stale"):
+            self.not_ready = self._not_ready(state)
         adopted = 0
         for inst in state.get("instances", []):
             if inst["instance_id"] not in self.instances:
-                self.instances[inst["instance_id"]] = self._row(inst, "running" if inst["state"] == "running"
-                                                                else "deploying")
+                self.instances[inst["instance_id"]] = self._row(inst, self._substrate_status(inst),
+                                                                inst.get("reason"))
                 adopted += 1
         if adopted:
             self.record_event(f"adopted {adopted} running instance(s) from the substrate",
                               inputs={"instances": sorted(self.instances)[:20]})
+
+    @property
+    def substrate_reports_status(self) -> bool:
+        """The placement mechanism, not the node agents, is the source of instance status (Kubernetes)."""
+        return bool(getattr(self.placement, "reports_status", False))
+
+    def _substrate_status(self, inst: dict[str, Any]) -> str:
+        if self.substrate_reports_status:
+            return SUBSTRATE_STATUS.get(inst.get("state", ""), "deploying")
+        return "running" if inst.get("state") == "running" else "deploying"
+
+    def _not_ready(self, state: dict[str, Any]) -> set[str]:
+        """Described nodes the substrate does not report Ready (absent ones included: nothing runs there)."""
+        up = state.get("nodes_up") or {}
+        return {n for n in self.nodes if not up.get(n, False)} if up else set()
 
     def _row(self, inst: dict[str, Any], status: str, reason: str | None = None) -> dict[str, Any]:
         return {"instance_id": inst["instance_id"], "app": inst["app"], "component": inst["component"],
@@ -145,7 +169,7 @@ class ClusterAgent(ManagedAgent):
     def _alive_nodes(self) -> set[str]:
         """Nodes that may host work: their agent is alive and they are not being drained."""
         return {self.jid_nodes[c.jid] for c in self.children.children(alive_only=True)
-                if c.jid in self.jid_nodes} - self.cordoned
+                if c.jid in self.jid_nodes} - self.cordoned - self.not_ready
 
     # -- inventory changes --------------------------------------------------------------------------
     def add_node(self, desc: MLSysOpsNode, jid: str) -> None:
@@ -315,11 +339,66 @@ class ClusterAgent(ManagedAgent):
     async def monitor(self) -> None:
         """Reconcile the table with the substrate (level-triggered, both directions)."""
         state = await self.placement.get_state()
+        if state.get("stale"):
+            self._substrate_unreachable(str(state.get("error") or "unknown error"))
+        else:
+            if self.substrate_error is not None:
+                self.record_event("substrate reachable again; reconciling", inputs={"was": self.substrate_error})
+                self.substrate_error = None
+                self.trigger(reason="substrate reachable again")   # plans that failed meanwhile are redone
+            if await self._reconcile(state):
+                await self._report_status()
+        now = time.time()
+        if now - self._last_full >= self.settings.status_report:
+            self._last_full = now
+            await self._report_status(full=True)
+        if now - self._last_digest >= self.settings.digest_interval:
+            self._last_digest = now
+            await self._send_digest(now)
+
+    def _substrate_unreachable(self, error: str) -> None:
+        """Keep the table as it is: an unreachable API server says nothing about the instances."""
+        if self.substrate_error is None:
+            self.record_event(f"substrate unreachable, instance table kept as it is: {error}", outcome="error")
+        self.substrate_error = error
+
+    def _update_readiness(self, state: dict[str, Any]) -> bool:
+        """Nodes going NotReady are lost like a node agent; returns True if anything changed."""
+        not_ready = self._not_ready(state)
+        went, back = not_ready - self.not_ready, self.not_ready - not_ready
+        self.not_ready = not_ready
+        for node in sorted(went):
+            lost = [iid for iid, row in self.instances.items() if row["node"] == node and row["status"] in ACTIVE]
+            for iid in lost:
+                self._set_status(iid, "lost", f"node {node} is not ready")
+            self.record_event(f"node {node} is not ready; {len(lost)} instance(s) to relocate",
+                              inputs={"instances": lost})
+        for node in sorted(back):
+            self.record_event(f"node {node} is ready again")
+        if went or back:
+            self.trigger(reason="node readiness changed")
+        return bool(went or back)
+
+    async def _reconcile(self, state: dict[str, Any]) -> bool:
+        """One pass over the substrate's state; returns True if any row changed."""
+        authoritative = self.substrate_reports_status
+        changed = self._update_readiness(state) if authoritative else False
         present = {i["instance_id"]: i for i in state.get("instances", [])}
-        for iid, inst in present.items():
-            if iid not in self.instances:
-                self.instances[iid] = self._row(inst, "deploying")
         alive = self._alive_nodes()
+        before = {iid: (row["status"], row["reason"]) for iid, row in self.instances.items()}
+        for iid, inst in present.items():
+            row = self.instances.get(iid)
+            if row is None:
+                self.instances[iid] = self._row(inst, self._substrate_status(inst) if authoritative
+                                                else "deploying", inst.get("reason"))
+                continue
+            if not authoritative or row["status"] in ("removed", "lost"):
+                continue
+            if row["node"] in self.not_ready:   # relocation's business, as for a lost node agent
+                self._set_status(iid, "lost", f"node {row['node']} is not ready")
+                continue
+            status = self._substrate_status(inst)
+            self._set_status(iid, status, inst.get("reason") if status == "failed" else None)
         now = time.time()
         for iid, row in self.instances.items():
             if iid in present or row["status"] not in ACTIVE:
@@ -328,13 +407,11 @@ class ClusterAgent(ManagedAgent):
                 self._set_status(iid, "lost", f"node {row['node']} is not alive")
             elif now - row["since"] > VANISH_GRACE_S:
                 self._set_status(iid, "failed", "no longer present on the substrate")
-        now = time.time()
-        if now - self._last_full >= self.settings.status_report:
-            self._last_full = now
-            await self._report_status(full=True)
-        if now - self._last_digest >= self.settings.digest_interval:
-            self._last_digest = now
-            await self._send_digest(now)
+        after = {iid: (row["status"], row["reason"]) for iid, row in self.instances.items()}
+        moved = [iid for iid, st in after.items() if before.get(iid) != st]
+        if any(after[i][0] in ("failed", "lost") for i in moved):
+            self.trigger(reason="instance failed or lost on the substrate")
+        return changed or bool(moved)
 
     async def _send_digest(self, now: float) -> None:
         """Summaries of this cluster's windows (its nodes' series and its own) to the continuum."""

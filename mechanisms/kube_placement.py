@@ -79,6 +79,7 @@ class KubePlacementMechanism:
     """Mechanism plugin object: `apply(command)`, `get_state()`, `get_options()`."""
 
     name = "component_placement"
+    reports_status = True   # get_state() is authoritative for instance status (the cluster agent reads it)
 
     def __init__(self, api: k.ApiClient, namespace: str, cluster_id: str, resolve: AppResolver,
                  *, move_timeout: float = 120.0, poll_interval: float = 0.1,

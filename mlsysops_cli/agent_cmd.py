@@ -4,6 +4,11 @@ Every process reads the same slice config and derives the same JIDs, so the hier
 further wiring. With the simulated substrate, cluster and node agents reach the simulator host started
 by `mlsysops sim serve SLICE` (`--sim URL`). A node agent whose node is down behaves like a crashed host:
 it goes offline, and comes back (registering again) when the node is up again.
+
+With substrate `kubernetes`, a cluster agent needs no simulator: it places components on the cluster of
+the slice's kubeconfig (`substrate.kubeconfig`/`context`, or the pod's service account) in
+`substrate.namespace`, created if missing. Node agents then send metrics only: instance status comes
+from the API server.
 """
 
 from __future__ import annotations
@@ -103,9 +108,9 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         await agent.stop()
         return 0
 
+    kube = spec.config.substrate.type == "kubernetes"
     if layer is Layer.cluster:
         from cluster.agent import ClusterAgent
-        from mechanisms.remote_sim_placement import RemoteSimPlacementMechanism
         from mechanisms.sim_placement import resolver_for
 
         cid = need(ident, "id")
@@ -113,18 +118,29 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
             typer.echo(f"unknown cluster {cid!r}; the slice has {sorted(spec.clusters)}", err=True)
             return 1
         nodes = {n.name: n for n in spec.cluster_nodes(cid)}
-        mech = RemoteSimPlacementMechanism(need(sim_url, "sim"), cid, resolve=lambda *a: None)  # type: ignore
+        if kube:
+            try:
+                mech, close = await _kube_placement(spec, cid)
+            except Exception as exc:   # noqa: BLE001 - SubstrateError or an unreachable server: say why
+                typer.echo(f"Kubernetes substrate: {exc}", err=True)
+                return 1
+        else:
+            from mechanisms.remote_sim_placement import RemoteSimPlacementMechanism
+
+            mech = RemoteSimPlacementMechanism(need(sim_url, "sim"), cid, resolve=lambda *a: None)  # type: ignore
+            close = mech.close
         agent = ClusterAgent(agent_jid("cluster", cid, domain), password, description=spec.clusters[cid],
                              nodes=nodes, node_jids={n: agent_jid("node", n, domain) for n in nodes},
                              placement=mech, parent=agent_jid("continuum", spec.continuum.continuum_id, domain),
                              settings=settings, port=port)
-        mech.resolve = resolver_for(agent.apps)
+        mech.resolve = agent.apps.get if kube else resolver_for(agent.apps)
         await agent.start_agent()
-        typer.echo(f"cluster agent {agent.jid} up")
+        where = f" (Kubernetes namespace {mech.namespace})" if kube else ""
+        typer.echo(f"cluster agent {agent.jid} up{where}")
         _serve_metrics(agent, spec)
         await _wait(stop)
         await agent.stop()
-        await mech.close()
+        await close()
         return 0
 
     from node.agent import NodeAgent
@@ -139,6 +155,8 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         from node.host_substrate import HostNodeSubstrate
         substrate: Any = HostNodeSubstrate(name)
     else:
+        if kube and not sim_url:
+            raise typer.BadParameter("a node agent observes this machine (--host) or a simulator (--sim)")
         substrate = RemoteSimNodeSubstrate(need(sim_url, "sim"), name)
     push = None
     if push_port is not None:
@@ -161,7 +179,8 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         if stop.is_set():
             break
         agent = NodeAgent(agent_jid("node", name, domain), password, description=desc, substrate=substrate,
-                          parent=agent_jid("cluster", desc.cluster_id or "", domain), settings=settings, port=port)
+                          parent=agent_jid("cluster", desc.cluster_id or "", domain), settings=settings, port=port,
+                          report_instances=not kube)
         if push is not None:
             agent.pushed_metrics = push.inbox
         await agent.start_agent()
@@ -175,6 +194,21 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
     if push is not None:
         await push.stop()
     return 0
+
+
+async def _kube_placement(spec: Any, cid: str) -> tuple[Any, Any]:
+    """The cluster's Kubernetes placement mechanism and the coroutine function that closes its client."""
+    from mechanisms.kube_placement import KubePlacementMechanism
+    from mlsysops_cli.slice_runtime import ensure_namespace, kube_connect, workload_namespace
+
+    api = await kube_connect(spec.config.substrate)
+    namespace = workload_namespace(spec)
+    try:
+        await ensure_namespace(api, namespace)
+    except BaseException:
+        await api.close()
+        raise
+    return KubePlacementMechanism(api, namespace, cid, resolve=lambda _app: None), api.close
 
 
 def _serve_metrics(agent: Any, spec: Any) -> None:

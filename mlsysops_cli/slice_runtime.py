@@ -2,6 +2,12 @@
 
 Used by `mlsysops up`, the integration tests and the benchmarks. A simulated node crash also stops that
 node's agent (the host is gone); recovering the node starts a fresh agent, which registers again.
+
+Substrate `kubernetes`: every cluster agent places components through `KubePlacementMechanism` on the
+slice's kubeconfig (one ApiClient per cluster, the workload namespace created if missing). With
+`simulate_nodes` the simulated continuum stays and its nodes run as `SimKubelet`s against that API server
+(KWOK-like); node agents keep observing their sim node but report no instance status (the cluster agent
+reads it from Kubernetes). Without it, no node agent runs here: real nodes run `mlsysops agent node --host`.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 
 from agents.descriptions import Document, load_file
 from agents.managed_agent import AgentSettings
-from agents.slice_config import SliceSpec
+from agents.slice_config import SliceSpec, SubstrateConfig
 from agents.xmpp_server import EmbeddedXMPPServer
 from cluster.agent import ClusterAgent
 from continuum.agent import ContinuumAgent
@@ -74,7 +80,12 @@ class SliceRuntime:
         self.continuum: ContinuumAgent | None = None
         self.clusters: dict[str, ClusterAgent] = {}
         self.nodes: dict[str, NodeAgent] = {}
-        self.placements: dict[str, SimPlacementMechanism] = {}
+        self.placements: dict[str, Any] = {}
+        self.kube = cfg.substrate.type == "kubernetes"
+        self.kube_clients: dict[str, Any] = {}    # cluster id -> kubernetes.aio ApiClient
+        self.kube_api: Any = None                 # the runtime's own client (namespace, sim kubelets)
+        self.kubelet: Any = None                  # SimKubelet (kubernetes + simulate_nodes)
+        self.namespace = workload_namespace(spec)
         self._sim_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -98,19 +109,42 @@ class SliceRuntime:
         await self.server.start()
         self.xmpp_port = self.server.port
 
+    @property
+    def simulated(self) -> bool:
+        """A simulated continuum runs here (sim substrate, or kubernetes with simulate_nodes)."""
+        return not self.kube or self.spec.config.substrate.simulate_nodes
+
     async def start(self) -> None:
         await self.start_server()
-        seed = self.spec.config.substrate.seed or 0
-        self.sim = SimContinuum.from_specs([sim_node_spec(n) for n in self.spec.nodes.values()], seed=seed,
-                                           clock=SimClock.realtime())
-        self.sim.subscribe(self._on_sim_event)
-        self._sim_task = asyncio.create_task(self.sim.run(interval=0.05), name="sim")
+        if self.kube:
+            await self.start_kube()
+        if self.simulated:
+            seed = self.spec.config.substrate.seed or 0
+            self.sim = SimContinuum.from_specs([sim_node_spec(n) for n in self.spec.nodes.values()], seed=seed,
+                                               clock=SimClock.realtime())
+            self.sim.subscribe(self._on_sim_event)
+            self._sim_task = asyncio.create_task(self.sim.run(interval=0.05), name="sim")
+        if self.kube and self.simulated:
+            from sim.kubelet import SimKubelet
+
+            # Leases every 10 s: the node lifecycle controller's grace period is 40 s.
+            self.kubelet = SimKubelet(self.sim, self.kube_api)
+            await self.kubelet.start()
         await self.start_continuum()
         # Sequential starts: pyjabber mis-routes stanzas when many sessions open at once.
         for cid in self.spec.clusters:
             await self.start_cluster(cid)
-        for name in self.spec.nodes:
-            await self.start_node(name)
+        if self.simulated:
+            for name in self.spec.nodes:
+                await self.start_node(name)
+
+    async def start_kube(self) -> None:
+        """One ApiClient per cluster (all from the slice's kubeconfig), and the workload namespace."""
+        sub = self.spec.config.substrate
+        self.kube_api = await kube_connect(sub)
+        await ensure_namespace(self.kube_api, self.namespace)
+        for cid in self.spec.clusters:
+            self.kube_clients[cid] = await kube_connect(sub)
 
     async def start_continuum(self) -> ContinuumAgent:
         cont = self.spec.continuum
@@ -129,23 +163,32 @@ class SliceRuntime:
     async def start_cluster(self, cid: str) -> ClusterAgent:
         desc = self.spec.clusters[cid]
         nodes = {n.name: n for n in self.spec.cluster_nodes(cid)}
-        mech = self.placements.get(cid) or SimPlacementMechanism(self.sim, cid, resolve=lambda *a: None)
+        mech = self.placements.get(cid) or self._placement(cid)
         self.placements[cid] = mech
         agent = ClusterAgent(self.jid("cluster", cid), self.password, description=desc, nodes=nodes,
                              node_jids={n: self.jid("node", n) for n in nodes}, placement=mech,
                              parent=str(self.continuum.jid.bare), settings=self.settings("cluster"),
                              **self._agent_kwargs())
-        mech.resolve = resolver_for(agent.apps)
+        # late-bound: the mechanism reads the apps of whichever agent currently runs the cluster
+        mech.resolve = agent.apps.get if self.kube else resolver_for(agent.apps)
         await agent.start_agent()
         self.clusters[cid] = agent
         return agent
+
+    def _placement(self, cid: str) -> Any:
+        if self.kube:
+            from mechanisms.kube_placement import KubePlacementMechanism
+
+            return KubePlacementMechanism(self.kube_clients[cid], self.namespace, cid, resolve=lambda _app: None)
+        return SimPlacementMechanism(self.sim, cid, resolve=lambda *a: None)
 
     async def start_node(self, name: str) -> NodeAgent:
         desc = self.spec.nodes[name]
         cid = desc.cluster_id or next(c for c in self.spec.clusters if name in self.spec.clusters[c].nodes)
         agent = NodeAgent(self.jid("node", name), self.password, description=desc,
                           substrate=SimNodeSubstrate(self.sim, name), parent=self.jid("cluster", cid),
-                          settings=self.settings("node"), **self._agent_kwargs())
+                          settings=self.settings("node"), report_instances=not self.kube,
+                          **self._agent_kwargs())
         await agent.start_agent()
         self.nodes[name] = agent
         return agent
@@ -159,10 +202,23 @@ class SliceRuntime:
                 log.exception("stopping %s failed", agent.jid)
         self.nodes.clear()
         self.clusters.clear()
-        if self._sim_task is not None:
-            self._sim_task.cancel()
         for task in list(self._tasks):
             task.cancel()
+        if self.kubelet is not None:
+            try:
+                await asyncio.wait_for(self.kubelet.stop(), timeout=5)
+            except Exception:   # noqa: BLE001
+                log.exception("stopping the sim kubelet failed")
+            self.kubelet = None
+        if self._sim_task is not None:
+            self._sim_task.cancel()
+        for api in [*self.kube_clients.values(), *([self.kube_api] if self.kube_api is not None else [])]:
+            try:
+                await api.close()
+            except Exception:   # noqa: BLE001
+                log.exception("closing a Kubernetes client failed")
+        self.kube_clients.clear()
+        self.kube_api = None
         if self.server is not None:
             await self.server.stop()
 
@@ -185,6 +241,9 @@ class SliceRuntime:
             raise ValueError(f"cluster_id: unknown cluster {desc.cluster_id!r}; known: {sorted(self.clusters)}")
         self.spec.nodes[desc.name] = desc
         self.sim.add_node(sim_node_spec(desc))
+        if self.kubelet is not None:
+            self.kubelet.nodes.append(desc.name)
+            await self.kubelet.register_node(desc.name)
         self.clusters[desc.cluster_id].add_node(desc, self.jid("node", desc.name))
         self.continuum.cluster_nodes.setdefault(desc.cluster_id, {})[desc.name] = desc
         return await self.start_node(desc.name)
@@ -251,6 +310,59 @@ class SliceRuntime:
             if self.jid("node", name) == jid:
                 return name
         return jid
+
+
+def workload_namespace(spec: SliceSpec) -> str:
+    """Where app components run: the cluster mechanism setting (deploy render) or substrate.namespace."""
+    setting = spec.config.mechanisms.cluster.settings.get("component_placement", {}).get("namespace")
+    return str(setting or spec.config.substrate.namespace)
+
+
+class SubstrateError(RuntimeError):
+    """The configured Kubernetes substrate cannot be reached or set up."""
+
+
+async def kube_connect(sub: SubstrateConfig) -> Any:
+    """An ApiClient for the slice's cluster: the kubeconfig (+ context), or the pod's service account."""
+    from kubernetes.aio import client as k
+    from kubernetes.aio import config as kcfg
+
+    from agents.kube.client import connect
+
+    if sub.kubeconfig is None:
+        if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            raise SubstrateError("substrate.kubeconfig is required outside a Kubernetes pod")
+        conf = k.Configuration()
+        kcfg.load_incluster_config(client_configuration=conf)
+        return k.ApiClient(configuration=conf)
+    if not Path(sub.kubeconfig).is_file():
+        raise SubstrateError(f"substrate.kubeconfig: {sub.kubeconfig} is not a file")
+    try:
+        return await connect(str(sub.kubeconfig), sub.context)
+    except Exception as exc:   # the loader raises ConfigException, ValueError, ... on a bad file/context
+        raise SubstrateError(f"substrate.kubeconfig {sub.kubeconfig}"
+                             f"{f' (context {sub.context})' if sub.context else ''}: {exc}") from exc
+
+
+async def ensure_namespace(api: Any, namespace: str) -> None:
+    """Create the workload namespace if missing (an existing one, or a lost race, is fine)."""
+    from kubernetes.aio import client as k
+
+    from agents.kube.client import KubeError, call
+
+    core = k.CoreV1Api(api)
+    try:
+        await call(core.read_namespace, namespace)
+        return
+    except KubeError as exc:
+        if not exc.not_found:
+            raise SubstrateError(f"cannot read namespace {namespace}: {exc}") from exc
+    try:
+        await call(core.create_namespace, {"metadata": {"name": namespace,
+                                                        "labels": {"app.kubernetes.io/managed-by": "mlsysops"}}})
+    except KubeError as exc:
+        if not exc.conflict:
+            raise SubstrateError(f"cannot create namespace {namespace}: {exc}") from exc
 
 
 def default_state_dir(spec: SliceSpec) -> Path:

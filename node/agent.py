@@ -4,6 +4,10 @@ Monitor (every monitor interval): node metrics and component QoS metrics into kn
 changes go up at once as a `status.report` delta, and every `status_report` interval a full report plus a
 `telemetry.report`. The node never places components (ARCHITECTURE §2): its policies (default
 `node_overload`) plan for the `relocation_proposal` mechanism, which asks the cluster.
+
+`report_instances=False`: the cluster agent learns instance state from elsewhere (Kubernetes: the API
+server is authoritative, and the local instance ids are pod names, not the cluster's instance ids), so no
+status reports go up; metrics and telemetry still do.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ class NodeAgent(ManagedAgent):
     collection_defaults = NODE_DEFAULTS | COMPONENT_DEFAULTS
 
     def __init__(self, jid: str, password: str, *, description: MLSysOpsNode, substrate: Any,
-                 parent: str, settings: AgentSettings | None = None, **kwargs: Any) -> None:
+                 parent: str, settings: AgentSettings | None = None, report_instances: bool = True,
+                 **kwargs: Any) -> None:
         settings = settings or AgentSettings()
         if not settings.policies:
             settings.policies = list(DEFAULT_POLICIES)
@@ -38,6 +43,7 @@ class NodeAgent(ManagedAgent):
         self.description = description
         self.node = description.name
         self.substrate = substrate
+        self.report_instances = report_instances
         self._last_states: dict[str, str] = {}
         self._last_full = 0.0
         self.last_digest: dict[str, Any] = {}
@@ -92,13 +98,13 @@ class NodeAgent(ManagedAgent):
     async def _report_changes(self, now: float) -> None:
         changed = [i for i in self._instances if self._last_states.get(i["instance_id"]) != i["state"]]
         self._last_states = {i["instance_id"]: i["state"] for i in self._instances}
-        if changed and self.membership.connected:
+        if changed and self.membership.connected and self.report_instances:
             await self.inform(self.parent, Kind.STATUS_REPORT,
                               StatusReport(source=self.agent_id, instances=[self._instance_report(i)
                                                                             for i in changed]))
 
     async def _report_full(self) -> None:
-        if not self.membership.connected:
+        if not self.membership.connected or not self.report_instances:
             return
         active = [i for i in self._instances if i["state"] in ("starting", "running")]
         await self.inform(self.parent, Kind.STATUS_REPORT,
