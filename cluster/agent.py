@@ -75,6 +75,8 @@ class ClusterAgent(ManagedAgent):
         self._reported: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._last_full = 0.0
         self._last_digest = 0.0
+        self.inventory: Any = None        # agents.kube.inventory.NodeInventory on Kubernetes (attach_inventory)
+        self._inventory_warned: dict[str, list[str]] = {}
         self.last_digest: dict[str, Any] = {}
         self.mechanisms.register("component_placement", placement)
         self.mechanisms.register("fluidity", placement)   # the original framework's plans, as they are
@@ -165,6 +167,23 @@ class ClusterAgent(ManagedAgent):
                           inputs={"instances": lost})
         await self._report_status()
         self.trigger(reason=f"node {node} lost")
+
+    def attach_inventory(self, inventory: Any) -> None:
+        """Use a started `NodeInventory`: its views go into the policies' system description and its
+        mismatches with the descriptions into the decision log."""
+        self.inventory = inventory
+        inventory.on_change = self._inventory_changed
+        for name in inventory.merged():
+            self.spawn(self._inventory_changed(name, None), name="inventory")
+
+    async def _inventory_changed(self, name: str, _view: Any) -> None:
+        """Kubernetes Node changes: record new mismatches with the descriptions once, and replan."""
+        warnings = self.inventory.warnings().get(name, []) if self.inventory is not None else []
+        if warnings and warnings != self._inventory_warned.get(name):
+            self.record_event(f"node {name}: Kubernetes and its description disagree: {'; '.join(warnings)}",
+                              outcome="warning", inputs={"node": name, "warnings": warnings})
+        self._inventory_warned[name] = warnings
+        self.trigger(reason=f"Kubernetes node {name} changed")
 
     def _alive_nodes(self) -> set[str]:
         """Nodes that may host work: their agent is alive and they are not being drained."""
@@ -312,6 +331,10 @@ class ClusterAgent(ManagedAgent):
         for name, model in self.nodes.items():
             cpu = self.knowledge.latest("system.cpu.utilization", node=name)
             nodes[name] = {"model": model, "alive": name in alive, "cpu_utilization": cpu or 0.0}
+        if self.inventory is not None:   # Kubernetes: what the cluster itself says about each node
+            for name, view in self.inventory.merged().items():
+                if name in nodes:
+                    nodes[name]["kubernetes"] = view.as_dict()
         mech = self.knowledge.mechanisms.get("component_placement", {}).get("state") or {}
         instances = [dict(r) for r in self.instances.values() if r["status"] != "removed"]
         now = time.time()

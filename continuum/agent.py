@@ -75,6 +75,7 @@ class ContinuumAgent(ManagedAgent):
                                          max_age=settings.telemetry_history)
         self.digest_stats: dict[tuple[str, frozenset[tuple[str, str]]], dict[str, float]] = {}
         self.digests_received: dict[str, dict[str, Any]] = {}
+        self.app_mirror: Any = None    # agents.kube.app_status.AppStatusMirror on Kubernetes
         db = settings.state_dir / "desired-state.db" if settings.state_dir is not None else None
         self.store = DesiredStateStore(db)
         self._restore()
@@ -133,6 +134,26 @@ class ContinuumAgent(ManagedAgent):
                                          "since": time.time(), "reason": reason})
         for gone in set(comps) - {c.name for c in app.components}:
             comps.pop(gone)
+            if self.app_mirror is not None:
+                self.app_mirror.remove_component(app.name, gone)
+        if self.app_mirror is not None:
+            self.app_mirror.set_app(app)
+            self._mirror_status(app.name)
+
+    def attach_app_mirror(self, mirror: Any) -> None:
+        """Kubernetes: keep an MLSysOpsApp custom resource per app, with per-component status
+        (`agents.kube.app_status.AppStatusMirror`, started by the caller). Writes happen off the agent's
+        path: the mirror only writes what changed and retries an unreachable server on its own."""
+        self.app_mirror = mirror
+        for name, app in self.apps.items():
+            mirror.set_app(app)
+            self._mirror_status(name)
+
+    def _mirror_status(self, app: str) -> None:
+        if self.app_mirror is None:
+            return
+        self.app_mirror.set_components(app, [{"component": c, **st} for c, st in self.status.get(app, {}).items()
+                                             if st.get("status") != "removed"])
 
     def save_assignments(self, app: str) -> None:
         self.store.save_assignments(app, self.assignments.get(app, {}))
@@ -146,6 +167,8 @@ class ContinuumAgent(ManagedAgent):
             table.pop(name, None)
         for comp in self.status.get(name, {}).values():
             comp.update(status="removed", since=time.time(), reason="deleted")
+        if self.app_mirror is not None:
+            self.app_mirror.remove_app(name)
         self.record_event(f"app {name} removed", app=name)
         return True
 
@@ -209,6 +232,7 @@ class ContinuumAgent(ManagedAgent):
                                       f" on {cid} {comp.nodes}" + (f" ({comp.reason})" if comp.reason else ""),
                                       app=comp.app)
                 entry.update(new, since=comp.since or time.time())
+                self._mirror_status(comp.app)
 
     async def _on_telemetry(self, env: Envelope) -> None:
         rep = env.payload

@@ -85,6 +85,8 @@ class SliceRuntime:
         self.kube_clients: dict[str, Any] = {}    # cluster id -> kubernetes.aio ApiClient
         self.kube_api: Any = None                 # the runtime's own client (namespace, sim kubelets)
         self.kubelet: Any = None                  # SimKubelet (kubernetes + simulate_nodes)
+        self.app_mirror: Any = None               # AppStatusMirror (kubernetes): MLSysOpsApp CRs
+        self.inventories: dict[str, Any] = {}     # cluster id -> NodeInventory (kubernetes)
         self.namespace = workload_namespace(spec)
         self._sim_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -152,6 +154,13 @@ class SliceRuntime:
             self.jid("continuum", cont.continuum_id), self.password, description=cont,
             cluster_jids={cid: self.jid("cluster", cid) for cid in self.spec.clusters},
             inventory=self.spec.inventory, settings=self.settings("continuum"), **self._agent_kwargs())
+        if self.kube:   # one MLSysOpsApp custom resource per app, with status
+            if self.app_mirror is None:
+                from agents.kube.app_status import AppStatusMirror
+
+                self.app_mirror = AppStatusMirror(self.kube_api, self.namespace)
+                self.app_mirror.start()
+            self.continuum.attach_app_mirror(self.app_mirror)
         await self.continuum.start_agent()
         return self.continuum
 
@@ -172,6 +181,14 @@ class SliceRuntime:
         # late-bound: the mechanism reads the apps of whichever agent currently runs the cluster
         mech.resolve = agent.apps.get if self.kube else resolver_for(agent.apps)
         await agent.start_agent()
+        if self.kube:   # Kubernetes Nodes merged with the descriptions, for policies and the decision log
+            inv = self.inventories.get(cid)
+            if inv is None:
+                from agents.kube.inventory import NodeInventory
+
+                inv = self.inventories[cid] = NodeInventory(self.kube_clients[cid], cid, nodes)
+                await inv.start()
+            agent.attach_inventory(inv)
         self.clusters[cid] = agent
         return agent
 
@@ -204,6 +221,13 @@ class SliceRuntime:
         self.clusters.clear()
         for task in list(self._tasks):
             task.cancel()
+        for closing in [*self.inventories.values(), *([self.app_mirror] if self.app_mirror else [])]:
+            try:
+                await asyncio.wait_for(closing.stop(), timeout=5)
+            except Exception:   # noqa: BLE001 - shutting down: log and go on
+                log.exception("stopping %s failed", type(closing).__name__)
+        self.inventories.clear()
+        self.app_mirror = None
         if self.kubelet is not None:
             try:
                 await asyncio.wait_for(self.kubelet.stop(), timeout=5)

@@ -86,7 +86,24 @@ async def labelled_leftovers(api: Any, ns: str) -> list[str]:
                      ("Pod", core.list_namespaced_pod), ("Service", core.list_namespaced_service),
                      ("ConfigMap", core.list_namespaced_config_map), ("Secret", core.list_namespaced_secret)):
         left += [f"{kind}/{o['metadata']['name']}" for o in raw(api, await fn(ns, label_selector=sel))["items"]]
+    crs = await k.CustomObjectsApi(api).list_namespaced_custom_object("mlsysops.eu", "v1", ns, "mlsysopsapps")
+    left += [f"MLSysOpsApp/{o['metadata']['name']}" for o in crs["items"]]
     return left
+
+
+async def app_cr_nodes(api: Any, ns: str, node: str) -> bool:
+    cr = await app_cr(api, ns, APP)
+    return bool(cr) and cr["status"]["components"]["sensor-reader"].get("nodes") == [node]
+
+
+async def app_cr(api: Any, ns: str, name: str) -> dict[str, Any] | None:
+    try:
+        return await k.CustomObjectsApi(api).get_namespaced_custom_object("mlsysops.eu", "v1", ns,
+                                                                         "mlsysopsapps", name)
+    except k.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, kube_stack, kube_client):
@@ -122,6 +139,18 @@ async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, ku
             # no node agent reports pod-named instances: the table holds the mechanism's ids only
             table = rt.clusters["edge-1"].instances
             assert all("/" not in iid for iid in table), sorted(table)
+            # The app is an MLSysOpsApp custom resource whose status (subresource) says where it runs.
+            async def cr_running() -> dict[str, Any] | None:
+                cr = await app_cr(kube_client, ns, APP)
+                return cr if cr and (cr.get("status") or {}).get("phase") == "Running" else None
+
+            cr = await until(cr_running, 20, what="MLSysOpsApp CR with phase Running")
+            assert cr["spec"]["components"][0]["metadata"]["name"] in comps
+            assert cr["status"]["components"]["sensor-reader"]["nodes"] == comps["sensor-reader"]["nodes"]
+            # The cluster agent's policies see the Kubernetes Node (allocatable, conditions) beside the model.
+            system = rt.clusters["edge-1"].system_description()
+            kube_view = system["nodes"]["edge-rpi-1"]["kubernetes"]
+            assert kube_view["ready"] is True and kube_view["in_kubernetes"] is True
 
             # Crash the node running sensor-reader: it must run on another Node, seen by Kubernetes and the API.
             victim = comps["sensor-reader"]["nodes"][0]
@@ -143,6 +172,10 @@ async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, ku
             node = raw(kube_client, await k.CoreV1Api(kube_client).read_node(victim))
             ready_cond = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
             assert ready_cond["status"] == "False"   # the crashed sim node is NotReady in Kubernetes
+            await until(lambda: rt.clusters["edge-1"].system_description()["nodes"][victim]["kubernetes"]["ready"]
+                        is False, 20, what="the inventory sees the crashed node NotReady")
+            cr = await until(cr_running, 20, what="CR back to Running after the relocation")
+            await until(lambda: app_cr_nodes(kube_client, ns, new_node), 20, what="CR status shows the new node")
 
             async def one_deployment_each() -> list[dict[str, Any]] | None:
                 deps = await deployments(kube_client, ns)
