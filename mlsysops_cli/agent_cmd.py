@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from enum import StrEnum
 from pathlib import Path
@@ -84,6 +85,14 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         agent = ContinuumAgent(agent_jid("continuum", cont.continuum_id, domain), password, description=cont,
                                cluster_jids={c: agent_jid("cluster", c, domain) for c in spec.clusters},
                                inventory=spec.inventory, settings=settings, port=port)
+        mirror = None
+        if spec.config.substrate.type == "kubernetes":
+            try:
+                mirror = await _app_mirror(spec)
+            except Exception as exc:   # noqa: BLE001 - the CRs are a view: the agent runs without them
+                typer.echo(f"MLSysOpsApp custom resources disabled: {exc}", err=True)
+            else:
+                agent.attach_app_mirror(mirror)
         await agent.start_agent()
         app = create_app(ApiBackend(agent), tokens, metrics_auth=spec.config.telemetry.metrics_auth)
         api = ApiServer(app, host=spec.config.api.host, port=spec.config.api.port if api_port is None else api_port)
@@ -106,6 +115,9 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         await _wait(stop)
         await api.stop()
         await agent.stop()
+        if mirror is not None:
+            await mirror.stop()
+            await mirror.api.close()
         return 0
 
     kube = spec.config.substrate.type == "kubernetes"
@@ -135,11 +147,21 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
                              settings=settings, port=port)
         mech.resolve = agent.apps.get if kube else resolver_for(agent.apps)
         await agent.start_agent()
+        inventory = None
+        if kube:   # Kubernetes Nodes merged with the descriptions (a view: the agent runs without it)
+            from agents.kube.inventory import NodeInventory
+
+            inventory = NodeInventory(mech.api, cid, nodes)
+            if not await inventory.start():
+                typer.echo("Kubernetes Node inventory: no first list yet (retrying in the background)", err=True)
+            agent.attach_inventory(inventory)
         where = f" (Kubernetes namespace {mech.namespace})" if kube else ""
         typer.echo(f"cluster agent {agent.jid} up{where}")
         _serve_metrics(agent, spec)
         await _wait(stop)
         await agent.stop()
+        if inventory is not None:
+            await inventory.stop()
         await close()
         return 0
 
@@ -209,6 +231,17 @@ async def _kube_placement(spec: Any, cid: str) -> tuple[Any, Any]:
         await api.close()
         raise
     return KubePlacementMechanism(api, namespace, cid, resolve=lambda _app: None), api.close
+
+
+async def _app_mirror(spec: Any) -> Any:
+    """The continuum's MLSysOpsApp custom resources: in its pod's namespace, else the workload namespace."""
+    from agents.kube.app_status import AppStatusMirror
+    from mlsysops_cli.slice_runtime import kube_connect, workload_namespace
+
+    api = await kube_connect(spec.config.substrate)
+    mirror = AppStatusMirror(api, os.environ.get("POD_NAMESPACE") or workload_namespace(spec))
+    mirror.start()
+    return mirror
 
 
 def _serve_metrics(agent: Any, spec: Any) -> None:

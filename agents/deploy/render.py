@@ -236,7 +236,9 @@ class _Renderer:
         acc = self.accounts[0]
         container = self.agent_container(
             "continuum-agent", ["mlsysops", "agent", "continuum", "-c", SLICE_PATH, "--id", cid],
-            [self.password_env(acc.secret)],
+            # its MLSysOpsApp custom resources live in its own namespace (where its Role allows them)
+            [self.password_env(acc.secret),
+             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
             [{"name": "api-tokens", "mountPath": API_TOKENS_DIR, "readOnly": True}],
             ports=[{"name": "http", "containerPort": API_PORT, "protocol": "TCP"}],
             readinessProbe={"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
@@ -264,7 +266,8 @@ class _Renderer:
     def node_agents(self) -> dict[str, Any]:
         # A DaemonSet pod learns its node from the downward API and reads that node's password file.
         script = (f'export {PASSWORD_ENV}="$(cat {NODE_ACCOUNTS_DIR}/node-$NODE_NAME)" && exec mlsysops agent '
-                  f'node -c {SLICE_PATH} --id "$NODE_NAME"' + "".join(f" {a}" for a in self.sim_args()))
+                  f'node -c {SLICE_PATH} --id "$NODE_NAME"'
+                  + "".join(f" {a}" for a in (self.sim_args() or ["--host"])))   # no simulator: this machine
         container = self.agent_container(
             "node-agent", ["sh", "-c", script],
             [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
