@@ -110,6 +110,7 @@ class ManagedAgent(MLSysOpsAgent):
                                         otlp_interval=self.settings.otlp_interval)
         self.collection = CollectionPlan(self.collection_defaults, self.settings.monitor)
         self._collection_pushed: dict[str, tuple[float, int]] = {}
+        self.last_digest: dict[str, Any] = {}
         self.decision_log.add_listener(self._count_decision)
         self.on(Kind.DECISIONS_QUERY, self._handle_decisions_query)
         self.on(Kind.CONFIG_UPDATE, self._handle_config_update)
@@ -275,6 +276,22 @@ class ManagedAgent(MLSysOpsAgent):
         except Exception as exc:   # noqa: BLE001 - retried on the next tick
             self._collection_pushed.pop(agent_id, None)
             self.log.debug("telemetry config to %s failed: %s", agent_id, exc)
+
+    async def send_digest(self, rows: list[list[Any]], window: float, now: float, **ids: str) -> None:
+        """A telemetry digest to the parent, split to stay under the message limit; its size is kept
+        (`last_digest`) and recorded as `mlsysops.telemetry.digest.bytes`, which travels up with the next."""
+        from agents.payloads import TelemetryReport
+        from agents.telemetry import digest as digests
+
+        parts = digests.split(rows)
+        size = 0
+        for i, part in enumerate(parts):
+            body = TelemetryReport(source=self.agent_id, t=now, window=window, part=i, parts=len(parts),
+                                   series=part, **ids)
+            size += len(body.model_dump_json())
+            await self.inform(self.parent, Kind.TELEMETRY_REPORT, body)
+        self.last_digest = {"bytes": size, "series": len(rows), "parts": len(parts), "t": now}
+        self.knowledge.record("mlsysops.telemetry.digest.bytes", float(size), {"agent": self.agent_id}, ts=now)
 
     def _count_decision(self, rec: Any) -> None:
         self.telemetry.count("mlsysops.agent.decisions", 1,

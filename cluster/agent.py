@@ -77,7 +77,6 @@ class ClusterAgent(ManagedAgent):
         self._last_digest = 0.0
         self.inventory: Any = None        # agents.kube.inventory.NodeInventory on Kubernetes (attach_inventory)
         self._inventory_warned: dict[str, list[str]] = {}
-        self.last_digest: dict[str, Any] = {}
         self.mechanisms.register("component_placement", placement)
         self.mechanisms.register("fluidity", placement)   # the original framework's plans, as they are
         self.children = ParentMembership(self, heartbeat_interval=settings.heartbeat,
@@ -443,15 +442,7 @@ class ClusterAgent(ManagedAgent):
         self.telemetry.publish((r[0], r[1], r[2]) for r in rows)
         if self.upstream is None or not self.upstream.connected:
             return
-        parts = digests.split(rows)
-        size = 0
-        for i, part in enumerate(parts):
-            body = TelemetryReport(source=self.agent_id, cluster=self.cluster_id, t=now, window=window,
-                                   part=i, parts=len(parts), series=part)
-            size += len(body.model_dump_json())
-            await self.inform(self.parent, Kind.TELEMETRY_REPORT, body)
-        self.last_digest = {"bytes": size, "series": len(rows), "parts": len(parts), "t": now}
-        self.knowledge.record("mlsysops.telemetry.digest.bytes", float(size), {"agent": self.agent_id}, ts=now)
+        await self.send_digest(rows, window, now, cluster=self.cluster_id)
 
     async def on_executed(self, plan: Any, mechanism: str, outcome: str, detail: Any) -> None:
         if mechanism not in ("component_placement", "fluidity") or not isinstance(detail, list):

@@ -18,7 +18,7 @@ from typing import Any
 from agents.descriptions import MLSysOpsNode, to_k8s
 from agents.managed_agent import AgentSettings, ManagedAgent
 from agents.membership import ChildMembership
-from agents.payloads import InstanceReport, StatusReport, TelemetryReport
+from agents.payloads import InstanceReport, StatusReport
 from agents.protocol import Kind, Role
 from agents.telemetry import COMPONENT_DEFAULTS, NODE_DEFAULTS
 from agents.telemetry import digest as digests
@@ -46,7 +46,6 @@ class NodeAgent(ManagedAgent):
         self.report_instances = report_instances
         self._last_states: dict[str, str] = {}
         self._last_full = 0.0
-        self.last_digest: dict[str, Any] = {}
         self.pushed_metrics: Any = None     # a ComponentMetricsInbox when the push endpoint runs
         self._instances: list[dict[str, Any]] = []
         self.substrate_up = True
@@ -127,28 +126,15 @@ class NodeAgent(ManagedAgent):
     def record_samples(self, samples: list[tuple[str, dict[str, str], float]], now: float) -> None:
         """Through the OTel SDK and back: what Monitor windows hold is what the SDK recorded (and exports)."""
         self.telemetry.publish(samples)
-        for name, labels, value in self.telemetry.collect(set(self.telemetry_names(samples))):
+        for name, labels, value in self.telemetry.collect({name for name, _, _ in samples}):
             self.knowledge.record(name, value, labels, ts=now)
-
-    @staticmethod
-    def telemetry_names(samples: list[tuple[str, dict[str, str], float]]) -> set[str]:
-        return {name for name, _, _ in samples}
 
     async def _report_telemetry(self, now: float) -> None:
         if not self.membership.connected:
             return
         # 1.5x: overlapping windows, so no sample falls between two reports (a timer is never exact)
         window = 1.5 * max(self.settings.status_report, self.collection.interval)
-        rows = digests.summarise(self.knowledge, window, now=now)
-        parts = digests.split(rows)
-        size = 0
-        for i, part in enumerate(parts):
-            body = TelemetryReport(source=self.agent_id, node=self.node, t=now, window=window, part=i,
-                                   parts=len(parts), series=part)
-            size += len(body.model_dump_json())
-            await self.inform(self.parent, Kind.TELEMETRY_REPORT, body)
-        self.last_digest = {"bytes": size, "series": len(rows), "parts": len(parts), "t": now}
-        self.knowledge.record("mlsysops.telemetry.digest.bytes", float(size), {"agent": self.agent_id}, ts=now)
+        await self.send_digest(digests.summarise(self.knowledge, window, now=now), window, now, node=self.node)
 
     async def _on_registered(self, _reply: Any) -> None:
         # A (re)started parent learns what runs here at once, instead of after the next full report.
