@@ -179,6 +179,9 @@
     for (const r of rows) {
       const ch = r.metric === "system.cpu.utilization" ? charts.cpu : r.metric === "system.memory.utilization" ? charts.mem : null;
       if (ch && r.labels.node && !r.labels.app) for (const [t, v] of r.points || []) ch.add(r.labels.node, t, v);
+      if (r.metric === "response_time_ms" && r.labels.app) {
+        for (const [t, v] of r.points || []) charts.qos.add(`${r.labels.app}/${r.labels.component}`, t, v);
+      }
     }
   }
   function setConn(state, text) { $("conn-dot").className = `dot ${state}`; $("conn-text").textContent = text; }
