@@ -100,11 +100,14 @@ class SubstrateConfig(_Config):
     seed: int | None = Field(42, description="Random seed of the simulated continuum.")
     kubeconfig: Path | None = Field(
         None, description="Kubeconfig file (kubernetes/karmada), relative to the slice. Required outside a "
-                          "cluster; omitted, agents running in a pod use their service account.")
-    context: str | None = Field(None, description="Kubeconfig context (default: its current context).")
+                          "cluster; omitted, agents running in a pod use their service account. For karmada "
+                          "it (with `context`) names the Karmada API server, not a member cluster.")
+    context: str | None = Field(None, description="Kubeconfig context (default: its current context; for "
+                                                  "karmada typically karmada-apiserver).")
     namespace: str = Field(
         "mlsysops-apps", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
-        description="Namespace the cluster agents run app components in (kubernetes); created if missing.")
+        description="Namespace the cluster agents run app components in (kubernetes), or of the resource "
+                    "templates and policies in the Karmada API server (karmada); created if missing.")
     simulate_nodes: bool = Field(
         False, description="kubernetes: keep the simulated continuum and run its nodes as simulated kubelets "
                            "against the API server (a KWOK-like mode: a real control plane, no real nodes).")

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -99,6 +100,24 @@ class ClusterAgent(ManagedAgent):
             await self.upstream.start()
         self.load_policies()
         self.start_engine()
+        if self.substrate_reports_status and hasattr(self.placement, "watch"):
+            # Kubernetes: Deployment/Pod watch events report status changes at once; the monitor tick
+            # stays as the level-triggered safety net.
+            self.spawn(self._watch_substrate(), name="substrate-watch")
+
+    async def _watch_substrate(self) -> None:
+        async def on_state(state: dict[str, Any]) -> None:
+            if not state.get("stale"):
+                await self._apply_substrate_state(state)
+
+        while True:
+            try:
+                await self.placement.watch(on_state)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:   # noqa: BLE001 - a broken watch must not stop the agent
+                self.log.warning("substrate watch failed (%s); restarting it", exc)
+                await asyncio.sleep(1.0)
 
     # -- adoption and reconciliation with the substrate ---------------------------------------------
     async def adopt(self) -> None:
@@ -180,7 +199,7 @@ class ClusterAgent(ManagedAgent):
         warnings = self.inventory.warnings().get(name, []) if self.inventory is not None else []
         if warnings and warnings != self._inventory_warned.get(name):
             self.record_event(f"node {name}: Kubernetes and its description disagree: {'; '.join(warnings)}",
-                              outcome="warning", inputs={"node": name, "warnings": warnings})
+                              inputs={"node": name, "warnings": warnings})
         self._inventory_warned[name] = warnings
         self.trigger(reason=f"Kubernetes node {name} changed")
 
@@ -364,12 +383,7 @@ class ClusterAgent(ManagedAgent):
         if state.get("stale"):
             self._substrate_unreachable(str(state.get("error") or "unknown error"))
         else:
-            if self.substrate_error is not None:
-                self.record_event("substrate reachable again; reconciling", inputs={"was": self.substrate_error})
-                self.substrate_error = None
-                self.trigger(reason="substrate reachable again")   # plans that failed meanwhile are redone
-            if await self._reconcile(state):
-                await self._report_status()
+            await self._apply_substrate_state(state)
         now = time.time()
         if now - self._last_full >= self.settings.status_report:
             self._last_full = now
@@ -377,6 +391,15 @@ class ClusterAgent(ManagedAgent):
         if now - self._last_digest >= self.settings.digest_interval:
             self._last_digest = now
             await self._send_digest(now)
+
+    async def _apply_substrate_state(self, state: dict[str, Any]) -> None:
+        """A fresh state from the substrate (monitor tick or watch event): reconcile and report."""
+        if self.substrate_error is not None:
+            self.record_event("substrate reachable again; reconciling", inputs={"was": self.substrate_error})
+            self.substrate_error = None
+            self.trigger(reason="substrate reachable again")   # plans that failed meanwhile are redone
+        if await self._reconcile(state):
+            await self._report_status()
 
     def _substrate_unreachable(self, error: str) -> None:
         """Keep the table as it is: an unreachable API server says nothing about the instances."""

@@ -7,6 +7,10 @@
   `continuum_cluster_placement` policy plans, the `cluster_dispatch` mechanism sends `app.deploy`.
 - Status: only what clusters report (`status.report`); a component is `pending` until its cluster says
   otherwise, and `unknown` while its cluster agent is lost.
+- Karmada (`use_dispatch`): another dispatch mechanism replaces `cluster_dispatch`. When it reports status
+  (`reports_status`), it is the only status source: each monitor tick maps its get_state() onto the
+  table, and cluster agents' reports are ignored (they run nothing of ours in that mode). After a
+  restart its placements are adopted from the server before the engine starts (no re-placement).
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class ContinuumAgent(ManagedAgent):
         self.digest_stats: dict[tuple[str, frozenset[tuple[str, str]]], dict[str, float]] = {}
         self.digests_received: dict[str, dict[str, Any]] = {}
         self.app_mirror: Any = None    # agents.kube.app_status.AppStatusMirror on Kubernetes
+        self._dispatch_error: str | None = None   # the status-reporting dispatch is unreachable
         db = settings.state_dir / "desired-state.db" if settings.state_dir is not None else None
         self.store = DesiredStateStore(db)
         self._restore()
@@ -96,10 +101,42 @@ class ContinuumAgent(ManagedAgent):
             self.record_event(f"restored {len(apps)} app(s) from the desired state",
                               inputs={"apps": sorted(apps)})
 
+    def use_dispatch(self, mechanism: Any) -> None:
+        """Dispatch through `mechanism` (e.g. KarmadaPlacementMechanism, built on this agent's
+        `assignments`/`save_assignments`) instead of the cluster agents: the policy's `cluster_dispatch`
+        commands go to it. Call before start_agent()."""
+        self.mechanisms.unregister("cluster_dispatch")
+        self.mechanisms.register("cluster_dispatch", mechanism)
+        self.cluster_dispatch = mechanism
+
+    @property
+    def dispatch_reports_status(self) -> bool:
+        return bool(getattr(self.cluster_dispatch, "reports_status", False))
+
     async def setup(self) -> None:
         await self.children.start()
+        await self._adopt_placements()
         self.load_policies()
         self.start_engine()
+
+    async def _adopt_placements(self) -> None:
+        """The dispatch mechanism's server is the truth after a restart: take its placements as ours."""
+        adopt = getattr(self.cluster_dispatch, "adopt", None)
+        if not callable(adopt):
+            return
+        state = await adopt()
+        if state.get("stale"):
+            self.record_event(f"placements not adopted, dispatch state unreachable: {state.get('error')}; "
+                              "keeping the stored assignments", outcome="error")
+            return
+        orphans = sorted(set(self.assignments) - set(self.apps))
+        for app in orphans:    # placed, but not in the desired state: not ours to re-place
+            self.assignments.pop(app)
+        for app in self.apps:
+            self.save_assignments(app)
+        self.record_event(f"adopted the placements of {len(self.assignments)} app(s) from "
+                          f"{self.cluster_dispatch.name}" + (f"; not in the desired state: {orphans}" if orphans else ""),
+                          inputs={"assignments": {a: dict(c) for a, c in self.assignments.items()}})
 
     # -- applications -------------------------------------------------------------------------------
     def submit_app(self, description: dict[str, Any] | Document, source: str = "<api>") -> Document:
@@ -162,7 +199,10 @@ class ContinuumAgent(ManagedAgent):
         if name not in self.apps:
             return False
         self.store.delete_app(name)
-        await self.cluster_dispatch.remove_app(name, self.assignments.get(name, {}))
+        res = await self.cluster_dispatch.remove_app(name, self.assignments.get(name, {}))
+        if isinstance(res, dict) and not res.get("ok", True):
+            self.record_event(f"removing app {name} from {self.cluster_dispatch.name} failed: {res.get('error')}",
+                              app=name, outcome="error")
         for table in (self.apps, self.app_docs, self.assignments, self.submitted, self.knowledge.apps):
             table.pop(name, None)
         for comp in self.status.get(name, {}).values():
@@ -198,7 +238,9 @@ class ContinuumAgent(ManagedAgent):
         self.cluster_nodes[cid] = nodes
         self.lost_since.pop(cid, None)
         self.record_event(f"cluster {cid} joined with {len(nodes)} nodes")
-        await self.cluster_dispatch.resync(cid)   # a restarted cluster agent re-learns its apps (idempotent)
+        resync = getattr(self.cluster_dispatch, "resync", None)
+        if callable(resync):   # a restarted cluster agent re-learns its apps (idempotent); Karmada has none
+            await resync(cid)
         self.trigger(reason=f"cluster {cid} joined")
 
     async def _cluster_lost(self, child: ChildRecord, reason: str) -> None:
@@ -206,7 +248,8 @@ class ContinuumAgent(ManagedAgent):
         if cid is None:
             return
         self.lost_since[cid] = time.time()
-        for app, assign in self.assignments.items():
+        # With a status-reporting dispatch (Karmada) the member cluster's own state stays the truth.
+        for app, assign in {} if self.dispatch_reports_status else self.assignments.items():
             for comp, c in assign.items():
                 if c == cid:
                     self.status[app][comp].update(status="unknown", since=time.time(),
@@ -219,6 +262,8 @@ class ContinuumAgent(ManagedAgent):
     async def _on_status_report(self, env: Envelope) -> None:
         rep = env.payload
         assert isinstance(rep, StatusReport)
+        if self.dispatch_reports_status:
+            return   # the dispatch mechanism (Karmada) owns every component's status
         cid = self.jid_clusters.get(env.sender.split("/")[0])
         for comp in rep.components:
             if comp.app not in self.apps or self.assignments.get(comp.app, {}).get(comp.component) != cid:
@@ -309,3 +354,60 @@ class ContinuumAgent(ManagedAgent):
         now = time.time()
         if any(now - t >= self.settings.eviction_timeout for t in self.lost_since.values()):
             self.trigger(reason="lost cluster past eviction timeout")
+        if self.dispatch_reports_status:
+            await self._status_from_dispatch()
+
+    async def _status_from_dispatch(self) -> None:
+        """Component status from the dispatch mechanism's read-back (Karmada: the ResourceBindings)."""
+        try:
+            state = await self.cluster_dispatch.get_state()
+        except Exception as exc:   # noqa: BLE001 - a mechanism may raise anything; same as unreachable
+            state = {"stale": True, "error": f"{type(exc).__name__}: {exc}"}
+        if state.get("stale"):
+            if self._dispatch_error is None:   # once per outage: the table is kept as it was
+                self.record_event(f"{self.cluster_dispatch.name} unreachable, keeping the last status: "
+                                  f"{state.get('error')}", outcome="error")
+            self._dispatch_error = str(state.get("error"))
+            return
+        if self._dispatch_error is not None:
+            self.record_event(f"{self.cluster_dispatch.name} reachable again")
+            self._dispatch_error = None
+        placed = state.get("apps") or {}
+        for app in self.apps:
+            for comp, entry in self.status.get(app, {}).items():
+                new = dispatch_status(placed.get(app, {}).get(comp), self.assignments.get(app, {}).get(comp))
+                if new is None or all(entry.get(k) == v for k, v in new.items()):
+                    continue
+                if entry.get("status") != new["status"]:
+                    self.record_event(f"{app}/{comp}: {entry.get('status')} -> {new['status']} on {new['cluster']}"
+                                      + (f" ({new['reason']})" if new["reason"] else ""), app=app)
+                    entry["since"] = time.time()
+                entry.update(new)
+                self._mirror_status(app)
+
+
+def dispatch_status(placed: dict[str, Any] | None, assigned: str | None) -> dict[str, Any] | None:
+    """A component's status row from the Karmada mechanism's view of it (None: leave the row alone).
+
+    healthy on its cluster -> running; scheduled/applied but not healthy (or still on the previous
+    cluster after a move) -> deploying; not scheduled (no binding yet, or no cluster fits) -> pending with
+    the reason; errors applying our objects or on the member cluster -> failed with the error.
+    """
+    if placed is None:
+        if assigned is None:
+            return None     # not placed yet: the row stays "pending, waiting for a cluster"
+        return {"status": "pending", "cluster": assigned, "nodes": [],
+                "reason": "no placement found in the dispatch mechanism"}
+    cluster = placed.get("cluster") or assigned
+    status, reason = placed.get("status", "pending"), placed.get("reason")
+    if placed.get("last_error"):
+        status, reason = "failed", placed["last_error"]
+    elif status == "running":
+        reason = None
+    elif status == "misplaced":
+        status = "deploying"
+    elif status == "failed" and placed.get("scheduled") is False:
+        status = "pending"   # Karmada keeps trying to schedule, like an Unschedulable pod stays Pending
+    elif status not in ("pending", "deploying", "failed"):
+        status, reason = "unknown", f"{status}: {reason}"
+    return {"status": status, "cluster": cluster, "nodes": [], "reason": reason}

@@ -40,6 +40,7 @@ class KarmadaPlacementMechanism:
     """Mechanism plugin object: `apply(command)`, `get_state()`, `get_options()`, `remove_app()`."""
 
     name = "karmada_placement"
+    reports_status = True     # the continuum takes component status from get_state(), not cluster agents
 
     def __init__(self, api: k.ApiClient, resolve: AppResolver, *, namespace: str = "default",
                  overrides: dict[str, kk.ClusterOverride] | None = None,
@@ -112,6 +113,10 @@ class KarmadaPlacementMechanism:
             apps.setdefault(app, {})[comp] = {"cluster": cluster, **result}
             if cluster:
                 assignments.setdefault(app, {})[comp] = cluster
+        for app, failed in self.errors.items():   # a first placement that failed has no policy to list
+            for comp, err in failed.items():
+                apps.setdefault(app, {}).setdefault(comp, {"cluster": None, "status": "failed", "reason": err,
+                                                           "last_error": err})
         return {"namespace": self.namespace, "apps": apps, "assignments": assignments}
 
     async def adopt(self) -> dict[str, Any]:

@@ -8,6 +8,11 @@ slice's kubeconfig (one ApiClient per cluster, the workload namespace created if
 `simulate_nodes` the simulated continuum stays and its nodes run as `SimKubelet`s against that API server
 (KWOK-like); node agents keep observing their sim node but report no instance status (the cluster agent
 reads it from Kubernetes). Without it, no node agent runs here: real nodes run `mlsysops agent node --host`.
+
+Substrate `karmada`: the simulated continuum, cluster and node agents run as with `sim` (they give the
+continuum's placement policy cluster liveness and digests), and the continuum dispatches through
+`KarmadaPlacementMechanism` on the slice's kubeconfig/context, which names the Karmada API server: one
+PropagationPolicy per component, on the cluster the policy chose; status read back from the bindings.
 """
 
 from __future__ import annotations
@@ -82,6 +87,8 @@ class SliceRuntime:
         self.nodes: dict[str, NodeAgent] = {}
         self.placements: dict[str, Any] = {}
         self.kube = cfg.substrate.type == "kubernetes"
+        self.karmada = cfg.substrate.type == "karmada"
+        self.karmada_api: Any = None              # kubernetes.aio ApiClient of the Karmada API server
         self.kube_clients: dict[str, Any] = {}    # cluster id -> kubernetes.aio ApiClient
         self.kube_api: Any = None                 # the runtime's own client (namespace, sim kubelets)
         self.kubelet: Any = None                  # SimKubelet (kubernetes + simulate_nodes)
@@ -120,6 +127,9 @@ class SliceRuntime:
         await self.start_server()
         if self.kube:
             await self.start_kube()
+        if self.karmada:
+            self.karmada_api = await kube_connect(self.spec.config.substrate)
+            await ensure_namespace(self.karmada_api, self.namespace)   # Karmada propagates namespaces
         if self.simulated:
             seed = self.spec.config.substrate.seed or 0
             self.sim = SimContinuum.from_specs([sim_node_spec(n) for n in self.spec.nodes.values()], seed=seed,
@@ -161,8 +171,22 @@ class SliceRuntime:
                 self.app_mirror = AppStatusMirror(self.kube_api, self.namespace)
                 self.app_mirror.start()
             self.continuum.attach_app_mirror(self.app_mirror)
+        if self.karmada:
+            self.continuum.use_dispatch(self._karmada_dispatch(self.continuum))
         await self.continuum.start_agent()
         return self.continuum
+
+    def _karmada_dispatch(self, cont: ContinuumAgent) -> Any:
+        """The Karmada mechanism on the continuum's own tables; `overrides` from the continuum's
+        mechanism settings (`karmada_placement: {overrides: {cluster: {image_registry, max_replicas}}}`)."""
+        from agents.kube.karmada import ClusterOverride
+        from mechanisms.karmada_placement import KarmadaPlacementMechanism
+
+        settings = self.spec.config.mechanisms.continuum.settings.get("karmada_placement", {})
+        overrides = {c: ClusterOverride.from_settings(v) for c, v in (settings.get("overrides") or {}).items()}
+        return KarmadaPlacementMechanism(self.karmada_api, cont.apps.get, namespace=self.namespace,
+                                         overrides=overrides, assignments=cont.assignments,
+                                         save=cont.save_assignments)
 
     async def restart_continuum(self) -> ContinuumAgent:
         """Stop the continuum agent and start a fresh one: it reloads the desired state from SQLite."""
@@ -236,13 +260,13 @@ class SliceRuntime:
             self.kubelet = None
         if self._sim_task is not None:
             self._sim_task.cancel()
-        for api in [*self.kube_clients.values(), *([self.kube_api] if self.kube_api is not None else [])]:
+        for api in [*self.kube_clients.values(), *(a for a in (self.kube_api, self.karmada_api) if a is not None)]:
             try:
                 await api.close()
             except Exception:   # noqa: BLE001
                 log.exception("closing a Kubernetes client failed")
         self.kube_clients.clear()
-        self.kube_api = None
+        self.kube_api = self.karmada_api = None
         if self.server is not None:
             await self.server.stop()
 
