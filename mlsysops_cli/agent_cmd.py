@@ -85,6 +85,22 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         agent = ContinuumAgent(agent_jid("continuum", cont.continuum_id, domain), password, description=cont,
                                cluster_jids={c: agent_jid("cluster", c, domain) for c in spec.clusters},
                                inventory=spec.inventory, settings=settings, port=port)
+        karmada_api = None
+        if spec.config.substrate.type == "karmada":   # components go to member clusters through Karmada
+            from mlsysops_cli.slice_runtime import (
+                ensure_namespace,
+                karmada_dispatch,
+                kube_connect,
+                workload_namespace,
+            )
+
+            try:
+                karmada_api = await kube_connect(spec.config.substrate)
+                await ensure_namespace(karmada_api, workload_namespace(spec))
+            except Exception as exc:   # noqa: BLE001 - say why, like the cluster agent does
+                typer.echo(f"Karmada API server: {exc}", err=True)
+                return 1
+            agent.use_dispatch(karmada_dispatch(spec, karmada_api, workload_namespace(spec), agent))
         mirror = None
         if spec.config.substrate.type == "kubernetes":
             try:
@@ -118,6 +134,8 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         if mirror is not None:
             await mirror.stop()
             await mirror.api.close()
+        if karmada_api is not None:
+            await karmada_api.close()
         return 0
 
     kube = spec.config.substrate.type == "kubernetes"

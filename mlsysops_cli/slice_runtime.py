@@ -177,16 +177,7 @@ class SliceRuntime:
         return self.continuum
 
     def _karmada_dispatch(self, cont: ContinuumAgent) -> Any:
-        """The Karmada mechanism on the continuum's own tables; `overrides` from the continuum's
-        mechanism settings (`karmada_placement: {overrides: {cluster: {image_registry, max_replicas}}}`)."""
-        from agents.kube.karmada import ClusterOverride
-        from mechanisms.karmada_placement import KarmadaPlacementMechanism
-
-        settings = self.spec.config.mechanisms.continuum.settings.get("karmada_placement", {})
-        overrides = {c: ClusterOverride.from_settings(v) for c, v in (settings.get("overrides") or {}).items()}
-        return KarmadaPlacementMechanism(self.karmada_api, cont.apps.get, namespace=self.namespace,
-                                         overrides=overrides, assignments=cont.assignments,
-                                         save=cont.save_assignments)
+        return karmada_dispatch(self.spec, self.karmada_api, self.namespace, cont)
 
     async def restart_continuum(self) -> ContinuumAgent:
         """Stop the continuum agent and start a fresh one: it reloads the desired state from SQLite."""
@@ -358,6 +349,18 @@ class SliceRuntime:
             if self.jid("node", name) == jid:
                 return name
         return jid
+
+
+def karmada_dispatch(spec: SliceSpec, api: Any, namespace: str, cont: ContinuumAgent) -> Any:
+    """The Karmada mechanism on the continuum's own tables; `overrides` from the continuum's
+    mechanism settings (`karmada_placement: {overrides: {cluster: {image_registry, max_replicas}}}`)."""
+    from agents.kube.karmada import ClusterOverride
+    from mechanisms.karmada_placement import KarmadaPlacementMechanism
+
+    settings = spec.config.mechanisms.continuum.settings.get("karmada_placement", {})
+    overrides = {c: ClusterOverride.from_settings(v) for c, v in (settings.get("overrides") or {}).items()}
+    return KarmadaPlacementMechanism(api, cont.apps.get, namespace=namespace, overrides=overrides,
+                                     assignments=cont.assignments, save=cont.save_assignments)
 
 
 def workload_namespace(spec: SliceSpec) -> str:

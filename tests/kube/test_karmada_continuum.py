@@ -219,3 +219,26 @@ def test_dispatch_status_mapping(placed, assigned, want):
         assert row["reason"] is None
     if row and row["status"] in ("pending", "failed"):
         assert row["reason"]
+
+
+def test_agent_continuum_on_an_unreachable_karmada_says_so(tmp_path):
+    """`mlsysops agent continuum` with substrate karmada: a Karmada API server that cannot be reached is a
+    clear one-line error and exit code 1, before anything starts."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    kubeconfig = write_kubeconfig(tmp_path / "kc", "https://127.0.0.1:9", "unused")   # discard port: refused
+    raw = yaml.safe_load(DEMO.read_text())
+    raw["substrate"] = {"type": "karmada", "kubeconfig": str(kubeconfig)}
+    raw["continuum"] = str(DEMO.parent / raw["continuum"])
+    raw["clusters"] = [str(DEMO.parent / c) for c in raw["clusters"]]
+    raw["nodes"] = [str(DEMO.parent / n) for n in raw["nodes"]]
+    raw["state_dir"] = str(tmp_path / "state")
+    slice_file = tmp_path / "slice.yaml"
+    slice_file.write_text(yaml.safe_dump(raw))
+    out = subprocess.run([sys.executable, "-m", "mlsysops_cli.main", "agent", "continuum", "-c", str(slice_file)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "Karmada API server:" in out.stderr and "Traceback" not in out.stderr, out.stderr
