@@ -76,7 +76,7 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
     from agents.slice_config import load_slice
     from continuum.api import ApiBackend, ApiServer, create_app
     from continuum.api_auth import Role, TokenError, configured_tokens, dev_token
-    from mlsysops_cli.slice_runtime import SliceRuntime, default_state_dir
+    from mlsysops_cli.slice_runtime import SliceRuntime, SubstrateError, default_state_dir
 
     console = Console(stderr=True)
     try:
@@ -103,7 +103,11 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
     api = None
     try:
         with console.status("starting the embedded XMPP server and the agents..."):
-            await rt.start()
+            try:
+                await rt.start()
+            except SubstrateError as exc:   # unreachable API server, bad kubeconfig: say so, no traceback
+                console.print(f"[red]substrate {spec.config.substrate.type}: {exc}[/]", soft_wrap=True)
+                return 1
         app = create_app(ApiBackend(runtime=rt), tokens, metrics_auth=spec.config.telemetry.metrics_auth)
         api = ApiServer(app, host=spec.config.api.host, port=spec.config.api.port)
         try:
