@@ -368,9 +368,14 @@ class ClusterAgent(ManagedAgent):
         for row in self.instances.values():
             if row["status"] != "running":
                 continue
-            window = self.knowledge.window(QOS_METRIC, {"node": row["node"], "app": row["app"],
-                                                        "component": row["component"],
-                                                        "instance": row["instance_id"]})
+            where = {"node": row["node"], "app": row["app"], "component": row["component"]}
+            window = self.knowledge.window(QOS_METRIC, {**where, "instance": row["instance_id"]})
+            if not window and self.substrate_reports_status:
+                # Kubernetes: nodes label samples with the pod, not our instance id; one instance of a
+                # component per node, so the component's series on that node is this instance's.
+                want = set(where.items())
+                window = max((s for key, s in self.knowledge.series(QOS_METRIC).items() if want <= set(key)),
+                             key=lambda s: s[-1][0], default=[])
             values = [v for ts, v in window if ts >= row["since"]][-QOS_WINDOW:]
             key = f"{row['app']}/{row['component']}"
             if values and (key not in out or values[-1] > out[key][-1]):

@@ -144,3 +144,17 @@ def test_adopted_rows_wait_for_node_agents_but_not_ready_nodes_lose_them(agent):
     asyncio.run(ag.monitor())
     assert ag.instances["i1"]["status"] == "running"
     assert (ag.instances["i2"]["status"], ag.instances["i2"]["reason"]) == ("lost", "node edge-rpi-2 is not ready")
+
+
+def test_qos_windows_find_pod_labelled_samples(agent):
+    """On Kubernetes node agents label QoS samples with the pod ("ns/pod"), not our instance id: the
+    cluster's QoS view (what the relocation policy reads) must still see them."""
+    ag, mech = agent
+    mech.state["instances"] = [inst("a.c.0@edge-rpi-1", "edge-rpi-1", "running")]
+    asyncio.run(ag.monitor())
+    since = ag.instances["a.c.0@edge-rpi-1"]["since"]
+    labels = {"node": "edge-rpi-1", "app": "a", "component": "c", "instance": "apps/c-7d9f-xk2"}
+    for i, v in enumerate((40.0, 90.0, 120.0)):
+        ag.knowledge.record("response_time_ms", v, labels, ts=since + 1 + i)
+    ag.knowledge.record("response_time_ms", 999.0, {**labels, "node": "edge-rpi-2"}, ts=since + 5)  # other node
+    assert ag._qos_windows() == {"a/c": [40.0, 90.0, 120.0]}
