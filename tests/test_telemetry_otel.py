@@ -147,6 +147,9 @@ def test_collection_plan_tracks_who_asked_and_the_interval():
     assert added == {"gpu.util", "response_time_ms"} and not removed
     assert plan.interval == 0.5 and plan.wants("gpu.util") and plan.wants("system.cpu.utilization")
     assert plan.describe()["requested"] == {"gpu.util": ["policy:p"], "response_time_ms": ["app:shop"]}
+    version = plan.version
+    plan.update([_Pol("p", ["gpu.util"], 0.2)], {"shop": ["response_time_ms"]})   # only the interval changes
+    assert plan.interval == 0.2 and plan.version == version + 1
     plan.set_parent(["disk.io"], 0.25)
     plan.update([], {})
     assert plan.metrics() == ["disk.io", "system.cpu.utilization"] and plan.interval == 0.25

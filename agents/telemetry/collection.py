@@ -58,12 +58,12 @@ class CollectionPlan:
             requested.setdefault(m, []).append("parent")
         if self.parent_interval:
             intervals.append(self.parent_interval)
-        before = set(self.requested)
+        before, before_interval = set(self.requested), self.interval
         self.requested = requested
         self.interval = max(0.05, min(intervals))
         added, removed = set(requested) - before, before - set(requested)
-        if added or removed:
-            self.version += 1
+        if added or removed or self.interval != before_interval:
+            self.version += 1   # children are sent the new request
         return added, removed
 
     def request_for_children(self) -> dict[str, Any]:
