@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -164,7 +164,10 @@ def register(app: FastAPI, v1: APIRouter, backend: Any, *, read_auth: Any, metri
     async def metrics() -> Response:
         """Prometheus exposition of the continuum's MeterProvider: every live series of the slice (labels
         host_name, mlsysops_cluster, mlsysops_app, ...) and the agent's own counters."""
-        return Response(cont().telemetry.prometheus_text(), media_type=PROM_CONTENT_TYPE)
+        tel = cont().telemetry
+        if tel.registry is None:   # an agent built without the Prometheus reader (embedding code, tests)
+            raise HTTPException(404, "Prometheus export is not enabled for this continuum agent")
+        return Response(tel.prometheus_text(), media_type=PROM_CONTENT_TYPE)
 
     @app.get("/dashboard", include_in_schema=False)
     async def dashboard() -> FileResponse:
