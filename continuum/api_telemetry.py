@@ -115,6 +115,11 @@ def register(app: FastAPI, v1: APIRouter, backend: Any, *, read_auth: Any, metri
             for comp, st in c.app_status(name).items():
                 entry = {"component": comp, "status": st.get("status"), "cluster": st.get("cluster"),
                          "nodes": st.get("nodes") or [], "reason": st.get("reason"), "qos": []}
+                for key, metric in (("cpu", "cpu_usage_cores"), ("memory", "memory_usage_bytes")):
+                    # the component's use across its instances (latest of each series on its nodes)
+                    vals = [s[-1][1] for lbl, s in _series(k, metric, app=name, component=comp).items()
+                            if dict(lbl).get("node") in entry["nodes"]]
+                    entry[key] = sum(vals) if vals else None
                 spec = model.component(comp)
                 for q in (spec.qos_metrics or []) if spec is not None else []:
                     if not q.application_metric_id:

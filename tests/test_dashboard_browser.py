@@ -108,6 +108,8 @@ def _drive_browser(url: str, rt, victim: str, on_loop, component_nodes, shot: Pa
             first = int(chart.get_attribute("data-points"))
             page.wait_for_function(
                 f"() => Number(document.querySelector('#chart-cpu').dataset.points) > {first}", timeout=10000)
+            for per_component in ("#chart-qos", "#chart-ccpu", "#chart-cmem"):   # component charts draw too
+                page.locator(f"{per_component} canvas").first.wait_for(timeout=15000)
 
             assert page.locator('[data-node][data-state="down"]').count() == 0   # nothing red before the crash
             # Inject a node failure: the node turns down, the banner says so, the relocation is in the log.

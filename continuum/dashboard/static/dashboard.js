@@ -86,7 +86,9 @@
   }
   const pct = (v) => `${(v * 100).toFixed(0)}%`;
   const charts = {cpu: new SeriesChart($("chart-cpu"), "1", pct), mem: new SeriesChart($("chart-mem"), "1", pct),
-                  qos: new SeriesChart($("chart-qos"), "ms", (v) => Intl.NumberFormat("en", {maximumFractionDigits: 1}).format(v))};
+                  qos: new SeriesChart($("chart-qos"), "ms", (v) => Intl.NumberFormat("en", {maximumFractionDigits: 1}).format(v)),
+                  ccpu: new SeriesChart($("chart-ccpu"), "cores", (v) => v.toFixed(2)),
+                  cmem: new SeriesChart($("chart-cmem"), "By", (v) => Intl.NumberFormat("en", {notation: "compact", style: "unit", unit: "byte"}).format(v))};
 
   // -- panels -----------------------------------------------------------------------------------------
   function setBanner(alerts) {
@@ -166,9 +168,10 @@
       if (n.alive === false) continue;
       charts.cpu.add(n.name, s.t, n.cpu); charts.mem.add(n.name, s.t, n.mem);
     }
-    for (const app of s.apps) for (const c of app.components) for (const q of c.qos) {
+    for (const app of s.apps) for (const c of app.components) {
       const key = `${app.name}/${c.component}`;
-      charts.qos.add(key, s.t, q.value); charts.qos.target(key, q.target);
+      for (const q of c.qos) { charts.qos.add(key, s.t, q.value); charts.qos.target(key, q.target); }
+      charts.ccpu.add(key, s.t, c.cpu); charts.cmem.add(key, s.t, c.memory);
     }
     Object.values(charts).forEach((ch) => ch.render());
   }
