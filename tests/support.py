@@ -33,6 +33,19 @@ async def until(predicate: Any, timeout: float, message: str, interval: float = 
         await asyncio.sleep(interval)
 
 
+def formed(rt: SliceRuntime) -> bool:
+    """Every cluster agent registered with the continuum and every node alive in its cluster."""
+    h = rt.hierarchy()
+    return all(c["registered"] for c in h.values()) and \
+        sum(sum(1 for alive in c["nodes"].values() if alive) for c in h.values()) == len(rt.spec.nodes)
+
+
+async def app_components(http: Any, app: str) -> dict[str, dict[str, Any]]:
+    """Per component the status the REST API reports (empty while the app is unknown)."""
+    r = await http.get(f"/api/v1/apps/{app}")
+    return r.json()["components"] if r.status_code == 200 else {}
+
+
 @contextlib.asynccontextmanager
 async def demo_slice(xmpp_port: int, overrides: dict[str, dict[str, Any]],
                      tokens: dict[str, Role]) -> AsyncIterator[tuple[SliceRuntime, str]]:

@@ -21,7 +21,7 @@ from agents.slice_config import load_slice
 from continuum.api import ApiBackend, ApiServer, create_app
 from continuum.api_auth import Role, TokenError, configured_tokens, dev_token, parse_tokens
 from mlsysops_cli.slice_runtime import SliceRuntime
-from tests.support import demo_slice, until
+from tests.support import demo_slice, formed, until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,12 +49,6 @@ def app_named(name: str, cpu: str = "200m") -> dict:
     body["MLSysOpsApp"]["name"] = name
     body["MLSysOpsApp"]["components"][0]["containers"][0]["platform_requirements"]["cpu"]["requests"] = cpu
     return body
-
-
-def formed(rt: SliceRuntime) -> bool:
-    h = rt.hierarchy()
-    return all(c["registered"] for c in h.values()) and \
-        sum(sum(1 for alive in c["nodes"].values() if alive) for c in h.values()) == len(rt.spec.nodes)
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")

@@ -20,6 +20,7 @@ from continuum.api import ApiBackend, ApiServer, create_app
 from continuum.api_auth import Role
 from mlsysops_cli.slice_runtime import SliceRuntime
 from tests.kube.harness import until
+from tests.support import app_components, formed
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,15 +39,8 @@ def kube_slice(kubeconfig: Path, namespace: str) -> Any:
     return spec
 
 
-def formed(rt: SliceRuntime) -> bool:
-    h = rt.hierarchy()
-    return all(c["registered"] for c in h.values()) and \
-        sum(sum(1 for alive in c["nodes"].values() if alive) for c in h.values()) == len(rt.spec.nodes)
-
-
 async def components(http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
-    r = await http.get(f"{V1}/apps/{APP}")
-    return r.json()["components"] if r.status_code == 200 else {}
+    return await app_components(http, APP)
 
 
 async def all_running(http: httpx.AsyncClient) -> dict[str, dict[str, Any]] | None:

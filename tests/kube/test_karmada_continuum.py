@@ -26,6 +26,7 @@ from mechanisms.karmada_placement import KarmadaPlacementMechanism
 from mlsysops_cli.slice_runtime import SliceRuntime
 from tests.kube.harness import until, write_kubeconfig
 from tests.kube.karmada_crds import StandInScheduler, add_cluster, install_crds
+from tests.support import app_components, formed
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
 pytestmark = pytest.mark.timeout(240)
@@ -45,15 +46,8 @@ def karmada_slice(kubeconfig: Path, namespace: str) -> Any:
     return spec
 
 
-def formed(rt: SliceRuntime) -> bool:
-    h = rt.hierarchy()
-    return all(c["registered"] for c in h.values()) and \
-        sum(sum(1 for alive in c["nodes"].values() if alive) for c in h.values()) == len(rt.spec.nodes)
-
-
 async def components(http: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
-    r = await http.get(f"{V1}/apps/{APP}")
-    return r.json()["components"] if r.status_code == 200 else {}
+    return await app_components(http, APP)
 
 
 async def all_in(http: httpx.AsyncClient, status: str) -> dict[str, dict[str, Any]] | None:
