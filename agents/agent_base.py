@@ -225,6 +225,7 @@ class MLSysOpsAgent(Agent):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handler_slots = asyncio.Semaphore(max_concurrent_handlers)
         self._presence_hooks: list[PresenceHook] = []
+        self._peer_sessions: dict[str, set[str]] = {}   # bare JID -> resources seen available
         self._reconnect_hooks: list[ReconnectHook] = []
         self._connected = False
         self._stopping = False
@@ -575,6 +576,7 @@ class MLSysOpsAgent(Agent):
         was_connected = self._connected
         self._connected = False
         self._signal("disconnected")
+        self._peer_sessions.clear()   # the server sends every peer's current presence after we reconnect
         if self._stopping or not self.is_alive():
             return
         if was_connected:
@@ -632,9 +634,22 @@ class MLSysOpsAgent(Agent):
         self._on_presence(presence, False)
 
     def _on_presence(self, presence: Any, available: bool) -> None:
-        peer = presence["from"].bare
+        peer, resource = presence["from"].bare, presence["from"].resource
         if not peer or peer == self.jid.bare:
             return
+        sessions = self._peer_sessions.setdefault(peer, set())
+        if available:
+            sessions.add(resource)
+        elif not resource:
+            # prosody answers a new subscription with an unavailable from the bare JID before the peer's
+            # real presence: that says nothing about a session ending (heartbeats cover a dead peer).
+            self.log.debug("presence %s: ignoring unavailable from the bare JID", peer)
+            return
+        else:
+            sessions.discard(resource)
+            if sessions:   # a session that closed after the peer reconnected under a new resource
+                self.log.debug("presence %s: session %s left, %d still online", peer, resource, len(sessions))
+                return
         self.log.debug("presence %s: %s", peer, "available" if available else "unavailable")
         self._fire(self._presence_hooks, peer, available)
 

@@ -318,3 +318,26 @@ async def test_server_handle_reports_death_and_start_failure(tmp_path: Any) -> N
         with pytest.raises(XMPPServerError, match="server.log"):
             await blocked.start()
         assert not blocked.alive
+
+
+async def test_stale_session_leaving_is_not_a_loss(make_agent: Any, prosody: Any) -> None:
+    """A peer that reconnected under a new resource is still online when its old session's
+    unavailable presence arrives; only the last session leaving makes it unavailable."""
+    watcher = await make_agent(prefix="wat", server=prosody)
+    old = await make_agent(prefix="peer", server=prosody)
+    events: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+    watcher.on_presence(lambda jid, available: events.put_nowait((jid, available)))
+    watcher.subscribe_presence(str(old.jid))
+    await watcher.wait_subscribed(str(old.jid), timeout=5)
+    # prosody answers the subscription with an unavailable from the bare JID first: not a loss
+    assert await asyncio.wait_for(events.get(), timeout=5) == (str(old.jid), True)
+    new = await make_agent(prefix="peer", server=prosody, jid=str(old.jid))
+    assert await asyncio.wait_for(events.get(), timeout=5) == (str(old.jid), True)   # the new session
+    await old.stop()
+    got: asyncio.Queue[Envelope] = asyncio.Queue()
+    watcher.on(REPORT, lambda env: got.put_nowait(env), performatives=(Performative.INFORM,))
+    await new.inform(str(watcher.jid), REPORT, {"after": "old left"})    # sent after the old session closed
+    await asyncio.wait_for(got.get(), timeout=5)
+    assert events.empty() or (await events.get())[1] is True
+    await new.stop()
+    assert await asyncio.wait_for(events.get(), timeout=5) == (str(old.jid), False)

@@ -174,9 +174,13 @@ async def test_app_lifecycle_with_status_transitions(served, client):
     await until(running, 20, "probe did not run", interval=0.01)
     assert seen[0] == "pending" and seen[-1] == "running", seen
     events = (await client.get(f"{V1}/apps/probe/events")).json()
-    changes = [e["reason"] for e in events if "->" in e["reason"] and e["agent"] == rt.continuum.agent_id]
-    assert any("pending -> deploying" in c for c in changes) and any("-> running" in c for c in changes), changes
-    assert "deploying" in seen or any("pending -> deploying" in c for c in changes)
+    changes = [e["reason"].split(": ", 1)[1].split(" on ")[0].split(" -> ")
+               for e in events if e["reason"].startswith("probe/worker: ") and e["agent"] == rt.continuum.agent_id]
+    # pending -> (deploying ->) running, each step recorded; "deploying" can be skipped when the node
+    # reports running before the cluster's execution result comes back, as on a loaded machine
+    assert changes and changes[0][0] == "pending" and changes[-1][1] == "running", changes
+    assert all(a[1] == b[0] for a, b in zip(changes, changes[1:], strict=False)), changes
+    assert set(seen) <= {"pending", "deploying", "running"}, seen
     assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)              # newest last
     assert {e["agent"] for e in events} >= {rt.continuum.agent_id, "edge-1"}       # every agent of the process
     assert len((await client.get(f"{V1}/apps/probe/events", params={"limit": 2})).json()) == 2

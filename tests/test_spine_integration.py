@@ -127,7 +127,11 @@ async def test_hierarchy_forms_and_apps_run_on_eligible_nodes(make_slice):
     expl = [r for r in rt.clusters["edge-1"].decisions(app="env-monitor", stage="plan")]
     assert expl, "the cluster recorded its placement plan"
     assert any(r["alternatives"] for r in expl), "plan records name the alternatives considered"
-    assert "deploying" in seen[("env-monitor", "aggregator")]
+    # sensor-reader depends_on aggregator: created only once an aggregator instance ran
+    agg = [i for i in rt.sim.instances(app="env-monitor") if i.component == "aggregator"]
+    reader_inst = [i for i in rt.sim.instances(app="env-monitor") if i.component == "sensor-reader"]
+    assert agg and reader_inst and all(i.running_at is not None for i in agg)
+    assert min(i.created_at for i in reader_inst) >= min(i.running_at for i in agg)
 
 
 async def test_node_crash_relocates_its_components(make_slice, tmp_path):

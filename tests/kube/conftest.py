@@ -57,7 +57,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             item.add_marker(pytest.mark.skip(reason=f"missing {', '.join(missing)}: run scripts/build_kube.sh"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")   # stopped once tests/kube is done: no control plane idling under later tests
 def kube_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeStack]:
     stack = KubeStack.start(tmp_path_factory.mktemp("kube"))
     try:
