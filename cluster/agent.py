@@ -36,6 +36,7 @@ from agents.payloads import (
 )
 from agents.protocol import Envelope, Kind, Performative, Role
 from agents.telemetry import digest as digests
+from cluster import cr_status
 from mechanisms.placement_commands import PlacementAction
 from policies.cluster_state import ACTIVE
 from policies.description_adapters import QOS_METRIC, instances_wanted
@@ -78,6 +79,7 @@ class ClusterAgent(ManagedAgent):
         self._last_digest = 0.0
         self.inventory: Any = None        # agents.kube.inventory.NodeInventory on Kubernetes (attach_inventory)
         self._inventory_warned: dict[str, list[str]] = {}
+        self.status_writer: Any = None    # agents.kube.status_writer.StatusWriter on Kubernetes
         self.mechanisms.register("component_placement", placement)
         self.mechanisms.register("fluidity", placement)   # the original framework's plans, as they are
         self.children = ParentMembership(self, heartbeat_interval=settings.heartbeat,
@@ -174,6 +176,7 @@ class ClusterAgent(ManagedAgent):
     async def _node_joined(self, child: ChildRecord) -> None:
         node = self._node_of(child)
         self.record_event(f"node {node} joined", inputs={"jid": child.jid})
+        self._write_cr_status()
         self.trigger(reason=f"node {node} joined")
 
     async def _node_lost(self, child: ChildRecord, reason: str) -> None:
@@ -184,6 +187,7 @@ class ClusterAgent(ManagedAgent):
         self.record_event(f"node {node} lost ({reason}); {len(lost)} instance(s) to relocate", outcome="info",
                           inputs={"instances": lost})
         await self._report_status()
+        self._write_cr_status()
         self.trigger(reason=f"node {node} lost")
 
     def attach_inventory(self, inventory: Any) -> None:
@@ -193,6 +197,19 @@ class ClusterAgent(ManagedAgent):
         inventory.on_change = self._inventory_changed
         for name in inventory.merged():
             self.spawn(self._inventory_changed(name, None), name="inventory")
+
+    def attach_status_writer(self, writer: Any) -> None:
+        """Keep our MLSysOpsCluster's and MLSysOpsNodes' `.status` up to date (written on change only)."""
+        self.status_writer = writer
+        self._write_cr_status()
+
+    def _write_cr_status(self) -> None:
+        if self.status_writer is None:
+            return
+        status = cr_status.cluster_status(self)
+        self.status_writer.set(cr_status.CLUSTER_KIND, self.cluster_id, status)
+        for name in self.nodes:
+            self.status_writer.set(cr_status.NODE_KIND, name, cr_status.node_status(self, name))
 
     async def _inventory_changed(self, name: str, _view: Any) -> None:
         """Kubernetes Node changes: record new mismatches with the descriptions once, and replan."""
@@ -393,6 +410,7 @@ class ClusterAgent(ManagedAgent):
         if now - self._last_full >= self.settings.status_report:
             self._last_full = now
             await self._report_status(full=True)
+        self._write_cr_status()
         if now - self._last_digest >= self.settings.digest_interval:
             self._last_digest = now
             await self._send_digest(now)

@@ -173,6 +173,12 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
             if not await inventory.start():
                 typer.echo("Kubernetes Node inventory: no first list yet (retrying in the background)", err=True)
             agent.attach_inventory(inventory)
+            from agents.kube.status_writer import StatusWriter
+
+            # MLSysOpsCluster/MLSysOpsNode `.status` on the description CRs `deploy apply` created
+            writer = StatusWriter(mech.api, os.environ.get("POD_NAMESPACE") or mech.namespace)
+            writer.start()
+            agent.attach_status_writer(writer)
         where = f" (Kubernetes namespace {mech.namespace})" if kube else ""
         typer.echo(f"cluster agent {agent.jid} up{where}")
         _serve_metrics(agent, spec)
@@ -180,6 +186,7 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         await agent.stop()
         if inventory is not None:
             await inventory.stop()
+            await writer.stop()
         await close()
         return 0
 

@@ -94,6 +94,7 @@ class SliceRuntime:
         self.kubelet: Any = None                  # SimKubelet (kubernetes + simulate_nodes)
         self.app_mirror: Any = None               # AppStatusMirror (kubernetes): MLSysOpsApp CRs
         self.inventories: dict[str, Any] = {}     # cluster id -> NodeInventory (kubernetes)
+        self.status_writers: dict[str, Any] = {}  # cluster id -> StatusWriter (MLSysOpsCluster/Node status)
         self.namespace = workload_namespace(spec)
         self._sim_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -155,8 +156,22 @@ class SliceRuntime:
         sub = self.spec.config.substrate
         self.kube_api = await kube_connect(sub)
         await ensure_namespace(self.kube_api, self.namespace)
+        await self._apply_descriptions()
         for cid in self.spec.clusters:
             self.kube_clients[cid] = await kube_connect(sub)
+
+    async def _apply_descriptions(self) -> None:
+        """Our CRDs and the slice's infrastructure descriptions as CRs (their agents write `.status`)."""
+        from agents.kube.client import KubeError
+        from agents.kube.crds import apply_descriptions, install_crds
+
+        s = self.spec
+        models = [s.continuum, *s.clusters.values(), *s.datacenters.values(), *s.nodes.values()]
+        try:
+            await install_crds(self.kube_api)
+            await apply_descriptions(self.kube_api, self.namespace, models)
+        except KubeError as exc:
+            raise SubstrateError(f"applying the slice's descriptions in namespace {self.namespace}: {exc}") from exc
 
     async def start_continuum(self) -> ContinuumAgent:
         cont = self.spec.continuum
@@ -204,6 +219,13 @@ class SliceRuntime:
                 inv = self.inventories[cid] = NodeInventory(self.kube_clients[cid], cid, nodes)
                 await inv.start()
             agent.attach_inventory(inv)
+            writer = self.status_writers.get(cid)
+            if writer is None:
+                from agents.kube.status_writer import StatusWriter
+
+                writer = self.status_writers[cid] = StatusWriter(self.kube_clients[cid], self.namespace)
+                writer.start()
+            agent.attach_status_writer(writer)
         self.clusters[cid] = agent
         return agent
 
@@ -236,12 +258,14 @@ class SliceRuntime:
         self.clusters.clear()
         for task in list(self._tasks):
             task.cancel()
-        for closing in [*self.inventories.values(), *([self.app_mirror] if self.app_mirror else [])]:
+        for closing in [*self.inventories.values(), *self.status_writers.values(),
+                        *([self.app_mirror] if self.app_mirror else [])]:
             try:
                 await asyncio.wait_for(closing.stop(), timeout=5)
             except Exception:   # noqa: BLE001 - shutting down: log and go on
                 log.exception("stopping %s failed", type(closing).__name__)
         self.inventories.clear()
+        self.status_writers.clear()
         self.app_mirror = None
         if self.kubelet is not None:
             try:

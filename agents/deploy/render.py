@@ -30,7 +30,8 @@ from agents.deploy.xmpp import (
     new_password,
     self_signed_pem,
 )
-from agents.descriptions import KINDS, dump_yaml, to_k8s
+from agents.descriptions import KINDS, dump_yaml
+from agents.kube.crds import description_objects
 from agents.descriptions.crd_gen import crd
 from agents.slice_config import LAYERS, SliceSpec
 
@@ -224,12 +225,7 @@ class _Renderer:
         models = ([self.spec.continuum] + [self.spec.clusters[c] for c in sorted(self.spec.clusters)]
                   + [self.spec.datacenters[d] for d in sorted(self.spec.datacenters)]
                   + [self.spec.nodes[n] for n in sorted(self.spec.nodes)])
-        out = []
-        for model in models:
-            obj = to_k8s(model)
-            obj["metadata"] = {**obj["metadata"], "namespace": self.ns, "labels": labels(self.slice, "description")}
-            out.append(obj)
-        return out
+        return description_objects(models, self.ns, labels(self.slice, "description"))
 
     def continuum(self) -> list[dict[str, Any]]:
         cid = self.spec.continuum.continuum_id
@@ -258,7 +254,9 @@ class _Renderer:
             container = self.agent_container(
                 "cluster-agent",
                 ["mlsysops", "agent", "cluster", "-c", SLICE_PATH, "--id", cid, *self.sim_args()],
-                [self.password_env(acc.secret)], [])
+                # its MLSysOpsCluster/MLSysOpsNode status goes to the description CRs in its own namespace
+                [self.password_env(acc.secret),
+                 {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}], [])
             out.append(self.deployment(f"mlsysops-cluster-{dns_label(cid, 46)}", "cluster-agent",
                                        {"mlsysops.eu/cluster": dns_label(cid)}, container, []))
         return out

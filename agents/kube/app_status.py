@@ -17,7 +17,6 @@ CRs back: edits made by others to our fields are overwritten at our next change 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import datetime as dt
 import json
@@ -33,6 +32,7 @@ from agents.descriptions.loader import to_k8s
 from agents.kube.client import FIELD_MANAGER, MERGE, KubeError, RetryPolicy, apply, call, delete
 from agents.kube.crds import GROUP, VERSION, install_crds
 from agents.kube.manifests import MANAGED_BY, MANAGER, dns_label
+from agents.kube.sync_loop import SyncLoop
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def merge_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]
     return patch
 
 
-class AppStatusMirror:
+class AppStatusMirror(SyncLoop):
     """MLSysOpsApp CRs in one namespace, kept equal to what the agent wants, written on change only.
 
     Wiring (cluster or continuum agent): `mirror = AppStatusMirror(api, namespace)`, then
@@ -101,9 +101,9 @@ class AppStatusMirror:
 
     def __init__(self, api: k.ApiClient, namespace: str, *, retry_s: float = 2.0,
                  policy: RetryPolicy | None = None, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(retry_s=retry_s, name=f"app-status-mirror-{namespace}")
         self.api = api
         self.namespace = namespace
-        self.retry_s = retry_s
         # few, short attempts: a down server is retried by `run()`, not inside one call
         self.policy = policy or RetryPolicy(attempts=2, request_timeout_s=5.0)
         self.clock = clock
@@ -119,8 +119,6 @@ class AppStatusMirror:
         self._written_status: dict[str, dict[str, Any]] = {}
         self._removed: set[str] = set()
         self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     # -- wanted state (sync, never raise) ----------------------------------------------------------
     @staticmethod
@@ -279,26 +277,3 @@ class AppStatusMirror:
             raise
         self.writes += 1
         self._written_status[app] = status
-
-    # -- background loop ---------------------------------------------------------------------------
-    async def run(self) -> None:
-        """Sync on every change; while the server fails, retry every `retry_s`."""
-        while True:
-            self._wake.clear()
-            ok = await self.sync()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(None if ok else self.retry_s):
-                    await self._wake.wait()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name=f"app-status-mirror-{self.namespace}")
-
-    async def stop(self, *, flush: bool = True) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if flush and self.pending:
-            await self.sync()

@@ -8,6 +8,7 @@ user owns is never touched and the status is never lost to a spec update.
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,16 @@ def load_crds(directory: Path = CRD_DIR) -> list[dict[str, Any]]:
     return [yaml.safe_load(p.read_text()) for p in sorted(directory.glob("*.yaml"))]
 
 
+@functools.cache
+def _plurals() -> dict[str, str]:
+    return {crd["spec"]["names"]["kind"]: crd["spec"]["names"]["plural"] for crd in load_crds()}
+
+
 def plural_of(kind: str) -> str:
-    for crd in load_crds():
-        if crd["spec"]["names"]["kind"] == kind:
-            return crd["spec"]["names"]["plural"]
-    raise KeyError(f"no CRD for kind {kind!r}")
+    try:
+        return _plurals()[kind]
+    except KeyError:
+        raise KeyError(f"no CRD for kind {kind!r}") from None
 
 
 def _established(crd: Any) -> bool:
@@ -54,6 +60,31 @@ async def install_crds(api: k.ApiClient, *, timeout: float = 30.0, policy: Retry
                 raise KubeError(f"CRD {name} not established after {timeout}s")
             await asyncio.sleep(0.05)
     return names
+
+
+def description_objects(models: list[Any], namespace: str, labels: dict[str, str] | None = None
+                        ) -> list[dict[str, Any]]:
+    """The descriptions (MLSysOpsContinuum/Cluster/Datacenter/Node models) as custom resources in `namespace`:
+    the objects whose `.status` the agents write."""
+    from agents.descriptions.loader import to_k8s
+
+    out = []
+    for model in models:
+        obj = to_k8s(model)
+        obj["metadata"] = {**obj["metadata"], "namespace": namespace, **({"labels": labels} if labels else {})}
+        out.append(obj)
+    return out
+
+
+async def apply_descriptions(api: k.ApiClient, namespace: str, models: list[Any], *,
+                             labels: dict[str, str] | None = None, policy: RetryPolicy | None = None) -> int:
+    """Server-side apply of the description CRs (our CRDs must be installed); returns how many."""
+    objs = k.CustomObjectsApi(api)
+    bodies = description_objects(models, namespace, labels)
+    for body in bodies:
+        await apply(objs.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural_of(body["kind"]),
+                    body["metadata"]["name"], body=body, policy=policy)
+    return len(bodies)
 
 
 async def update_status(api: k.ApiClient, kind: str, namespace: str, name: str, status: dict[str, Any],

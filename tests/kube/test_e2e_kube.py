@@ -90,10 +90,9 @@ async def app_cr_nodes(api: Any, ns: str, node: str) -> bool:
     return bool(cr) and cr["status"]["components"]["sensor-reader"].get("nodes") == [node]
 
 
-async def app_cr(api: Any, ns: str, name: str) -> dict[str, Any] | None:
+async def app_cr(api: Any, ns: str, name: str, plural: str = "mlsysopsapps") -> dict[str, Any] | None:
     try:
-        return await k.CustomObjectsApi(api).get_namespaced_custom_object("mlsysops.eu", "v1", ns,
-                                                                         "mlsysopsapps", name)
+        return await k.CustomObjectsApi(api).get_namespaced_custom_object("mlsysops.eu", "v1", ns, plural, name)
     except k.ApiException as exc:
         if exc.status == 404:
             return None
@@ -146,8 +145,20 @@ async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, ku
             kube_view = system["nodes"]["edge-rpi-1"]["kubernetes"]
             assert kube_view["ready"] is True and kube_view["in_kubernetes"] is True
 
-            # Crash the node running sensor-reader: it must run on another Node, seen by Kubernetes and the API.
+            # The runtime applied the slice's descriptions as CRs; the cluster agent writes their status.
             victim = comps["sensor-reader"]["nodes"][0]
+
+            async def node_status(name: str, phase: str) -> dict[str, Any] | None:
+                cr = await app_cr(kube_client, ns, name, "mlsysopsnodes")
+                st = (cr or {}).get("status") or {}
+                return st if st.get("phase") == phase else None
+
+            st = await until(lambda: node_status(victim, "Ready"), 20, what=f"MLSysOpsNode {victim} Ready")
+            assert "env-monitor/sensor-reader" in st["components"] and st["kubernetes"]["ready"] is True
+            cluster_cr = await app_cr(kube_client, ns, "edge-1", "mlsysopsclusters")
+            assert cluster_cr["spec"]["cluster_id"] == "edge-1" and cluster_cr["status"]["phase"] == "Ready"
+
+            # Crash the node running sensor-reader: it must run on another Node, seen by Kubernetes and the API.
             t1 = time.monotonic()
             rt.fail_node(victim)
 
@@ -169,6 +180,11 @@ async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, ku
             await until(lambda: rt.clusters["edge-1"].system_description()["nodes"][victim]["kubernetes"]["ready"]
                         is False, 20, what="the inventory sees the crashed node NotReady")
             cr = await until(cr_running, 20, what="CR back to Running after the relocation")
+            st = await until(lambda: node_status(victim, "NotReady"), 20, what=f"MLSysOpsNode {victim} NotReady")
+            ready_cr = next(c for c in st["conditions"] if c["type"] == "Ready")
+            assert ready_cr["status"] == "False" and "env-monitor/sensor-reader" not in st["components"]
+            cluster_st = (await app_cr(kube_client, ns, "edge-1", "mlsysopsclusters"))["status"]
+            assert cluster_st["phase"] == "Degraded" and cluster_st["readyNodes"] == cluster_st["nodes"] - 1
             await until(lambda: app_cr_nodes(kube_client, ns, new_node), 20, what="CR status shows the new node")
 
             async def one_deployment_each() -> list[dict[str, Any]] | None:
