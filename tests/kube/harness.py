@@ -99,7 +99,7 @@ class KubeStack:
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={workdir / 'sa.pub'}",
                 f"--service-account-signing-key-file={workdir / 'sa.key'}",
-                "--service-cluster-ip-range=10.96.0.0/24", "--authorization-mode=AlwaysAllow",
+                "--service-cluster-ip-range=10.96.0.0/24", "--authorization-mode=RBAC",   # the rendered Roles are enforced
                 "--disable-admission-plugins=ServiceAccount", "--endpoint-reconciler-type=none",
                 # ConfigMap watches go straight to etcd, so `compact_etcd()` gives real 410s on them
                 "--watch-cache-sizes=configmaps#0"])
