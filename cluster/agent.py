@@ -370,6 +370,7 @@ class ClusterAgent(ManagedAgent):
             for name, view in self.inventory.merged().items():
                 if name in nodes:
                     nodes[name]["kubernetes"] = view.as_dict()
+                    nodes[name]["unschedulable"] = view.why_unplaceable()
         mech = self.knowledge.mechanisms.get("component_placement", {}).get("state") or {}
         instances = [dict(r) for r in self.instances.values() if r["status"] != "removed"]
         now = time.time()

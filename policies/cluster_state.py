@@ -59,7 +59,8 @@ class ClusterState:
             hosted = [i for i in instances if i["node"] == name and i["status"] in ACTIVE]
             views.append(node_view(info["model"], alive=is_alive,
                                    cpu_utilization=float(info.get("cpu_utilization") or 0.0),
-                                   instances=hosted, latency_ms=latency.get(name)))
+                                   instances=hosted, latency_ms=latency.get(name),
+                                   unschedulable=info.get("unschedulable")))
         return cls(system.get("cluster_id", ""), views, alive, instances)
 
     def active(self, app: str, component: str) -> list[dict[str, Any]]:

@@ -89,7 +89,7 @@ def component_requests(app: MLSysOpsApp, only: Iterable[str] | None = None) -> l
 
 def node_view(node: MLSysOpsNode, *, alive: bool = True, cpu_utilization: float = 0.0,
               instances: Iterable[Mapping[str, Any]] = (),
-              latency_ms: Mapping[str, float] | None = None) -> NodeView:
+              latency_ms: Mapping[str, float] | None = None, unschedulable: str | None = None) -> NodeView:
     """A node's scheduling snapshot: capacity from its description, allocation from what it hosts."""
     hosted: dict[ComponentKey, int] = {}
     cpu = 0.0
@@ -115,6 +115,7 @@ def node_view(node: MLSysOpsNode, *, alive: bool = True, cpu_utilization: float 
         memory_allocated=mem,
         cpu_utilization=cpu_utilization,
         alive=alive,
+        unschedulable=unschedulable,
         location=loc,  # type: ignore[arg-type]
         latency_ms=dict(latency_ms or {}),
         hosted=hosted,

@@ -36,6 +36,10 @@ def _alive(request: ComponentRequest) -> NodeCheck:
     return lambda node: None if node.alive else "node down"
 
 
+def _schedulable(request: ComponentRequest) -> NodeCheck:
+    return lambda node: node.unschedulable
+
+
 def _pinned(request: ComponentRequest) -> NodeCheck | None:
     pinned = request.node
     if pinned is None:
@@ -135,6 +139,7 @@ def _memory(request: ComponentRequest) -> NodeCheck | None:
 
 DEFAULT_FILTERS: tuple[FilterPlugin, ...] = (
     FilterPlugin("alive", _alive),
+    FilterPlugin("schedulable", _schedulable),
     FilterPlugin("pinned", _pinned),
     FilterPlugin("layer", _layer),
     FilterPlugin("labels", _labels),

@@ -84,6 +84,7 @@ class NodeView:
     memory_allocated: int = 0
     cpu_utilization: float = 0.0
     alive: bool = True
+    unschedulable: str | None = None   # why new work may not go there though the node is up (Kubernetes)
     location: tuple[float, float] | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     hosted: dict[ComponentKey, int] = field(default_factory=dict)

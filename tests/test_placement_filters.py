@@ -121,9 +121,16 @@ def test_run_filters_collects_all_reasons_in_order() -> None:
     assert run_filters(r, node(layer="cloud", sensors={"camera"}, gpu=True)) == []
 
 
+def test_unschedulable_node_says_why() -> None:
+    """Up (its agent runs) but Kubernetes will not take new pods there: filtered with Kubernetes' reason."""
+    assert run_filters(req(), node(unschedulable="Kubernetes: node cordoned (unschedulable)")) == [
+        "Kubernetes: node cordoned (unschedulable)"]
+    assert run_filters(req(), node()) == []
+
+
 def test_only_relevant_filters_apply() -> None:
-    assert [f.name for f in DEFAULT_FILTERS if f.prepare(req()) is not None] == ["alive"]
-    assert len(applicable_filters(req())) == 1
+    assert [f.name for f in DEFAULT_FILTERS if f.prepare(req()) is not None] == ["alive", "schedulable"]
+    assert len(applicable_filters(req())) == 2
     full = req(node="n", layers={"edge"}, labels=["a"], mobile=False, sensors=["s"], architectures={"amd64"},
                gpu=True, cpu_cores=1, memory_bytes=1)
     assert len(applicable_filters(full)) == len(DEFAULT_FILTERS)

@@ -101,6 +101,18 @@ class NodeView:
         """Something may be placed there now."""
         return self.eligible and self.in_kubernetes and self.ready is True and not self.unschedulable
 
+    def why_unplaceable(self) -> str | None:
+        """Why nothing new may be placed here now (None: placeable), as the decision log says it."""
+        if not self.in_kubernetes:
+            return "no Kubernetes Node of this name"
+        if not self.eligible:
+            return f"Kubernetes Node not labelled {LABEL_CLUSTER} for this cluster"
+        if self.ready is not True:
+            return "Kubernetes: node not ready"
+        if self.unschedulable:
+            return "Kubernetes: node cordoned (unschedulable)"
+        return None
+
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "described": self.described, "in_kubernetes": self.in_kubernetes,
                 "eligible": self.eligible, "placeable": self.placeable, "layer": self.layer, "ready": self.ready,

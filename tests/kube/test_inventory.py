@@ -112,6 +112,13 @@ def test_not_ready_and_cordoned_nodes_are_not_placeable() -> None:
     no_cond["status"]["conditions"] = []
     view = node_view("n", no_cond, description("n"), CLUSTER)
     assert view.ready is None and not view.placeable
+    # what the placement filter "schedulable" says in the decision log
+    assert node_view("n", node("n"), description("n"), CLUSTER).why_unplaceable() is None
+    assert node_view("n", node("n", ready="False"), description("n"), CLUSTER).why_unplaceable() == \
+        "Kubernetes: node not ready"
+    assert "cordoned" in node_view("n", node("n", unschedulable=True), description("n"), CLUSTER).why_unplaceable()
+    assert node_view("ghost", None, description("ghost"), CLUSTER).why_unplaceable() == "no Kubernetes Node of this name"
+    assert "not labelled" in node_view("bare", node("bare"), None, CLUSTER).why_unplaceable()
 
 
 def test_as_description_for_labelled_undescribed_node() -> None:
