@@ -5,7 +5,8 @@ Liveness combines two signals:
 * XMPP presence: a child that stops or whose connection drops is reported unavailable by the server, and
   the parent marks it lost at once (reason ``"presence: unavailable"``);
 * heartbeats: a child that is connected but hung (or partitioned above XMPP) stops heartbeating and is
-  marked lost after ``liveness_misses`` intervals (reason ``"missed N heartbeats"``).
+  marked lost after ``liveness_misses`` intervals (reason ``"missed N heartbeats"``). Time during which the
+  parent's own event loop was frozen is not counted: the parent could not have heard a heartbeat then.
 
 Recovery is level-triggered: a lost child that heartbeats or registers again is *recovered*; a heartbeat
 from a child the parent does not know is answered FAILURE ``"unknown child: re-register"``, which is how a
@@ -85,6 +86,7 @@ class ParentMembership:
         self._lost: list[ChildListener] = []
         self._recovered: list[ChildListener] = []
         self._watchdog: asyncio.Task[None] | None = None
+        self.stalls = 0   # times the watchdog found its own loop frozen (see _credit_stall)
         agent.on(Kind.REGISTER, self._on_register)
         agent.on(Kind.HEARTBEAT, self._on_heartbeat)
         agent.on_presence(self._on_presence)
@@ -175,12 +177,28 @@ class ParentMembership:
 
     async def _watch(self) -> None:
         tick = max(self.settings.heartbeat_interval / 4, 0.02)
+        last = time.monotonic()
         while True:
             await asyncio.sleep(tick)
-            deadline = time.monotonic() - self.liveness_period
+            now = time.monotonic()
+            stalled, last = now - last - tick, now
+            if stalled > tick:
+                self._credit_stall(stalled)
+            deadline = now - self.liveness_period
             for rec in list(self._children.values()):
                 if rec.alive and rec.last_seen_monotonic < deadline:
                     self._mark_lost(rec, f"missed {self.settings.liveness_misses} heartbeats")
+
+    def _credit_stall(self, stalled: float) -> None:
+        """This agent's own loop was frozen (a GC pause, a blocking call, a suspended VM) and could not hear
+        any heartbeat meanwhile: that time does not count against the children. Without this, one long
+        pause of the parent declares every child lost at once and relocates everything they run."""
+        self.stalls += 1
+        for rec in self._children.values():
+            rec.last_seen_monotonic += stalled
+        if stalled > self.settings.heartbeat_interval:
+            self.agent.log.warning("event loop stalled for %.2fs; children's liveness deadlines moved by as much",
+                                   stalled)
 
     # -- state changes -----------------------------------------------------------------------------
     def _mark_lost(self, rec: ChildRecord, reason: str) -> None:

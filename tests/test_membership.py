@@ -98,6 +98,20 @@ async def test_hung_child_is_lost_after_missed_heartbeats_then_recovers(make_age
     assert pm.child(str(child.jid)).alive  # type: ignore[union-attr]
 
 
+async def test_a_frozen_parent_loop_loses_no_child(make_agent: Any, eventually: Any) -> None:
+    """A pause of the whole process (GC, a blocking call, a suspended VM) longer than the liveness period:
+    nobody could heartbeat or listen, so no child is lost."""
+    parent, pm, events = await make_parent(make_agent, misses=3)
+    child, cm = await make_child(make_agent, str(parent.jid))
+    assert (await events.next())[0] == "joined"
+    await cm.wait_connected(timeout=3)
+    seq = pm.child(str(child.jid)).seq   # type: ignore[union-attr]
+    time.sleep(3 * 3 * HB)               # the loop is frozen for three liveness periods
+    await eventually(lambda: pm.child(str(child.jid)).seq > seq + 3, timeout=3)   # type: ignore[union-attr]
+    assert pm.stalls >= 1 and events.queue.empty()    # no "lost" event, nothing to recover
+    assert pm.child(str(child.jid)).alive             # type: ignore[union-attr]
+
+
 async def test_restarted_parent_relearns_children(make_agent: Any, eventually: Any) -> None:
     parent, pm, events = await make_parent(make_agent)
     child, cm = await make_child(make_agent, str(parent.jid))
