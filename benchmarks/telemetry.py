@@ -56,6 +56,7 @@ def pct(values: list[float], q: float) -> float:
 
 def demo_samples() -> list[tuple[str, dict[str, str], float]]:
     """One tick's observations of a demo node running three component instances (the sim's snapshot)."""
+    from agents.telemetry.io_counters import IoCounters
     from mechanisms.sim_placement import sim_node_spec
     from node.substrate import node_snapshot
     from sim import SimClock, SimContinuum
@@ -68,7 +69,11 @@ def demo_samples() -> list[tuple[str, dict[str, str], float]]:
     sim.advance(5.0)
     snap = node_snapshot(sim, NODE)
     plan = CollectionPlan(NODE_DEFAULTS | COMPONENT_DEFAULTS)
-    out = [(n, {"node": NODE}, float(v)) for n, v in snap["metrics"].items() if plan.wants(n)]
+    io = IoCounters()
+    io.fold(snap["metrics"], 0.0)
+    metrics, counters = io.fold(snap["metrics"], 1.0)      # as the node agent does: I/O rates -> counters
+    out = [(n, {"node": NODE}, float(v)) for n, v in metrics.items() if plan.wants(n)]
+    out.extend((n, {"node": NODE, **attrs}, v) for n, attrs, v in counters if plan.wants(n))
     for inst in snap["instances"]:
         labels = {"node": NODE, "app": inst["app"], "component": inst["component"], "instance": inst["instance_id"]}
         out.extend((n, labels, float(v)) for n, v in inst["metrics"].items() if plan.wants(n))

@@ -22,6 +22,7 @@ from agents.payloads import InstanceReport, StatusReport
 from agents.protocol import Kind, Role
 from agents.telemetry import COMPONENT_DEFAULTS, NODE_DEFAULTS
 from agents.telemetry import digest as digests
+from agents.telemetry.io_counters import IoCounters
 from mechanisms.relocation_proposal import RelocationProposalMechanism
 
 DEFAULT_POLICIES = ["policies.node_overload"]
@@ -47,6 +48,7 @@ class NodeAgent(ManagedAgent):
         self._last_states: dict[str, str] = {}
         self._last_full = 0.0
         self.pushed_metrics: Any = None     # a ComponentMetricsInbox when the push endpoint runs
+        self.io_counters = IoCounters()     # substrate I/O rates -> semantic-convention byte counters
         self._instances: list[dict[str, Any]] = []
         self.substrate_up = True
         self.membership = ChildMembership(self, parent, role=Role.NODE,
@@ -81,7 +83,7 @@ class NodeAgent(ManagedAgent):
             return
         now = time.time()
         self._instances = snap["instances"]
-        self.record_samples(self._samples(snap["metrics"], self._instances), now)
+        self.record_samples(self._samples(snap["metrics"], self._instances, now), now)
         await self._report_changes(now)
         if now - self._last_full >= self.settings.status_report:
             self._last_full = now
@@ -110,10 +112,13 @@ class NodeAgent(ManagedAgent):
                           StatusReport(source=self.agent_id, full=True,
                                        instances=[self._instance_report(i) for i in active]))
 
-    def _samples(self, metrics: dict[str, float], instances: list[dict[str, Any]]) -> list[tuple[str, dict[str, str], float]]:
+    def _samples(self, metrics: dict[str, float], instances: list[dict[str, Any]], now: float
+                 ) -> list[tuple[str, dict[str, str], float]]:
         """This tick's observations that the collection plan wants (node, then component metrics)."""
         wants = self.collection.wants
+        metrics, io = self.io_counters.fold(metrics, now)   # every tick, wanted or not: totals stay exact
         out = [(name, {"node": self.node}, float(v)) for name, v in metrics.items() if wants(name)]
+        out.extend((name, {"node": self.node, **attrs}, v) for name, attrs, v in io if wants(name))
         for inst in instances:
             labels = {"node": self.node, "app": inst["app"], "component": inst["component"],
                       "instance": inst["instance_id"]}

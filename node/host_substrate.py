@@ -2,9 +2,10 @@
 
 `observe()` returns the same snapshot as the simulated substrates (``{"up", "metrics", "instances"}``), with
 the metric names of the OTel system semantic conventions where they exist (`system.cpu.utilization`,
-`system.memory.*`, `system.cpu.frequency`, `system.cpu.load_average.1m`) and per-second rates for the I/O
-counters (`system.network.io.receive|transmit`, `system.disk.io.read|write`, bytes/s) because the control
-loop wants rates; the cumulative counters stay available to Prometheus users as rates of these gauges.
+`system.memory.*`, `system.cpu.frequency`, `system.cpu.load_average.1m`), and I/O as the same per-second
+rates the sim reports (`system.network.io.receive|transmit`, `system.disk.io.read|write`, bytes/s), which the
+node agent folds into the conventions' cumulative counters `system.network.io` / `system.disk.io`
+(agents/telemetry/io_counters.py).
 psutil's "since the previous call" CPU reading is taken exactly once per tick, here: several OTel readers
 re-run callbacks and would otherwise corrupt it. Instances come from the workload substrate (Kubernetes),
 not from here; components push their QoS metrics to the node agent (`agents/telemetry/push.py`).

@@ -21,6 +21,9 @@ NODE_DESC = {"MLSysOpsNode": {"name": "host-1", "cluster_id": "c1", "continuum_l
                               "hardware": {"cpu": {"architecture": "amd64", "cores": 2}, "memory": "4Gi"}}}
 
 
+RECEIVE = {"node": "host-1", "network.io.direction": "receive"}
+
+
 def test_host_sample_has_semantic_convention_names_and_rates():
     sub = HostNodeSubstrate("host-1")
     first = sub.sample()
@@ -85,10 +88,14 @@ async def test_node_agent_on_a_host_records_host_and_pushed_metrics(make_agent):
         deadline = time.monotonic() + 10
         labels = {"node": "host-1", "app": "shop", "component": "web", "instance": "web"}
         while not (agent.knowledge.window("response_time_ms", labels)
-                   and agent.knowledge.window("system.network.io.receive", {"node": "host-1"})):
+                   and len(agent.knowledge.window("system.network.io", RECEIVE)) >= 3):
             assert time.monotonic() < deadline, agent.knowledge.metrics()
             await asyncio.sleep(0.05)
         assert agent.knowledge.latest("response_time_ms", app="shop") == 12.0
+        # the semantic conventions' cumulative byte counter: never decreases
+        totals = [v for _, v in agent.knowledge.window("system.network.io", RECEIVE)]
+        assert totals == sorted(totals) and len(totals) >= 3
+        assert agent.knowledge.window("system.network.io", {**RECEIVE, "network.io.direction": "transmit"})
         before = len(agent.knowledge.window("system.cpu.utilization", {"node": "host-1"}))
         await asyncio.sleep(1.0)   # several failed exports later, the Monitor still ticks at its pace
         assert len(agent.knowledge.window("system.cpu.utilization", {"node": "host-1"})) >= before + 5

@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from agents.mape import Knowledge
 from agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
 from agents.telemetry import digest as digests
+from agents.telemetry.io_counters import IoCounters
 
 NODE = {"node": "n1"}
 COMP = {"node": "n1", "app": "shop", "component": "web", "instance": "shop.web.1"}
@@ -33,6 +34,30 @@ def test_sdk_round_trip_maps_labels_to_semantic_conventions_and_back():
         assert 'system_cpu_utilization{host_name="n1"} 0.5' in text
         assert 'mlsysops_agent_decisions_total{mlsysops_agent="n1",stage="plan"} 2.0' in text
         assert 'service_instance_id="n1"' in text and "otel_scope_name" not in text
+    finally:
+        t.shutdown()
+
+
+def test_io_rates_become_the_semantic_conventions_cumulative_counters():
+    io = IoCounters()
+    rest, first = io.fold({"system.cpu.utilization": 0.5, "system.network.io.receive": 1000.0,
+                           "system.disk.io.write": 10.0}, now=100.0)
+    assert rest == {"system.cpu.utilization": 0.5}
+    assert first == [("system.network.io", {"network.io.direction": "receive"}, 0.0),   # no interval yet
+                     ("system.disk.io", {"disk.io.direction": "write"}, 0.0)]
+    _, second = io.fold({"system.network.io.receive": 1000.0, "system.disk.io.write": 10.0}, now=102.0)
+    _, third = io.fold({"system.network.io.receive": 500.0, "system.disk.io.write": -1.0}, now=103.0)
+    assert [v for _, _, v in second] == [2000.0, 20.0] and [v for _, _, v in third] == [2500.0, 20.0]
+
+    t = AgentTelemetry("n1", "node", prometheus=True)
+    try:
+        t.publish([(name, {**NODE, **attrs}, v) for name, attrs, v in third])
+        text = t.prometheus_text().decode()
+        assert "# TYPE system_network_io_bytes_total counter" in text
+        assert 'system_network_io_bytes_total{host_name="n1",network_io_direction="receive"} 2500.0' in text
+        assert 'system_disk_io_bytes_total{disk_io_direction="write",host_name="n1"} 20.0' in text
+        back = {(m, lbl.get("network.io.direction")): v for m, lbl, v in t.collect()}
+        assert back[("system.network.io", "receive")] == 2500.0     # the Monitor reads the total back
     finally:
         t.shutdown()
 

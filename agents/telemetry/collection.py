@@ -16,8 +16,7 @@ from typing import Any
 NODE_DEFAULTS = frozenset({
     "system.cpu.utilization", "system.cpu.logical.count", "system.cpu.frequency",
     "system.memory.usage", "system.memory.limit", "system.memory.utilization",
-    "system.network.io.receive", "system.network.io.transmit",
-    "system.disk.io.read", "system.disk.io.write",
+    "system.network.io", "system.disk.io",
 })
 COMPONENT_DEFAULTS = frozenset({"running", "response_time_ms", "cpu_usage_cores", "memory_usage_bytes"})
 

@@ -28,6 +28,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
 from opentelemetry.sdk.resources import Resource
 
+from agents.telemetry.io_counters import COUNTERS
+
 log = logging.getLogger(__name__)
 
 Sample = tuple[str, dict[str, str], float]   # (metric, labels, value)
@@ -41,8 +43,7 @@ _FROM_OTEL = {v: k for k, v in _TO_OTEL.items()}
 UNITS = {
     "system.cpu.utilization": "1", "system.memory.utilization": "1", "system.memory.usage": "By",
     "system.memory.limit": "By", "system.cpu.frequency": "Hz", "system.cpu.logical.count": "{cpu}",
-    "system.network.io.receive": "By/s", "system.network.io.transmit": "By/s",
-    "system.disk.io.read": "By/s", "system.disk.io.write": "By/s", "system.cpu.load_average.1m": "1",
+    "system.network.io": "By", "system.disk.io": "By", "system.cpu.load_average.1m": "1",
     "response_time_ms": "", "cpu_usage_cores": "{cpu}", "memory_usage_bytes": "By",
     "requests_per_second": "{request}/s", "sim.node.power": "W",
     "mlsysops.telemetry.digest.bytes": "By",
@@ -114,13 +115,16 @@ class AgentTelemetry:
 
     # -- recording ----------------------------------------------------------------------------------
     def publish(self, samples: Iterable[Sample]) -> None:
-        """Replace the current gauge values (one tick's observations; series absent now disappear)."""
+        """Replace the current values (one tick's observations; series absent now disappear). Names in
+        `COUNTERS` carry cumulative totals and are exported as monotonic counters, the rest as gauges."""
         cache: dict[str, list[tuple[dict[str, str], float]]] = {}
         for name, labels, value in samples:
             cache.setdefault(name, []).append((to_otel(labels), float(value)))
         for name in cache.keys() - self._gauges:
             self._gauges.add(name)
-            self.meter.create_observable_gauge(name, [self._callback(name)], unit=UNITS.get(name, "1"))
+            # cumulative counters (semantic conventions: system.network.io, system.disk.io) stay counters
+            create = self.meter.create_observable_counter if name in COUNTERS else self.meter.create_observable_gauge
+            create(name, [self._callback(name)], unit=UNITS.get(name, "1"))
         self._cache = cache   # atomic swap: exporter threads read either the old or the new dict
 
     def _callback(self, name: str) -> Any:
