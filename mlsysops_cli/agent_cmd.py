@@ -102,7 +102,7 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
                 return 1
             agent.use_dispatch(karmada_dispatch(spec, karmada_api, workload_namespace(spec), agent))
         mirror = None
-        if spec.config.substrate.type == "kubernetes":
+        if spec.config.substrate.type in ("kubernetes", "karmada"):   # karmada: in its API server
             try:
                 mirror = await _app_mirror(spec)
             except Exception as exc:   # noqa: BLE001 - the CRs are a view: the agent runs without them

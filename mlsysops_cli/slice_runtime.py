@@ -179,11 +179,12 @@ class SliceRuntime:
             self.jid("continuum", cont.continuum_id), self.password, description=cont,
             cluster_jids={cid: self.jid("cluster", cid) for cid in self.spec.clusters},
             inventory=self.spec.inventory, settings=self.settings("continuum"), **self._agent_kwargs())
-        if self.kube:   # one MLSysOpsApp custom resource per app, with status
+        if self.kube or self.karmada:   # one MLSysOpsApp custom resource per app, with status
             if self.app_mirror is None:
                 from agents.kube.app_status import AppStatusMirror
 
-                self.app_mirror = AppStatusMirror(self.kube_api, self.namespace)
+                # on Karmada in its API server: the operator's view of the apps, next to their policies
+                self.app_mirror = AppStatusMirror(self.kube_api or self.karmada_api, self.namespace)
                 self.app_mirror.start()
             self.continuum.attach_app_mirror(self.app_mirror)
         if self.karmada:

@@ -130,6 +130,19 @@ async def test_continuum_places_each_component_on_its_cluster_through_karmada(pr
                     assert st["cluster"] == "edge-1" and st["reason"] is None, (comp, st)
                     assert await binding_clusters(kube_client, ns, comp) == ["edge-1"]
 
+                # the app is an MLSysOpsApp CR in the Karmada API server, its status from the bindings
+                async def app_cr_running() -> dict[str, Any] | None:
+                    try:
+                        cr = await k.CustomObjectsApi(kube_client).get_namespaced_custom_object(
+                            "mlsysops.eu", "v1", ns, "mlsysopsapps", APP)
+                    except k.ApiException:
+                        return None
+                    return cr if (cr.get("status") or {}).get("phase") == "Running" else None
+
+                cr = await until(app_cr_running, 20, what="MLSysOpsApp CR Running in Karmada")
+                assert {c: v["cluster"] for c, v in cr["status"]["components"].items()} == {
+                    "aggregator": "edge-1", "sensor-reader": "edge-1"}
+
                 # A restarted continuum adopts the placements found in Karmada: no second placement.
                 t2 = time.monotonic()
                 cont = await rt.restart_continuum()
