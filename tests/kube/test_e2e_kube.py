@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from kubernetes.aio import client as k
 
 from agents.kube import manifests as mf
@@ -216,6 +217,68 @@ async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, ku
             await server.stop()
         if rt.kubelet is not None:
             await rt.kubelet.stop(deregister=True)   # Nodes are cluster-scoped: leave none to other tests
+        await rt.stop()
+        try:
+            await k.CoreV1Api(kube_client).delete_namespace(ns)
+        except k.ApiException:
+            pass
+
+
+QOS_APP = """
+MLSysOpsApp:
+  name: latency
+  cluster_placement: {cluster_id: [edge-1]}
+  components:
+    - metadata: {name: worker}
+      node_placement: {continuum_layer: [edge, edge_infrastructure]}
+      qos_metrics:
+        - {application_metric_id: response_time_ms, target: 60, relation: lower_or_equal}
+      containers:
+        - image: registry.example.org/worker:1
+          platform_requirements: {cpu: {requests: 200m}, memory: {requests: 64Mi}}
+"""
+
+
+async def test_qos_violation_moves_the_deployment_to_another_node(prosody, kube_stack, kube_client):
+    """The QoS path on Kubernetes: node agents label samples with the pod, the cluster matches them to its
+    instance by node + component, the relocation policy moves the component (make-before-break), and the
+    Deployment ends pinned to the new node with its pod running there."""
+    ns = f"qos-{uuid.uuid4().hex[:6]}"
+    overrides = {k_: dict(v) for k_, v in FAST.items()}
+    overrides["all"]["heartbeat"] = 1.0   # a loaded machine must not turn this into a node-loss relocation
+    overrides["node"] = {"disabled_policies": ["node_overload"]}   # the cluster's QoS path, not the node's
+    rt = SliceRuntime(kube_slice(kube_stack.kubeconfig, ns), xmpp_port=prosody.port, force_xmpp=True,
+                      jid_suffix="-" + uuid.uuid4().hex[:6], overrides=overrides)
+    try:
+        await rt.start()
+        await until(lambda: formed(rt), 20, what="hierarchy formed")
+        rt.continuum.submit_app(yaml.safe_load(QOS_APP), source="test")
+
+        def worker() -> dict[str, Any]:
+            return rt.continuum.app_status("latency").get("worker") or {}
+
+        await until(lambda: worker().get("status") == "running", 60, what="latency/worker running")
+        hot = worker()["nodes"][0]
+        rt.sim.load_spike(hot, cpu_cores=rt.sim.node(hot).cpu_cores * 2, duration_s=120)
+        await until(lambda: worker().get("status") == "running" and worker()["nodes"] and hot not in worker()["nodes"],
+                    60, what="QoS violation relocated the worker")
+        target = worker()["nodes"][0]
+        plans = rt.clusters["edge-1"].decisions(app="latency", policy="relocation", stage="plan")
+        assert any("qos violated" in str(p.get("explanation")) for p in plans), [p["reason"] for p in plans]
+
+        async def moved() -> list[dict[str, Any]] | None:
+            sel = f"{mf.LABEL_APP}={mf.label_value('latency')}"
+            deps = raw(kube_client, await k.AppsV1Api(kube_client).list_namespaced_deployment(ns, label_selector=sel))
+            pods = [p for p in raw(kube_client, await k.CoreV1Api(kube_client).list_namespaced_pod(
+                ns, label_selector=sel))["items"] if p["status"].get("phase") == "Running"]
+            ok = ([pinned_node(d) for d in deps["items"]] == [[target]]
+                  and [p["spec"]["nodeName"] for p in pods] == [target])
+            return deps["items"] if ok else None
+
+        await until(moved, 30, what=f"one Deployment, pinned to {target}, its pod running there")
+    finally:
+        if rt.kubelet is not None:
+            await rt.kubelet.stop(deregister=True)
         await rt.stop()
         try:
             await k.CoreV1Api(kube_client).delete_namespace(ns)
