@@ -31,8 +31,8 @@ from agents.deploy.xmpp import (
     self_signed_pem,
 )
 from agents.descriptions import KINDS, dump_yaml
-from agents.kube.crds import description_objects
 from agents.descriptions.crd_gen import crd
+from agents.kube.crds import description_objects
 from agents.slice_config import LAYERS, SliceSpec
 
 log = logging.getLogger(__name__)
