@@ -24,6 +24,8 @@ from typing import Annotated, Any
 
 import typer
 
+from mlsysops_cli import freeze_startup_heap
+
 
 class Layer(StrEnum):
     continuum = "continuum"
@@ -110,6 +112,7 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
             else:
                 agent.attach_app_mirror(mirror)
         await agent.start_agent()
+        freeze_startup_heap()
         app = create_app(ApiBackend(agent), tokens, metrics_auth=spec.config.telemetry.metrics_auth)
         api = ApiServer(app, host=spec.config.api.host, port=spec.config.api.port if api_port is None else api_port)
         try:
@@ -165,6 +168,7 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
                              settings=settings, port=port)
         mech.resolve = agent.apps.get if kube else resolver_for(agent.apps)
         await agent.start_agent()
+        freeze_startup_heap()
         inventory = None
         if kube:   # Kubernetes Nodes merged with the descriptions (a view: the agent runs without it)
             from agents.kube.inventory import NodeInventory
@@ -231,6 +235,7 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         if push is not None:
             agent.pushed_metrics = push.inbox
         await agent.start_agent()
+        freeze_startup_heap()
         typer.echo(f"node agent {agent.jid} up", err=False)
         _serve_metrics(agent, spec)
         await _wait(stop, node_down, interval=settings.monitor)

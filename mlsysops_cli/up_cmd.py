@@ -17,6 +17,8 @@ from typing import Annotated
 
 import typer
 
+from mlsysops_cli import freeze_startup_heap
+
 STATUS_STYLE = {"running": "green", "deploying": "yellow", "pending": "yellow", "relocating": "magenta",
                 "failed": "red", "unknown": "red", "removed": "dim"}
 
@@ -108,6 +110,7 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
             except SubstrateError as exc:   # unreachable API server, bad kubeconfig: say so, no traceback
                 console.print(f"[red]substrate {spec.config.substrate.type}: {exc}[/]", soft_wrap=True)
                 return 1
+        freeze_startup_heap()
         app = create_app(ApiBackend(runtime=rt), tokens, metrics_auth=spec.config.telemetry.metrics_auth)
         api = ApiServer(app, host=spec.config.api.host, port=spec.config.api.port)
         try:

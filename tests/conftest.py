@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +27,38 @@ from agents.agent_base import MLSysOpsAgent
 from agents.xmpp_server import EmbeddedXMPPServer
 
 AGENT_PASSWORD = "test-secret"
+
+
+class _GcPauses:
+    """Longest garbage-collector pauses of the run, printed at the end: whole-process freezes are what
+    liveness in one-process slice tests is most sensitive to, so CI logs should show them."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.longest: list[tuple[float, int]] = []   # (seconds, generation)
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.longest = sorted([*self.longest, (time.perf_counter() - self.started, info["generation"])],
+                                  reverse=True)[:3]
+
+
+GC_PAUSES = _GcPauses()
+gc.callbacks.append(GC_PAUSES)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Everything imported so far (kubernetes client models, pydantic schemas, ...) lives until the end:
+    # out of the collector's reach, later gen-2 passes scan only what the tests create (as `mlsysops up` does).
+    gc.collect()
+    gc.freeze()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    pauses = ", ".join(f"{sec * 1000:.0f} ms (gen {gen})" for sec, gen in GC_PAUSES.longest)
+    terminalreporter.write_line(f"longest GC pauses: {pauses or 'none'}")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
