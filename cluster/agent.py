@@ -467,7 +467,8 @@ class ClusterAgent(ManagedAgent):
                 self._set_status(iid, "lost", f"node {row['node']} is not ready")
                 continue
             status = self._substrate_status(inst)
-            self._set_status(iid, status, inst.get("reason") if status == "failed" else None)
+            # failed: why; deploying: what holds it up (e.g. "Unschedulable: 0/7 nodes are available: ...")
+            self._set_status(iid, status, inst.get("reason") if status != "running" else None)
         now = time.time()
         for iid, row in self.instances.items():
             if iid in present or row["status"] not in ACTIVE:
@@ -536,7 +537,7 @@ class ClusterAgent(ManagedAgent):
         elif len(running) >= wanted:
             status, reason = "running", None
         elif active:
-            status, reason = "deploying", None
+            status, reason = "deploying", next((r["reason"] for r in active if r.get("reason")), None)
         elif failed:
             status, reason = "failed", failed[-1]["reason"]
         else:

@@ -75,6 +75,36 @@ def _rolled_out(dep: dict[str, Any]) -> bool:
             and status.get("replicas", 0) == want)
 
 
+# Container waiting reasons that do not heal by waiting (kubectl shows them in STATUS): the instance has failed
+# now, not when the Deployment's progress deadline (10 min by default) runs out.
+FAILING_WAITING = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                   "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+
+
+def pod_problem(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """What keeps the newest pod from running, as (state, reason): ("failed", "ImagePullBackOff: ...") for
+    a pod that failed or cannot start, ("starting", "Unschedulable: ...") for one the scheduler cannot place.
+    None when it is on its way (or there is no pod yet)."""
+    if not pods:
+        return None
+    pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    status = pod.get("status") or {}
+    if status.get("phase") == "Failed":
+        return "failed", _why(status.get("reason") or "Failed", status.get("message"))
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in FAILING_WAITING:
+            return "failed", _why(waiting["reason"], waiting.get("message"))
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return "starting", _why(cond.get("reason") or "Unschedulable", cond.get("message"))
+    return None
+
+
+def _why(reason: str, message: str | None) -> str:
+    return f"{reason}: {message}" if message else reason
+
+
 class KubePlacementMechanism:
     """Mechanism plugin object: `apply(command)`, `get_state()`, `get_options()`."""
 
@@ -225,7 +255,7 @@ class KubePlacementMechanism:
         elif progressing.get("reason") == "ProgressDeadlineExceeded":
             state, reason = "failed", progressing.get("message")
         else:
-            state = "starting"
+            state, reason = pod_problem(pods) or ("starting", None)
         return {"instance_id": iid, "app": labels.get(mf.LABEL_APP), "component": labels.get(mf.LABEL_COMPONENT),
                 "node": node, "state": state, "reason": reason, "deployment": meta["name"],
                 "cpu_request_cores": cpu, "memory_request_bytes": int(mem),

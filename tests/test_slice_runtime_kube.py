@@ -90,6 +90,10 @@ def test_status_comes_from_the_substrate(agent):
     mech.state["instances"] = [inst("i1", "edge-rpi-1", "starting")]
     asyncio.run(ag.monitor())
     assert ag.instances["i1"]["status"] == "deploying"
+    mech.state["instances"] = [inst("i1", "edge-rpi-1", "starting", "Unschedulable: 0/2 nodes are available")]
+    asyncio.run(ag.monitor())
+    up = ag.component_status("a", "c")     # what holds it up goes up with "deploying"
+    assert (up.status, up.reason) == ("deploying", "Unschedulable: 0/2 nodes are available")
     mech.state["instances"] = [inst("i1", "edge-rpi-1", "running")]
     asyncio.run(ag.monitor())
     assert ag.instances["i1"]["status"] == "running"

@@ -344,3 +344,20 @@ async def test_cluster_clients_one_client_per_cluster(kube_stack) -> None:
             await clients.get("nowhere")
     finally:
         await clients.close()
+
+
+async def test_an_unschedulable_instance_says_why(kube_client, kube_ns, sim_kubelets, app_doc) -> None:
+    """The scheduler cannot place the pod (the node is too small): the instance stays starting, with the
+    scheduler's reason instead of silence until the progress deadline."""
+    cluster, tiny = unique("c"), unique("n")
+    await sim_kubelets([SimNodeSpec(tiny, cluster, "edge", cpu_cores=0.25, startup_s=0.05)])
+    mech = KubePlacementMechanism(kube_client, kube_ns, cluster, {APP: app_doc.spec}.get, move_timeout=20)
+    iid = f"{APP}.aggregator.0@{tiny}"
+    assert (await mech.apply(deploy("aggregator", tiny, iid)))["ok"]
+
+    async def held() -> dict | None:
+        inst = {i["instance_id"]: i for i in (await mech.get_state())["instances"]}.get(iid)
+        return inst if inst and (inst["reason"] or "").startswith("Unschedulable") else None
+
+    inst = await until(held, timeout=30, what="the scheduler's reason on the instance")
+    assert inst["state"] == "starting" and "Insufficient cpu" in inst["reason"], inst
