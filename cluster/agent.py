@@ -162,6 +162,8 @@ class ClusterAgent(ManagedAgent):
         row = self.instances.get(iid)
         if row is not None and (row["status"] != status or row["reason"] != reason):
             row.update(status=status, reason=reason, since=time.time())
+            if status != "failed":
+                row.pop("retrying", None)
 
     # -- membership ---------------------------------------------------------------------------------
     async def _accept_node(self, env: Envelope) -> dict[str, Any]:
@@ -458,8 +460,9 @@ class ClusterAgent(ManagedAgent):
         for iid, inst in present.items():
             row = self.instances.get(iid)
             if row is None:
-                self.instances[iid] = self._row(inst, self._substrate_status(inst) if authoritative
-                                                else "deploying", inst.get("reason"))
+                row = self.instances[iid] = self._row(inst, self._substrate_status(inst) if authoritative
+                                                      else "deploying", inst.get("reason"))
+                row["retrying"] = authoritative and row["status"] == "failed"
                 continue
             if not authoritative or row["status"] in ("removed", "lost"):
                 continue
@@ -469,6 +472,8 @@ class ClusterAgent(ManagedAgent):
             status = self._substrate_status(inst)
             # failed: why; deploying: what holds it up (e.g. "Unschedulable: 0/7 nodes are available: ...")
             self._set_status(iid, status, inst.get("reason") if status != "running" else None)
+            # its Deployment still exists on a ready node: Kubernetes retries it there (see occupying())
+            row["retrying"] = status == "failed"
         now = time.time()
         for iid, row in self.instances.items():
             if iid in present or row["status"] not in ACTIVE:

@@ -27,6 +27,13 @@ from policies.placement_types import ComponentKey, ComponentRequest, NodeView
 ACTIVE = ("deploying", "starting", "running")
 
 
+def occupying(inst: dict[str, Any]) -> bool:
+    """Serves, will serve, or holds its place: a failed instance Kubernetes keeps retrying where it is
+    (`retrying`, e.g. ImagePullBackOff) is not replaced elsewhere, which would only spread the failure and
+    leave failing Deployments behind; it shows as failed with the reason until its spec is fixed."""
+    return inst["status"] in ACTIVE or bool(inst.get("retrying"))
+
+
 def instance_id(app: str, component: str, slot: int, node: str) -> str:
     """Deterministic id: a retried or repeated plan for the same slot and node is a no-op."""
     return f"{app}.{component}.{slot}@{node}"
@@ -56,7 +63,7 @@ class ClusterState:
             is_alive = bool(info.get("alive", False))
             if is_alive:
                 alive.add(name)
-            hosted = [i for i in instances if i["node"] == name and i["status"] in ACTIVE]
+            hosted = [i for i in instances if i["node"] == name and occupying(i)]
             views.append(node_view(info["model"], alive=is_alive,
                                    cpu_utilization=float(info.get("cpu_utilization") or 0.0),
                                    instances=hosted, latency_ms=latency.get(name),
@@ -66,7 +73,7 @@ class ClusterState:
     def active(self, app: str, component: str) -> list[dict[str, Any]]:
         """Instances that serve or will serve: active status on an alive node."""
         return [i for i in self.instances if i["app"] == app and i["component"] == component
-                and i["status"] in ACTIVE and i["node"] in self.alive]
+                and occupying(i) and i["node"] in self.alive]
 
     def lost(self, app: str) -> list[dict[str, Any]]:
         return [i for i in self.instances if i["app"] == app and
@@ -90,6 +97,6 @@ def assigned_requests(system: dict[str, Any], app: str) -> list[ComponentRequest
 def placements(state: ClusterState, app: str) -> dict[ComponentKey, list[str]]:
     out: dict[ComponentKey, list[str]] = {}
     for inst in state.instances:
-        if inst["app"] == app and (inst["status"] in ACTIVE or inst["status"] == "lost"):
+        if inst["app"] == app and (occupying(inst) or inst["status"] == "lost"):
             out.setdefault((app, inst["component"]), []).append(inst["node"])
     return out

@@ -104,6 +104,23 @@ def test_status_comes_from_the_substrate(agent):
     assert (up.status, up.reason) == ("failed", "ProgressDeadlineExceeded")
 
 
+def test_a_failing_pod_on_a_ready_node_holds_its_place(agent):
+    """ImagePullBackOff on a Ready node: failed with the reason, but Kubernetes retries it there, so the
+    placement policies see the slot taken and place no second, equally failing Deployment elsewhere."""
+    from policies.cluster_state import ClusterState
+
+    ag, mech = agent
+    mech.state["instances"] = [inst("i1", "edge-rpi-1", "failed", "ImagePullBackOff: Back-off pulling image")]
+    asyncio.run(ag.monitor())
+    up = ag.component_status("a", "c")
+    assert (up.status, up.reason) == ("failed", "ImagePullBackOff: Back-off pulling image")
+    state = ClusterState.from_system(ag.system_description())
+    assert [i["instance_id"] for i in state.active("a", "c")] == ["i1"]
+    mech.state["instances"] = [inst("i1", "edge-rpi-1", "running")]     # the operator fixed the image
+    asyncio.run(ag.monitor())
+    assert ag.component_status("a", "c").status == "running" and not ag.instances["i1"]["retrying"]
+
+
 def test_not_ready_node_is_not_alive_and_its_instances_are_lost(agent):
     ag, mech = agent
     mech.state["instances"] = [inst("i1", "edge-rpi-1", "running"), inst("i2", "edge-rpi-2", "running")]
