@@ -6,7 +6,8 @@ Liveness combines two signals:
   the parent marks it lost at once (reason ``"presence: unavailable"``);
 * heartbeats: a child that is connected but hung (or partitioned above XMPP) stops heartbeating and is
   marked lost after ``liveness_misses`` intervals (reason ``"missed N heartbeats"``). Time during which the
-  parent's own event loop was frozen is not counted: the parent could not have heard a heartbeat then.
+  parent could not have heard a heartbeat is not counted: its own event loop was frozen, or it was
+  disconnected from the XMPP server (an outage of the server is not the loss of every node).
 
 Recovery is level-triggered: a lost child that heartbeats or registers again is *recovered*; a heartbeat
 from a child the parent does not know is answered FAILURE ``"unknown child: re-register"``, which is how a
@@ -181,9 +182,13 @@ class ParentMembership:
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            stalled, last = now - last - tick, now
-            if stalled > tick:
-                self._credit_stall(stalled)
+            elapsed, last = now - last, now
+            if not self.agent.connected:
+                # Cut off from the XMPP server we hear nobody: that says nothing about the children, which go
+                # on running their work (Kubernetes likewise stops evicting when it loses every node at once).
+                self._extend_deadlines(elapsed)
+            elif elapsed - tick > tick:
+                self._credit_stall(elapsed - tick)
             deadline = now - self.liveness_period
             for rec in list(self._children.values()):
                 if rec.alive and rec.last_seen_monotonic < deadline:
@@ -194,11 +199,14 @@ class ParentMembership:
         any heartbeat meanwhile: that time does not count against the children. Without this, one long
         pause of the parent declares every child lost at once and relocates everything they run."""
         self.stalls += 1
-        for rec in self._children.values():
-            rec.last_seen_monotonic += stalled
+        self._extend_deadlines(stalled)
         if stalled > self.settings.heartbeat_interval:
             self.agent.log.warning("event loop stalled for %.2fs; children's liveness deadlines moved by as much",
                                    stalled)
+
+    def _extend_deadlines(self, seconds: float) -> None:
+        for rec in self._children.values():
+            rec.last_seen_monotonic += seconds
 
     # -- state changes -----------------------------------------------------------------------------
     def _mark_lost(self, rec: ChildRecord, reason: str) -> None:

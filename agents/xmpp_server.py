@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -142,13 +143,16 @@ class EmbeddedXMPPServer:
             if proc is None:
                 return
             if proc.poll() is None:
-                proc.terminate()
+                proc.terminate()   # the main process first: its workers serve it until it is gone
                 try:
                     proc.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     logger.warning("XMPP server pid %d ignored SIGTERM; killing", proc.pid)
                     proc.kill()
                     proc.wait(timeout=timeout)
+            # pyjabber's worker processes must not outlive it: orphaned, they kept serving (and holding the
+            # port for) the old sessions, so clients never saw the server go away
+            _signal_group(proc, signal.SIGKILL)
             self._cleanup_locked()
 
     def kill_sync(self) -> None:
@@ -209,8 +213,8 @@ class EmbeddedXMPPServer:
         return result[0].decode(errors="replace") if result else ""
 
     def _kill_locked(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
+        if self._proc is not None:
+            _signal_group(self._proc, signal.SIGKILL)   # the whole group: workers included
             self._proc.wait(timeout=DEFAULT_STOP_TIMEOUT)
         self._cleanup_locked()
 
@@ -221,6 +225,14 @@ class EmbeddedXMPPServer:
         if self._log_file is not None:
             self._log_file.close()  # type: ignore[attr-defined]
             self._log_file = None
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal the server's process group (it runs in a session of its own: start_new_session)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 # ------------------------------------------------------------------------------------------------

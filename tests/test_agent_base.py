@@ -299,16 +299,30 @@ async def test_start_agent_times_out_without_server(make_agent: Any) -> None:
 
 
 
-async def test_server_handle_reports_death_and_start_failure(tmp_path: Any) -> None:
+async def test_server_handle_reports_death_and_start_failure(tmp_path: Any, make_agent: Any,
+                                                             eventually: Any) -> None:
     import socket
 
     from agents.xmpp_server import XMPPServerError
 
+    import os
+
     server = EmbeddedXMPPServer(workdir=tmp_path / "x1")
     await server.start()
     assert server.alive and server.port > 0
+    group = server.pid
+    await make_agent(prefix="w", server=server, reconnect_backoff=5.0)   # a login starts pyjabber's workers
     await server.kill()  # crash, no graceful shutdown
     assert not server.alive
+
+    def group_gone() -> bool:   # pyjabber's worker processes went with it (orphans kept old sessions alive)
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    await eventually(group_gone, timeout=5)
 
     with socket.socket() as busy:  # port taken: the child exits, the error names the log file
         busy.bind(("127.0.0.1", 0))

@@ -112,6 +112,38 @@ async def test_a_frozen_parent_loop_loses_no_child(make_agent: Any, eventually: 
     assert pm.child(str(child.jid)).alive             # type: ignore[union-attr]
 
 
+async def test_an_xmpp_server_outage_loses_no_child(make_agent: Any, tmp_path: Any, eventually: Any) -> None:
+    """The server goes away for several liveness periods and comes back: the parent heard nobody, which says
+    nothing about its children (they keep their work), so none is lost."""
+    from agents.xmpp_prosody import ProsodyServer
+
+    server = ProsodyServer(tmp_path / "prosody")   # its own: restarted on the same port, accounts kept
+    await server.start()
+    try:
+        agent = await make_agent(prefix="cluster", server=server, reconnect_backoff=0.1, reconnect_backoff_max=0.3)
+        pm = ParentMembership(agent, heartbeat_interval=HB, liveness_misses=3)
+        events = Events(pm)
+        await pm.start()
+        child = await make_agent(prefix="node", server=server, reconnect_backoff=0.1, reconnect_backoff_max=0.3)
+        cm = ChildMembership(child, str(agent.jid), role=Role.NODE, backoff=0.1, backoff_max=0.3,
+                             register_timeout=1.0)
+        await cm.start()
+        assert (await events.next())[0] == "joined"
+        await cm.wait_connected(timeout=3)
+        await server.stop()
+        await eventually(lambda: not agent.connected, timeout=10)
+        await asyncio.sleep(4 * 3 * HB)            # four liveness periods without a server
+        await server.start()
+        await eventually(lambda: agent.connected and child.connected, timeout=10)
+        seq = pm.child(str(child.jid)).seq        # type: ignore[union-attr]
+        await eventually(lambda: pm.child(str(child.jid)).seq > seq + 2, timeout=10)   # type: ignore[union-attr]
+        assert events.queue.empty(), events.queue._queue    # type: ignore[attr-defined]
+        await cm.stop()
+        await pm.stop()
+    finally:
+        await server.stop()
+
+
 async def test_restarted_parent_relearns_children(make_agent: Any, eventually: Any) -> None:
     parent, pm, events = await make_parent(make_agent)
     child, cm = await make_child(make_agent, str(parent.jid))
