@@ -301,11 +301,10 @@ async def test_start_agent_times_out_without_server(make_agent: Any) -> None:
 
 async def test_server_handle_reports_death_and_start_failure(tmp_path: Any, make_agent: Any,
                                                              eventually: Any) -> None:
+    import os
     import socket
 
     from agents.xmpp_server import XMPPServerError
-
-    import os
 
     server = EmbeddedXMPPServer(workdir=tmp_path / "x1")
     await server.start()
