@@ -107,11 +107,30 @@ def _pick(row: Any, key: str) -> Any:
     return row
 
 
+def human_age(seconds: float) -> str:
+    """kubectl-style age: 45s, 5m30s, 42m, 4h53m, 30h, 3d4h, 12d (coarser the older)."""
+    s = int(max(0.0, seconds))
+    m, h, d = s // 60, s // 3600, s // 86400
+    if s < 120:
+        return f"{s}s"
+    if m < 10:
+        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
+    if h < 3:
+        return f"{m}m"
+    if h < 8:
+        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
+    if h < 48:
+        return f"{h}h"
+    if d < 8:
+        return f"{d}d{h % 24}h" if h % 24 else f"{d}d"
+    return f"{d}d"
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float) and value > 1e9:   # a timestamp: show its age
-        return f"{max(0.0, time.time() - value):.0f}s"
+        return human_age(time.time() - value)
     if isinstance(value, float):
         return f"{value:.2f}"
     if isinstance(value, (list, tuple)):

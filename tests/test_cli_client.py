@@ -178,3 +178,14 @@ def test_apply_and_delete_a_node(slice_up, tmp_path):
     gone = run(env, "delete", "node", "edge-rpi-8")
     assert gone.returncode == 0 and "node/edge-rpi-8 drained (0 relocated) and removed" in gone.stdout, gone.stderr
     assert not any(n["name"] == "edge-rpi-8" for n in json.loads(run(env, "get", "nodes", "-o", "json").stdout))
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (0, "0s"), (45.9, "45s"), (119, "119s"), (120, "2m"), (330, "5m30s"), (42 * 60, "42m"),
+    (4 * 3600 + 53 * 60, "4h53m"), (5 * 3600, "5h"), (30 * 3600, "30h"), (3 * 86400 + 4 * 3600, "3d4h"),
+    (12 * 86400 + 5, "12d"), (-3, "0s"),
+])
+def test_ages_read_like_kubectl(seconds, shown):
+    from mlsysops_cli.client_cmd import human_age
+
+    assert human_age(seconds) == shown
