@@ -165,6 +165,23 @@ class ClusterAgent(ManagedAgent):
             if status != "failed":
                 row.pop("retrying", None)
 
+    def _keep_if_back(self, iid: str, row: dict[str, Any], status: str) -> None:
+        """A `lost` instance whose node is back and still runs it, before any replacement took its place (no
+        other node could host it, or all nodes were lost at once): it is kept, instead of staying
+        `relocating` for ever while it runs. A replacement already under way wins: its move removes this one."""
+        if row["status"] != "lost":
+            return
+        model = self.apps.get(row["app"])
+        wanted = instances_wanted(model, row["component"]) if model is not None else 1
+        active = [r for r in self.instances.values() if r["app"] == row["app"] and r["component"] == row["component"]
+                  and r["status"] in ACTIVE]
+        if len(active) >= wanted:
+            return
+        self._set_status(iid, status)
+        self.record_event(f"{row['app']}/{row['component']}: instance {iid} kept, node {row['node']} is back and "
+                          f"still runs it", app=row["app"], inputs={"instance": iid, "node": row["node"]})
+        self.trigger(reason=f"node {row['node']} back with its instances")
+
     # -- membership ---------------------------------------------------------------------------------
     async def _accept_node(self, env: Envelope) -> dict[str, Any]:
         name = self.jid_nodes.get(env.sender.split("/")[0])
@@ -328,6 +345,8 @@ class ClusterAgent(ManagedAgent):
                 if inst.status in ("starting", "running"):   # runs but we never heard of it: adopt
                     self.instances[inst.instance_id] = self._row(inst.model_dump(), inst.status)
                 continue
+            if rep.full and row["node"] == inst.node and inst.status in ("starting", "running"):
+                self._keep_if_back(inst.instance_id, row, "deploying" if inst.status == "starting" else "running")
             if row["status"] in ("removed", "lost") or row["node"] != inst.node:
                 continue
             status = "deploying" if inst.status == "starting" else inst.status
@@ -464,6 +483,10 @@ class ClusterAgent(ManagedAgent):
                                                       else "deploying", inst.get("reason"))
                 row["retrying"] = authoritative and row["status"] == "failed"
                 continue
+            if authoritative and row["node"] in alive and row["node"] not in self.not_ready:
+                status = self._substrate_status(inst)
+                if status in ("deploying", "running"):
+                    self._keep_if_back(iid, row, status)
             if not authoritative or row["status"] in ("removed", "lost"):
                 continue
             if row["node"] in self.not_ready:   # relocation's business, as for a lost node agent

@@ -121,6 +121,23 @@ def test_a_failing_pod_on_a_ready_node_holds_its_place(agent):
     assert ag.component_status("a", "c").status == "running" and not ag.instances["i1"]["retrying"]
 
 
+def test_a_node_agent_back_before_any_replacement_keeps_its_instance(agent):
+    """The node agent was lost (its instance `lost`), nothing replaced it, Kubernetes says it still runs:
+    once the agent is back the instance is kept, with an event saying so."""
+    ag, mech = agent
+    mech.state["instances"] = [inst("i1", "edge-rpi-1", "running")]
+    asyncio.run(ag.monitor())
+    everyone = ag.children.children
+    ag.children.children = lambda alive_only=False: [c for c in everyone() if "edge-rpi-2" in c.jid]
+    asyncio.run(ag._node_lost(SimpleNamespace(jid="node-edge-rpi-1@localhost"), "missed 3 heartbeats"))
+    asyncio.run(ag.monitor())
+    assert ag.instances["i1"]["status"] == "lost"
+    ag.children.children = everyone
+    asyncio.run(ag.monitor())
+    assert ag.instances["i1"]["status"] == "running"
+    assert any("instance i1 kept, node edge-rpi-1 is back" in e for e in events(ag))
+
+
 def test_not_ready_node_is_not_alive_and_its_instances_are_lost(agent):
     ag, mech = agent
     mech.state["instances"] = [inst("i1", "edge-rpi-1", "running"), inst("i2", "edge-rpi-2", "running")]

@@ -190,6 +190,27 @@ async def test_late_report_from_a_lost_node_does_not_resurrect_its_instances(mak
     assert [i for i in rt.sim.instances(app="stale") if not i.state.terminal] == []
 
 
+async def test_nodes_back_after_a_cluster_wide_silence_keep_their_instances(make_slice):
+    """Every node agent of edge-1 silent for two liveness periods (a partition between the cluster agent and
+    its nodes): all lost, nothing could be relocated (aggregator fits only edge-server-1). When they are back
+    and still run their instances, those are kept - not `relocating` for ever while they run."""
+    rt = await make_slice()
+    rt.apply_file(ROOT / "examples/apps/env-monitor.yaml")
+    await until(lambda: all_running(rt, "env-monitor"), 20, "app did not run")
+    edge = rt.clusters["edge-1"]
+    for node in edge.nodes:
+        rt.hang_node_agent(node)
+    await until(lambda: statuses(rt, "env-monitor")["aggregator"] == "relocating", 10, "loss not seen")
+    await asyncio.sleep(1.0)
+    for node in edge.nodes:
+        rt.hang_node_agent(node, hung=False)
+    await until(lambda: all_running(rt, "env-monitor"), 15, "components not running again")
+    agg = [i for i in rt.sim.instances(app="env-monitor") if i.component == "aggregator" and not i.state.terminal]
+    assert [i.node for i in agg] == ["edge-server-1"]        # the same instance, not a redeploy
+    kept = [r["reason"] for r in edge.decisions(app="env-monitor") if "kept, node" in r["reason"]]
+    assert any("aggregator" in r for r in kept), kept
+
+
 async def test_qos_violation_triggers_relocation(make_slice, tmp_path):
     # node_overload would propose the move first; this test is about the cluster's QoS path
     # Heartbeats at 1 s: on a loaded CI machine 0.3 s heartbeats can miss and turn this into a node-loss
