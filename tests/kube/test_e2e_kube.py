@@ -100,6 +100,18 @@ async def app_cr(api: Any, ns: str, name: str, plural: str = "mlsysopsapps") -> 
         raise
 
 
+async def teardown(rt: SliceRuntime, api: Any, ns: str, server: ApiServer | None = None) -> None:
+    if server is not None:
+        await server.stop()
+    if rt.kubelet is not None:
+        await rt.kubelet.stop(deregister=True)   # Nodes are cluster-scoped: leave none to other tests
+    await rt.stop()
+    try:
+        await k.CoreV1Api(api).delete_namespace(ns)
+    except k.ApiException:
+        pass
+
+
 async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, kube_stack, kube_client):
     ns = f"e2e-{uuid.uuid4().hex[:6]}"
     rt = SliceRuntime(kube_slice(kube_stack.kubeconfig, ns), xmpp_port=prosody.port, force_xmpp=True,
@@ -213,15 +225,7 @@ async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, ku
         print(f"\nE2E kube timings: slice up {t_formed:.2f}s, submit->running {t_running:.2f}s, "
               f"crash {victim}->running on {new_node} {t_relocated:.2f}s, delete->no objects {t_deleted:.2f}s")
     finally:
-        if server is not None:
-            await server.stop()
-        if rt.kubelet is not None:
-            await rt.kubelet.stop(deregister=True)   # Nodes are cluster-scoped: leave none to other tests
-        await rt.stop()
-        try:
-            await k.CoreV1Api(kube_client).delete_namespace(ns)
-        except k.ApiException:
-            pass
+        await teardown(rt, kube_client, ns, server)
 
 
 QOS_APP = """
@@ -277,13 +281,7 @@ async def test_qos_violation_moves_the_deployment_to_another_node(prosody, kube_
 
         await until(moved, 30, what=f"one Deployment, pinned to {target}, its pod running there")
     finally:
-        if rt.kubelet is not None:
-            await rt.kubelet.stop(deregister=True)
-        await rt.stop()
-        try:
-            await k.CoreV1Api(kube_client).delete_namespace(ns)
-        except k.ApiException:
-            pass
+        await teardown(rt, kube_client, ns)
 
 
 CLI_APP = """
@@ -468,13 +466,5 @@ async def test_api_server_outage_keeps_the_table_and_reconciles_after(prosody, k
         print(f"\nE2E kube outage: down {t1 - t0:.2f}s, back -> probe running {t_back:.2f}s")
     finally:
         proxy.down = False
-        if server is not None:
-            await server.stop()
-        if rt.kubelet is not None:
-            await rt.kubelet.stop(deregister=True)
-        await rt.stop()
+        await teardown(rt, kube_client, ns, server)
         await proxy.stop()
-        try:
-            await k.CoreV1Api(kube_client).delete_namespace(ns)
-        except k.ApiException:
-            pass
