@@ -225,10 +225,10 @@ class ClusterAgent(ManagedAgent):
     def _write_cr_status(self) -> None:
         if self.status_writer is None:
             return
-        status = cr_status.cluster_status(self)
-        self.status_writer.set(cr_status.CLUSTER_KIND, self.cluster_id, status)
-        for name in self.nodes:
-            self.status_writer.set(cr_status.NODE_KIND, name, cr_status.node_status(self, name))
+        nodes = {name: cr_status.node_status(self, name) for name in sorted(self.nodes)}
+        self.status_writer.set(cr_status.CLUSTER_KIND, self.cluster_id, cr_status.cluster_status(self, nodes))
+        for name, status in nodes.items():
+            self.status_writer.set(cr_status.NODE_KIND, name, status)
 
     async def _inventory_changed(self, name: str, _view: Any) -> None:
         """Kubernetes Node changes: record new mismatches with the descriptions once, and replan."""

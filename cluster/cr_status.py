@@ -54,8 +54,10 @@ def node_status(agent: Any, name: str) -> dict[str, Any]:
     return status
 
 
-def cluster_status(agent: Any) -> dict[str, Any]:
-    nodes = {name: node_status(agent, name) for name in sorted(agent.nodes)}
+def cluster_status(agent: Any, nodes: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """`nodes`: the node statuses when the caller has them already (name -> node_status())."""
+    if nodes is None:
+        nodes = {name: node_status(agent, name) for name in sorted(agent.nodes)}
     ready = [n for n, s in nodes.items() if s["phase"] == "Ready"]
     reports = [agent.component_status(app, c) for app, comps in agent.assigned.items() for c in comps]
     running = sum(r.status == "running" for r in reports)
