@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from kubernetes.aio import client as k
 
-from agents.kube.client import MERGE, KubeError, RetryPolicy, apply, call
+from agents.kube.client import FIELD_MANAGER, MERGE, KubeError, RetryPolicy, apply, call
 
 CRD_DIR = Path(__file__).resolve().parent.parent / "generated" / "crds"
 GROUP = "mlsysops.eu"
@@ -92,7 +92,8 @@ async def update_status(api: k.ApiClient, kind: str, namespace: str, name: str, 
     """Merge `status` into the object's `.status` via the status subresource."""
     objs = k.CustomObjectsApi(api)
     return await call(objs.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
-                      plural_of(kind), name, {"status": status}, _content_type=MERGE, policy=policy)
+                      plural_of(kind), name, {"status": status}, _content_type=MERGE,
+                      field_manager=FIELD_MANAGER, policy=policy)
 
 
 async def read(api: k.ApiClient, kind: str, namespace: str, name: str,

@@ -23,8 +23,8 @@ from typing import Any
 from kubernetes.aio import client as k
 
 from agents.kube.app_status import iso, merge_diff
-from agents.kube.client import FIELD_MANAGER, MERGE, KubeError, RetryPolicy, call
-from agents.kube.crds import GROUP, VERSION, plural_of
+from agents.kube.client import KubeError, RetryPolicy
+from agents.kube.crds import update_status
 from agents.kube.manifests import dns_label
 from agents.kube.sync_loop import SyncLoop
 
@@ -57,7 +57,6 @@ class StatusWriter(SyncLoop):
         self.namespace = namespace
         self.policy = policy or RetryPolicy(attempts=2, request_timeout_s=5.0)
         self.clock = clock
-        self.objs = k.CustomObjectsApi(api)
         self.writes = 0
         self.last_error: str | None = None
         self.missing: set[tuple[str, str]] = set()    # (kind, name) without a resource to write to
@@ -123,9 +122,7 @@ class StatusWriter(SyncLoop):
         kind, name = key
         # unknown server state (first write, or after a failure): send everything, `None` clears nothing
         patch = status if written is None else merge_diff(written, status)
-        await call(self.objs.patch_namespaced_custom_object_status, GROUP, VERSION, self.namespace,
-                   plural_of(kind), dns_label(name), {"status": patch}, _content_type=MERGE,
-                   field_manager=FIELD_MANAGER, policy=self.policy)
+        await update_status(self.api, kind, self.namespace, dns_label(name), patch, policy=self.policy)
         self.writes += 1
         self.missing.discard(key)
         self._written[key] = copy.deepcopy(status)
