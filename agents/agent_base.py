@@ -2,7 +2,7 @@
 
 What it adds to ``spade.agent.Agent`` (SPADE 4.1.4):
 
-* typed request/reply over :mod:`agents.protocol` with ids, retries with the *same* id and an
+* typed request/reply over :mod:`mlsysops.agents.protocol` with ids, retries with the *same* id and an
   idempotency cache on the receiving side (a retried request never runs its handler twice);
 * handler registration per kind (``on``), one SPADE behaviour per kind with a ``Template`` on
   ``ontology``+``kind``; invalid messages are answered with FAILURE and never crash anything;
@@ -25,14 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
-from slixmpp import JID
-from spade.agent import Agent
-from spade.behaviour import CyclicBehaviour
-from spade.message import Message
-from spade.template import BaseTemplate, Template
-
-from agents.protocol import (
+from mlsysops.agents.protocol import (
     META_KIND,
     META_ONTOLOGY,
     ONTOLOGY,
@@ -44,6 +37,12 @@ from agents.protocol import (
     decode,
     encode,
 )
+from pydantic import BaseModel
+from slixmpp import JID
+from spade.agent import Agent
+from spade.behaviour import CyclicBehaviour
+from spade.message import Message
+from spade.template import BaseTemplate, Template
 
 logger = logging.getLogger(__name__)
 

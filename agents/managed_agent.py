@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mlsysops.agents.agent_base import MLSysOpsAgent
+from mlsysops.agents.mape import DecisionLog, Knowledge, MAPEEngine, MechanismRegistry, PolicyRegistry
+from mlsysops.agents.protocol import Envelope, Kind, Performative, register_payload
+from mlsysops.agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
 from pydantic import BaseModel, ConfigDict, Field
-
-from agents.agent_base import MLSysOpsAgent
-from agents.mape import DecisionLog, Knowledge, MAPEEngine, MechanismRegistry, PolicyRegistry
-from agents.protocol import Envelope, Kind, Performative, register_payload
-from agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
 
 
 @dataclass(slots=True)
@@ -144,7 +143,7 @@ class ManagedAgent(MLSysOpsAgent):
         import re
         import tempfile
 
-        from agents.mape.plugins import _load_file_module, build_policy
+        from mlsysops.agents.mape.plugins import _load_file_module, build_policy
 
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", name):
             raise ValueError(f"name: {name!r} is not a valid policy name (letters, digits, _; max 64)")
@@ -280,8 +279,8 @@ class ManagedAgent(MLSysOpsAgent):
     async def send_digest(self, rows: list[list[Any]], window: float, now: float, **ids: str) -> None:
         """A telemetry digest to the parent, split to stay under the message limit; its size is kept
         (`last_digest`) and recorded as `mlsysops.telemetry.digest.bytes`, which travels up with the next."""
-        from agents.payloads import TelemetryReport
-        from agents.telemetry import digest as digests
+        from mlsysops.agents.payloads import TelemetryReport
+        from mlsysops.agents.telemetry import digest as digests
 
         parts = digests.split(rows)
         size = 0

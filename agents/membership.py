@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.agent_base import HandlerError, MLSysOpsAgent, RequestError, RequestFailed, bare
-from agents.protocol import (
+from mlsysops.agents.agent_base import HandlerError, MLSysOpsAgent, RequestError, RequestFailed, bare
+from mlsysops.agents.protocol import (
     Envelope,
     Heartbeat,
     HeartbeatAck,

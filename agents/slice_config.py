@@ -28,9 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
-
-from agents.descriptions import (
+from mlsysops.agents.descriptions import (
     Description,
     DescriptionError,
     Document,
@@ -46,7 +44,8 @@ from agents.descriptions import (
     parse_duration,
     validate_spec,
 )
-from agents.descriptions.errors import did_you_mean
+from mlsysops.agents.descriptions.errors import did_you_mean
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 LAYERS = ("continuum", "cluster", "node", "far_edge")
 

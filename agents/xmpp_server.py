@@ -11,7 +11,7 @@ site-packages), no HTTP-upload plugin (frees :9090), uvloop.
 The XMPP domain is ``domain``; agents connect to their JID's domain as host name, so it must resolve to
 the loopback interface (``localhost`` does).
 
-Run directly: ``python -m agents.xmpp_server --client-port 5222 --server-port 5269 --workdir DIR``
+Run directly: ``python -m mlsysops.agents.xmpp_server --client-port 5222 --server-port 5269 --workdir DIR``
 prints ``READY`` on stdout once listening.
 """
 
@@ -107,7 +107,7 @@ class EmbeddedXMPPServer:
             if not self._server_port:
                 self._server_port = free_port()
             cmd = [
-                sys.executable, "-m", "agents.xmpp_server",
+                sys.executable, "-m", "mlsysops.agents.xmpp_server",
                 "--client-port", str(self._client_port),
                 "--server-port", str(self._server_port),
                 "--workdir", str(self.workdir),

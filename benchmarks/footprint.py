@@ -41,7 +41,7 @@ PASSWORD = "mlsysops-bench"   # fresh prosody: accounts are created in-band with
 
 
 def jid(role: str, name: str) -> str:
-    """The JID scheme of mlsysops_cli.slice_runtime (not imported: a real agent process does not load it)."""
+    """The JID scheme of mlsysops.cli.slice_runtime (not imported: a real agent process does not load it)."""
     part = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name.lower())
     return f"{role}-{part}@localhost"
 
@@ -58,13 +58,13 @@ def proc_status() -> dict[str, float]:
 
 # -- child processes ------------------------------------------------------------------------------
 async def child(role: str, port: int, duration: float, interval: float) -> None:
-    from agents.managed_agent import AgentSettings
-    from agents.slice_config import load_slice
-    from cluster.agent import ClusterAgent
-    from mechanisms.sim_placement import SimPlacementMechanism, resolver_for, sim_node_spec
-    from node.agent import NodeAgent
-    from node.substrate import SimNodeSubstrate
-    from sim import SimClock, SimContinuum
+    from mlsysops.agents.managed_agent import AgentSettings
+    from mlsysops.agents.slice_config import load_slice
+    from mlsysops.cluster.agent import ClusterAgent
+    from mlsysops.mechanisms.sim_placement import SimPlacementMechanism, resolver_for, sim_node_spec
+    from mlsysops.node.agent import NodeAgent
+    from mlsysops.node.substrate import SimNodeSubstrate
+    from mlsysops.sim import SimClock, SimContinuum
 
     spec = load_slice(DEMO)
     after_import = proc_status()["VmRSS"]
@@ -123,10 +123,10 @@ def baseline(code: str) -> dict[str, float]:
 
 
 async def parent(args: argparse.Namespace) -> int:
-    from agents.managed_agent import AgentSettings
-    from agents.slice_config import load_slice
-    from agents.xmpp_prosody import ProsodyServer
-    from continuum.agent import ContinuumAgent
+    from mlsysops.agents.managed_agent import AgentSettings
+    from mlsysops.agents.slice_config import load_slice
+    from mlsysops.agents.xmpp_prosody import ProsodyServer
+    from mlsysops.continuum.agent import ContinuumAgent
 
     spec = load_slice(DEMO)
     srv = ProsodyServer(workdir=Path(tempfile.mkdtemp(prefix="mlsysops-bench-footprint-")))

@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policies.placement_engine import place_app, schedule  # noqa: E402
-from policies.placement_filters import applicable_filters  # noqa: E402
-from policies.placement_types import ComponentRequest, NodeView  # noqa: E402
+from mlsysops.agents.placement.types import ComponentRequest, NodeView  # noqa: E402
+from mlsysops.policies.placement_engine import place_app, schedule  # noqa: E402
+from mlsysops.policies.placement_filters import applicable_filters  # noqa: E402
 
 GI = 1 << 30
 MI = 1 << 20

@@ -38,9 +38,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.slice_config import load_slice  # noqa: E402
-from agents.xmpp_prosody import ProsodyServer  # noqa: E402
-from mlsysops_cli.slice_runtime import SliceRuntime  # noqa: E402
+from mlsysops.agents.slice_config import load_slice  # noqa: E402
+from mlsysops.agents.xmpp_prosody import ProsodyServer  # noqa: E402
+
+from mlsysops.cli.slice_runtime import SliceRuntime  # noqa: E402
 
 DEMO = ROOT / "examples" / "slices" / "demo.yaml"
 POLL = 0.02

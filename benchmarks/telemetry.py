@@ -33,10 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.mape import Knowledge  # noqa: E402
-from agents.slice_config import load_slice  # noqa: E402
-from agents.telemetry import COMPONENT_DEFAULTS, NODE_DEFAULTS, AgentTelemetry, CollectionPlan  # noqa: E402
-from agents.telemetry import digest as digests  # noqa: E402
+from mlsysops.agents.mape import Knowledge  # noqa: E402
+from mlsysops.agents.slice_config import load_slice  # noqa: E402
+from mlsysops.agents.telemetry import COMPONENT_DEFAULTS, NODE_DEFAULTS, AgentTelemetry, CollectionPlan  # noqa: E402
+from mlsysops.agents.telemetry import digest as digests  # noqa: E402
 
 DEMO = ROOT / "examples" / "slices" / "demo.yaml"
 NODE = "edge-server-1"
@@ -56,10 +56,10 @@ def pct(values: list[float], q: float) -> float:
 
 def demo_samples() -> list[tuple[str, dict[str, str], float]]:
     """One tick's observations of a demo node running three component instances (the sim's snapshot)."""
-    from agents.telemetry.io_counters import IoCounters
-    from mechanisms.sim_placement import sim_node_spec
-    from node.substrate import node_snapshot
-    from sim import SimClock, SimContinuum
+    from mlsysops.agents.telemetry.io_counters import IoCounters
+    from mlsysops.mechanisms.sim_placement import sim_node_spec
+    from mlsysops.node.substrate import node_snapshot
+    from mlsysops.sim import SimClock, SimContinuum
 
     spec = load_slice(DEMO)
     sim = SimContinuum.from_specs([sim_node_spec(n) for n in spec.nodes.values()], seed=1,
@@ -169,7 +169,7 @@ def memory(samples, n: int = 50) -> float:
 
 
 async def slice_digests(seconds: float) -> dict[str, float]:
-    from mlsysops_cli.slice_runtime import SliceRuntime
+    from mlsysops.cli.slice_runtime import SliceRuntime
 
     spec = load_slice(DEMO)
     rt = SliceRuntime(spec, overrides={"all": {"digest_interval": 2.0}})

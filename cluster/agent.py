@@ -20,12 +20,19 @@ import asyncio
 import time
 from typing import Any
 
-from agents.agent_base import HandlerError
-from agents.descriptions import DescriptionError, MLSysOpsApp, MLSysOpsCluster, MLSysOpsNode, load_obj, to_k8s
-from agents.managed_agent import AgentSettings, ManagedAgent
-from agents.mape import Plan
-from agents.membership import ChildMembership, ChildRecord, ParentMembership
-from agents.payloads import (
+from mlsysops.agents.agent_base import HandlerError
+from mlsysops.agents.descriptions import (
+    DescriptionError,
+    MLSysOpsApp,
+    MLSysOpsCluster,
+    MLSysOpsNode,
+    load_obj,
+    to_k8s,
+)
+from mlsysops.agents.managed_agent import AgentSettings, ManagedAgent
+from mlsysops.agents.mape import Plan
+from mlsysops.agents.membership import ChildMembership, ChildRecord, ParentMembership
+from mlsysops.agents.payloads import (
     Accepted,
     AppDeploy,
     AppRemove,
@@ -34,14 +41,14 @@ from agents.payloads import (
     StatusReport,
     TelemetryReport,
 )
-from agents.protocol import Envelope, Kind, Performative, Role
-from agents.telemetry import digest as digests
-from cluster import cr_status
-from mechanisms.placement_commands import PlacementAction
-from policies.cluster_state import ACTIVE
-from policies.description_adapters import QOS_METRIC, instances_wanted
+from mlsysops.agents.placement.adapters import QOS_METRIC, instances_wanted
+from mlsysops.agents.placement.cluster_view import ACTIVE
+from mlsysops.agents.protocol import Envelope, Kind, Performative, Role
+from mlsysops.agents.telemetry import digest as digests
+from mlsysops.cluster import cr_status
+from mlsysops.mechanisms.placement_commands import PlacementAction
 
-DEFAULT_POLICIES = ["policies.filter_score_placement", "policies.relocation", "policies.static_placement"]
+DEFAULT_POLICIES = ["mlsysops.policies.filter_score_placement", "mlsysops.policies.relocation", "mlsysops.policies.static_placement"]
 DISABLED_BY_DEFAULT = ["static_placement"]   # opt-in per app with `policies: [static_placement]`
 QOS_WINDOW = 10
 VANISH_GRACE_S = 5.0   # an active row absent from the substrate this long (on a live node) has failed
@@ -77,9 +84,9 @@ class ClusterAgent(ManagedAgent):
         self._reported: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._last_full = 0.0
         self._last_digest = 0.0
-        self.inventory: Any = None        # agents.kube.inventory.NodeInventory on Kubernetes (attach_inventory)
+        self.inventory: Any = None        # mlsysops.cluster.kube_inventory.NodeInventory on Kubernetes (attach_inventory)
         self._inventory_warned: dict[str, list[str]] = {}
-        self.status_writer: Any = None    # agents.kube.status_writer.StatusWriter on Kubernetes
+        self.status_writer: Any = None    # mlsysops.cluster.kube_status_writer.StatusWriter on Kubernetes
         self.mechanisms.register("component_placement", placement)
         self.mechanisms.register("fluidity", placement)   # the original framework's plans, as they are
         self.children = ParentMembership(self, heartbeat_interval=settings.heartbeat,

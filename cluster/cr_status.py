@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from policies.cluster_state import ACTIVE
+from mlsysops.agents.placement.cluster_view import ACTIVE
 
 NODE_KIND = "MLSysOpsNode"
 CLUSTER_KIND = "MLSysOpsCluster"

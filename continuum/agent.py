@@ -18,8 +18,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agents.agent_base import HandlerError
-from agents.descriptions import (
+from mlsysops.agents.agent_base import HandlerError
+from mlsysops.agents.descriptions import (
     DescriptionError,
     Document,
     Inventory,
@@ -30,16 +30,16 @@ from agents.descriptions import (
     load_obj,
     to_k8s,
 )
-from agents.managed_agent import AgentSettings, ManagedAgent
-from agents.mape import Knowledge
-from agents.membership import ChildRecord, ParentMembership
-from agents.payloads import StatusReport, TelemetryReport
-from agents.protocol import Envelope, Kind, Performative
-from agents.telemetry import digest as digests
-from continuum.store import DesiredStateStore
-from mechanisms.cluster_dispatch import ClusterDispatchMechanism
+from mlsysops.agents.managed_agent import AgentSettings, ManagedAgent
+from mlsysops.agents.mape import Knowledge
+from mlsysops.agents.membership import ChildRecord, ParentMembership
+from mlsysops.agents.payloads import StatusReport, TelemetryReport
+from mlsysops.agents.protocol import Envelope, Kind, Performative
+from mlsysops.agents.telemetry import digest as digests
+from mlsysops.continuum.store import DesiredStateStore
+from mlsysops.mechanisms.cluster_dispatch import ClusterDispatchMechanism
 
-DEFAULT_POLICIES = ["policies.continuum_cluster_placement"]
+DEFAULT_POLICIES = ["mlsysops.policies.continuum_cluster_placement"]
 
 
 class ContinuumAgent(ManagedAgent):
@@ -79,7 +79,7 @@ class ContinuumAgent(ManagedAgent):
                                          max_age=settings.telemetry_history)
         self.digest_stats: dict[tuple[str, frozenset[tuple[str, str]]], dict[str, float]] = {}
         self.digests_received: dict[str, dict[str, Any]] = {}
-        self.app_mirror: Any = None    # agents.kube.app_status.AppStatusMirror on Kubernetes
+        self.app_mirror: Any = None    # mlsysops.continuum.kube_app_mirror.AppStatusMirror on Kubernetes
         self._dispatch_error: str | None = None   # the status-reporting dispatch is unreachable
         db = settings.state_dir / "desired-state.db" if settings.state_dir is not None else None
         self.store = DesiredStateStore(db)
@@ -179,7 +179,7 @@ class ContinuumAgent(ManagedAgent):
 
     def attach_app_mirror(self, mirror: Any) -> None:
         """Kubernetes: keep an MLSysOpsApp custom resource per app, with per-component status
-        (`agents.kube.app_status.AppStatusMirror`, started by the caller). Writes happen off the agent's
+        (`mlsysops.continuum.kube_app_mirror.AppStatusMirror`, started by the caller). Writes happen off the agent's
         path: the mirror only writes what changed and retries an unreachable server on its own."""
         self.app_mirror = mirror
         for name, app in self.apps.items():

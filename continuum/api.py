@@ -28,10 +28,8 @@ from typing import Annotated, Any, Literal
 import uvicorn
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
-
-from agents.agent_base import RequestFailed, RequestTimeout
-from agents.descriptions import (
+from mlsysops.agents.agent_base import RequestFailed, RequestTimeout
+from mlsysops.agents.descriptions import (
     DescriptionError,
     Document,
     MLSysOpsApp,
@@ -41,9 +39,10 @@ from agents.descriptions import (
     load_text,
     to_k8s,
 )
-from agents.protocol import Kind, Ping
-from continuum import api_telemetry
-from continuum.api_auth import Role, TokenAuth
+from mlsysops.agents.protocol import Kind, Ping
+from mlsysops.continuum import api_telemetry
+from mlsysops.continuum.api_auth import Role, TokenAuth
+from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +318,7 @@ def _cluster_detail(cont: Any, cid: str, hosted: dict[tuple[str, str], list[Host
 
 # -- the app ----------------------------------------------------------------------------------------------
 def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bool = False) -> FastAPI:
-    """The FastAPI app over `backend`; `tokens` maps bearer tokens to roles (see continuum.api_auth);
+    """The FastAPI app over `backend`; `tokens` maps bearer tokens to roles (see mlsysops.continuum.api_auth);
     `metrics_auth` requires a token on /metrics too."""
     app = FastAPI(title="mlsysops", version="1", summary="Northbound API of an MLSysOps continuum agent",
                   description=__doc__)
@@ -586,7 +585,7 @@ def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bo
     @v1.post("/sim/faults", response_model=FaultResult, tags=["sim"], responses={404: {}, 422: {}})
     async def inject_fault(fault: FaultRequest) -> FaultResult:
         """Inject a fault into the simulated continuum (`mlsysops up` only)."""
-        from mlsysops_cli.sim_host import apply_fault
+        from mlsysops.cli.sim_host import apply_fault
 
         body = fault.model_dump(exclude_none=True)
         try:

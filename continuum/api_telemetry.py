@@ -31,7 +31,7 @@ MAX_STREAM_DECISIONS = 50
 
 
 def register(app: FastAPI, v1: APIRouter, backend: Any, *, read_auth: Any, metrics_auth: bool) -> None:
-    from continuum.api import _cluster_detail, _hosted, _jsonable
+    from mlsysops.continuum.api import _cluster_detail, _hosted, _jsonable
 
     def cont() -> Any:
         return backend.continuum

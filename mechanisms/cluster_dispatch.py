@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from agents.agent_base import RequestError
-from agents.payloads import AppDeploy, AppRemove
-from agents.protocol import Kind
+from mlsysops.agents.agent_base import RequestError
+from mlsysops.agents.payloads import AppDeploy, AppRemove
+from mlsysops.agents.protocol import Kind
 
 
 class _Continuum(Protocol):

@@ -26,10 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes.aio import client as k
-
-from agents.descriptions.app import MLSysOpsApp
-from agents.kube import karmada as kk
-from agents.kube.client import KubeError, apply, call, connect
+from mlsysops.agents.descriptions.app import MLSysOpsApp
+from mlsysops.substrates.kubernetes import karmada as kk
+from mlsysops.substrates.kubernetes.client import KubeError, apply, call, connect
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ format `placement_commands.parse_command` accepts, `get_state()`, `get_options()
 Mapping: one Deployment per placed instance (replicas 1, required node affinity on the chosen node's
 `kubernetes.io/hostname`), named from the instance id, which is kept in an annotation; one Service per
 component that receives traffic (named after the component), shared by its instances. Everything is
-server-side applied with field manager `mlsysops` and labelled (`agents.kube.manifests`), so:
+server-side applied with field manager `mlsysops` and labelled (`mlsysops.substrates.kubernetes.manifests`), so:
 
 * a retried or repeated command re-applies the same objects: nothing is deployed twice;
 * `get_state()` lists by label (level-triggered): a restarted agent adopts what runs, pods untouched;
@@ -32,12 +32,11 @@ from typing import Any
 
 from kubernetes.aio import client as k
 from kubernetes.utils import parse_quantity
-
-from agents.descriptions.app import MLSysOpsApp
-from agents.kube import manifests as mf
-from agents.kube.client import KubeError, RetryPolicy, apply, call, delete
-from agents.kube.watch import ResourceWatch
-from mechanisms.placement_commands import CommandError, PlacementAction, parse_command
+from mlsysops.agents.descriptions.app import MLSysOpsApp
+from mlsysops.mechanisms.placement_commands import CommandError, PlacementAction, parse_command
+from mlsysops.substrates.kubernetes import manifests as mf
+from mlsysops.substrates.kubernetes.client import KubeError, RetryPolicy, apply, call, delete
+from mlsysops.substrates.kubernetes.watch import ResourceWatch
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.agent_base import MLSysOpsAgent, RequestError
-from agents.payloads import PlanProposal
-from agents.protocol import Kind
+from mlsysops.agents.agent_base import MLSysOpsAgent, RequestError
+from mlsysops.agents.payloads import PlanProposal
+from mlsysops.agents.protocol import Kind
 
 
 class RelocationProposalMechanism:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
-
-from mechanisms.placement_commands import CommandError, parse_command
-from mechanisms.sim_placement import Resolver
+from mlsysops.mechanisms.placement_commands import CommandError, parse_command
+from mlsysops.mechanisms.sim_placement import Resolver
 
 
 class RemoteSimPlacementMechanism:

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mechanisms.placement_commands import CommandError, PlacementAction, parse_command
-from sim import InstanceState, SimContinuum, SimError
+from mlsysops.mechanisms.placement_commands import CommandError, PlacementAction, parse_command
+from mlsysops.sim import InstanceState, SimContinuum, SimError
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class SimPlacementMechanism:
 
 def sim_node_spec(node: Any) -> Any:
     """An MLSysOpsNode description as a simulated node (the sim itself never sees descriptions)."""
-    from sim import SimNodeSpec
+    from mlsysops.sim import SimNodeSpec
 
     loc = tuple(node.location[:2]) if node.location and len(node.location) >= 2 else None
     return SimNodeSpec(
@@ -189,7 +189,7 @@ def sim_node_spec(node: Any) -> Any:
 
 def resolver_for(apps: dict[str, Any]) -> Resolver:
     """Build the `resolve` callable from the cluster agent's app models (name -> MLSysOpsApp)."""
-    from policies.description_adapters import calls
+    from mlsysops.agents.placement.adapters import calls
 
     def resolve(app: str, component: str, spec: dict[str, Any] | None) -> ComponentDeploySpec:
         model = apps.get(app)
@@ -197,7 +197,7 @@ def resolver_for(apps: dict[str, Any]) -> Resolver:
         if comp is None:
             raise CommandError(f"unknown component {app}/{component}")
         if spec is not None:   # change_spec: the new component description
-            from agents.descriptions.app import Component
+            from mlsysops.agents.descriptions.app import Component
             comp = Component.model_validate(spec)
         return ComponentDeploySpec(cpu_cores=comp.cpu_request_cores or 0.05,
                                    memory_bytes=comp.memory_request_bytes or 32 * 2**20,

@@ -15,17 +15,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agents.descriptions import MLSysOpsNode, to_k8s
-from agents.managed_agent import AgentSettings, ManagedAgent
-from agents.membership import ChildMembership
-from agents.payloads import InstanceReport, StatusReport
-from agents.protocol import Kind, Role
-from agents.telemetry import COMPONENT_DEFAULTS, NODE_DEFAULTS
-from agents.telemetry import digest as digests
-from agents.telemetry.io_counters import IoCounters
-from mechanisms.relocation_proposal import RelocationProposalMechanism
+from mlsysops.agents.descriptions import MLSysOpsNode, to_k8s
+from mlsysops.agents.managed_agent import AgentSettings, ManagedAgent
+from mlsysops.agents.membership import ChildMembership
+from mlsysops.agents.payloads import InstanceReport, StatusReport
+from mlsysops.agents.protocol import Kind, Role
+from mlsysops.agents.telemetry import COMPONENT_DEFAULTS, NODE_DEFAULTS
+from mlsysops.agents.telemetry import digest as digests
+from mlsysops.agents.telemetry.io_counters import IoCounters
+from mlsysops.mechanisms.relocation_proposal import RelocationProposalMechanism
 
-DEFAULT_POLICIES = ["policies.node_overload"]
+DEFAULT_POLICIES = ["mlsysops.policies.node_overload"]
 _STATE_MAP = {"starting": "starting", "running": "running", "failed": "failed", "stopped": "stopped"}
 
 

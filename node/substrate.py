@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
-
-from sim import SimContinuum
+from mlsysops.sim import SimContinuum
 
 
 def node_snapshot(sim: SimContinuum, node: str) -> dict[str, Any]:

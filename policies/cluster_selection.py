@@ -19,10 +19,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from policies.placement_engine import PlacementDecision, choose, dependency_order
-from policies.placement_filters import applicable_filters, run_filters
-from policies.placement_scorers import DEFAULT_UNKNOWN_LATENCY_MS, normalize_max, normalize_reverse
-from policies.placement_types import ANY_LAYER, ComponentRequest, NodeView, format_bytes
+from mlsysops.agents.placement.types import ANY_LAYER, ComponentRequest, NodeView, format_bytes
+from mlsysops.policies.placement_engine import PlacementDecision, choose, dependency_order
+from mlsysops.policies.placement_filters import applicable_filters, run_filters
+from mlsysops.policies.placement_scorers import DEFAULT_UNKNOWN_LATENCY_MS, normalize_max, normalize_reverse
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Policy: choose the cluster of every component of an application (continuum layer).
 
 Application scope. Analyze: a component has no cluster yet, or its cluster is lost. Plan: filter+score
-over clusters (`policies.cluster_selection.select_clusters`), honouring `cluster_placement.cluster_id`;
+over clusters (`mlsysops.policies.cluster_selection.select_clusters`), honouring `cluster_placement.cluster_id`;
 components already on a live cluster stay where they are. The command goes to the `cluster_dispatch`
 mechanism, which forwards `app.deploy` to the chosen cluster agents.
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from policies.cluster_selection import ClusterView, select_clusters
-from policies.description_adapters import component_requests, node_view
+from mlsysops.agents.placement.adapters import component_requests, node_view
+from mlsysops.policies.cluster_selection import ClusterView, select_clusters
 
 MECHANISM = "cluster_dispatch"
 

@@ -2,7 +2,7 @@
 
 Cluster layer, application scope. Analyze: some component assigned to this cluster has fewer instances
 (deploying/running, or lost and awaiting relocation) than wanted. Plan: kube-scheduler style placement
-(`policies.placement_engine.place_app`) of the missing instances whose local dependencies already run
+(`mlsysops.policies.placement_engine.place_app`) of the missing instances whose local dependencies already run
 (`depends_on` means "start after those run"); the explanation carries every filter's reason and score.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from policies.cluster_state import ClusterState, assigned_requests, instance_id
-from policies.placement_engine import DependencyCycleError, place_app
+from mlsysops.agents.placement.cluster_view import ClusterState, assigned_requests, instance_id
+from mlsysops.policies.placement_engine import DependencyCycleError, place_app
 
 MECHANISM = "component_placement"
 

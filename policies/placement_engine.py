@@ -17,15 +17,15 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from policies.placement_filters import DEFAULT_FILTERS, FilterPlugin, applicable_filters
-from policies.placement_scorers import (
+from mlsysops.agents.placement.types import ComponentRequest, NodeScore, NodeView
+from mlsysops.policies.placement_filters import DEFAULT_FILTERS, FilterPlugin, applicable_filters
+from mlsysops.policies.placement_scorers import (
     DEFAULT_SCORERS,
     DEFAULT_UNKNOWN_LATENCY_MS,
     ScorerPlugin,
     ScoringContext,
     resolve_weights,
 )
-from policies.placement_types import ComponentRequest, NodeScore, NodeView
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ def place_app(
     """Place every component instance of a batch; pure (inputs are not mutated).
 
     ``placed`` maps component name -> nodes where instances already run; when omitted the count comes
-    from ``NodeView.hosted`` (on any node, alive or not: moving instances off dead nodes is relocation's
+    from ``NodeView.hosted`` (on any mlsysops.node, alive or not: moving instances off dead mlsysops.nodes is relocation's
     job, not a reason to start duplicates). Only the missing ``instances - running`` are placed.
     """
     by_name = {r.name: r for r in requests}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from policies.placement_types import PASS, ComponentRequest, FilterResult, NodeView, format_bytes
+from mlsysops.agents.placement.types import PASS, ComponentRequest, FilterResult, NodeView, format_bytes
 
 NodeCheck = Callable[[NodeView], str | None]
 """Prepared check: ``None`` if the node passes, else the rejection reason."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from policies.placement_types import ComponentRequest, NodeView
+from mlsysops.agents.placement.types import ComponentRequest, NodeView
 
 DEFAULT_WEIGHTS: Mapping[str, float] = {
     "least_allocated": 0.3,

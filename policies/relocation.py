@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from policies.cluster_state import ClusterState, assigned_requests, instance_id, placements
-from policies.placement_engine import schedule
-from policies.relocation_logic import Relocation, plan_relocations
+from mlsysops.agents.placement.cluster_view import ClusterState, assigned_requests, instance_id, placements
+from mlsysops.policies.placement_engine import schedule
+from mlsysops.policies.relocation_logic import Relocation, plan_relocations
 
 MECHANISM = "component_placement"
 

@@ -25,8 +25,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from policies.placement_engine import PlacementConfig, PlacementDecision, schedule
-from policies.placement_types import ComponentKey, ComponentRequest, NodeView
+from mlsysops.agents.placement.types import ComponentKey, ComponentRequest, NodeView
+from mlsysops.policies.placement_engine import PlacementConfig, PlacementDecision, schedule
 
 log = logging.getLogger(__name__)
 

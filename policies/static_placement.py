@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from policies.cluster_state import ClusterState, assigned_requests, instance_id
-from policies.placement_engine import schedule
+from mlsysops.agents.placement.cluster_view import ClusterState, assigned_requests, instance_id
+from mlsysops.policies.placement_engine import schedule
 
 MECHANISM = "component_placement"
 

@@ -74,7 +74,7 @@ NODE_METRICS: dict[str, str] = {
 
 COMPONENT_METRICS: dict[str, str] = {
     "running": "1 when running; when 0 only cpu/memory usage are present",
-    "response_time_ms": "modelled response time (see sim.qos)",
+    "response_time_ms": "modelled response time (see mlsysops.sim.qos)",
     "network_latency_ms": "network part of response_time_ms",
     "missing_peers": "callee components with no running instance (each adds a penalty)",
     "cpu_usage_cores": "CPU used by the instance, cores",

@@ -29,10 +29,9 @@ from typing import Any
 
 from kubernetes.aio import client as k
 from kubernetes.utils import parse_quantity
-
-from agents.kube.client import MERGE, KubeError, RetryPolicy, apply, call, delete
-from agents.kube.watch import ResourceWatch
-from sim import EventKind, SimContinuum, SimError, SimEvent
+from mlsysops.sim import EventKind, SimContinuum, SimError, SimEvent
+from mlsysops.substrates.kubernetes.client import MERGE, KubeError, RetryPolicy, apply, call, delete
+from mlsysops.substrates.kubernetes.watch import ResourceWatch
 
 log = logging.getLogger(__name__)
 

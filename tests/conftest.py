@@ -22,9 +22,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-
-from agents.agent_base import MLSysOpsAgent
-from agents.xmpp_server import EmbeddedXMPPServer
+from mlsysops.agents.agent_base import MLSysOpsAgent
+from mlsysops.agents.xmpp_server import EmbeddedXMPPServer
 
 AGENT_PASSWORD = "test-secret"
 
@@ -156,7 +155,7 @@ def eventually() -> Callable[..., Awaitable[None]]:
 def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real prosody server for tests that need many agents over the wire (pyjabber mis-routes there).
     Missing prosody is a failure, not a skip: `.ci/run` installs it."""
-    from agents.xmpp_prosody import ProsodyServer, prosody_available
+    from mlsysops.agents.xmpp_prosody import ProsodyServer, prosody_available
 
     if not prosody_available():
         pytest.fail("prosody is not installed: `apt-get install prosody` (.ci/run does it)")

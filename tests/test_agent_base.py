@@ -8,19 +8,18 @@ import time
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict
-from spade.behaviour import CyclicBehaviour
-from spade.message import Message
-from spade.template import Template
-
-from agents.agent_base import (
+from mlsysops.agents.agent_base import (
     HandlerError,
     MLSysOpsAgent,
     RequestFailed,
     RequestTimeout,
 )
-from agents.protocol import Envelope, Kind, Performative, ProtocolError, register_payload
-from agents.xmpp_server import EmbeddedXMPPServer
+from mlsysops.agents.protocol import Envelope, Kind, Performative, ProtocolError, register_payload
+from mlsysops.agents.xmpp_server import EmbeddedXMPPServer
+from pydantic import BaseModel, ConfigDict
+from spade.behaviour import CyclicBehaviour
+from spade.message import Message
+from spade.template import Template
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.xmpp, pytest.mark.timeout(60)]
 
@@ -286,8 +285,8 @@ async def test_messages_sent_while_disconnected_are_flushed(make_agent: Any, eve
 
 
 async def test_start_agent_times_out_without_server(make_agent: Any) -> None:
-    from agents.agent_base import AgentStartError
-    from agents.xmpp_server import free_port
+    from mlsysops.agents.agent_base import AgentStartError
+    from mlsysops.agents.xmpp_server import free_port
 
     class Dead:
         port = free_port()
@@ -304,7 +303,7 @@ async def test_server_handle_reports_death_and_start_failure(tmp_path: Any, make
     import os
     import socket
 
-    from agents.xmpp_server import XMPPServerError
+    from mlsysops.agents.xmpp_server import XMPPServerError
 
     server = EmbeddedXMPPServer(workdir=tmp_path / "x1")
     await server.start()

@@ -186,6 +186,6 @@ def test_apply_and_delete_a_node(slice_up, tmp_path):
     (12 * 86400 + 5, "12d"), (-3, "0s"),
 ])
 def test_ages_read_like_kubectl(seconds, shown):
-    from mlsysops_cli.client_cmd import human_age
+    from mlsysops.cli.client_cmd import human_age
 
     assert human_age(seconds) == shown

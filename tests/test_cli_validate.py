@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from mlsysops_cli.main import app
+from mlsysops.cli.main import app
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()

@@ -8,11 +8,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from agents.descriptions import MLSysOpsCluster, load_file
-from agents.membership import ChildRecord
-from agents.protocol import Role
-from cluster import cr_status
-from cluster.agent import ClusterAgent
+from mlsysops.agents.descriptions import MLSysOpsCluster, load_file
+from mlsysops.agents.membership import ChildRecord
+from mlsysops.agents.protocol import Role
+from mlsysops.cluster import cr_status
+from mlsysops.cluster.agent import ClusterAgent
 
 DEMO_NODES = Path(__file__).resolve().parents[1] / "examples" / "slices" / "demo" / "nodes"
 NODES = ("edge-rpi-1", "edge-rpi-2", "edge-server-1")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from policies.cluster_selection import ClusterView, select_clusters, summary_reasons
-from policies.placement_engine import DependencyCycleError
-from policies.placement_types import ComponentRequest, NodeView
+from mlsysops.agents.placement.types import ComponentRequest, NodeView
+from mlsysops.policies.cluster_selection import ClusterView, select_clusters, summary_reasons
+from mlsysops.policies.placement_engine import DependencyCycleError
 
 GI = 1 << 30
 

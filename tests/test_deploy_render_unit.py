@@ -1,4 +1,4 @@
-"""`agents.deploy.render`: pure checks of the manifests that run a slice on Kubernetes (no server)."""
+"""`mlsysops.cli.deploy.render`: pure checks of the manifests that run a slice on Kubernetes (no server)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client as kc
+from mlsysops.agents.slice_config import load_slice
 
-from agents.deploy import render
-from agents.deploy.render import PASSWORD_ENV, SLICE_PATH, accounts_for
-from agents.slice_config import load_slice
+from mlsysops.cli.deploy import render
+from mlsysops.cli.deploy.render import PASSWORD_ENV, SLICE_PATH, accounts_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "slices" / "demo.yaml"
@@ -141,7 +141,7 @@ def test_one_xmpp_account_per_agent_and_ejabberd_registers_them_all(objs, spec):
 
 
 def test_localparts_are_the_ones_the_agents_derive(spec):
-    from mlsysops_cli.slice_runtime import agent_jid
+    from mlsysops.cli.slice_runtime import agent_jid
 
     got = {a.localpart for a in accounts_for(spec)}
     want = ({agent_jid("continuum", spec.continuum.continuum_id, "d").split("@")[0]}
@@ -203,7 +203,7 @@ def test_namespace_and_image_options(spec):
 def test_cli_render_writes_one_file_per_kind(tmp_path):
     from typer.testing import CliRunner
 
-    from mlsysops_cli.main import app
+    from mlsysops.cli.main import app
 
     res = CliRunner().invoke(app, ["deploy", "render", str(DEMO), "-o", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
@@ -216,7 +216,7 @@ def test_cli_render_writes_one_file_per_kind(tmp_path):
 def test_apply_maps_api_versions_to_the_typed_client_apis():
     from kubernetes.aio import client as k
 
-    from agents.deploy.apply import _snake, typed_api_class
+    from mlsysops.cli.deploy.apply import _snake, typed_api_class
 
     assert typed_api_class("v1") is k.CoreV1Api and typed_api_class("apps/v1") is k.AppsV1Api
     assert typed_api_class("rbac.authorization.k8s.io/v1") is k.RbacAuthorizationV1Api

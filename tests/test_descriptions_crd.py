@@ -4,9 +4,15 @@ import json
 
 import pytest
 import yaml
-
-from agents.descriptions import KINDS
-from agents.descriptions.crd_gen import GENERATED_DIR, crd, generated_files, json_schema, main, stale_files
+from mlsysops.agents.descriptions import KINDS
+from mlsysops.agents.descriptions.crd_gen import (
+    GENERATED_DIR,
+    crd,
+    generated_files,
+    json_schema,
+    main,
+    stale_files,
+)
 
 ALLOWED_KEYS = {
     "type",
@@ -117,7 +123,7 @@ def test_crd_keeps_crd_field_names_and_enums():
 
 def test_generated_files_are_up_to_date():
     stale = stale_files()
-    assert stale == [], f"run `python -m agents.descriptions.crd_gen --write`; stale: {stale}"
+    assert stale == [], f"run `python -m mlsysops.agents.descriptions.crd_gen --write`; stale: {stale}"
     assert len(generated_files()) == 2 * len(KINDS)
 
 

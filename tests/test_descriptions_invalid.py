@@ -6,10 +6,9 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from agents.descriptions import DescriptionError, Inventory, load_obj, load_text
-from agents.descriptions.app import MLSysOpsApp
-from agents.descriptions.node import MLSysOpsNode
+from mlsysops.agents.descriptions import DescriptionError, Inventory, load_obj, load_text
+from mlsysops.agents.descriptions.app import MLSysOpsApp
+from mlsysops.agents.descriptions.node import MLSysOpsNode
 
 APP = {
     "name": "app",

@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from agents.descriptions import (
+from mlsysops.agents.descriptions import (
     DescriptionError,
     MLSysOpsApp,
     MLSysOpsCluster,
@@ -18,7 +17,7 @@ from agents.descriptions import (
     to_k8s,
     to_wrapped,
 )
-from agents.descriptions.enums import RestartPolicy
+from mlsysops.agents.descriptions.enums import RestartPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"   # copies of the originals

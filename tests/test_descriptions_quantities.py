@@ -1,9 +1,8 @@
 """Quantities, frequencies and durations parse into base units and keep what was written."""
 
 import pytest
-
-from agents.descriptions import ByteQuantity, CpuQuantity, Duration, Frequency, GigabyteQuantity
-from agents.descriptions.quantities import parse_duration
+from mlsysops.agents.descriptions import ByteQuantity, CpuQuantity, Duration, Frequency, GigabyteQuantity
+from mlsysops.agents.descriptions.quantities import parse_duration
 
 
 @pytest.mark.parametrize(("raw", "cores"), [("250m", 0.25), ("0.5", 0.5), (2, 2.0), ("1", 1.0), (1.5, 1.5)])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.descriptions import load_file
-from agents.kube import karmada as kk
+from mlsysops.agents.descriptions import load_file
+from mlsysops.substrates.kubernetes import karmada as kk
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = load_file(ROOT / "examples" / "apps" / "env-monitor.yaml")[0].spec

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 from kubernetes.client import V1Deployment, V1Service
-
-from agents.descriptions.loader import load_file
-from agents.kube import manifests as m
+from mlsysops.agents.descriptions.loader import load_file
+from mlsysops.substrates.kubernetes import manifests as m
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "apps"
 

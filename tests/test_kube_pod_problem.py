@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mechanisms.kube_placement import pod_problem
+from mlsysops.mechanisms.kube_placement import pod_problem
 
 
 def pod(created: str, phase: str = "Pending", *, waiting: dict[str, str] | None = None,

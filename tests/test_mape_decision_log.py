@@ -5,8 +5,7 @@ import sqlite3
 import time
 
 import pytest
-
-from agents.mape.decision_log import DecisionLog, digest
+from mlsysops.agents.mape.decision_log import DecisionLog, digest
 
 
 def test_record_fields_and_validation() -> None:

@@ -10,8 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from agents.mape import DecisionLog, FailureBackoff, Knowledge, MAPEEngine, MechanismRegistry, PolicyRegistry
+from mlsysops.agents.mape import (
+    DecisionLog,
+    FailureBackoff,
+    Knowledge,
+    MAPEEngine,
+    MechanismRegistry,
+    PolicyRegistry,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
 pytestmark = pytest.mark.asyncio

@@ -3,8 +3,7 @@
 import time
 
 import pytest
-
-from agents.mape.knowledge import Knowledge, Telemetry, label_key
+from mlsysops.agents.mape.knowledge import Knowledge, Telemetry, label_key
 
 
 def test_window_is_bounded_by_length_and_keeps_newest() -> None:

@@ -10,16 +10,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from agents.mape import plugins as plugins_mod
-from agents.mape.isolation import (
+from mlsysops.agents.mape import plugins as plugins_mod
+from mlsysops.agents.mape.isolation import (
     FailureBackoff,
     PluginContractError,
     call_plugin,
     validate_analyze_result,
     validate_plan_result,
 )
-from agents.mape.plugins import MechanismRegistry, PolicyRegistry, parse_interval
+from mlsysops.agents.mape.plugins import MechanismRegistry, PolicyRegistry, parse_interval
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
 

@@ -5,10 +5,9 @@ import time
 from typing import Any
 
 import pytest
-
-from agents.mape.decision_log import DecisionLog
-from agents.mape.plugins import MechanismRegistry
-from agents.mape.scheduler import Plan, PlanScheduler, interpret_apply_result, resolve_conflicts
+from mlsysops.agents.mape.decision_log import DecisionLog
+from mlsysops.agents.mape.plugins import MechanismRegistry
+from mlsysops.agents.mape.scheduler import Plan, PlanScheduler, interpret_apply_result, resolve_conflicts
 
 
 class Probe:

@@ -7,10 +7,15 @@ import time
 from typing import Any
 
 import pytest
-
-from agents.agent_base import HandlerError, RequestFailed
-from agents.membership import REASON_PRESENCE, UNKNOWN_CHILD, ChildMembership, ChildRecord, ParentMembership
-from agents.protocol import Envelope, Kind, Role
+from mlsysops.agents.agent_base import HandlerError, RequestFailed
+from mlsysops.agents.membership import (
+    REASON_PRESENCE,
+    UNKNOWN_CHILD,
+    ChildMembership,
+    ChildRecord,
+    ParentMembership,
+)
+from mlsysops.agents.protocol import Envelope, Kind, Role
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.xmpp, pytest.mark.timeout(60)]
 
@@ -115,7 +120,7 @@ async def test_a_frozen_parent_loop_loses_no_child(make_agent: Any, eventually: 
 async def test_an_xmpp_server_outage_loses_no_child(make_agent: Any, tmp_path: Any, eventually: Any) -> None:
     """The server goes away for several liveness periods and comes back: the parent heard nobody, which says
     nothing about its children (they keep their work), so none is lost."""
-    from agents.xmpp_prosody import ProsodyServer
+    from mlsysops.agents.xmpp_prosody import ProsodyServer
 
     server = ProsodyServer(tmp_path / "prosody")   # its own: restarted on the same port, accounts kept
     await server.start()

@@ -1,6 +1,5 @@
 import pytest
-
-from mechanisms.placement_commands import CommandError, parse_command
+from mlsysops.mechanisms.placement_commands import CommandError, parse_command
 
 
 def test_our_format_round_trip():

@@ -5,9 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-
-from policies.placement_engine import DependencyCycleError, dependency_order, place_app, schedule
-from policies.placement_types import ComponentRequest, NodeView
+from mlsysops.agents.placement.types import ComponentRequest, NodeView
+from mlsysops.policies.placement_engine import DependencyCycleError, dependency_order, place_app, schedule
 
 GI = 1 << 30
 

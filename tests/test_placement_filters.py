@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from policies.placement_filters import (
+from mlsysops.agents.placement.types import ComponentRequest, NodeView
+from mlsysops.policies.placement_filters import (
     DEFAULT_FILTERS,
     applicable_filters,
     filter_alive,
@@ -19,7 +19,6 @@ from policies.placement_filters import (
     filter_sensors,
     run_filters,
 )
-from policies.placement_types import ComponentRequest, NodeView
 
 MI = 1 << 20
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from policies.placement_engine import PlacementConfig, schedule
-from policies.placement_scorers import (
+from mlsysops.agents.placement.types import ComponentRequest, NodeView
+from mlsysops.policies.placement_engine import PlacementConfig, schedule
+from mlsysops.policies.placement_scorers import (
     DEFAULT_WEIGHTS,
     ScoringContext,
     normalize_max,
@@ -19,7 +19,6 @@ from policies.placement_scorers import (
     score_spread,
     score_utilization,
 )
-from policies.placement_types import ComponentRequest, NodeView
 
 GI = 1 << 30
 

@@ -1,4 +1,4 @@
-"""Wire format, payload registry and validation errors of agents.protocol (no server needed)."""
+"""Wire format, payload registry and validation errors of mlsysops.agents.protocol (no server needed)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
-from spade.message import Message
-
-from agents import protocol
-from agents.protocol import (
+from mlsysops.agents import protocol
+from mlsysops.agents.protocol import (
     MAX_MESSAGE_BYTES,
     ONTOLOGY,
     PROTOCOL_VERSION,
@@ -25,6 +22,8 @@ from agents.protocol import (
     encode,
     register_payload,
 )
+from pydantic import BaseModel
+from spade.message import Message
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from policies.placement_types import ComponentRequest, NodeView
-from policies.relocation_logic import QOS_RELATIONS, plan_relocations, qos_violated
+from mlsysops.agents.placement.types import ComponentRequest, NodeView
+from mlsysops.policies.relocation_logic import QOS_RELATIONS, plan_relocations, qos_violated
 
 GI = 1 << 30
 KEY = ("app", "web")

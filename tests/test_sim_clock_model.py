@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import types
 
+import mlsysops.sim.clock as clock_mod
 import pytest
-
-import sim.clock as clock_mod
-from sim import DEFAULT_STARTUP_S, InstanceState, SimClock, SimNodeSpec
+from mlsysops.sim import DEFAULT_STARTUP_S, InstanceState, SimClock, SimNodeSpec
 
 
 def test_manual_clock_moves_only_on_advance() -> None:

@@ -6,8 +6,7 @@ import asyncio
 import json
 
 import pytest
-
-from sim import EventKind, InstanceState, SimClock, SimContinuum, SimEvent, SimNodeSpec
+from mlsysops.sim import EventKind, InstanceState, SimClock, SimContinuum, SimEvent, SimNodeSpec
 
 GIB = 2**30
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from sim import (
+from mlsysops.sim import (
     DuplicateInstanceError,
     EventKind,
     InstanceNotActiveError,

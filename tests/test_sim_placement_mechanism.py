@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from mechanisms.sim_placement import ComponentDeploySpec, SimPlacementMechanism
-from sim import InstanceState, SimClock, SimContinuum, SimNodeSpec
+from mlsysops.mechanisms.sim_placement import ComponentDeploySpec, SimPlacementMechanism
+from mlsysops.sim import InstanceState, SimClock, SimContinuum, SimNodeSpec
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -3,9 +3,8 @@
 from pathlib import Path
 
 import pytest
-
-from agents.descriptions import DescriptionError
-from agents.slice_config import SliceConfig, is_slice_config, load_slice
+from mlsysops.agents.descriptions import DescriptionError
+from mlsysops.agents.slice_config import SliceConfig, is_slice_config, load_slice
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "examples/slices/demo.yaml"

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from mlsysops.agents.descriptions import MLSysOpsCluster, load_file
+from mlsysops.agents.slice_config import SubstrateConfig
+from mlsysops.cluster.agent import ClusterAgent
 from pydantic import ValidationError
 
-from agents.descriptions import MLSysOpsCluster, load_file
-from agents.slice_config import SubstrateConfig
-from cluster.agent import ClusterAgent
-from mlsysops_cli.slice_runtime import SubstrateError, kube_connect
+from mlsysops.cli.slice_runtime import SubstrateError, kube_connect
 
 DEMO_NODES = Path(__file__).resolve().parents[1] / "examples" / "slices" / "demo" / "nodes"
 NODES = ("edge-rpi-1", "edge-rpi-2")
@@ -107,7 +107,7 @@ def test_status_comes_from_the_substrate(agent):
 def test_a_failing_pod_on_a_ready_node_holds_its_place(agent):
     """ImagePullBackOff on a Ready node: failed with the reason, but Kubernetes retries it there, so the
     placement policies see the slot taken and place no second, equally failing Deployment elsewhere."""
-    from policies.cluster_state import ClusterState
+    from mlsysops.agents.placement.cluster_view import ClusterState
 
     ag, mech = agent
     mech.state["instances"] = [inst("i1", "edge-rpi-1", "failed", "ImagePullBackOff: Back-off pulling image")]

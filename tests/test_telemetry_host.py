@@ -9,12 +9,11 @@ import time
 
 import httpx
 import pytest
-
-from agents.descriptions import load_obj
-from agents.managed_agent import AgentSettings
-from agents.telemetry.push import ComponentMetricsInbox, PushServer
-from node.agent import NodeAgent
-from node.host_substrate import HostNodeSubstrate
+from mlsysops.agents.descriptions import load_obj
+from mlsysops.agents.managed_agent import AgentSettings
+from mlsysops.agents.telemetry.push import ComponentMetricsInbox, PushServer
+from mlsysops.node.agent import NodeAgent
+from mlsysops.node.host_substrate import HostNodeSubstrate
 
 NODE_DESC = {"MLSysOpsNode": {"name": "host-1", "cluster_id": "c1", "continuum_layer": "edge",
                               "environment": {"node_type": "native", "os": "ubuntu"},
@@ -77,7 +76,7 @@ async def test_node_agent_on_a_host_records_host_and_pushed_metrics(make_agent):
     try:
         agent = await make_agent(NodeAgent, "node", description=load_obj(NODE_DESC).spec,
                                  substrate=HostNodeSubstrate("host-1"), parent="nobody@localhost",
-                                 settings=AgentSettings(monitor=0.1, policies=["policies.node_overload"],
+                                 settings=AgentSettings(monitor=0.1, policies=["mlsysops.policies.node_overload"],
                                                         otlp_endpoint=f"http://127.0.0.1:{dead}",
                                                         otlp_interval=0.2))
         agent.pushed_metrics = inbox

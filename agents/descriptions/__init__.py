@@ -7,7 +7,7 @@ Public API (import from here, not from the submodules)::
     text = dump_yaml(docs)        # Kubernetes form
 """
 
-from agents.descriptions.app import (
+from mlsysops.agents.descriptions.app import (
     Component,
     Container,
     MLSysOpsApp,
@@ -15,11 +15,18 @@ from agents.descriptions.app import (
     PlatformRequirements,
     QosMetric,
 )
-from agents.descriptions.base import API_GROUP, API_VERSION, GROUP_VERSION, Description, SensorRef, Spec
-from agents.descriptions.enums import ContinuumLayer, PlacementLayer, Relation
-from agents.descriptions.errors import DescriptionError, ValidationIssue
-from agents.descriptions.infra import MLSysOpsCluster, MLSysOpsContinuum, MLSysOpsDatacenter
-from agents.descriptions.loader import (
+from mlsysops.agents.descriptions.base import (
+    API_GROUP,
+    API_VERSION,
+    GROUP_VERSION,
+    Description,
+    SensorRef,
+    Spec,
+)
+from mlsysops.agents.descriptions.enums import ContinuumLayer, PlacementLayer, Relation
+from mlsysops.agents.descriptions.errors import DescriptionError, ValidationIssue
+from mlsysops.agents.descriptions.infra import MLSysOpsCluster, MLSysOpsContinuum, MLSysOpsDatacenter
+from mlsysops.agents.descriptions.loader import (
     KINDS,
     Document,
     dump_yaml,
@@ -31,8 +38,8 @@ from agents.descriptions.loader import (
     to_wrapped,
     validate_spec,
 )
-from agents.descriptions.node import MLSysOpsNode
-from agents.descriptions.quantities import (
+from mlsysops.agents.descriptions.node import MLSysOpsNode
+from mlsysops.agents.descriptions.quantities import (
     ByteQuantity,
     CpuQuantity,
     Duration,
@@ -40,7 +47,7 @@ from agents.descriptions.quantities import (
     GigabyteQuantity,
     parse_duration,
 )
-from agents.descriptions.semantic import Inventory, check
+from mlsysops.agents.descriptions.semantic import Inventory, check
 
 __all__ = [
     "API_GROUP",

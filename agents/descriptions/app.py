@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
-from pydantic import Field
-
-from agents.descriptions.base import Description, Number, SensorRef, Spec
-from agents.descriptions.enums import (
+from mlsysops.agents.descriptions.base import Description, Number, SensorRef, Spec
+from mlsysops.agents.descriptions.enums import (
     AccelerationCall,
     Accelerator,
     AccelerometerModel,
@@ -58,7 +56,8 @@ from agents.descriptions.enums import (
     TemperatureModel,
     TemperatureUnit,
 )
-from agents.descriptions.quantities import ByteQuantity, CpuQuantity, Frequency, GigabyteQuantity
+from mlsysops.agents.descriptions.quantities import ByteQuantity, CpuQuantity, Frequency, GigabyteQuantity
+from pydantic import Field
 
 # ---------------------------------------------------------------- placement
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from mlsysops.agents.descriptions.base import Description, Number
+from mlsysops.agents.descriptions.enums import (
+    City,
+    CloudProvider,
+    ContinuumLayer,
+    Country,
+    DatacenterContinent,
+)
 from pydantic import Field
-
-from agents.descriptions.base import Description, Number
-from agents.descriptions.enums import City, CloudProvider, ContinuumLayer, Country, DatacenterContinent
 
 
 class MLSysOpsCluster(Description):

@@ -15,15 +15,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from mlsysops.agents.descriptions.app import MLSysOpsApp
+from mlsysops.agents.descriptions.base import GROUP_VERSION, Description, Spec
+from mlsysops.agents.descriptions.errors import (
+    DescriptionError,
+    ValidationIssue,
+    did_you_mean,
+    format_path,
+    located,
+)
+from mlsysops.agents.descriptions.infra import MLSysOpsCluster, MLSysOpsContinuum, MLSysOpsDatacenter
+from mlsysops.agents.descriptions.node import MLSysOpsNode
+from mlsysops.agents.descriptions.normalize import normalize
+from mlsysops.agents.descriptions.semantic import Inventory, check
 from pydantic import ValidationError
-
-from agents.descriptions.app import MLSysOpsApp
-from agents.descriptions.base import GROUP_VERSION, Description, Spec
-from agents.descriptions.errors import DescriptionError, ValidationIssue, did_you_mean, format_path, located
-from agents.descriptions.infra import MLSysOpsCluster, MLSysOpsContinuum, MLSysOpsDatacenter
-from agents.descriptions.node import MLSysOpsNode
-from agents.descriptions.normalize import normalize
-from agents.descriptions.semantic import Inventory, check
 
 KINDS: dict[str, type[Description]] = {
     cls.kind: cls

@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, ClassVar
 
-from pydantic import Field, StringConstraints
-
-from agents.descriptions.app import AccelerometerSensor, AirQualitySensor, BarometerSensor, TemperatureSensor
-from agents.descriptions.base import Description, Number, SensorRef, Spec
-from agents.descriptions.enums import (
+from mlsysops.agents.descriptions.app import (
+    AccelerometerSensor,
+    AirQualitySensor,
+    BarometerSensor,
+    TemperatureSensor,
+)
+from mlsysops.agents.descriptions.base import Description, Number, SensorRef, Spec
+from mlsysops.agents.descriptions.enums import (
     AccelerationCall,
     Availability,
     Co2Unit,
@@ -40,7 +43,8 @@ from agents.descriptions.enums import (
     SensorProtocol,
     WattHour,
 )
-from agents.descriptions.quantities import ByteQuantity, Frequency, GigabyteQuantity
+from mlsysops.agents.descriptions.quantities import ByteQuantity, Frequency, GigabyteQuantity
+from pydantic import Field, StringConstraints
 
 # ---------------------------------------------------------------- sensors
 

@@ -19,11 +19,10 @@ import typing
 from enum import Enum
 from typing import Annotated, Any, Union
 
+from mlsysops.agents.descriptions.enums import VALUE_ALIASES
+from mlsysops.agents.descriptions.errors import PathPart, ValidationIssue, did_you_mean, format_path
+from mlsysops.agents.descriptions.quantities import Frequency
 from pydantic import BaseModel, BeforeValidator
-
-from agents.descriptions.enums import VALUE_ALIASES
-from agents.descriptions.errors import PathPart, ValidationIssue, did_you_mean, format_path
-from agents.descriptions.quantities import Frequency
 
 Path = tuple[PathPart, ...]
 _NUM_RE = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
@@ -160,7 +159,7 @@ class Normalizer:
         if not isinstance(value, dict):
             return value
         value = dict(value)
-        from agents.descriptions.app import Component  # local: app imports nothing from here
+        from mlsysops.agents.descriptions.app import Component  # local: app imports nothing from here
 
         if cls is Component:
             value = self.hoist_component_keys(value, path)

@@ -10,11 +10,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from agents.descriptions.app import MLSysOpsApp
-from agents.descriptions.base import Description
-from agents.descriptions.errors import PathPart, ValidationIssue, did_you_mean, format_path
-from agents.descriptions.infra import MLSysOpsCluster, MLSysOpsContinuum, MLSysOpsDatacenter
-from agents.descriptions.node import MLSysOpsNode
+from mlsysops.agents.descriptions.app import MLSysOpsApp
+from mlsysops.agents.descriptions.base import Description
+from mlsysops.agents.descriptions.errors import PathPart, ValidationIssue, did_you_mean, format_path
+from mlsysops.agents.descriptions.infra import MLSysOpsCluster, MLSysOpsContinuum, MLSysOpsDatacenter
+from mlsysops.agents.descriptions.node import MLSysOpsNode
 
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 

@@ -3,7 +3,7 @@
 Typical use by an agent::
 
     knowledge = Knowledge()
-    policies = PolicyRegistry(["./policies.d"], modules=["policies.filter_score_placement"], agent_id=jid)
+    policies = PolicyRegistry(["./policies.d"], modules=["mlsysops.policies.filter_score_placement"], agent_id=jid)
     policies.load_all()
     mechanisms = MechanismRegistry(agent_id=jid)
     mechanisms.register("placement", SimPlacement(sim))
@@ -13,11 +13,18 @@ Typical use by an agent::
     engine.start(); ...; engine.trigger(reason="node lost"); ...; await engine.stop(); log.close()
 """
 
-from agents.mape.decision_log import OUTCOMES, STAGES, DecisionLog, DecisionRecord, digest, fingerprint
-from agents.mape.engine import MAPEEngine
-from agents.mape.isolation import CallResult, FailureBackoff, PluginContractError, call_plugin
-from agents.mape.knowledge import Knowledge, Telemetry, WindowStats
-from agents.mape.plugins import (
+from mlsysops.agents.mape.decision_log import (
+    OUTCOMES,
+    STAGES,
+    DecisionLog,
+    DecisionRecord,
+    digest,
+    fingerprint,
+)
+from mlsysops.agents.mape.engine import MAPEEngine
+from mlsysops.agents.mape.isolation import CallResult, FailureBackoff, PluginContractError, call_plugin
+from mlsysops.agents.mape.knowledge import Knowledge, Telemetry, WindowStats
+from mlsysops.agents.mape.plugins import (
     LoadError,
     Mechanism,
     MechanismRegistry,
@@ -26,7 +33,7 @@ from agents.mape.plugins import (
     PolicyRegistry,
     parse_interval,
 )
-from agents.mape.scheduler import CommandResult, Plan, PlanResult, PlanScheduler, resolve_conflicts
+from mlsysops.agents.mape.scheduler import CommandResult, Plan, PlanResult, PlanScheduler, resolve_conflicts
 
 __all__ = [
     "OUTCOMES",

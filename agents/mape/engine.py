@@ -37,17 +37,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.mape.decision_log import DecisionLog, fingerprint
-from agents.mape.isolation import (
+from mlsysops.agents.mape.decision_log import DecisionLog, fingerprint
+from mlsysops.agents.mape.isolation import (
     FailureBackoff,
     PluginContractError,
     call_plugin,
     validate_analyze_result,
     validate_plan_result,
 )
-from agents.mape.knowledge import Knowledge, Telemetry
-from agents.mape.plugins import MechanismRegistry, PluginChange, Policy, PolicyRegistry
-from agents.mape.scheduler import OnExecuted, Plan, PlanResult, PlanScheduler
+from mlsysops.agents.mape.knowledge import Knowledge, Telemetry
+from mlsysops.agents.mape.plugins import MechanismRegistry, PluginChange, Policy, PolicyRegistry
+from mlsysops.agents.mape.scheduler import OnExecuted, Plan, PlanResult, PlanScheduler
 
 log = logging.getLogger(__name__)
 

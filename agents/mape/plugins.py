@@ -3,7 +3,7 @@
 Sources, in the order `load_all()` reads them:
 - directories: every `*.py` file not starting with `_`; the plugin name is the file stem;
 - entry points: group `mlsysops.policies` / `mlsysops.mechanisms`; the name is the entry point name;
-- importable module names (built-ins such as `policies.filter_score_placement`); the name is the last
+- importable module names (built-ins such as `mlsysops.policies.filter_score_placement`); the name is the last
   dotted component;
 - Python objects registered directly (`register()`), e.g. a mechanism bound to the agent's simulator.
 
@@ -38,7 +38,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-from agents.mape.isolation import summarize_exception
+from mlsysops.agents.mape.isolation import summarize_exception
 
 log = logging.getLogger(__name__)
 

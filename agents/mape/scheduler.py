@@ -31,9 +31,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.mape.decision_log import DecisionLog
-from agents.mape.isolation import call_plugin
-from agents.mape.plugins import MechanismRegistry
+from mlsysops.agents.mape.decision_log import DecisionLog
+from mlsysops.agents.mape.isolation import call_plugin
+from mlsysops.agents.mape.plugins import MechanismRegistry
 
 log = logging.getLogger(__name__)
 

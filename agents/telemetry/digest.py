@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agents.mape.knowledge import Knowledge
+from mlsysops.agents.mape.knowledge import Knowledge
 
 Row = list[Any]   # [metric, labels, last, min, max, mean, count]
 MAX_DIGEST_BYTES = 40 * 1024   # below the 64 KiB message limit, with room for the envelope

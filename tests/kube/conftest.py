@@ -93,8 +93,8 @@ async def kube_ns(kube_client: object) -> AsyncIterator[str]:
 async def sim_kubelets(kube_client: object) -> AsyncIterator[Any]:
     """Factory: `await sim_kubelets(specs)` -> (sim, kubelet) with the sim nodes registered as Nodes and
     the sim ticking in real time. Node names must be unique per test (Nodes are cluster-scoped)."""
-    from sim import SimClock, SimContinuum
-    from sim.kubelet import SimKubelet
+    from mlsysops.sim import SimClock, SimContinuum
+    from mlsysops.sim.kubelet import SimKubelet
 
     started: list[SimKubelet] = []
 

@@ -27,8 +27,7 @@ from typing import Any
 
 from kubernetes.aio import client as k
 from kubernetes.aio import watch as kw
-
-from agents.kube.client import APPLY, KubeError, apply, call
+from mlsysops.substrates.kubernetes.client import APPLY, KubeError, apply, call
 
 log = logging.getLogger(__name__)
 MANAGER = "karmada-standin"
@@ -84,7 +83,7 @@ def standin_crds() -> list[dict[str, Any]]:
 
 
 async def install_crds(api: k.ApiClient, timeout_s: float = 30.0) -> None:
-    from agents.deploy.apply import apply_manifests
+    from mlsysops.cli.deploy.apply import apply_manifests
 
     results = await apply_manifests(api, standin_crds(), crd_timeout_s=timeout_s)
     failed = [r for r in results if r.outcome != "applied"]

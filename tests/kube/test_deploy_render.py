@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes.aio import client as k
+from mlsysops.agents.slice_config import load_slice
 
-from agents.deploy import render
-from agents.deploy.apply import apply_manifests
-from agents.slice_config import load_slice
+from mlsysops.cli.deploy import render
+from mlsysops.cli.deploy.apply import apply_manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "slices" / "demo.yaml"

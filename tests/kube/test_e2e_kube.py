@@ -14,12 +14,12 @@ import httpx
 import pytest
 import yaml
 from kubernetes.aio import client as k
+from mlsysops.agents.slice_config import SubstrateConfig, load_slice
+from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
+from mlsysops.continuum.api_auth import Role
+from mlsysops.substrates.kubernetes import manifests as mf
 
-from agents.kube import manifests as mf
-from agents.slice_config import SubstrateConfig, load_slice
-from continuum.api import ApiBackend, ApiServer, create_app
-from continuum.api_auth import Role
-from mlsysops_cli.slice_runtime import SliceRuntime
+from mlsysops.cli.slice_runtime import SliceRuntime
 from tests.kube.harness import until
 from tests.support import app_components, formed
 
@@ -308,7 +308,7 @@ async def test_cli_cluster_agent_places_on_the_kubeconfig_cluster(prosody, kube_
     import sys
     import textwrap
 
-    from mechanisms.sim_placement import sim_node_spec
+    from mlsysops.mechanisms.sim_placement import sim_node_spec
 
     ns = f"cli-{uuid.uuid4().hex[:6]}"
     nodes_dir = ROOT / "examples" / "slices" / "demo" / "nodes"

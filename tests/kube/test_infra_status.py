@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 from kubernetes.aio import client as k
-
-from agents.kube.crds import GROUP, VERSION, apply_descriptions, install_crds
-from agents.kube.status_writer import StatusWriter
-from agents.slice_config import load_slice
+from mlsysops.agents.slice_config import load_slice
+from mlsysops.cluster.kube_status_writer import StatusWriter
+from mlsysops.substrates.kubernetes.crds import GROUP, VERSION, apply_descriptions, install_crds
 
 aio = pytest.mark.asyncio(loop_scope="session")
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "slices" / "demo.yaml"

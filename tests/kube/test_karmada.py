@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from kubernetes.aio import client as k
+from mlsysops.agents.descriptions import load_file, load_obj
+from mlsysops.mechanisms.karmada_placement import KarmadaPlacementMechanism
+from mlsysops.substrates.kubernetes import karmada as kk
 
-from agents.descriptions import load_file, load_obj
-from agents.kube import karmada as kk
-from mechanisms.karmada_placement import KarmadaPlacementMechanism
 from tests.kube.karmada_crds import StandInScheduler, add_cluster, install_crds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,7 +200,7 @@ LIVE_APP = load_obj({"MLSysOpsApp": {"name": "karmada-live", "components": [
 
 @pytest.mark.karmada_live
 async def test_live_karmada_places_on_one_member_and_cleans_up():
-    from agents.kube.client import connect
+    from mlsysops.substrates.kubernetes.client import connect
 
     api = await connect(os.environ["KARMADA_KUBECONFIG"], os.environ.get("KARMADA_CONTEXT", "karmada-apiserver"))
     async with api:

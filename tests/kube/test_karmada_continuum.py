@@ -14,16 +14,16 @@ from typing import Any
 import httpx
 import pytest
 from kubernetes.aio import client as k
+from mlsysops.agents.descriptions import load_file
+from mlsysops.agents.slice_config import SubstrateConfig, load_slice
+from mlsysops.continuum.agent import ContinuumAgent, dispatch_status
+from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
+from mlsysops.continuum.api_auth import Role
+from mlsysops.mechanisms.karmada_placement import KarmadaPlacementMechanism
+from mlsysops.substrates.kubernetes import karmada as kk
+from mlsysops.substrates.kubernetes import manifests as mf
 
-from agents.descriptions import load_file
-from agents.kube import karmada as kk
-from agents.kube import manifests as mf
-from agents.slice_config import SubstrateConfig, load_slice
-from continuum.agent import ContinuumAgent, dispatch_status
-from continuum.api import ApiBackend, ApiServer, create_app
-from continuum.api_auth import Role
-from mechanisms.karmada_placement import KarmadaPlacementMechanism
-from mlsysops_cli.slice_runtime import SliceRuntime
+from mlsysops.cli.slice_runtime import SliceRuntime
 from tests.kube.harness import until, write_kubeconfig
 from tests.kube.karmada_crds import StandInScheduler, add_cluster, install_crds
 from tests.support import app_components, formed
@@ -182,8 +182,8 @@ async def test_continuum_places_each_component_on_its_cluster_through_karmada(pr
 @ASYNC
 async def test_unreachable_karmada_keeps_the_status_table_and_records_one_event(tmp_path):
     """A Karmada API server that refuses connections: the monitor tick keeps every row and logs once."""
-    from agents.kube.client import connect
-    from agents.managed_agent import AgentSettings
+    from mlsysops.agents.managed_agent import AgentSettings
+    from mlsysops.substrates.kubernetes.client import connect
 
     spec = load_slice(DEMO)
     kubeconfig = write_kubeconfig(tmp_path / "kc", "https://127.0.0.1:9", "unused")   # discard port: refused
@@ -245,7 +245,7 @@ def test_agent_continuum_on_an_unreachable_karmada_says_so(tmp_path):
     raw["state_dir"] = str(tmp_path / "state")
     slice_file = tmp_path / "slice.yaml"
     slice_file.write_text(yaml.safe_dump(raw))
-    out = subprocess.run([sys.executable, "-m", "mlsysops_cli.main", "agent", "continuum", "-c", str(slice_file)],
+    out = subprocess.run([sys.executable, "-m", "mlsysops.cli.main", "agent", "continuum", "-c", str(slice_file)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert "Karmada API server:" in out.stderr and "Traceback" not in out.stderr, out.stderr

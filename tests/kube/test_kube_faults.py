@@ -21,11 +21,11 @@ import pytest_asyncio
 from aiohttp import web
 from kubernetes.aio import client as k
 from kubernetes.aio import config as kcfg
+from mlsysops.agents.descriptions.loader import load_file
+from mlsysops.mechanisms.kube_placement import KubePlacementMechanism
+from mlsysops.substrates.kubernetes.client import KubeError, RetryPolicy, apply, call
+from mlsysops.substrates.kubernetes.watch import ResourceWatch
 
-from agents.descriptions.loader import load_file
-from agents.kube.client import KubeError, RetryPolicy, apply, call
-from agents.kube.watch import ResourceWatch
-from mechanisms.kube_placement import KubePlacementMechanism
 from tests.kube.conftest import unique
 from tests.kube.harness import free_port, until, write_kubeconfig
 
@@ -306,7 +306,7 @@ async def test_dropped_watch_stream_resumes_from_the_last_version(scripted) -> N
 @pytest_asyncio.fixture(loop_scope="session")
 async def faulty_env(proxy, kube_client, kube_ns, sim_kubelets):
     """The mechanism talking through the proxy to the real apiserver, sim kubelets on the real one."""
-    from sim import SimNodeSpec
+    from mlsysops.sim import SimNodeSpec
 
     p, api = proxy
     cluster = unique("c")

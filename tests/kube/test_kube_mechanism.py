@@ -12,14 +12,14 @@ import pytest
 import pytest_asyncio
 from kubernetes.aio import client as k
 from kubernetes.aio import config as kcfg
+from mlsysops.agents.descriptions.loader import load_file, to_k8s
+from mlsysops.mechanisms.kube_placement import KubePlacementMechanism
+from mlsysops.sim import SimNodeSpec
+from mlsysops.substrates.kubernetes import crds
+from mlsysops.substrates.kubernetes import manifests as mf
+from mlsysops.substrates.kubernetes.client import ClusterClients, KubeError
+from mlsysops.substrates.kubernetes.watch import ResourceWatch
 
-from agents.descriptions.loader import load_file, to_k8s
-from agents.kube import crds
-from agents.kube import manifests as mf
-from agents.kube.client import ClusterClients, KubeError
-from agents.kube.watch import ResourceWatch
-from mechanisms.kube_placement import KubePlacementMechanism
-from sim import SimNodeSpec
 from tests.kube.conftest import unique
 from tests.kube.harness import until
 

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from kubernetes.aio import client as k
 
-from agents.deploy.apply import apply_manifests
-from agents.deploy.rbac import rbac_objects, service_account_name
+from mlsysops.cli.deploy.apply import apply_manifests
+from mlsysops.cli.deploy.rbac import rbac_objects, service_account_name
 
 aio = pytest.mark.asyncio(loop_scope="session")
 G = "mlsysops.eu"

@@ -20,9 +20,12 @@ from typing import Any
 
 import yaml
 
-from agents.deploy.naming import content_hash, dns_label, labels, meta, selector
-from agents.deploy.rbac import rbac_objects, service_account_name
-from agents.deploy.xmpp import (
+from mlsysops.agents.descriptions import KINDS, dump_yaml
+from mlsysops.agents.descriptions.crd_gen import crd
+from mlsysops.agents.slice_config import LAYERS, SliceSpec
+from mlsysops.cli.deploy.naming import content_hash, dns_label, labels, meta, selector
+from mlsysops.cli.deploy.rbac import rbac_objects, service_account_name
+from mlsysops.cli.deploy.xmpp import (
     XMPP_PORT,
     Account,
     credential_secrets,
@@ -30,10 +33,7 @@ from agents.deploy.xmpp import (
     new_password,
     self_signed_pem,
 )
-from agents.descriptions import KINDS, dump_yaml
-from agents.descriptions.crd_gen import crd
-from agents.kube.crds import description_objects
-from agents.slice_config import LAYERS, SliceSpec
+from mlsysops.substrates.kubernetes.crds import description_objects
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ KIND_ORDER = ["Namespace", "CustomResourceDefinition", "ServiceAccount", "Cluste
 
 
 def _localpart(role: str, name: str) -> str:
-    """The JID localpart `mlsysops agent` derives (mlsysops_cli.slice_runtime.agent_jid; a unit test
+    """The JID localpart `mlsysops agent` derives (mlsysops.cli.slice_runtime.agent_jid; a unit test
     keeps the two equal without importing SPADE here)."""
     return f"{role}-" + "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name.lower())
 

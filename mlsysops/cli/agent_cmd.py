@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mlsysops_cli import freeze_startup_heap
+from mlsysops.cli import freeze_startup_heap
 
 
 class Layer(StrEnum):
@@ -44,9 +44,9 @@ async def _wait(stop: asyncio.Event, condition: Any = None, interval: float = 0.
 async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | None, xmpp_port: int | None,
                apply: list[Path], api_port: int | None, host_metrics: bool = False,
                push_port: int | None = None) -> int:
-    from agents.descriptions import DescriptionError, load_file
-    from agents.slice_config import load_slice
-    from mlsysops_cli.slice_runtime import DEV_PASSWORD, agent_jid, layer_settings
+    from mlsysops.agents.descriptions import DescriptionError, load_file
+    from mlsysops.agents.slice_config import load_slice
+    from mlsysops.cli.slice_runtime import DEV_PASSWORD, agent_jid, layer_settings
 
     try:
         spec = load_slice(config)
@@ -69,10 +69,10 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         return value
 
     if layer is Layer.continuum:
-        from continuum.agent import ContinuumAgent
-        from continuum.api import ApiBackend, ApiServer, create_app
-        from continuum.api_auth import Role, TokenError, configured_tokens, dev_token
-        from mlsysops_cli.slice_runtime import default_state_dir
+        from mlsysops.cli.slice_runtime import default_state_dir
+        from mlsysops.continuum.agent import ContinuumAgent
+        from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
+        from mlsysops.continuum.api_auth import Role, TokenError, configured_tokens, dev_token
 
         try:
             tokens = configured_tokens(spec.config.api.token_file)
@@ -89,7 +89,7 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
                                inventory=spec.inventory, settings=settings, port=port)
         karmada_api = None
         if spec.config.substrate.type == "karmada":   # components go to member clusters through Karmada
-            from mlsysops_cli.slice_runtime import (
+            from mlsysops.cli.slice_runtime import (
                 ensure_namespace,
                 karmada_dispatch,
                 kube_connect,
@@ -143,8 +143,8 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
 
     kube = spec.config.substrate.type == "kubernetes"
     if layer is Layer.cluster:
-        from cluster.agent import ClusterAgent
-        from mechanisms.sim_placement import resolver_for
+        from mlsysops.cluster.agent import ClusterAgent
+        from mlsysops.mechanisms.sim_placement import resolver_for
 
         cid = need(ident, "id")
         if cid not in spec.clusters:
@@ -158,7 +158,7 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
                 typer.echo(f"Kubernetes substrate: {exc}", err=True)
                 return 1
         else:
-            from mechanisms.remote_sim_placement import RemoteSimPlacementMechanism
+            from mlsysops.mechanisms.remote_sim_placement import RemoteSimPlacementMechanism
 
             mech = RemoteSimPlacementMechanism(need(sim_url, "sim"), cid, resolve=lambda *a: None)  # type: ignore
             close = mech.close
@@ -171,13 +171,13 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         freeze_startup_heap()
         inventory = None
         if kube:   # Kubernetes Nodes merged with the descriptions (a view: the agent runs without it)
-            from agents.kube.inventory import NodeInventory
+            from mlsysops.cluster.kube_inventory import NodeInventory
 
             inventory = NodeInventory(mech.api, cid, nodes)
             if not await inventory.start():
                 typer.echo("Kubernetes Node inventory: no first list yet (retrying in the background)", err=True)
             agent.attach_inventory(inventory)
-            from agents.kube.status_writer import StatusWriter
+            from mlsysops.cluster.kube_status_writer import StatusWriter
 
             # MLSysOpsCluster/MLSysOpsNode `.status` on the description CRs `deploy apply` created
             writer = StatusWriter(mech.api, os.environ.get("POD_NAMESPACE") or mech.namespace)
@@ -194,8 +194,8 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         await close()
         return 0
 
-    from node.agent import NodeAgent
-    from node.substrate import RemoteSimNodeSubstrate
+    from mlsysops.node.agent import NodeAgent
+    from mlsysops.node.substrate import RemoteSimNodeSubstrate
 
     name = need(ident, "id")
     if name not in spec.nodes:
@@ -203,7 +203,7 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         return 1
     desc = spec.nodes[name]
     if host_metrics:
-        from node.host_substrate import HostNodeSubstrate
+        from mlsysops.node.host_substrate import HostNodeSubstrate
         substrate: Any = HostNodeSubstrate(name)
     else:
         if kube and not sim_url:
@@ -211,7 +211,7 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         substrate = RemoteSimNodeSubstrate(need(sim_url, "sim"), name)
     push = None
     if push_port is not None:
-        from agents.telemetry.push import ComponentMetricsInbox, PushServer
+        from mlsysops.agents.telemetry.push import ComponentMetricsInbox, PushServer
         push = PushServer(ComponentMetricsInbox(ttl=max(10.0, 5 * settings.monitor)),
                           host=spec.config.api.host, port=push_port)
         typer.echo(f"component metrics: POST {await push.start()}/v1/component-metrics")
@@ -250,8 +250,8 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
 
 async def _kube_placement(spec: Any, cid: str) -> tuple[Any, Any]:
     """The cluster's Kubernetes placement mechanism and the coroutine function that closes its client."""
-    from mechanisms.kube_placement import KubePlacementMechanism
-    from mlsysops_cli.slice_runtime import ensure_namespace, kube_connect, workload_namespace
+    from mlsysops.cli.slice_runtime import ensure_namespace, kube_connect, workload_namespace
+    from mlsysops.mechanisms.kube_placement import KubePlacementMechanism
 
     api = await kube_connect(spec.config.substrate)
     namespace = workload_namespace(spec)
@@ -265,8 +265,8 @@ async def _kube_placement(spec: Any, cid: str) -> tuple[Any, Any]:
 
 async def _app_mirror(spec: Any) -> Any:
     """The continuum's MLSysOpsApp custom resources: in its pod's namespace, else the workload namespace."""
-    from agents.kube.app_status import AppStatusMirror
-    from mlsysops_cli.slice_runtime import kube_connect, workload_namespace
+    from mlsysops.cli.slice_runtime import kube_connect, workload_namespace
+    from mlsysops.continuum.kube_app_mirror import AppStatusMirror
 
     api = await kube_connect(spec.config.substrate)
     mirror = AppStatusMirror(api, os.environ.get("POD_NAMESPACE") or workload_namespace(spec))

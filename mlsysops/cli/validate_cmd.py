@@ -42,7 +42,7 @@ def _summary(doc: Any) -> str:
 def _is_slice_file(path: Path) -> bool:
     import yaml
 
-    from agents.slice_config import is_slice_config
+    from mlsysops.agents.slice_config import is_slice_config
 
     try:
         first = next(iter(yaml.safe_load_all(path.read_text(encoding="utf-8"))), None)
@@ -52,8 +52,8 @@ def _is_slice_file(path: Path) -> bool:
 
 
 def _check_slice(path: Path) -> tuple[dict[str, Any], Any]:
-    from agents.descriptions import DescriptionError
-    from agents.slice_config import load_slice
+    from mlsysops.agents.descriptions import DescriptionError
+    from mlsysops.agents.slice_config import load_slice
 
     result: dict[str, Any] = {
         "file": str(path),
@@ -83,7 +83,7 @@ def _check_slice(path: Path) -> tuple[dict[str, Any], Any]:
 
 
 def _check_descriptions(path: Path, inventory: Any) -> dict[str, Any]:
-    from agents.descriptions import DescriptionError, load_file
+    from mlsysops.agents.descriptions import DescriptionError, load_file
 
     result: dict[str, Any] = {
         "file": str(path),
@@ -136,7 +136,7 @@ def validate(
     ] = None,
 ) -> None:
     """Validate slice configs and MLSysOps descriptions; exit 1 when any file is invalid."""
-    from agents.descriptions import Inventory
+    from mlsysops.agents.descriptions import Inventory
 
     results: list[dict[str, Any]] = []
     nodes: set[str] = set()
@@ -184,9 +184,9 @@ def schema(
     ] = None,
 ) -> None:
     """Print the CRDs or JSON Schemas generated from the description models."""
-    from agents.descriptions import KINDS
-    from agents.descriptions.crd_gen import json_schema, render_crd
-    from agents.descriptions.errors import did_you_mean
+    from mlsysops.agents.descriptions import KINDS
+    from mlsysops.agents.descriptions.crd_gen import json_schema, render_crd
+    from mlsysops.agents.descriptions.errors import did_you_mean
 
     classes = list(KINDS.values())
     if kind is not None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import datetime as dt
 import json
 import logging
 import time
@@ -26,13 +25,21 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes.aio import client as k
-
-from agents.descriptions.app import MLSysOpsApp
-from agents.descriptions.loader import to_k8s
-from agents.kube.client import FIELD_MANAGER, MERGE, KubeError, RetryPolicy, apply, call, delete
-from agents.kube.crds import GROUP, VERSION, install_crds
-from agents.kube.manifests import MANAGED_BY, MANAGER, dns_label
-from agents.kube.sync_loop import SyncLoop
+from mlsysops.agents.descriptions.app import MLSysOpsApp
+from mlsysops.agents.descriptions.loader import to_k8s
+from mlsysops.substrates.kubernetes.client import (
+    FIELD_MANAGER,
+    MERGE,
+    KubeError,
+    RetryPolicy,
+    apply,
+    call,
+    delete,
+)
+from mlsysops.substrates.kubernetes.crds import GROUP, VERSION, install_crds
+from mlsysops.substrates.kubernetes.manifests import MANAGED_BY, MANAGER, dns_label
+from mlsysops.substrates.kubernetes.status_patch import iso, merge_diff
+from mlsysops.substrates.kubernetes.sync_loop import SyncLoop
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +50,6 @@ RUNNING = {"running"}
 FAILED = {"failed"}
 TROUBLE = {"failed", "relocating", "unknown"}   # some component is not where it should be
 GONE = {"removed"}                             # reported but no longer part of the app: not counted
-
-
-def iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def phase_of(statuses: Iterable[str]) -> str:
@@ -69,20 +72,6 @@ def _summary(components: Mapping[str, Mapping[str, Any]]) -> str:
     running = sum(1 for c in counted.values() if c["status"] in RUNNING)
     others = ", ".join(f"{n}: {c['status']}" for n, c in sorted(counted.items()) if c["status"] not in RUNNING)
     return f"{running}/{len(counted)} components running" + (f" ({others})" if others else "")
-
-
-def merge_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch turning `old` into `new` (None removes a key; lists are replaced whole)."""
-    patch: dict[str, Any] = dict.fromkeys(set(old) - set(new))
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            sub = merge_diff(before, value)
-            if sub:
-                patch[key] = sub
-        elif key not in old or before != value:
-            patch[key] = copy.deepcopy(value)
-    return patch
 
 
 class AppStatusMirror(SyncLoop):

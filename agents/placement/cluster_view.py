@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from policies.description_adapters import component_requests, node_view
-from policies.placement_types import ComponentKey, ComponentRequest, NodeView
+from mlsysops.agents.placement.adapters import component_requests, node_view
+from mlsysops.agents.placement.types import ComponentKey, ComponentRequest, NodeView
 
 ACTIVE = ("deploying", "starting", "running")
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 from kubernetes.aio import client as k
+from mlsysops.agents.descriptions.crd_gen import GENERATED_DIR
+from mlsysops.substrates.kubernetes.client import FIELD_MANAGER, MERGE, KubeError, RetryPolicy, apply, call
 
-from agents.kube.client import FIELD_MANAGER, MERGE, KubeError, RetryPolicy, apply, call
-
-CRD_DIR = Path(__file__).resolve().parent.parent / "generated" / "crds"
+CRD_DIR = GENERATED_DIR / "crds"
 GROUP = "mlsysops.eu"
 VERSION = "v1"
 
@@ -66,7 +66,7 @@ def description_objects(models: list[Any], namespace: str, labels: dict[str, str
                         ) -> list[dict[str, Any]]:
     """The descriptions (MLSysOpsContinuum/Cluster/Datacenter/Node models) as custom resources in `namespace`:
     the objects whose `.status` the agents write."""
-    from agents.descriptions.loader import to_k8s
+    from mlsysops.agents.descriptions.loader import to_k8s
 
     out = []
     for model in models:

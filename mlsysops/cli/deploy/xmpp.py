@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from agents.deploy.naming import content_hash, dns_label, meta
+from mlsysops.cli.deploy.naming import content_hash, dns_label, meta
 
 XMPP_PORT = 5222
 EJABBERD_UID = 9000          # the ejabberd container images run as this user

@@ -25,16 +25,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agents.descriptions import Document, load_file
-from agents.managed_agent import AgentSettings
-from agents.slice_config import SliceSpec, SubstrateConfig
-from agents.xmpp_server import EmbeddedXMPPServer
-from cluster.agent import ClusterAgent
-from continuum.agent import ContinuumAgent
-from mechanisms.sim_placement import SimPlacementMechanism, resolver_for, sim_node_spec
-from node.agent import NodeAgent
-from node.substrate import SimNodeSubstrate
-from sim import EventKind, SimClock, SimContinuum, SimEvent
+from mlsysops.agents.descriptions import Document, load_file
+from mlsysops.agents.managed_agent import AgentSettings
+from mlsysops.agents.slice_config import SliceSpec, SubstrateConfig
+from mlsysops.agents.xmpp_server import EmbeddedXMPPServer
+from mlsysops.cluster.agent import ClusterAgent
+from mlsysops.continuum.agent import ContinuumAgent
+from mlsysops.mechanisms.sim_placement import SimPlacementMechanism, resolver_for, sim_node_spec
+from mlsysops.node.agent import NodeAgent
+from mlsysops.node.substrate import SimNodeSubstrate
+from mlsysops.sim import EventKind, SimClock, SimContinuum, SimEvent
 
 log = logging.getLogger(__name__)
 DEV_PASSWORD = "mlsysops-dev"
@@ -138,7 +138,7 @@ class SliceRuntime:
             self.sim.subscribe(self._on_sim_event)
             self._sim_task = asyncio.create_task(self.sim.run(interval=0.05), name="sim")
         if self.kube and self.simulated:
-            from sim.kubelet import SimKubelet
+            from mlsysops.sim.kubelet import SimKubelet
 
             # Leases every 10 s: the node lifecycle controller's grace period is 40 s.
             self.kubelet = SimKubelet(self.sim, self.kube_api)
@@ -162,8 +162,8 @@ class SliceRuntime:
 
     async def _apply_descriptions(self) -> None:
         """Our CRDs and the slice's infrastructure descriptions as CRs (their agents write `.status`)."""
-        from agents.kube.client import KubeError
-        from agents.kube.crds import apply_descriptions, install_crds
+        from mlsysops.substrates.kubernetes.client import KubeError
+        from mlsysops.substrates.kubernetes.crds import apply_descriptions, install_crds
 
         s = self.spec
         models = [s.continuum, *s.clusters.values(), *s.datacenters.values(), *s.nodes.values()]
@@ -181,7 +181,7 @@ class SliceRuntime:
             inventory=self.spec.inventory, settings=self.settings("continuum"), **self._agent_kwargs())
         if self.kube or self.karmada:   # one MLSysOpsApp custom resource per app, with status
             if self.app_mirror is None:
-                from agents.kube.app_status import AppStatusMirror
+                from mlsysops.continuum.kube_app_mirror import AppStatusMirror
 
                 # on Karmada in its API server: the operator's view of the apps, next to their policies
                 self.app_mirror = AppStatusMirror(self.kube_api or self.karmada_api, self.namespace)
@@ -215,14 +215,14 @@ class SliceRuntime:
         if self.kube:   # Kubernetes Nodes merged with the descriptions, for policies and the decision log
             inv = self.inventories.get(cid)
             if inv is None:
-                from agents.kube.inventory import NodeInventory
+                from mlsysops.cluster.kube_inventory import NodeInventory
 
                 inv = self.inventories[cid] = NodeInventory(self.kube_clients[cid], cid, nodes)
                 await inv.start()
             agent.attach_inventory(inv)
             writer = self.status_writers.get(cid)
             if writer is None:
-                from agents.kube.status_writer import StatusWriter
+                from mlsysops.cluster.kube_status_writer import StatusWriter
 
                 writer = self.status_writers[cid] = StatusWriter(self.kube_clients[cid], self.namespace)
                 writer.start()
@@ -232,7 +232,7 @@ class SliceRuntime:
 
     def _placement(self, cid: str) -> Any:
         if self.kube:
-            from mechanisms.kube_placement import KubePlacementMechanism
+            from mlsysops.mechanisms.kube_placement import KubePlacementMechanism
 
             return KubePlacementMechanism(self.kube_clients[cid], self.namespace, cid, resolve=lambda _app: None)
         return SimPlacementMechanism(self.sim, cid, resolve=lambda *a: None)
@@ -379,8 +379,8 @@ class SliceRuntime:
 def karmada_dispatch(spec: SliceSpec, api: Any, namespace: str, cont: ContinuumAgent) -> Any:
     """The Karmada mechanism on the continuum's own tables; `overrides` from the continuum's
     mechanism settings (`karmada_placement: {overrides: {cluster: {image_registry, max_replicas}}}`)."""
-    from agents.kube.karmada import ClusterOverride
-    from mechanisms.karmada_placement import KarmadaPlacementMechanism
+    from mlsysops.mechanisms.karmada_placement import KarmadaPlacementMechanism
+    from mlsysops.substrates.kubernetes.karmada import ClusterOverride
 
     settings = spec.config.mechanisms.continuum.settings.get("karmada_placement", {})
     overrides = {c: ClusterOverride.from_settings(v) for c, v in (settings.get("overrides") or {}).items()}
@@ -403,7 +403,7 @@ async def kube_connect(sub: SubstrateConfig) -> Any:
     from kubernetes.aio import client as k
     from kubernetes.aio import config as kcfg
 
-    from agents.kube.client import connect
+    from mlsysops.substrates.kubernetes.client import connect
 
     if sub.kubeconfig is None:
         if not os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -424,7 +424,7 @@ async def ensure_namespace(api: Any, namespace: str) -> None:
     """Create the workload namespace if missing (an existing one, or a lost race, is fine)."""
     from kubernetes.aio import client as k
 
-    from agents.kube.client import KubeError, call
+    from mlsysops.substrates.kubernetes.client import KubeError, call
 
     core = k.CoreV1Api(api)
     try:

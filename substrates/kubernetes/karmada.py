@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agents.descriptions.app import MLSysOpsApp
-from agents.kube.manifests import (
+from mlsysops.agents.descriptions.app import MLSysOpsApp
+from mlsysops.substrates.kubernetes.manifests import (
     LABEL_APP,
     LABEL_CLUSTER,
     LABEL_COMPONENT,
@@ -32,7 +32,7 @@ from agents.kube.manifests import (
     resolve_component,
     services,
 )
-from agents.kube.manifests import deployment as deployment_manifest
+from mlsysops.substrates.kubernetes.manifests import deployment as deployment_manifest
 
 POLICY_GROUP, POLICY_VERSION = "policy.karmada.io", "v1alpha1"
 WORK_GROUP, WORK_VERSION = "work.karmada.io", "v1alpha2"
@@ -49,7 +49,7 @@ class ClusterOverride:
     Trigger (documented choice): an OverridePolicy is emitted for a component only when its chosen
     cluster has an override here AND the override changes that component, i.e. the cluster pulls
     images through its own registry mirror (`image_registry`, e.g. an air-gapped edge site) that differs
-    from the image's registry, or the cluster caps replicas (`max_replicas`, e.g. a small k3s edge
+    from the image's registry, or the mlsysops.cluster caps replicas (`max_replicas`, e.g. a small k3s edge
     cluster) below what the description asks for. Set per cluster in the slice's mechanism settings.
     """
 

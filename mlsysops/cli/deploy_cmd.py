@@ -25,9 +25,9 @@ WlOpt = Annotated[str | None, typer.Option("--workload-namespace", help="Namespa
 
 def _render(slice_path: Path, image: str | None, namespace: str | None, sim: str | None,
             workload_ns: str | None, secrets: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    from agents.deploy import DEFAULT_IMAGE, render
-    from agents.descriptions import DescriptionError
-    from agents.slice_config import load_slice
+    from mlsysops.agents.descriptions import DescriptionError
+    from mlsysops.agents.slice_config import load_slice
+    from mlsysops.cli.deploy import DEFAULT_IMAGE, render
 
     try:
         spec = load_slice(slice_path)
@@ -64,8 +64,8 @@ def write_rendered(objects: list[dict[str, Any]], out: str) -> list[Path]:
 
 async def _apply(slice_path: Path, image: str | None, namespace: str | None, sim: str | None,
                  workload_ns: str | None, kubeconfig: Path | None, context: str | None, dry_run: bool) -> int:
-    from agents.deploy.apply import apply_manifests, existing_secrets
-    from agents.kube.client import KubeError, connect
+    from mlsysops.cli.deploy.apply import apply_manifests, existing_secrets
+    from mlsysops.substrates.kubernetes.client import KubeError, connect
 
     try:
         api = await connect(str(kubeconfig) if kubeconfig else None, context)

@@ -24,13 +24,12 @@ from typing import Any
 
 from kubernetes.aio import client as k
 from kubernetes.utils import parse_quantity
-
-from agents.descriptions.enums import ContainerRuntime, ContinuumLayer, CpuArchitecture
-from agents.descriptions.loader import to_dict
-from agents.descriptions.node import MLSysOpsNode
-from agents.kube.client import RetryPolicy
-from agents.kube.manifests import GPU_RESOURCE, LABEL_CLUSTER
-from agents.kube.watch import ResourceWatch
+from mlsysops.agents.descriptions.enums import ContainerRuntime, ContinuumLayer, CpuArchitecture
+from mlsysops.agents.descriptions.loader import to_dict
+from mlsysops.agents.descriptions.node import MLSysOpsNode
+from mlsysops.substrates.kubernetes.client import RetryPolicy
+from mlsysops.substrates.kubernetes.manifests import GPU_RESOURCE, LABEL_CLUSTER
+from mlsysops.substrates.kubernetes.watch import ResourceWatch
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agents.descriptions import MLSysOpsApp, MLSysOpsNode
-from policies.placement_types import ComponentKey, ComponentRequest, NodeView
+from mlsysops.agents.descriptions import MLSysOpsApp, MLSysOpsNode
+from mlsysops.agents.placement.types import ComponentKey, ComponentRequest, NodeView
 
 QOS_METRIC = "response_time_ms"
 """Application metric id that the simulated continuum (and our QoS relocation) observes."""

@@ -14,11 +14,11 @@ from typing import Any
 
 from aiohttp import web
 
-from agents.slice_config import SliceSpec
-from mechanisms.placement_commands import CommandError
-from mechanisms.sim_placement import ComponentDeploySpec, SimPlacementMechanism, sim_node_spec
-from node.substrate import node_snapshot
-from sim import SimClock, SimContinuum
+from mlsysops.agents.slice_config import SliceSpec
+from mlsysops.mechanisms.placement_commands import CommandError
+from mlsysops.mechanisms.sim_placement import ComponentDeploySpec, SimPlacementMechanism, sim_node_spec
+from mlsysops.node.substrate import node_snapshot
+from mlsysops.sim import SimClock, SimContinuum
 
 FAULTS = ("crash", "recover", "slow", "spike", "degrade_link", "clear")
 

@@ -21,12 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes.aio import client as k
-
-from agents.kube.app_status import iso, merge_diff
-from agents.kube.client import KubeError, RetryPolicy
-from agents.kube.crds import update_status
-from agents.kube.manifests import dns_label
-from agents.kube.sync_loop import SyncLoop
+from mlsysops.substrates.kubernetes.client import KubeError, RetryPolicy
+from mlsysops.substrates.kubernetes.crds import update_status
+from mlsysops.substrates.kubernetes.manifests import dns_label
+from mlsysops.substrates.kubernetes.status_patch import iso, merge_diff
+from mlsysops.substrates.kubernetes.sync_loop import SyncLoop
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from mlsysops_cli import freeze_startup_heap
+from mlsysops.cli import freeze_startup_heap
 
 STATUS_STYLE = {"running": "green", "deploying": "yellow", "pending": "yellow", "relocating": "magenta",
                 "failed": "red", "unknown": "red", "removed": "dim"}
@@ -31,7 +31,7 @@ TOKEN_ENV = "MLSYSOPS_API_TOKEN"
 
 def write_run_file(state_dir: Path, api_url: str, xmpp_port: int | None, token_file: Path | None) -> Path:
     """`state_dir/run.json`: where a running `mlsysops up` serves its API (read by `mlsysops sim ...`)."""
-    from continuum.api import API_PREFIX
+    from mlsysops.continuum.api import API_PREFIX
 
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / "run.json"
@@ -74,11 +74,11 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
     from rich.console import Console
     from rich.live import Live
 
-    from agents.descriptions import DescriptionError
-    from agents.slice_config import load_slice
-    from continuum.api import ApiBackend, ApiServer, create_app
-    from continuum.api_auth import Role, TokenError, configured_tokens, dev_token
-    from mlsysops_cli.slice_runtime import SliceRuntime, SubstrateError, default_state_dir
+    from mlsysops.agents.descriptions import DescriptionError
+    from mlsysops.agents.slice_config import load_slice
+    from mlsysops.cli.slice_runtime import SliceRuntime, SubstrateError, default_state_dir
+    from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
+    from mlsysops.continuum.api_auth import Role, TokenError, configured_tokens, dev_token
 
     console = Console(stderr=True)
     try:
@@ -121,7 +121,7 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
             url = await api.start()
         write_run_file(state_dir, url, rt.xmpp_port, token_file)
         if token_file is not None:   # like kind writing a kubeconfig: `mlsysops get apps` works at once
-            from mlsysops_cli.client_config import save_context
+            from mlsysops.cli.client_config import save_context
 
             cfg = save_context(spec.config.slice, url, token_file.read_text().strip())
             console.print(f"CLI context '{spec.config.slice}' written to {cfg} (try: mlsysops get apps)",
@@ -176,9 +176,9 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
 
 
 async def _serve(slice_file: Path, host: str, port: int) -> int:
-    from agents.descriptions import DescriptionError
-    from agents.slice_config import load_slice
-    from mlsysops_cli.sim_host import SimHost
+    from mlsysops.agents.descriptions import DescriptionError
+    from mlsysops.agents.slice_config import load_slice
+    from mlsysops.cli.sim_host import SimHost
 
     try:
         spec = load_slice(slice_file)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.deploy.naming import meta
+from mlsysops.cli.deploy.naming import meta
 
 READ = ["get", "list", "watch"]
 WRITE = [*READ, "create", "update", "patch", "delete"]

@@ -11,11 +11,11 @@ import importlib
 import typer
 
 COMMAND_MODULES = [
-    "mlsysops_cli.validate_cmd",
-    "mlsysops_cli.up_cmd",
-    "mlsysops_cli.agent_cmd",
-    "mlsysops_cli.client_cmd",
-    "mlsysops_cli.deploy_cmd",
+    "mlsysops.cli.validate_cmd",
+    "mlsysops.cli.up_cmd",
+    "mlsysops.cli.agent_cmd",
+    "mlsysops.cli.client_cmd",
+    "mlsysops.cli.deploy_cmd",
 ]
 
 app = typer.Typer(

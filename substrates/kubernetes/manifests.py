@@ -22,7 +22,7 @@ import hashlib
 import re
 from typing import Any
 
-from agents.descriptions.app import Component, Container, MLSysOpsApp
+from mlsysops.agents.descriptions.app import Component, Container, MLSysOpsApp
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "mlsysops"

@@ -18,7 +18,7 @@ from typing import Any
 
 from kubernetes.aio import client as k
 
-from agents.kube.client import KubeError, apply, call
+from mlsysops.substrates.kubernetes.client import KubeError, apply, call
 
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "Node",
                   "PersistentVolume", "StorageClass", "PriorityClass"}

@@ -37,7 +37,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 class Client:
     def __init__(self, api: str | None, token: str | None, context: str | None) -> None:
-        from mlsysops_cli.client_config import resolve
+        from mlsysops.cli.client_config import resolve
 
         target = resolve(api, token, context)
         if target is None:
@@ -192,7 +192,13 @@ def register(app: typer.Typer) -> None:
     def apply(files: Annotated[list[Path], typer.Option("-f", "--filename", help="Description file(s)")],
               api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
         """Create or replace applications from description files (validated locally first)."""
-        from agents.descriptions import DescriptionError, MLSysOpsApp, MLSysOpsNode, load_file, to_k8s
+        from mlsysops.agents.descriptions import (
+            DescriptionError,
+            MLSysOpsApp,
+            MLSysOpsNode,
+            load_file,
+            to_k8s,
+        )
 
         client = Client(api, token, context)
         failed = False

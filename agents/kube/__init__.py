@@ -1,1 +1,0 @@
-"""Kubernetes substrate: client with bounded retries, manifest builders, watches, our CRDs."""

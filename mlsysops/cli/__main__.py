@@ -1,0 +1,3 @@
+from mlsysops.cli.main import main
+
+main()

@@ -1,3 +1,0 @@
-from mlsysops_cli.main import main
-
-main()

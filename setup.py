@@ -1,0 +1,20 @@
+"""Package layout (everything else is in pyproject.toml).
+
+The repository keeps its rooms as top-level folders (`agents/`, `cluster/`, ...) but installs them under the
+single import name `mlsysops` (`mlsysops.agents`, `mlsysops.cluster`, ...), so installing the project claims
+no generic top-level names in site-packages. pyproject.toml cannot express "map every subfolder of a folder
+under another name", hence these few lines.
+"""
+
+from setuptools import find_namespace_packages, setup
+
+ROOMS = ["agents", "continuum", "cluster", "node", "far_edge", "policies", "mechanisms", "sim", "substrates"]
+EXCLUDE = ["*__pycache__*"]
+
+package_dir = {"mlsysops": "mlsysops"}
+packages = ["mlsysops"] + [f"mlsysops.{p}" for p in find_namespace_packages("mlsysops", exclude=EXCLUDE)]
+for room in ROOMS:
+    package_dir[f"mlsysops.{room}"] = room
+    packages += [f"mlsysops.{p}" for p in find_namespace_packages(include=[room, f"{room}.*"], exclude=EXCLUDE)]
+
+setup(packages=packages, package_dir=package_dir)
