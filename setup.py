@@ -6,9 +6,15 @@ no generic top-level names in site-packages. pyproject.toml cannot express "map 
 under another name", hence these few lines.
 """
 
+import sys
+from pathlib import Path
+
 from setuptools import find_namespace_packages, setup
 
-ROOMS = ["agents", "continuum", "cluster", "node", "far_edge", "policies", "mechanisms", "sim", "substrates"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # PEP 517 backends do not put the project on the path
+from setup_layout import ROOMS  # noqa: E402
+
+
 EXCLUDE = ["*__pycache__*"]
 
 package_dir = {"mlsysops": "mlsysops"}

@@ -25,6 +25,13 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+from slixmpp import JID
+from spade.agent import Agent
+from spade.behaviour import CyclicBehaviour
+from spade.message import Message
+from spade.template import BaseTemplate, Template
+
 from mlsysops.agents.protocol import (
     META_KIND,
     META_ONTOLOGY,
@@ -37,12 +44,6 @@ from mlsysops.agents.protocol import (
     decode,
     encode,
 )
-from pydantic import BaseModel
-from slixmpp import JID
-from spade.agent import Agent
-from spade.behaviour import CyclicBehaviour
-from spade.message import Message
-from spade.template import BaseTemplate, Template
 
 logger = logging.getLogger(__name__)
 

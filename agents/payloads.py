@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from mlsysops.agents.protocol import Kind, Performative, register_payload
 from pydantic import BaseModel, ConfigDict, Field
+
+from mlsysops.agents.protocol import Kind, Performative, register_payload
 
 InstanceStatus = Literal["deploying", "starting", "running", "failed", "stopped", "lost", "removed", "unknown"]
 ComponentStatus = Literal["pending", "deploying", "running", "failed", "relocating", "removed", "unknown"]

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+
 from mlsysops.agents.descriptions import (
     Description,
     DescriptionError,
@@ -45,7 +47,6 @@ from mlsysops.agents.descriptions import (
     validate_spec,
 )
 from mlsysops.agents.descriptions.errors import did_you_mean
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 LAYERS = ("continuum", "cluster", "node", "far_edge")
 

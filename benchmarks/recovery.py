@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT))
 
 from mlsysops.agents.slice_config import load_slice  # noqa: E402
 from mlsysops.agents.xmpp_prosody import ProsodyServer  # noqa: E402
-
 from mlsysops.cli.slice_runtime import SliceRuntime  # noqa: E402
 
 DEMO = ROOT / "examples" / "slices" / "demo.yaml"

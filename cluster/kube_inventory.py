@@ -24,6 +24,7 @@ from typing import Any
 
 from kubernetes.aio import client as k
 from kubernetes.utils import parse_quantity
+
 from mlsysops.agents.descriptions.enums import ContainerRuntime, ContinuumLayer, CpuArchitecture
 from mlsysops.agents.descriptions.loader import to_dict
 from mlsysops.agents.descriptions.node import MLSysOpsNode

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes.aio import client as k
+
 from mlsysops.substrates.kubernetes.client import KubeError, RetryPolicy
 from mlsysops.substrates.kubernetes.crds import update_status
 from mlsysops.substrates.kubernetes.manifests import dns_label

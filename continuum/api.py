@@ -28,6 +28,8 @@ from typing import Annotated, Any, Literal
 import uvicorn
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
 from mlsysops.agents.agent_base import RequestFailed, RequestTimeout
 from mlsysops.agents.descriptions import (
     DescriptionError,
@@ -42,7 +44,6 @@ from mlsysops.agents.descriptions import (
 from mlsysops.agents.protocol import Kind, Ping
 from mlsysops.continuum import api_telemetry
 from mlsysops.continuum.api_auth import Role, TokenAuth
-from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes.aio import client as k
+
 from mlsysops.agents.descriptions.app import MLSysOpsApp
 from mlsysops.agents.descriptions.loader import to_k8s
 from mlsysops.substrates.kubernetes.client import (

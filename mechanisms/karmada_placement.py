@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes.aio import client as k
+
 from mlsysops.agents.descriptions.app import MLSysOpsApp
 from mlsysops.substrates.kubernetes import karmada as kk
 from mlsysops.substrates.kubernetes.client import KubeError, apply, call, connect

@@ -32,6 +32,7 @@ from typing import Any
 
 from kubernetes.aio import client as k
 from kubernetes.utils import parse_quantity
+
 from mlsysops.agents.descriptions.app import MLSysOpsApp
 from mlsysops.mechanisms.placement_commands import CommandError, PlacementAction, parse_command
 from mlsysops.substrates.kubernetes import manifests as mf

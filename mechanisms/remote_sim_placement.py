@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+
 from mlsysops.mechanisms.placement_commands import CommandError, parse_command
 from mlsysops.mechanisms.sim_placement import Resolver
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+
 from mlsysops.sim import SimContinuum
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from kubernetes.aio import client as k
 from kubernetes.utils import parse_quantity
+
 from mlsysops.sim import EventKind, SimContinuum, SimError, SimEvent
 from mlsysops.substrates.kubernetes.client import MERGE, KubeError, RetryPolicy, apply, call, delete
 from mlsysops.substrates.kubernetes.watch import ResourceWatch

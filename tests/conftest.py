@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+
 from mlsysops.agents.agent_base import MLSysOpsAgent
 from mlsysops.agents.xmpp_server import EmbeddedXMPPServer
 

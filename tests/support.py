@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from mlsysops.agents.slice_config import load_slice
+from mlsysops.cli.slice_runtime import SliceRuntime
 from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
 from mlsysops.continuum.api_auth import Role
-
-from mlsysops.cli.slice_runtime import SliceRuntime
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "slices" / "demo.yaml"

@@ -8,6 +8,11 @@ import time
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, ConfigDict
+from spade.behaviour import CyclicBehaviour
+from spade.message import Message
+from spade.template import Template
+
 from mlsysops.agents.agent_base import (
     HandlerError,
     MLSysOpsAgent,
@@ -16,10 +21,6 @@ from mlsysops.agents.agent_base import (
 )
 from mlsysops.agents.protocol import Envelope, Kind, Performative, ProtocolError, register_payload
 from mlsysops.agents.xmpp_server import EmbeddedXMPPServer
-from pydantic import BaseModel, ConfigDict
-from spade.behaviour import CyclicBehaviour
-from spade.message import Message
-from spade.template import Template
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.xmpp, pytest.mark.timeout(60)]
 

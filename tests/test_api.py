@@ -16,11 +16,11 @@ import httpx
 import pytest
 import pytest_asyncio
 import yaml
+
 from mlsysops.agents.slice_config import load_slice
+from mlsysops.cli.slice_runtime import SliceRuntime
 from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
 from mlsysops.continuum.api_auth import Role, TokenError, configured_tokens, dev_token, parse_tokens
-
-from mlsysops.cli.slice_runtime import SliceRuntime
 from tests.support import demo_slice, formed, until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from mlsysops.agents.placement.types import ComponentRequest, NodeView
 from mlsysops.policies.cluster_selection import ClusterView, select_clusters, summary_reasons
 from mlsysops.policies.placement_engine import DependencyCycleError

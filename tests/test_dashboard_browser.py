@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from mlsysops.continuum.api_auth import Role
 
+from mlsysops.continuum.api_auth import Role
 from tests.support import demo_slice, until
 
 ROOT = Path(__file__).resolve().parents[1]

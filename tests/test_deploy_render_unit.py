@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client as kc
-from mlsysops.agents.slice_config import load_slice
 
+from mlsysops.agents.slice_config import load_slice
 from mlsysops.cli.deploy import render
 from mlsysops.cli.deploy.render import PASSWORD_ENV, SLICE_PATH, accounts_for
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+
 from mlsysops.agents.descriptions import Inventory, SensorRef, check, load_file, load_obj
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import yaml
+
 from mlsysops.agents.descriptions import KINDS
 from mlsysops.agents.descriptions.crd_gen import (
     GENERATED_DIR,

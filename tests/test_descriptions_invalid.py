@@ -6,6 +6,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from mlsysops.agents.descriptions import DescriptionError, Inventory, load_obj, load_text
 from mlsysops.agents.descriptions.app import MLSysOpsApp
 from mlsysops.agents.descriptions.node import MLSysOpsNode

@@ -1,6 +1,7 @@
 """Quantities, frequencies and durations parse into base units and keep what was written."""
 
 import pytest
+
 from mlsysops.agents.descriptions import ByteQuantity, CpuQuantity, Duration, Frequency, GigabyteQuantity
 from mlsysops.agents.descriptions.quantities import parse_duration
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes.client import V1Deployment, V1Service
+
 from mlsysops.agents.descriptions.loader import load_file
 from mlsysops.substrates.kubernetes import manifests as m
 

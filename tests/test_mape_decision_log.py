@@ -5,6 +5,7 @@ import sqlite3
 import time
 
 import pytest
+
 from mlsysops.agents.mape.decision_log import DecisionLog, digest
 
 

@@ -3,6 +3,7 @@
 import time
 
 import pytest
+
 from mlsysops.agents.mape.knowledge import Knowledge, Telemetry, label_key
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
 from mlsysops.agents.mape import plugins as plugins_mod
 from mlsysops.agents.mape.isolation import (
     FailureBackoff,

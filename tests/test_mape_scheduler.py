@@ -5,6 +5,7 @@ import time
 from typing import Any
 
 import pytest
+
 from mlsysops.agents.mape.decision_log import DecisionLog
 from mlsysops.agents.mape.plugins import MechanismRegistry
 from mlsysops.agents.mape.scheduler import Plan, PlanScheduler, interpret_apply_result, resolve_conflicts

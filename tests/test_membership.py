@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+
 from mlsysops.agents.agent_base import HandlerError, RequestFailed
 from mlsysops.agents.membership import (
     REASON_PRESENCE,

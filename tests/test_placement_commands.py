@@ -1,4 +1,5 @@
 import pytest
+
 from mlsysops.mechanisms.placement_commands import CommandError, parse_command
 
 

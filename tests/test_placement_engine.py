@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+
 from mlsysops.agents.placement.types import ComponentRequest, NodeView
 from mlsysops.policies.placement_engine import DependencyCycleError, dependency_order, place_app, schedule
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from mlsysops.agents.placement.types import ComponentRequest, NodeView
 from mlsysops.policies.placement_filters import (
     DEFAULT_FILTERS,

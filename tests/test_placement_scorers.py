@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from mlsysops.agents.placement.types import ComponentRequest, NodeView
 from mlsysops.policies.placement_engine import PlacementConfig, schedule
 from mlsysops.policies.placement_scorers import (

@@ -6,6 +6,9 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+from spade.message import Message
+
 from mlsysops.agents import protocol
 from mlsysops.agents.protocol import (
     MAX_MESSAGE_BYTES,
@@ -22,8 +25,6 @@ from mlsysops.agents.protocol import (
     encode,
     register_payload,
 )
-from pydantic import BaseModel
-from spade.message import Message
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import types
 
-import mlsysops.sim.clock as clock_mod
 import pytest
+
+import mlsysops.sim.clock as clock_mod
 from mlsysops.sim import DEFAULT_STARTUP_S, InstanceState, SimClock, SimNodeSpec
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+
 from mlsysops.sim import EventKind, InstanceState, SimClock, SimContinuum, SimEvent, SimNodeSpec
 
 GIB = 2**30

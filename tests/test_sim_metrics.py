@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from mlsysops.sim import NODE_METRICS, SimClock, SimContinuum, SimNodeSpec
 
 GIB = 2**30

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from mlsysops.mechanisms.sim_placement import ComponentDeploySpec, SimPlacementMechanism
 from mlsysops.sim import InstanceState, SimClock, SimContinuum, SimNodeSpec
 

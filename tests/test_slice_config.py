@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+
 from mlsysops.agents.descriptions import DescriptionError
 from mlsysops.agents.slice_config import SliceConfig, is_slice_config, load_slice
 

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from mlsysops.agents.descriptions import MLSysOpsCluster, load_file
-from mlsysops.agents.slice_config import SubstrateConfig
-from mlsysops.cluster.agent import ClusterAgent
 from pydantic import ValidationError
 
+from mlsysops.agents.descriptions import MLSysOpsCluster, load_file
+from mlsysops.agents.slice_config import SubstrateConfig
 from mlsysops.cli.slice_runtime import SubstrateError, kube_connect
+from mlsysops.cluster.agent import ClusterAgent
 
 DEMO_NODES = Path(__file__).resolve().parents[1] / "examples" / "slices" / "demo" / "nodes"
 NODES = ("edge-rpi-1", "edge-rpi-2")

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+
 from mlsysops.agents.agent_base import MLSysOpsAgent, RequestFailed
 from mlsysops.agents.payloads import AppDeploy, InstanceReport, StatusReport
 from mlsysops.agents.protocol import Envelope, Kind, Performative, decode, encode
 from mlsysops.agents.slice_config import load_slice
-from mlsysops.sim import InstanceState
-
 from mlsysops.cli.slice_runtime import SliceRuntime
+from mlsysops.sim import InstanceState
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-from mlsysops.continuum.api_auth import Role
 
+from mlsysops.continuum.api_auth import Role
 from tests.support import demo_slice, until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]

@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+
 from mlsysops.agents.descriptions import load_obj
 from mlsysops.agents.managed_agent import AgentSettings
 from mlsysops.agents.telemetry.push import ComponentMetricsInbox, PushServer

@@ -9,11 +9,12 @@ import time
 
 import pytest
 from aiohttp import web
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
 from mlsysops.agents.mape import Knowledge
 from mlsysops.agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
 from mlsysops.agents.telemetry import digest as digests
 from mlsysops.agents.telemetry.io_counters import IoCounters
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 NODE = {"node": "n1"}
 COMP = {"node": "n1", "app": "shop", "component": "web", "instance": "shop.web.1"}

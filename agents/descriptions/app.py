@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
+from pydantic import Field
+
 from mlsysops.agents.descriptions.base import Description, Number, SensorRef, Spec
 from mlsysops.agents.descriptions.enums import (
     AccelerationCall,
@@ -57,7 +59,6 @@ from mlsysops.agents.descriptions.enums import (
     TemperatureUnit,
 )
 from mlsysops.agents.descriptions.quantities import ByteQuantity, CpuQuantity, Frequency, GigabyteQuantity
-from pydantic import Field
 
 # ---------------------------------------------------------------- placement
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from mlsysops.agents.descriptions.base import API_GROUP, API_VERSION, GROUP_VERSION, Description
 from mlsysops.agents.descriptions.loader import KINDS
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import Field
+
 from mlsysops.agents.descriptions.base import Description, Number
 from mlsysops.agents.descriptions.enums import (
     City,
@@ -12,7 +14,6 @@ from mlsysops.agents.descriptions.enums import (
     Country,
     DatacenterContinent,
 )
-from pydantic import Field
 
 
 class MLSysOpsCluster(Description):

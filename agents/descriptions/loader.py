@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import ValidationError
+
 from mlsysops.agents.descriptions.app import MLSysOpsApp
 from mlsysops.agents.descriptions.base import GROUP_VERSION, Description, Spec
 from mlsysops.agents.descriptions.errors import (
@@ -28,7 +30,6 @@ from mlsysops.agents.descriptions.infra import MLSysOpsCluster, MLSysOpsContinuu
 from mlsysops.agents.descriptions.node import MLSysOpsNode
 from mlsysops.agents.descriptions.normalize import normalize
 from mlsysops.agents.descriptions.semantic import Inventory, check
-from pydantic import ValidationError
 
 KINDS: dict[str, type[Description]] = {
     cls.kind: cls

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, ClassVar
 
+from pydantic import Field, StringConstraints
+
 from mlsysops.agents.descriptions.app import (
     AccelerometerSensor,
     AirQualitySensor,
@@ -44,7 +46,6 @@ from mlsysops.agents.descriptions.enums import (
     WattHour,
 )
 from mlsysops.agents.descriptions.quantities import ByteQuantity, Frequency, GigabyteQuantity
-from pydantic import Field, StringConstraints
 
 # ---------------------------------------------------------------- sensors
 

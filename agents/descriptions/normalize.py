@@ -19,10 +19,11 @@ import typing
 from enum import Enum
 from typing import Annotated, Any, Union
 
+from pydantic import BaseModel, BeforeValidator
+
 from mlsysops.agents.descriptions.enums import VALUE_ALIASES
 from mlsysops.agents.descriptions.errors import PathPart, ValidationIssue, did_you_mean, format_path
 from mlsysops.agents.descriptions.quantities import Frequency
-from pydantic import BaseModel, BeforeValidator
 
 Path = tuple[PathPart, ...]
 _NUM_RE = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")

@@ -23,11 +23,12 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mlsysops.agents.telemetry.io_counters import COUNTERS
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
 from opentelemetry.sdk.resources import Resource
+
+from mlsysops.agents.telemetry.io_counters import COUNTERS
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from kubernetes.aio import client as k
+
 from mlsysops.agents.descriptions.crd_gen import GENERATED_DIR
 from mlsysops.substrates.kubernetes.client import FIELD_MANAGER, MERGE, KubeError, RetryPolicy, apply, call
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from kubernetes.aio import client as k
 from kubernetes.aio import watch as kw
+
 from mlsysops.substrates.kubernetes.client import APPLY, KubeError, apply, call
 
 log = logging.getLogger(__name__)

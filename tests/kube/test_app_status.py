@@ -12,11 +12,11 @@ from urllib.parse import urlparse
 import pytest
 from kubernetes.aio import client as k
 from kubernetes.aio import config as kcfg
+
 from mlsysops.agents.descriptions.app import MLSysOpsApp
 from mlsysops.agents.descriptions.loader import load_file, to_k8s
 from mlsysops.continuum.kube_app_mirror import AppStatusMirror, merge_diff, phase_of
 from mlsysops.substrates.kubernetes.crds import GROUP, VERSION
-
 from tests.kube.harness import free_port, until, write_kubeconfig
 
 aio = pytest.mark.asyncio(loop_scope="session")

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes.aio import client as k
-from mlsysops.agents.slice_config import load_slice
 
+from mlsysops.agents.slice_config import load_slice
 from mlsysops.cli.deploy import render
 from mlsysops.cli.deploy.apply import apply_manifests
 

@@ -14,12 +14,12 @@ import httpx
 import pytest
 import yaml
 from kubernetes.aio import client as k
+
 from mlsysops.agents.slice_config import SubstrateConfig, load_slice
+from mlsysops.cli.slice_runtime import SliceRuntime
 from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
 from mlsysops.continuum.api_auth import Role
 from mlsysops.substrates.kubernetes import manifests as mf
-
-from mlsysops.cli.slice_runtime import SliceRuntime
 from tests.kube.harness import until
 from tests.support import app_components, formed
 

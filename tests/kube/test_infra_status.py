@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes.aio import client as k
+
 from mlsysops.agents.slice_config import load_slice
 from mlsysops.cluster.kube_status_writer import StatusWriter
 from mlsysops.substrates.kubernetes.crds import GROUP, VERSION, apply_descriptions, install_crds

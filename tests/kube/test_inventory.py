@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from mlsysops.agents.descriptions.node import MLSysOpsNode
 from mlsysops.cluster.kube_inventory import NodeInventory, Resources, merge, node_view
 from mlsysops.sim import SimNodeSpec
-
 from tests.kube.conftest import unique
 from tests.kube.harness import until
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from kubernetes.aio import client as k
+
 from mlsysops.agents.descriptions import load_file, load_obj
 from mlsysops.mechanisms.karmada_placement import KarmadaPlacementMechanism
 from mlsysops.substrates.kubernetes import karmada as kk
-
 from tests.kube.karmada_crds import StandInScheduler, add_cluster, install_crds
 
 ROOT = Path(__file__).resolve().parents[2]

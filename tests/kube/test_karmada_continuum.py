@@ -14,16 +14,16 @@ from typing import Any
 import httpx
 import pytest
 from kubernetes.aio import client as k
+
 from mlsysops.agents.descriptions import load_file
 from mlsysops.agents.slice_config import SubstrateConfig, load_slice
+from mlsysops.cli.slice_runtime import SliceRuntime
 from mlsysops.continuum.agent import ContinuumAgent, dispatch_status
 from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
 from mlsysops.continuum.api_auth import Role
 from mlsysops.mechanisms.karmada_placement import KarmadaPlacementMechanism
 from mlsysops.substrates.kubernetes import karmada as kk
 from mlsysops.substrates.kubernetes import manifests as mf
-
-from mlsysops.cli.slice_runtime import SliceRuntime
 from tests.kube.harness import until, write_kubeconfig
 from tests.kube.karmada_crds import StandInScheduler, add_cluster, install_crds
 from tests.support import app_components, formed

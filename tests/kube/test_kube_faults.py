@@ -21,11 +21,11 @@ import pytest_asyncio
 from aiohttp import web
 from kubernetes.aio import client as k
 from kubernetes.aio import config as kcfg
+
 from mlsysops.agents.descriptions.loader import load_file
 from mlsysops.mechanisms.kube_placement import KubePlacementMechanism
 from mlsysops.substrates.kubernetes.client import KubeError, RetryPolicy, apply, call
 from mlsysops.substrates.kubernetes.watch import ResourceWatch
-
 from tests.kube.conftest import unique
 from tests.kube.harness import free_port, until, write_kubeconfig
 

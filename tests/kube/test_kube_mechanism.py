@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 from kubernetes.aio import client as k
 from kubernetes.aio import config as kcfg
+
 from mlsysops.agents.descriptions.loader import load_file, to_k8s
 from mlsysops.mechanisms.kube_placement import KubePlacementMechanism
 from mlsysops.sim import SimNodeSpec
@@ -19,7 +20,6 @@ from mlsysops.substrates.kubernetes import crds
 from mlsysops.substrates.kubernetes import manifests as mf
 from mlsysops.substrates.kubernetes.client import ClusterClients, KubeError
 from mlsysops.substrates.kubernetes.watch import ResourceWatch
-
 from tests.kube.conftest import unique
 from tests.kube.harness import until
 

@@ -15,11 +15,11 @@ import uuid
 import pytest
 import pytest_asyncio
 from kubernetes.aio import client as k
+
 from mlsysops.agents.descriptions.app import MLSysOpsApp
 from mlsysops.mechanisms.kube_placement import KubePlacementMechanism
 from mlsysops.substrates.kubernetes import manifests as mf
 from mlsysops.substrates.kubernetes.client import connect
-
 from tests.kube.harness import until
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]

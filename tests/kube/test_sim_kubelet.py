@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 from kubernetes.aio import client as k
-from mlsysops.sim import InstanceState, SimNodeSpec
 
+from mlsysops.sim import InstanceState, SimNodeSpec
 from tests.kube.conftest import unique
 from tests.kube.harness import until
 

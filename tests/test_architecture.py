@@ -1,0 +1,48 @@
+"""The shape of the code: the import contracts of pyproject.toml hold, a forbidden import would break them,
+and the wheel claims the one import name `mlsysops` in site-packages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from scripts.lint_imports import lint, stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_contracts_hold(tmp_path: Path) -> None:
+    result = lint(stage(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "broken" not in result.stdout.split("Contracts:")[-1].split("\n")[0].replace("0 broken", "")
+
+
+def test_a_forbidden_import_breaks_the_contracts(tmp_path: Path) -> None:
+    staged = stage(tmp_path)
+    (staged / "mlsysops" / "agents" / "forbidden_probe.py").write_text("import mlsysops.cluster.agent\n")
+    result = lint(staged)
+    assert result.returncode != 0
+    assert "the core knows no layer" in result.stdout
+    assert "mlsysops.agents.forbidden_probe -> mlsysops.cluster.agent" in result.stdout
+
+
+def test_a_cycle_breaks_the_contracts(tmp_path: Path) -> None:
+    staged = stage(tmp_path)
+    (staged / "mlsysops" / "sim" / "clock.py").open("a").write("\nimport mlsysops.sim.continuum  # noqa\n")
+    result = lint(staged)
+    assert result.returncode != 0 and "No cycles are allowed in mlsysops.sim" in result.stdout
+
+
+def test_the_wheel_installs_one_top_level_name(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("mlsysops-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/", 1)[0] for n in names if not n.split("/", 1)[0].endswith(".dist-info")}
+    assert top == {"mlsysops"}
+    for needed in ("mlsysops/agents/generated/crds/mlsysopsapps.mlsysops.eu.yaml",
+                   "mlsysops/continuum/dashboard/index.html", "mlsysops/cli/main.py",
+                   "mlsysops/substrates/kubernetes/client.py", "mlsysops/agents/placement/types.py"):
+        assert needed in names, needed
