@@ -14,7 +14,6 @@ from setuptools import find_namespace_packages, setup
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # PEP 517 backends do not put the project on the path
 from setup_layout import ROOMS  # noqa: E402
 
-
 EXCLUDE = ["*__pycache__*"]
 
 package_dir = {"mlsysops": "mlsysops"}

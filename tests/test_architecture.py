@@ -3,12 +3,14 @@ and the wheel claims the one import name `mlsysops` in site-packages."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 from scripts.lint_imports import lint, stage
+from setup_layout import ROOMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,8 +38,15 @@ def test_a_cycle_breaks_the_contracts(tmp_path: Path) -> None:
 
 
 def test_the_wheel_installs_one_top_level_name(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    # built from a copy: setuptools leaves build/ and *.egg-info beside the sources it builds
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "setup_layout.py", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for room in ("mlsysops", *ROOMS):
+        shutil.copytree(ROOT / room, src / room, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(src)],
+                   check=True, capture_output=True)
     wheel = next(tmp_path.glob("mlsysops-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/", 1)[0] for n in names if not n.split("/", 1)[0].endswith(".dist-info")}
