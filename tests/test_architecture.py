@@ -3,6 +3,7 @@ and the wheel claims the one import name `mlsysops` in site-packages."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -55,3 +56,14 @@ def test_the_wheel_installs_one_top_level_name(tmp_path: Path) -> None:
                    "mlsysops/continuum/dashboard/index.html", "mlsysops/cli/main.py",
                    "mlsysops/substrates/kubernetes/client.py", "mlsysops/agents/placement/types.py"):
         assert needed in names, needed
+
+
+def test_no_code_imports_a_room_by_its_folder_name() -> None:
+    """In a checkout `import policies` would also work (the folder is on sys.path) and load a second copy of
+    every module it touches; only `mlsysops.<room>` is the package."""
+    pattern = re.compile(rf"^\s*(from|import)\s+({'|'.join(ROOMS)}|mlsysops_cli)(\.|\s|$)", re.M)
+    offenders = [f"{path.relative_to(ROOT)}: {m.group(0).strip()}"
+                 for folder in ("mlsysops", *ROOMS, "tests", "benchmarks", "examples", "scripts")
+                 for path in (ROOT / folder).rglob("*.py") if "__pycache__" not in path.parts
+                 for m in pattern.finditer(path.read_text())]
+    assert offenders == []

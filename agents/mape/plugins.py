@@ -116,6 +116,22 @@ def _load_file_module(path: Path, kind: str) -> ModuleType:
     return module
 
 
+BUILTIN_ROOMS = ("policies.", "mechanisms.")
+
+
+def import_plugin_module(module_name: str) -> ModuleType:
+    """Import a plugin module by name. The built-ins' names from before they moved under `mlsysops`
+    (`policies.relocation`) still work and mean the built-in (`mlsysops.policies.relocation`), never a
+    second copy of it imported from a checkout's top-level folder; other names import as given."""
+    if module_name.startswith(BUILTIN_ROOMS):
+        try:
+            if importlib.util.find_spec(f"mlsysops.{module_name}") is not None:
+                return importlib.import_module(f"mlsysops.{module_name}")
+        except ModuleNotFoundError:
+            pass
+    return importlib.import_module(module_name)
+
+
 def _resolve_awaitable(value: Any, timeout: float = 30.0) -> Any:
     """Run an awaitable returned by a plugin's initialize() to completion from sync code."""
     if not inspect.isawaitable(value):
@@ -283,7 +299,7 @@ class PolicyRegistry:
     def load_module(self, module_name: str, name: str | None = None) -> PluginChange:
         name = name or module_name.rsplit(".", 1)[-1]
         try:
-            target = importlib.import_module(module_name)
+            target = import_plugin_module(module_name)
             pol = build_policy(name, "module", target, getattr(target, "__file__", None))
         except Exception as exc:  # noqa: BLE001 - a plugin may raise anything
             return self._failed(name, "module", module_name, exc)
@@ -537,7 +553,7 @@ class MechanismRegistry:
     def load_module(self, module_name: str, name: str | None = None, **settings: Any) -> Mechanism | None:
         name = name or module_name.rsplit(".", 1)[-1]
         try:
-            target = importlib.import_module(module_name)
+            target = import_plugin_module(module_name)
             return self._build(name, "module", target, getattr(target, "__file__", None), settings)
         except Exception as exc:  # noqa: BLE001 - a plugin may raise anything
             self._failed(name, "module", module_name, exc)

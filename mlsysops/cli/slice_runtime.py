@@ -56,7 +56,7 @@ def layer_settings(spec: SliceSpec, layer: str, state_dir: Path | None = None) -
     plugins = getattr(cfg.policies, layer)
     return AgentSettings(heartbeat=iv.heartbeat, liveness_misses=iv.liveness_misses, monitor=iv.monitor,
                          analyze=iv.analyze, execute_timeout=iv.execute_timeout, status_report=iv.status_report,
-                         policies=[f"policies.{n}" if "." not in n else n for n in plugins.enabled or []],
+                         policies=[f"mlsysops.policies.{n}" if "." not in n else n for n in plugins.enabled or []],
                          policy_dirs=[Path(d) for d in plugins.directories],
                          policy_settings=dict(plugins.settings),
                          state_dir=(state_dir / layer) if state_dir else None,
