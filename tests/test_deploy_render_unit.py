@@ -141,7 +141,7 @@ def test_one_xmpp_account_per_agent_and_ejabberd_registers_them_all(objs, spec):
 
 
 def test_localparts_are_the_ones_the_agents_derive(spec):
-    from mlsysops.cli.slice_runtime import agent_jid
+    from mlsysops.cli.slice_assembly import agent_jid
 
     got = {a.localpart for a in accounts_for(spec)}
     want = ({agent_jid("continuum", spec.continuum.continuum_id, "d").split("@")[0]}

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from mlsysops.agents.descriptions import MLSysOpsCluster, load_file
 from mlsysops.agents.slice_config import SubstrateConfig
-from mlsysops.cli.slice_runtime import SubstrateError, kube_connect
+from mlsysops.cli.slice_assembly import SubstrateError, kube_connect
 from mlsysops.cluster.agent import ClusterAgent
 
 DEMO_NODES = Path(__file__).resolve().parents[1] / "examples" / "slices" / "demo" / "nodes"

@@ -44,20 +44,16 @@ async def _wait(stop: asyncio.Event, condition: Any = None, interval: float = 0.
 async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | None, xmpp_port: int | None,
                apply: list[Path], api_port: int | None, host_metrics: bool = False,
                push_port: int | None = None) -> int:
-    from mlsysops.agents.descriptions import DescriptionError, load_file
+    from mlsysops.agents.descriptions import DescriptionError
     from mlsysops.agents.slice_config import load_slice
-    from mlsysops.cli.slice_runtime import DEV_PASSWORD, agent_jid, layer_settings
+    from mlsysops.cli.slice_assembly import SliceAssembly
 
     try:
         spec = load_slice(config)
     except DescriptionError as exc:
         typer.echo(f"invalid slice {config}:\n{exc}", err=True)
         return 1
-    xc = spec.config.xmpp
-    domain = xc.domain or xc.host or "localhost"
-    port = xmpp_port or xc.port or 5222
-    password = xc.resolve_password() or DEV_PASSWORD
-    settings = layer_settings(spec, layer.value, spec.state_dir)
+    assembly = SliceAssembly(spec, state_dir=spec.state_dir, xmpp_port=xmpp_port or spec.config.xmpp.port or 5222)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -69,146 +65,135 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         return value
 
     if layer is Layer.continuum:
-        from mlsysops.cli.slice_runtime import default_state_dir
-        from mlsysops.continuum.agent import ContinuumAgent
-        from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
-        from mlsysops.continuum.api_auth import Role, TokenError, configured_tokens, dev_token
-
-        try:
-            tokens = configured_tokens(spec.config.api.token_file)
-        except TokenError as exc:
-            typer.echo(str(exc), err=True)
-            return 1
-        token_file = None
-        if not tokens:
-            token, token_file = dev_token(default_state_dir(spec))
-            tokens = {token: Role.admin}
-        cont = spec.continuum
-        agent = ContinuumAgent(agent_jid("continuum", cont.continuum_id, domain), password, description=cont,
-                               cluster_jids={c: agent_jid("cluster", c, domain) for c in spec.clusters},
-                               inventory=spec.inventory, settings=settings, port=port)
-        karmada_api = None
-        if spec.config.substrate.type == "karmada":   # components go to member clusters through Karmada
-            from mlsysops.cli.slice_runtime import (
-                ensure_namespace,
-                karmada_dispatch,
-                kube_connect,
-                workload_namespace,
-            )
-
-            try:
-                karmada_api = await kube_connect(spec.config.substrate)
-                await ensure_namespace(karmada_api, workload_namespace(spec))
-            except Exception as exc:   # noqa: BLE001 - say why, like the cluster agent does
-                typer.echo(f"Karmada API server: {exc}", err=True)
-                return 1
-            agent.use_dispatch(karmada_dispatch(spec, karmada_api, workload_namespace(spec), agent))
-        mirror = None
-        if spec.config.substrate.type in ("kubernetes", "karmada"):   # karmada: in its API server
-            try:
-                mirror = await _app_mirror(spec)
-            except Exception as exc:   # noqa: BLE001 - the CRs are a view: the agent runs without them
-                typer.echo(f"MLSysOpsApp custom resources disabled: {exc}", err=True)
-            else:
-                agent.attach_app_mirror(mirror)
-        await agent.start_agent()
-        freeze_startup_heap()
-        app = create_app(ApiBackend(agent), tokens, metrics_auth=spec.config.telemetry.metrics_auth)
-        api = ApiServer(app, host=spec.config.api.host, port=spec.config.api.port if api_port is None else api_port)
-        try:
-            url = await api.start()
-        except OSError:
-            api = ApiServer(app, host=spec.config.api.host, port=0)
-            url = await api.start()
-        hint = f"token: cat {token_file}" if token_file else "tokens: api.token_file / $MLSYSOPS_API_TOKENS"
-        typer.echo(f"continuum agent {agent.jid} up; API: {url}  (docs: {url}/docs; {hint})")
-        typer.echo(f"Dashboard: {url}/dashboard")
-        typer.echo(f"Metrics: {url}/metrics")
-        for path in apply:
-            try:
-                for doc in load_file(path, inventory=spec.inventory):
-                    agent.submit_app(doc)
-                    typer.echo(f"applied {doc.kind}/{doc.name}")
-            except DescriptionError as exc:
-                typer.echo(f"not applied: {path}\n{exc}", err=True)
-        await _wait(stop)
-        await api.stop()
-        await agent.stop()
-        if mirror is not None:
-            await mirror.stop()
-            await mirror.api.close()
-        if karmada_api is not None:
-            await karmada_api.close()
-        return 0
-
-    kube = spec.config.substrate.type == "kubernetes"
+        return await _run_continuum(assembly, stop, apply, api_port)
     if layer is Layer.cluster:
-        from mlsysops.cluster.agent import ClusterAgent
-        from mlsysops.mechanisms.sim_placement import resolver_for
+        return await _run_cluster(assembly, stop, need(ident, "id"), sim_url)
+    kube = assembly.substrate == "kubernetes"
+    if not host_metrics and kube and not sim_url:
+        raise typer.BadParameter("a node agent observes this machine (--host) or a simulator (--sim)")
+    return await _run_node(assembly, stop, need(ident, "id"), None if host_metrics else need(sim_url, "sim"),
+                           push_port)
 
-        cid = need(ident, "id")
-        if cid not in spec.clusters:
-            typer.echo(f"unknown cluster {cid!r}; the slice has {sorted(spec.clusters)}", err=True)
+
+async def _run_continuum(assembly: Any, stop: asyncio.Event, apply: list[Path], api_port: int | None) -> int:
+    from mlsysops.agents.descriptions import DescriptionError, load_file
+    from mlsysops.cli.slice_assembly import api_tokens, default_state_dir, ensure_namespace, kube_connect
+    from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
+    from mlsysops.continuum.api_auth import TokenError
+
+    spec = assembly.spec
+    try:
+        tokens, token_file = api_tokens(spec, default_state_dir(spec))
+    except TokenError as exc:
+        typer.echo(str(exc), err=True)
+        return 1
+    agent = assembly.continuum_agent()
+    karmada_api = None
+    if assembly.substrate == "karmada":   # components go to member clusters through Karmada
+        try:
+            karmada_api = await kube_connect(spec.config.substrate)
+            await ensure_namespace(karmada_api, assembly.namespace)
+        except Exception as exc:   # noqa: BLE001 - say why, like the cluster agent does
+            typer.echo(f"Karmada API server: {exc}", err=True)
             return 1
-        nodes = {n.name: n for n in spec.cluster_nodes(cid)}
-        if kube:
-            try:
-                mech, close = await _kube_placement(spec, cid)
-            except Exception as exc:   # noqa: BLE001 - SubstrateError or an unreachable server: say why
-                typer.echo(f"Kubernetes substrate: {exc}", err=True)
-                return 1
+        agent.use_dispatch(assembly.karmada_dispatch(karmada_api, agent))
+    mirror = None
+    if assembly.substrate in ("kubernetes", "karmada"):   # karmada: in its API server
+        try:
+            mirror = assembly.app_mirror(await kube_connect(spec.config.substrate),
+                                         os.environ.get("POD_NAMESPACE") or None)
+        except Exception as exc:   # noqa: BLE001 - the CRs are a view: the agent runs without them
+            typer.echo(f"MLSysOpsApp custom resources disabled: {exc}", err=True)
         else:
-            from mlsysops.mechanisms.remote_sim_placement import RemoteSimPlacementMechanism
+            agent.attach_app_mirror(mirror)
+    await agent.start_agent()
+    freeze_startup_heap()
+    app = create_app(ApiBackend(agent), tokens, metrics_auth=spec.config.telemetry.metrics_auth)
+    api = ApiServer(app, host=spec.config.api.host, port=spec.config.api.port if api_port is None else api_port)
+    try:
+        url = await api.start()
+    except OSError:
+        api = ApiServer(app, host=spec.config.api.host, port=0)
+        url = await api.start()
+    hint = f"token: cat {token_file}" if token_file else "tokens: api.token_file / $MLSYSOPS_API_TOKENS"
+    typer.echo(f"continuum agent {agent.jid} up; API: {url}  (docs: {url}/docs; {hint})")
+    typer.echo(f"Dashboard: {url}/dashboard")
+    typer.echo(f"Metrics: {url}/metrics")
+    for path in apply:
+        try:
+            for doc in load_file(path, inventory=spec.inventory):
+                agent.submit_app(doc)
+                typer.echo(f"applied {doc.kind}/{doc.name}")
+        except DescriptionError as exc:
+            typer.echo(f"not applied: {path}\n{exc}", err=True)
+    await _wait(stop)
+    await api.stop()
+    await agent.stop()
+    if mirror is not None:
+        await mirror.stop()
+        await mirror.api.close()
+    if karmada_api is not None:
+        await karmada_api.close()
+    return 0
 
-            mech = RemoteSimPlacementMechanism(need(sim_url, "sim"), cid, resolve=lambda *a: None)  # type: ignore
-            close = mech.close
-        agent = ClusterAgent(agent_jid("cluster", cid, domain), password, description=spec.clusters[cid],
-                             nodes=nodes, node_jids={n: agent_jid("node", n, domain) for n in nodes},
-                             placement=mech, parent=agent_jid("continuum", spec.continuum.continuum_id, domain),
-                             settings=settings, port=port)
-        mech.resolve = agent.apps.get if kube else resolver_for(agent.apps)
-        await agent.start_agent()
-        freeze_startup_heap()
-        inventory = None
-        if kube:   # Kubernetes Nodes merged with the descriptions (a view: the agent runs without it)
-            from mlsysops.cluster.kube_inventory import NodeInventory
 
-            inventory = NodeInventory(mech.api, cid, nodes)
-            if not await inventory.start():
-                typer.echo("Kubernetes Node inventory: no first list yet (retrying in the background)", err=True)
-            agent.attach_inventory(inventory)
-            from mlsysops.cluster.kube_status_writer import StatusWriter
+async def _run_cluster(assembly: Any, stop: asyncio.Event, cid: str, sim_url: str | None) -> int:
+    from mlsysops.cli.slice_assembly import ensure_namespace, kube_connect
 
-            # MLSysOpsCluster/MLSysOpsNode `.status` on the description CRs `deploy apply` created
-            writer = StatusWriter(mech.api, os.environ.get("POD_NAMESPACE") or mech.namespace)
-            writer.start()
-            agent.attach_status_writer(writer)
-        where = f" (Kubernetes namespace {mech.namespace})" if kube else ""
-        typer.echo(f"cluster agent {agent.jid} up{where}")
-        _serve_metrics(agent, spec)
-        await _wait(stop)
-        await agent.stop()
-        if inventory is not None:
-            await inventory.stop()
-            await writer.stop()
-        await close()
-        return 0
+    spec = assembly.spec
+    if cid not in spec.clusters:
+        typer.echo(f"unknown cluster {cid!r}; the slice has {sorted(spec.clusters)}", err=True)
+        return 1
+    kube = assembly.substrate == "kubernetes"
+    api = None
+    if kube:
+        try:
+            api = await kube_connect(spec.config.substrate)
+            await ensure_namespace(api, assembly.namespace)
+        except Exception as exc:   # noqa: BLE001 - SubstrateError or an unreachable server: say why
+            if api is not None:
+                await api.close()
+            typer.echo(f"Kubernetes substrate: {exc}", err=True)
+            return 1
+    elif not sim_url:
+        raise typer.BadParameter("--sim is required for a cluster agent")
+    mech = assembly.placement_for(cid, sim_url=sim_url, kube_api=api)
+    agent = assembly.cluster_agent(cid, mech)
+    await agent.start_agent()
+    freeze_startup_heap()
+    views = None
+    if kube:   # Kubernetes Nodes merged with the descriptions (a view: the agent runs without it)
+        # MLSysOpsCluster/MLSysOpsNode `.status` on the description CRs `deploy apply` created
+        views = await assembly.cluster_views(cid, api, os.environ.get("POD_NAMESPACE") or None)
+        if not views.listed:
+            typer.echo("Kubernetes Node inventory: no first list yet (retrying in the background)", err=True)
+        assembly.attach_cluster_views(agent, views)
+    where = f" (Kubernetes namespace {mech.namespace})" if kube else ""
+    typer.echo(f"cluster agent {agent.jid} up{where}")
+    _serve_metrics(agent, spec)
+    await _wait(stop)
+    await agent.stop()
+    if views is not None:
+        await views.stop()
+    await (api.close() if api is not None else mech.close())
+    return 0
 
-    from mlsysops.node.agent import NodeAgent
-    from mlsysops.node.substrate import RemoteSimNodeSubstrate
 
-    name = need(ident, "id")
+async def _run_node(assembly: Any, stop: asyncio.Event, name: str, sim_url: str | None,
+                    push_port: int | None) -> int:
+    """A node agent over the simulator (`sim_url`) or this machine (None). While its node is down the agent
+    is offline, like a crashed host; it registers again when the node is back."""
+    spec = assembly.spec
     if name not in spec.nodes:
         typer.echo(f"unknown node {name!r}; the slice has {sorted(spec.nodes)}", err=True)
         return 1
-    desc = spec.nodes[name]
-    if host_metrics:
+    if sim_url is None:
         from mlsysops.node.host_substrate import HostNodeSubstrate
         substrate: Any = HostNodeSubstrate(name)
     else:
-        if kube and not sim_url:
-            raise typer.BadParameter("a node agent observes this machine (--host) or a simulator (--sim)")
-        substrate = RemoteSimNodeSubstrate(need(sim_url, "sim"), name)
+        from mlsysops.node.substrate import RemoteSimNodeSubstrate
+        substrate = RemoteSimNodeSubstrate(sim_url, name)
+    settings = assembly.settings("node")
     push = None
     if push_port is not None:
         from mlsysops.agents.telemetry.push import ComponentMetricsInbox, PushServer
@@ -229,9 +214,7 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         await _wait(stop, node_up)
         if stop.is_set():
             break
-        agent = NodeAgent(agent_jid("node", name, domain), password, description=desc, substrate=substrate,
-                          parent=agent_jid("cluster", desc.cluster_id or "", domain), settings=settings, port=port,
-                          report_instances=not kube)
+        agent = assembly.node_agent(name, substrate)
         if push is not None:
             agent.pushed_metrics = push.inbox
         await agent.start_agent()
@@ -246,32 +229,6 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
     if push is not None:
         await push.stop()
     return 0
-
-
-async def _kube_placement(spec: Any, cid: str) -> tuple[Any, Any]:
-    """The cluster's Kubernetes placement mechanism and the coroutine function that closes its client."""
-    from mlsysops.cli.slice_runtime import ensure_namespace, kube_connect, workload_namespace
-    from mlsysops.mechanisms.kube_placement import KubePlacementMechanism
-
-    api = await kube_connect(spec.config.substrate)
-    namespace = workload_namespace(spec)
-    try:
-        await ensure_namespace(api, namespace)
-    except BaseException:
-        await api.close()
-        raise
-    return KubePlacementMechanism(api, namespace, cid, resolve=lambda _app: None), api.close
-
-
-async def _app_mirror(spec: Any) -> Any:
-    """The continuum's MLSysOpsApp custom resources: in its pod's namespace, else the workload namespace."""
-    from mlsysops.cli.slice_runtime import kube_connect, workload_namespace
-    from mlsysops.continuum.kube_app_mirror import AppStatusMirror
-
-    api = await kube_connect(spec.config.substrate)
-    mirror = AppStatusMirror(api, os.environ.get("POD_NAMESPACE") or workload_namespace(spec))
-    mirror.start()
-    return mirror
 
 
 def _serve_metrics(agent: Any, spec: Any) -> None:

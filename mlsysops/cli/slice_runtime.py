@@ -19,96 +19,74 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from mlsysops.agents.descriptions import Document, load_file
 from mlsysops.agents.managed_agent import AgentSettings
-from mlsysops.agents.slice_config import SliceSpec, SubstrateConfig
+from mlsysops.agents.slice_config import SliceSpec
 from mlsysops.agents.xmpp_server import EmbeddedXMPPServer
+from mlsysops.cli.slice_assembly import (
+    ClusterViews,
+    SliceAssembly,
+    SubstrateError,
+    ensure_namespace,
+    kube_connect,
+)
 from mlsysops.cluster.agent import ClusterAgent
 from mlsysops.continuum.agent import ContinuumAgent
-from mlsysops.mechanisms.sim_placement import SimPlacementMechanism, resolver_for, sim_node_spec
+from mlsysops.mechanisms.sim_placement import sim_node_spec
 from mlsysops.node.agent import NodeAgent
 from mlsysops.node.substrate import SimNodeSubstrate
 from mlsysops.sim import EventKind, SimClock, SimContinuum, SimEvent
 
 log = logging.getLogger(__name__)
-DEV_PASSWORD = "mlsysops-dev"
-
-
-def _jid_part(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text.lower())
-
-
-def agent_jid(role: str, name: str, domain: str, suffix: str = "") -> str:
-    """The slice's naming scheme: every process derives the same JIDs from the slice config."""
-    return f"{role}-{_jid_part(name)}{suffix}@{domain}"
-
-
-def layer_settings(spec: SliceSpec, layer: str, state_dir: Path | None = None) -> AgentSettings:
-    """Agent settings for one layer from the slice config (intervals, policies, state directory)."""
-    cfg = spec.config
-    iv = cfg.intervals
-    plugins = getattr(cfg.policies, layer)
-    return AgentSettings(heartbeat=iv.heartbeat, liveness_misses=iv.liveness_misses, monitor=iv.monitor,
-                         analyze=iv.analyze, execute_timeout=iv.execute_timeout, status_report=iv.status_report,
-                         policies=[f"mlsysops.policies.{n}" if "." not in n else n for n in plugins.enabled or []],
-                         policy_dirs=[Path(d) for d in plugins.directories],
-                         policy_settings=dict(plugins.settings),
-                         state_dir=(state_dir / layer) if state_dir else None,
-                         slice_name=cfg.slice, digest_interval=cfg.telemetry.digest_interval,
-                         telemetry_history=cfg.telemetry.history,
-                         prometheus=layer == "continuum" or cfg.telemetry.prometheus_port is not None,
-                         otlp_endpoint=cfg.telemetry.otlp_endpoint, otlp_interval=cfg.telemetry.otlp_interval)
 
 
 class SliceRuntime:
+    """Every agent of a slice in this process, built by the slice's `SliceAssembly` (the composition root
+    `mlsysops agent` uses too); the runtime owns the simulator, the XMPP server and the clients, which
+    outlive agent restarts."""
+
     def __init__(self, spec: SliceSpec, *, xmpp_port: int | None = None, xmpp_domain: str | None = None,
                  force_xmpp: bool = False, jid_suffix: str = "", state_dir: Path | None = None,
                  overrides: dict[str, Any] | None = None) -> None:
         self.spec = spec
-        cfg = spec.config
-        self.force_xmpp = force_xmpp
-        self.xmpp_port = xmpp_port
-        self.domain = xmpp_domain or cfg.xmpp.domain or cfg.xmpp.host or "localhost"
-        self.password = (cfg.xmpp.resolve_password() if hasattr(cfg.xmpp, "resolve_password") else None) \
-            or DEV_PASSWORD
-        self.suffix = jid_suffix
-        self.state_dir = state_dir
-        self.overrides = overrides or {}
+        self.assembly = SliceAssembly(spec, domain=xmpp_domain or "", suffix=jid_suffix, state_dir=state_dir,
+                                      xmpp_port=xmpp_port, force_xmpp=force_xmpp, overrides=overrides or {})
         self.server: EmbeddedXMPPServer | None = None
         self.sim: SimContinuum | None = None
         self.continuum: ContinuumAgent | None = None
         self.clusters: dict[str, ClusterAgent] = {}
         self.nodes: dict[str, NodeAgent] = {}
-        self.placements: dict[str, Any] = {}
-        self.kube = cfg.substrate.type == "kubernetes"
-        self.karmada = cfg.substrate.type == "karmada"
+        self.placements: dict[str, Any] = {}      # cluster id -> placement mechanism (kept across restarts)
+        self.kube = spec.config.substrate.type == "kubernetes"
+        self.karmada = spec.config.substrate.type == "karmada"
         self.karmada_api: Any = None              # kubernetes.aio ApiClient of the Karmada API server
         self.kube_clients: dict[str, Any] = {}    # cluster id -> kubernetes.aio ApiClient
         self.kube_api: Any = None                 # the runtime's own client (namespace, sim kubelets)
         self.kubelet: Any = None                  # SimKubelet (kubernetes + simulate_nodes)
         self.app_mirror: Any = None               # AppStatusMirror (kubernetes): MLSysOpsApp CRs
-        self.inventories: dict[str, Any] = {}     # cluster id -> NodeInventory (kubernetes)
-        self.status_writers: dict[str, Any] = {}  # cluster id -> StatusWriter (MLSysOpsCluster/Node status)
-        self.namespace = workload_namespace(spec)
+        self.cluster_views: dict[str, ClusterViews] = {}   # cluster id -> Node inventory + status writer
+        self.namespace = self.assembly.namespace
         self._sim_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    @property
+    def xmpp_port(self) -> int | None:
+        return self.assembly.xmpp_port
+
+    @property
+    def domain(self) -> str:
+        return self.assembly.domain
+
     # -- identities ---------------------------------------------------------------------------------
     def jid(self, role: str, name: str) -> str:
-        return agent_jid(role, name, self.domain, self.suffix)
+        return self.assembly.jid(role, name)
 
     def settings(self, layer: str) -> AgentSettings:
-        base = layer_settings(self.spec, layer, self.state_dir)
-        return replace(base, **self.overrides.get(layer, {}), **self.overrides.get("all", {}))
-
-    def _agent_kwargs(self) -> dict[str, Any]:
-        return {"port": self.xmpp_port, "force_xmpp": self.force_xmpp}
+        return self.assembly.settings(layer)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start_server(self) -> None:
@@ -117,7 +95,7 @@ class SliceRuntime:
         workdir = Path(tempfile.mkdtemp(prefix="mlsysops-xmpp-"))
         self.server = EmbeddedXMPPServer(workdir=workdir, domain=self.domain)
         await self.server.start()
-        self.xmpp_port = self.server.port
+        self.assembly.xmpp_port = self.server.port
 
     @property
     def simulated(self) -> bool:
@@ -174,26 +152,16 @@ class SliceRuntime:
             raise SubstrateError(f"applying the slice's descriptions in namespace {self.namespace}: {exc}") from exc
 
     async def start_continuum(self) -> ContinuumAgent:
-        cont = self.spec.continuum
-        self.continuum = ContinuumAgent(
-            self.jid("continuum", cont.continuum_id), self.password, description=cont,
-            cluster_jids={cid: self.jid("cluster", cid) for cid in self.spec.clusters},
-            inventory=self.spec.inventory, settings=self.settings("continuum"), **self._agent_kwargs())
+        self.continuum = self.assembly.continuum_agent()
         if self.kube or self.karmada:   # one MLSysOpsApp custom resource per app, with status
             if self.app_mirror is None:
-                from mlsysops.continuum.kube_app_mirror import AppStatusMirror
-
                 # on Karmada in its API server: the operator's view of the apps, next to their policies
-                self.app_mirror = AppStatusMirror(self.kube_api or self.karmada_api, self.namespace)
-                self.app_mirror.start()
+                self.app_mirror = self.assembly.app_mirror(self.kube_api or self.karmada_api)
             self.continuum.attach_app_mirror(self.app_mirror)
         if self.karmada:
-            self.continuum.use_dispatch(self._karmada_dispatch(self.continuum))
+            self.continuum.use_dispatch(self.assembly.karmada_dispatch(self.karmada_api, self.continuum))
         await self.continuum.start_agent()
         return self.continuum
-
-    def _karmada_dispatch(self, cont: ContinuumAgent) -> Any:
-        return karmada_dispatch(self.spec, self.karmada_api, self.namespace, cont)
 
     async def restart_continuum(self) -> ContinuumAgent:
         """Stop the continuum agent and start a fresh one: it reloads the desired state from SQLite."""
@@ -201,49 +169,22 @@ class SliceRuntime:
         return await self.start_continuum()
 
     async def start_cluster(self, cid: str) -> ClusterAgent:
-        desc = self.spec.clusters[cid]
-        nodes = {n.name: n for n in self.spec.cluster_nodes(cid)}
-        mech = self.placements.get(cid) or self._placement(cid)
-        self.placements[cid] = mech
-        agent = ClusterAgent(self.jid("cluster", cid), self.password, description=desc, nodes=nodes,
-                             node_jids={n: self.jid("node", n) for n in nodes}, placement=mech,
-                             parent=str(self.continuum.jid.bare), settings=self.settings("cluster"),
-                             **self._agent_kwargs())
-        # late-bound: the mechanism reads the apps of whichever agent currently runs the cluster
-        mech.resolve = agent.apps.get if self.kube else resolver_for(agent.apps)
+        mech = self.placements.get(cid)
+        if mech is None:
+            mech = self.placements[cid] = self.assembly.placement_for(cid, sim=self.sim,
+                                                                      kube_api=self.kube_clients.get(cid))
+        agent = self.assembly.cluster_agent(cid, mech)
         await agent.start_agent()
-        if self.kube:   # Kubernetes Nodes merged with the descriptions, for policies and the decision log
-            inv = self.inventories.get(cid)
-            if inv is None:
-                from mlsysops.cluster.kube_inventory import NodeInventory
-
-                inv = self.inventories[cid] = NodeInventory(self.kube_clients[cid], cid, nodes)
-                await inv.start()
-            agent.attach_inventory(inv)
-            writer = self.status_writers.get(cid)
-            if writer is None:
-                from mlsysops.cluster.kube_status_writer import StatusWriter
-
-                writer = self.status_writers[cid] = StatusWriter(self.kube_clients[cid], self.namespace)
-                writer.start()
-            agent.attach_status_writer(writer)
+        if self.kube:
+            views = self.cluster_views.get(cid)
+            if views is None:
+                views = self.cluster_views[cid] = await self.assembly.cluster_views(cid, self.kube_clients[cid])
+            self.assembly.attach_cluster_views(agent, views)
         self.clusters[cid] = agent
         return agent
 
-    def _placement(self, cid: str) -> Any:
-        if self.kube:
-            from mlsysops.mechanisms.kube_placement import KubePlacementMechanism
-
-            return KubePlacementMechanism(self.kube_clients[cid], self.namespace, cid, resolve=lambda _app: None)
-        return SimPlacementMechanism(self.sim, cid, resolve=lambda *a: None)
-
     async def start_node(self, name: str) -> NodeAgent:
-        desc = self.spec.nodes[name]
-        cid = desc.cluster_id or next(c for c in self.spec.clusters if name in self.spec.clusters[c].nodes)
-        agent = NodeAgent(self.jid("node", name), self.password, description=desc,
-                          substrate=SimNodeSubstrate(self.sim, name), parent=self.jid("cluster", cid),
-                          settings=self.settings("node"), report_instances=not self.kube,
-                          **self._agent_kwargs())
+        agent = self.assembly.node_agent(name, SimNodeSubstrate(self.sim, name))
         await agent.start_agent()
         self.nodes[name] = agent
         return agent
@@ -259,14 +200,12 @@ class SliceRuntime:
         self.clusters.clear()
         for task in list(self._tasks):
             task.cancel()
-        for closing in [*self.inventories.values(), *self.status_writers.values(),
-                        *([self.app_mirror] if self.app_mirror else [])]:
+        for closing in [*self.cluster_views.values(), *([self.app_mirror] if self.app_mirror else [])]:
             try:
                 await asyncio.wait_for(closing.stop(), timeout=5)
             except Exception:   # noqa: BLE001 - shutting down: log and go on
                 log.exception("stopping %s failed", type(closing).__name__)
-        self.inventories.clear()
-        self.status_writers.clear()
+        self.cluster_views.clear()
         self.app_mirror = None
         if self.kubelet is not None:
             try:
@@ -374,75 +313,3 @@ class SliceRuntime:
             if self.jid("node", name) == jid:
                 return name
         return jid
-
-
-def karmada_dispatch(spec: SliceSpec, api: Any, namespace: str, cont: ContinuumAgent) -> Any:
-    """The Karmada mechanism on the continuum's own tables; `overrides` from the continuum's
-    mechanism settings (`karmada_placement: {overrides: {cluster: {image_registry, max_replicas}}}`)."""
-    from mlsysops.mechanisms.karmada_placement import KarmadaPlacementMechanism
-    from mlsysops.substrates.kubernetes.karmada import ClusterOverride
-
-    settings = spec.config.mechanisms.continuum.settings.get("karmada_placement", {})
-    overrides = {c: ClusterOverride.from_settings(v) for c, v in (settings.get("overrides") or {}).items()}
-    return KarmadaPlacementMechanism(api, cont.apps.get, namespace=namespace, overrides=overrides,
-                                     assignments=cont.assignments, save=cont.save_assignments)
-
-
-def workload_namespace(spec: SliceSpec) -> str:
-    """Where app components run: the cluster mechanism setting (deploy render) or substrate.namespace."""
-    setting = spec.config.mechanisms.cluster.settings.get("component_placement", {}).get("namespace")
-    return str(setting or spec.config.substrate.namespace)
-
-
-class SubstrateError(RuntimeError):
-    """The configured Kubernetes substrate cannot be reached or set up."""
-
-
-async def kube_connect(sub: SubstrateConfig) -> Any:
-    """An ApiClient for the slice's cluster: the kubeconfig (+ context), or the pod's service account."""
-    from kubernetes.aio import client as k
-    from kubernetes.aio import config as kcfg
-
-    from mlsysops.substrates.kubernetes.client import connect
-
-    if sub.kubeconfig is None:
-        if not os.environ.get("KUBERNETES_SERVICE_HOST"):
-            raise SubstrateError("substrate.kubeconfig is required outside a Kubernetes pod")
-        conf = k.Configuration()
-        kcfg.load_incluster_config(client_configuration=conf)
-        return k.ApiClient(configuration=conf)
-    if not Path(sub.kubeconfig).is_file():
-        raise SubstrateError(f"substrate.kubeconfig: {sub.kubeconfig} is not a file")
-    try:
-        return await connect(str(sub.kubeconfig), sub.context)
-    except Exception as exc:   # the loader raises ConfigException, ValueError, ... on a bad file/context
-        raise SubstrateError(f"substrate.kubeconfig {sub.kubeconfig}"
-                             f"{f' (context {sub.context})' if sub.context else ''}: {exc}") from exc
-
-
-async def ensure_namespace(api: Any, namespace: str) -> None:
-    """Create the workload namespace if missing (an existing one, or a lost race, is fine)."""
-    from kubernetes.aio import client as k
-
-    from mlsysops.substrates.kubernetes.client import KubeError, call
-
-    core = k.CoreV1Api(api)
-    try:
-        await call(core.read_namespace, namespace)
-        return
-    except KubeError as exc:
-        if not exc.not_found:
-            raise SubstrateError(f"cannot read namespace {namespace}: {exc}") from exc
-    try:
-        await call(core.create_namespace, {"metadata": {"name": namespace,
-                                                        "labels": {"app.kubernetes.io/managed-by": "mlsysops"}}})
-    except KubeError as exc:
-        if not exc.conflict:
-            raise SubstrateError(f"cannot create namespace {namespace}: {exc}") from exc
-
-
-def default_state_dir(spec: SliceSpec) -> Path:
-    state = getattr(spec, "state_dir", None)
-    if state:
-        return Path(state)
-    return Path(os.path.expanduser("~/.mlsysops")) / spec.config.slice

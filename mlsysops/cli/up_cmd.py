@@ -76,9 +76,10 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
 
     from mlsysops.agents.descriptions import DescriptionError
     from mlsysops.agents.slice_config import load_slice
-    from mlsysops.cli.slice_runtime import SliceRuntime, SubstrateError, default_state_dir
+    from mlsysops.cli.slice_assembly import SubstrateError, api_tokens, default_state_dir
+    from mlsysops.cli.slice_runtime import SliceRuntime
     from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
-    from mlsysops.continuum.api_auth import Role, TokenError, configured_tokens, dev_token
+    from mlsysops.continuum.api_auth import TokenError
 
     console = Console(stderr=True)
     try:
@@ -88,14 +89,10 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
         return 1
     state_dir = default_state_dir(spec)
     try:
-        tokens = configured_tokens(spec.config.api.token_file)
+        tokens, token_file = api_tokens(spec, state_dir)
     except TokenError as exc:
         console.print(f"[red]{exc}[/]")
         return 1
-    token_file = None
-    if not tokens:
-        token, token_file = dev_token(state_dir)
-        tokens = {token: Role.admin}
     rt = SliceRuntime(spec, state_dir=state_dir)
     started = time.time()
     stop = asyncio.Event()

@@ -54,7 +54,7 @@ KIND_ORDER = ["Namespace", "CustomResourceDefinition", "ServiceAccount", "Cluste
 
 
 def _localpart(role: str, name: str) -> str:
-    """The JID localpart `mlsysops agent` derives (mlsysops.cli.slice_runtime.agent_jid; a unit test
+    """The JID localpart `mlsysops agent` derives (mlsysops.cli.slice_assembly.agent_jid; a unit test
     keeps the two equal without importing SPADE here)."""
     return f"{role}-" + "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name.lower())
 
