@@ -6,7 +6,7 @@ interchangeable::
     {"app": "shop", "assign": {"web": "edge-1"}, "previous": {"web": "cloud-1"}, "remove": ["old"]}
 
 Per assigned component, in the Karmada API server (namespace `namespace`), server-side applied with
-field manager `mlsysops` (agents/kube/karmada.py builds the objects):
+field manager `mlsysops` (substrates/kubernetes/karmada.py builds the objects):
 * resource templates (the component's Deployment and Services, without node affinity);
 * a PropagationPolicy whose clusterAffinity names only the chosen cluster; a move is just this policy
   changing cluster, Karmada then removes the copy from the previous cluster (`previous` needs no call);

@@ -14,7 +14,7 @@ them run as sim instances, so agent -> API server -> scheduler/controllers -> "k
 It runs on the asyncio loop with `kubernetes.aio`. The sim must be ticked (`sim.run()`) by its owner, or
 pass `tick_interval` to let the kubelet drive it. Node names are the sim node names.
 
-Unlike the sim core (a leaf package), this adapter imports `agents.kube` (client retries, resumable watch);
+Unlike the sim core (a leaf package), this adapter imports `mlsysops.substrates.kubernetes` (client retries, resumable watch; no agent code);
 nothing in `sim/__init__` imports it.
 """
 

@@ -35,7 +35,7 @@ MLSysOpsApp:
 
 def _cmd() -> list[str]:
     exe = shutil.which("mlsysops", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "mlsysops_cli"]
+    return [exe] if exe else [sys.executable, "-m", "mlsysops.cli"]
 
 
 def _get(url: str, token: str) -> dict:

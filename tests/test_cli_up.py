@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def _mlsysops() -> list[str]:
     exe = shutil.which("mlsysops", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "mlsysops_cli"]
+    return [exe] if exe else [sys.executable, "-m", "mlsysops.cli"]
 
 
 def _get(url: str, token: str) -> dict:

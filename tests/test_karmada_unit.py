@@ -1,4 +1,4 @@
-"""Pure checks of the Karmada builders and of reading a ResourceBinding back (agents/kube/karmada.py)."""
+"""Pure checks of the Karmada builders and of reading a ResourceBinding back (substrates/kubernetes/karmada.py)."""
 
 from __future__ import annotations
 

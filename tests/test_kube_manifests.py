@@ -1,4 +1,4 @@
-"""Manifest builders (agents/kube/manifests.py): pure, no server; typed-model validation of the output."""
+"""Manifest builders (substrates/kubernetes/manifests.py): pure, no server; typed-model validation of the output."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Karmada objects for the continuum's placements (pure builders and readers; no I/O here).
 
 Per app component on the cluster the continuum policy chose:
-* resource templates: the component's Deployment and Services (agents/kube/manifests.py, no node
+* resource templates: the component's Deployment and Services (substrates/kubernetes/manifests.py, no node
   affinity: the member cluster's own agent and scheduler pick nodes);
 * one PropagationPolicy selecting exactly those templates, placing them on that ONE cluster
   (`placement.clusterAffinity.clusterNames: [cluster]`), never fanned out to every member;

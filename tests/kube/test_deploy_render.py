@@ -28,7 +28,7 @@ ASYNC = pytest.mark.asyncio(loop_scope="session")
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mlsysops_cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mlsysops.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 

@@ -1,4 +1,4 @@
-"""agents/kube/inventory.py: Kubernetes Nodes merged with MLSysOpsNode descriptions.
+"""cluster/kube_inventory.py: Kubernetes Nodes merged with MLSysOpsNode descriptions.
 
 Unit tests feed hand-written Node dicts (no server); the `kapi` ones run sim kubelets against the real
 apiserver and watch nodes appear, turn NotReady, come back and get deleted."""
