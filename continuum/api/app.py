@@ -8,6 +8,9 @@ threads, no signal handling of its own). The same app serves
 * `mlsysops agent continuum`: `ApiBackend(agent)`: only the continuum agent; infrastructure views are
   built from what clusters registered and report in heartbeats, so both modes show the same thing.
 
+Other agents' decision records and telemetry plans are read over the protocol in both modes (the
+continuum asks its clusters, which answer for themselves and their nodes; see `ApiBackend`).
+
 Errors are `{"detail": ...}`. Invalid descriptions give 422 with the validator's issues (field `path`,
 `message`, `expected`, `suggestion`); unknown ids 404; a different app under an existing name 409.
 OpenAPI at `/docs` and `/openapi.json`; `/healthz`, `/readyz` and those two need no token.
