@@ -1,13 +1,13 @@
 """An mlsysops agent with a MAPE-K engine: the part every layer shares.
 
 `ManagedAgent` = `MLSysOpsAgent` (XMPP, protocol, reconnection) + Knowledge + DecisionLog + policy and
-mechanism registries + MAPEEngine, plus the `decisions.query` handler that exports the decision log.
+mechanism registries + MAPEEngine, plus the `decisions.query` and `telemetry.config.query` handlers that
+export the decision log and the collection plan (`mlsysops.agents.tree_reads`).
 Layers subclass it and provide `assets()`, `system_description()` and `monitor()`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,14 @@ from mlsysops.agents.agent_base import MLSysOpsAgent
 from mlsysops.agents.mape import DecisionLog, Knowledge, MAPEEngine, MechanismRegistry, PolicyRegistry
 from mlsysops.agents.protocol import Envelope, Kind, Performative, register_payload
 from mlsysops.agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
+from mlsysops.agents.tree_reads import (  # noqa: F401 - DecisionsQuery, MAX_EXPORT_BYTES: their old home
+    MAX_EXPORT_BYTES,
+    TELEMETRY_CONFIG_QUERY,
+    DecisionsQuery,
+    TelemetryConfigQuery,
+    answer_decisions,
+    answer_plans,
+)
 
 
 @dataclass(slots=True)
@@ -47,17 +55,6 @@ class AgentSettings:
     otlp_interval: float = 10.0
 
 
-class DecisionsQuery(BaseModel):
-    app: str | None = None
-    policy: str | None = None
-    stage: str | None = None
-    outcome: str | None = None
-    since: float | None = None
-    limit: int = Field(default=50, ge=1, le=200)
-
-
-register_payload(Kind.DECISIONS_QUERY, Performative.REQUEST, DecisionsQuery)
-
 MODES = ("heuristic", "ml")
 
 
@@ -79,8 +76,6 @@ class ConfigUpdate(BaseModel):
 
 
 register_payload(Kind.CONFIG_UPDATE, Performative.REQUEST, ConfigUpdate)
-
-MAX_EXPORT_BYTES = 48 * 1024
 
 
 class ManagedAgent(MLSysOpsAgent):
@@ -113,6 +108,7 @@ class ManagedAgent(MLSysOpsAgent):
         self.last_digest: dict[str, Any] = {}
         self.decision_log.add_listener(self._count_decision)
         self.on(Kind.DECISIONS_QUERY, self._handle_decisions_query)
+        self.on(TELEMETRY_CONFIG_QUERY, self._handle_telemetry_config_query)
         self.on(Kind.CONFIG_UPDATE, self._handle_config_update)
 
     # -- hooks for layers ---------------------------------------------------------------------------
@@ -336,16 +332,10 @@ class ManagedAgent(MLSysOpsAgent):
         return [r.to_dict() for r in self.decision_log.query(**filters)]
 
     async def _handle_decisions_query(self, env: Envelope) -> dict[str, Any]:
+        """This agent's records (and with `subtree` its children's): `mlsysops.agents.tree_reads`."""
         q = env.payload if isinstance(env.payload, DecisionsQuery) else DecisionsQuery()
-        records = self.decisions(app=q.app, policy=q.policy, stage=q.stage, outcome=q.outcome,
-                                 since=q.since, limit=q.limit)
-        out: list[dict[str, Any]] = []
-        size = 0
-        for rec in records:   # stanzas above ~256 KiB kill streams: export a bounded page
+        return await answer_decisions(self, q)
 
-            n = len(json.dumps(rec, default=str))
-            if size + n > MAX_EXPORT_BYTES:
-                break
-            out.append(rec)
-            size += n
-        return {"agent": self.agent_id, "records": out, "truncated": len(out) < len(records)}
+    async def _handle_telemetry_config_query(self, env: Envelope) -> dict[str, Any]:
+        q = env.payload if isinstance(env.payload, TelemetryConfigQuery) else TelemetryConfigQuery()
+        return await answer_plans(self, q)

@@ -19,32 +19,7 @@ from mlsysops.mechanisms.placement_commands import CommandError
 from mlsysops.mechanisms.sim_placement import ComponentDeploySpec, SimPlacementMechanism, sim_node_spec
 from mlsysops.node.substrate import node_snapshot
 from mlsysops.sim import SimClock, SimContinuum
-
-FAULTS = ("crash", "recover", "slow", "spike", "degrade_link", "clear")
-
-
-def apply_fault(sim: SimContinuum, nodes: set[str], body: dict[str, Any]) -> str:
-    """Inject one fault described by a JSON body (shared by `mlsysops up` and the simulator host)."""
-    kind = body.get("kind")
-    node = body.get("node")
-    if kind not in FAULTS:
-        raise ValueError(f"kind: expected one of {list(FAULTS)}, got {kind!r}")
-    if kind not in ("clear", "degrade_link") and node not in nodes:
-        raise ValueError(f"node: unknown node {node!r}; known: {sorted(nodes)}")
-    if kind == "crash":
-        sim.crash_node(node)
-    elif kind == "recover":
-        sim.recover_node(node)
-    elif kind == "slow":
-        sim.slow_node(node, float(body.get("factor", 5.0)), body.get("duration_s"))
-    elif kind == "spike":
-        sim.load_spike(node, float(body.get("cpu_cores", sim.node(node).cpu_cores)),
-                       float(body.get("duration_s", 30.0)))
-    elif kind == "degrade_link":
-        sim.degrade_link(body["a"], body["b"], float(body.get("extra_ms", 50.0)), body.get("duration_s"))
-    else:
-        sim.clear_faults()
-    return f"{kind} {node or ''}".strip()
+from mlsysops.sim.fault_requests import apply_fault
 
 
 class SimHost:

@@ -1,0 +1,54 @@
+"""The northbound REST API, served by the continuum agent's process (FastAPI on uvicorn, same event loop).
+
+`create_app(backend, tokens)` builds the app; `ApiServer` runs it as a task of the running loop (no
+threads, no signal handling of its own). The same app serves
+
+* `mlsysops up`: `ApiBackend(runtime=rt)`: every agent of the slice lives in the process, plus the
+  simulator (`/api/v1/sim/...`);
+* `mlsysops agent continuum`: `ApiBackend(agent)`: only the continuum agent; infrastructure views are
+  built from what clusters registered and report in heartbeats, so both modes show the same thing.
+
+Other agents' decision records and telemetry plans are read over the protocol in both modes (the
+continuum asks its clusters, which answer for themselves and their nodes; see `ApiBackend`).
+
+Errors are `{"detail": ...}`. Invalid descriptions give 422 with the validator's issues (field `path`,
+`message`, `expected`, `suggestion`); unknown ids 404; a different app under an existing name 409.
+OpenAPI at `/docs` and `/openapi.json`; `/healthz`, `/readyz` and those two need no token.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+
+from mlsysops.continuum.api.backend import ApiBackend
+from mlsysops.continuum.api.deps import API_PREFIX
+from mlsysops.continuum.api.routers import (
+    apps,
+    dashboard,
+    decisions,
+    health,
+    infrastructure,
+    management,
+    sim,
+    telemetry,
+)
+from mlsysops.continuum.api_auth import Role, TokenAuth
+
+V1_ROUTERS = (apps.router, infrastructure.router, decisions.router, management.router, sim.router,
+              telemetry.router, dashboard.router)
+
+
+def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bool = False) -> FastAPI:
+    """The FastAPI app over `backend`; `tokens` maps bearer tokens to roles (see mlsysops.continuum.api_auth);
+    `metrics_auth` requires a token on /metrics too."""
+    app = FastAPI(title="mlsysops", version="1", summary="Northbound API of an MLSysOps continuum agent",
+                  description=__doc__)
+    app.state.backend = backend
+    read_auth = Depends(TokenAuth(tokens).dependency())
+    app.include_router(health.router)
+    for router in V1_ROUTERS:
+        app.include_router(router, prefix=API_PREFIX, dependencies=[read_auth])
+    app.include_router(telemetry.metrics_router, dependencies=[read_auth] if metrics_auth else [])
+    app.include_router(dashboard.page_router)
+    dashboard.mount_static(app)
+    return app

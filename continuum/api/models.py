@@ -1,0 +1,144 @@
+"""Request and response models of the northbound API (the OpenAPI schemas are generated from these)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Health(BaseModel):
+    ok: bool
+    time: float
+
+
+class Readiness(BaseModel):
+    ready: bool
+    clusters_alive: int
+    clusters_known: int
+
+
+class ComponentStatus(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: str
+    cluster: str | None = None
+    nodes: list[str] = Field(default_factory=list)
+    since: float | None = None
+    reason: str | None = None
+
+
+class AppSummary(BaseModel):
+    name: str
+    submitted: float | None
+    components: int
+    status: dict[str, int] = Field(description="number of components per status")
+
+
+class AppDetail(BaseModel):
+    name: str
+    submitted: float | None
+    description: dict[str, Any] = Field(description="the description in Kubernetes form")
+    components: dict[str, ComponentStatus]
+
+
+class AppAccepted(BaseModel):
+    name: str
+    result: Literal["created", "replaced", "unchanged"]
+    components: int
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class AppRemoved(BaseModel):
+    name: str
+    result: Literal["removed"] = "removed"
+
+
+class HostedComponent(BaseModel):
+    app: str
+    component: str
+    status: str
+
+
+class NodeSummary(BaseModel):
+    name: str
+    cluster: str
+    alive: bool | None = Field(description="as last reported by its cluster; null while the cluster agent is lost")
+    cpu_utilization: float | None
+    last_heartbeat: float | None = Field(description="time of the cluster's last heartbeat carrying this node")
+    components: list[HostedComponent]
+
+
+class NodeDetail(NodeSummary):
+    description: dict[str, Any]
+
+
+class ClusterSummary(BaseModel):
+    id: str
+    jid: str
+    registered: bool
+    alive: bool
+    joined_at: float | None = None
+    last_heartbeat: float | None = None
+    lost_reason: str | None = None
+    nodes: int
+    nodes_alive: int
+
+
+class ClusterDetail(ClusterSummary):
+    description: dict[str, Any] | None
+    node_status: list[NodeSummary]
+
+
+class ContinuumView(BaseModel):
+    id: str
+    jid: str
+    connected: bool
+    started_at: float
+    description: dict[str, Any]
+    clusters: int
+    clusters_alive: int
+    apps: int
+
+
+class NodeAdded(BaseModel):
+    name: str
+    cluster: str
+    result: Literal["added"] = "added"
+
+
+class NodeRemoved(BaseModel):
+    name: str
+    relocated: int
+    result: Literal["removed"] = "removed"
+
+
+class ModeRequest(BaseModel):
+    mode: Literal["heuristic", "ml"]
+    agent: str | None = Field(None, description="one agent of this process; omitted: the whole slice")
+
+
+class PingRequest(BaseModel):
+    agent: str | None = Field(None, description="cluster id; omitted: the API -> continuum agent round trip")
+
+
+class PingResult(BaseModel):
+    agent: str
+    transport: Literal["xmpp", "in-process"]
+    latency_ms: float
+
+
+class FaultRequest(BaseModel):
+    kind: Literal["crash", "recover", "slow", "spike", "degrade_link", "clear"]
+    node: str | None = None
+    factor: float | None = Field(None, gt=0)
+    duration_s: float | None = Field(None, gt=0)
+    cpu_cores: float | None = Field(None, ge=0)
+    a: str | None = Field(None, description="degrade_link: one end")
+    b: str | None = Field(None, description="degrade_link: the other end")
+    extra_ms: float | None = Field(None, ge=0)
+
+
+class FaultResult(BaseModel):
+    injected: str
+
+

@@ -1,0 +1,139 @@
+"""Dashboard routes: `GET /api/v1/dashboard/state`, `GET /api/v1/stream` (Server-Sent Events, one
+`snapshot` per interval) and the page itself (`page_router`: `/dashboard`, static, vendored uPlot; it reads
+with the API token). A snapshot holds the topology, app status, QoS against targets, new decisions (read
+over the protocol with a short timeout, like `/decisions`) and alerts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from mlsysops.agents.tree_reads import DecisionsQuery
+from mlsysops.continuum.api import views
+from mlsysops.continuum.api.bodies import jsonable
+from mlsysops.continuum.api.deps import Backend
+
+DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "dashboard"
+NODE_SERIES = ("system.cpu.utilization", "system.memory.utilization")
+MAX_STREAM_DECISIONS = 50
+
+router = APIRouter(tags=["dashboard"])
+page_router = APIRouter(include_in_schema=False)
+
+
+def _series(k: Any, metric: str, **labels: str) -> dict[Any, list[tuple[float, float]]]:
+    want = set(labels.items())
+    return {key: s for key, s in k.series(metric).items() if want <= set(key)}
+
+
+def _topology(c: Any, alerts: list[dict[str, str]]) -> list[dict[str, Any]]:
+    where = views.hosted(c)
+    k = c.slice_telemetry
+    clusters = []
+    for cid in sorted(c.cluster_jids):
+        d = views.cluster_detail(c, cid, where)
+        if not d.alive:
+            alerts.append({"level": "error", "text": f"cluster agent {cid} is "
+                           + ("lost: " + (d.lost_reason or "no heartbeat") if d.registered else "not registered")})
+        nodes = []
+        for n in d.node_status:
+            metrics = {m: k.latest(m, node=n.name, cluster=cid) for m in NODE_SERIES}
+            nodes.append({"name": n.name, "alive": n.alive, "cpu": metrics[NODE_SERIES[0]],
+                          "mem": metrics[NODE_SERIES[1]], "components": [h.model_dump() for h in n.components]})
+            if n.alive is False:
+                alerts.append({"level": "error", "text": f"node {n.name} ({cid}) is down"})
+        clusters.append({"id": cid, "alive": d.alive, "registered": d.registered, "nodes": nodes})
+    return clusters
+
+
+def _apps(c: Any, alerts: list[dict[str, str]]) -> list[dict[str, Any]]:
+    k = c.slice_telemetry
+    apps = []
+    for name in sorted(c.apps):
+        model = c.apps[name]
+        comps = []
+        for comp, st in c.app_status(name).items():
+            entry = {"component": comp, "status": st.get("status"), "cluster": st.get("cluster"),
+                     "nodes": st.get("nodes") or [], "reason": st.get("reason"), "qos": []}
+            for key, metric in (("cpu", "cpu_usage_cores"), ("memory", "memory_usage_bytes")):
+                # the component's use across its instances (latest of each series on its nodes)
+                vals = [s[-1][1] for lbl, s in _series(k, metric, app=name, component=comp).items()
+                        if dict(lbl).get("node") in entry["nodes"]]
+                entry[key] = sum(vals) if vals else None
+            spec = model.component(comp)
+            for q in (spec.qos_metrics or []) if spec is not None else []:
+                if not q.application_metric_id:
+                    continue
+                vals = [s[-1][1] for s in _series(k, q.application_metric_id, app=name, component=comp).values()]
+                entry["qos"].append({"metric": q.application_metric_id, "value": max(vals) if vals else None,
+                                     "target": None if q.target is None else float(q.target),
+                                     "relation": str(q.relation) if q.relation else None})
+            if st.get("status") == "failed":
+                alerts.append({"level": "error", "text": f"{name}/{comp} failed: {st.get('reason') or ''}"})
+            comps.append(entry)
+        apps.append({"name": name, "components": comps})
+    return apps
+
+
+async def state(backend: Backend, since: float | None) -> dict[str, Any]:
+    """One dashboard snapshot. Decisions: newer than `since`, without the routine "nothing to do"
+    records (the decision log API keeps those), the newest `MAX_STREAM_DECISIONS`."""
+    c = backend.continuum
+    t = time.time()
+    alerts: list[dict[str, str]] = []
+    clusters = _topology(c, alerts)
+    apps = _apps(c, alerts)
+    page = await backend.decisions(DecisionsQuery(since=since, exclude_outcomes=["no_plan"],
+                                                  limit=MAX_STREAM_DECISIONS))
+    alerts += [{"level": "warning", "text": f"decisions of {agent} unavailable: {why}"}
+               for agent, why in sorted(page.unanswered.items())]
+    return jsonable({"t": t, "continuum": {"id": c.agent_id, "connected": c.connected},
+                     "clusters": clusters, "apps": apps, "decisions": page.records, "alerts": alerts,
+                     "digest_interval": c.settings.digest_interval})
+
+
+@router.get("/dashboard/state")
+async def dashboard_state(backend: Backend, since: float | None = None) -> dict[str, Any]:
+    """What the dashboard shows: topology with liveness and status, apps with QoS against targets,
+    decisions (newer than `since`), alerts."""
+    return await state(backend, since)
+
+
+@router.get("/stream", response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
+async def stream(request: Request, backend: Backend,
+                 interval: float = Query(1.0, ge=0.2, le=60.0)) -> StreamingResponse:
+    """Server-Sent Events: a `snapshot` event (the dashboard state, decisions since the previous event)
+    every `interval` seconds; a comment line keeps idle proxies from closing the stream."""
+    async def events() -> AsyncIterator[bytes]:
+        yield b"retry: 2000\n\n"
+        since = time.time() - 3600
+        while not await request.is_disconnected():
+            snap = await state(backend, since)
+            since = snap["t"]   # the next event carries what happens from now on
+            yield f"event: snapshot\ndata: {json.dumps(snap, separators=(',', ':'))}\n\n".encode()
+            await asyncio.sleep(interval)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@page_router.get("/dashboard")
+async def dashboard() -> FileResponse:
+    return FileResponse(DASHBOARD_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@page_router.get("/")
+async def root() -> RedirectResponse:
+    return RedirectResponse("/dashboard")
+
+
+def mount_static(app: FastAPI) -> None:
+    app.mount("/dashboard/static", StaticFiles(directory=DASHBOARD_DIR / "static"), name="dashboard-static")

@@ -1,0 +1,29 @@
+"""`/api/v1/decisions`: the decision log of the whole slice, read over the protocol (the continuum asks its
+clusters, which answer for themselves and their nodes), the same in both run modes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from mlsysops.agents.tree_reads import DecisionsQuery
+from mlsysops.continuum.api.bodies import not_found
+from mlsysops.continuum.api.decision_reads import decision_rows
+from mlsysops.continuum.api.deps import MAX_DECISIONS, Backend
+
+router = APIRouter(tags=["decisions"])
+
+
+@router.get("/decisions", responses={404: {"description": "unknown agent"}})
+async def decisions(backend: Backend, agent: str | None = None, app: str | None = None, policy: str | None = None,
+                    stage: str | None = None, outcome: str | None = None, since: float | None = None,
+                    until: float | None = None,
+                    limit: int = Query(100, ge=1, le=MAX_DECISIONS)) -> list[dict[str, Any]]:
+    """Decision records of every agent of the slice, newest last; an agent that could not be asked or did
+    not answer in time has a row `stage: query, outcome: unanswered` saying why."""
+    known = backend.known_agents() | set(backend.agents())
+    if agent is not None and agent not in known:
+        raise not_found("agent", agent, known)
+    return await decision_rows(backend, DecisionsQuery(agent=agent, app=app, policy=policy, stage=stage,
+                                                       outcome=outcome, since=since, until=until, limit=limit))
