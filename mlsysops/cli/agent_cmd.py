@@ -144,7 +144,6 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
     kube = spec.config.substrate.type == "kubernetes"
     if layer is Layer.cluster:
         from mlsysops.cluster.agent import ClusterAgent
-        from mlsysops.mechanisms.sim_placement import resolver_for
 
         cid = need(ident, "id")
         if cid not in spec.clusters:
@@ -160,13 +159,12 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
         else:
             from mlsysops.mechanisms.remote_sim_placement import RemoteSimPlacementMechanism
 
-            mech = RemoteSimPlacementMechanism(need(sim_url, "sim"), cid, resolve=lambda *a: None)  # type: ignore
+            mech = RemoteSimPlacementMechanism(need(sim_url, "sim"), cid)  # type: ignore
             close = mech.close
         agent = ClusterAgent(agent_jid("cluster", cid, domain), password, description=spec.clusters[cid],
                              nodes=nodes, node_jids={n: agent_jid("node", n, domain) for n in nodes},
                              placement=mech, parent=agent_jid("continuum", spec.continuum.continuum_id, domain),
                              settings=settings, port=port)
-        mech.resolve = agent.apps.get if kube else resolver_for(agent.apps)
         await agent.start_agent()
         freeze_startup_heap()
         inventory = None
@@ -260,7 +258,7 @@ async def _kube_placement(spec: Any, cid: str) -> tuple[Any, Any]:
     except BaseException:
         await api.close()
         raise
-    return KubePlacementMechanism(api, namespace, cid, resolve=lambda _app: None), api.close
+    return KubePlacementMechanism(api, namespace, cid), api.close
 
 
 async def _app_mirror(spec: Any) -> Any:

@@ -31,7 +31,7 @@ from mlsysops.agents.slice_config import SliceSpec, SubstrateConfig
 from mlsysops.agents.xmpp_server import EmbeddedXMPPServer
 from mlsysops.cluster.agent import ClusterAgent
 from mlsysops.continuum.agent import ContinuumAgent
-from mlsysops.mechanisms.sim_placement import SimPlacementMechanism, resolver_for, sim_node_spec
+from mlsysops.mechanisms.sim_placement import SimPlacementMechanism, sim_node_spec
 from mlsysops.node.agent import NodeAgent
 from mlsysops.node.substrate import SimNodeSubstrate
 from mlsysops.sim import EventKind, SimClock, SimContinuum, SimEvent
@@ -209,8 +209,6 @@ class SliceRuntime:
                              node_jids={n: self.jid("node", n) for n in nodes}, placement=mech,
                              parent=str(self.continuum.jid.bare), settings=self.settings("cluster"),
                              **self._agent_kwargs())
-        # late-bound: the mechanism reads the apps of whichever agent currently runs the cluster
-        mech.resolve = agent.apps.get if self.kube else resolver_for(agent.apps)
         await agent.start_agent()
         if self.kube:   # Kubernetes Nodes merged with the descriptions, for policies and the decision log
             inv = self.inventories.get(cid)
@@ -234,8 +232,8 @@ class SliceRuntime:
         if self.kube:
             from mlsysops.mechanisms.kube_placement import KubePlacementMechanism
 
-            return KubePlacementMechanism(self.kube_clients[cid], self.namespace, cid, resolve=lambda _app: None)
-        return SimPlacementMechanism(self.sim, cid, resolve=lambda *a: None)
+            return KubePlacementMechanism(self.kube_clients[cid], self.namespace, cid)
+        return SimPlacementMechanism(self.sim, cid)   # bound to each cluster agent's apps when it registers it
 
     async def start_node(self, name: str) -> NodeAgent:
         desc = self.spec.nodes[name]
