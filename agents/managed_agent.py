@@ -16,7 +16,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlsysops.agents.agent_base import MLSysOpsAgent
-from mlsysops.agents.mape import DecisionLog, Knowledge, MAPEEngine, MechanismRegistry, PolicyRegistry
+from mlsysops.agents.mape import (
+    DecisionLog,
+    Knowledge,
+    MAPEEngine,
+    MechanismRegistry,
+    Plan,
+    PlanResult,
+    PlanScheduler,
+    PolicyRegistry,
+)
 from mlsysops.agents.protocol import Envelope, Kind, Performative, register_payload
 from mlsysops.agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
 from mlsysops.agents.tree_reads import (  # noqa: F401 - DecisionsQuery, MAX_EXPORT_BYTES: their old home
@@ -77,6 +86,9 @@ class ConfigUpdate(BaseModel):
 
 register_payload(Kind.CONFIG_UPDATE, Performative.REQUEST, ConfigUpdate)
 
+AGENT_POLICY = "agent"           # the `policy` of the plans an agent makes itself (not a loaded policy's)
+AGENT_PLAN_PRIORITY = 1_000_000  # they win a same-cycle conflict: e.g. a removal over a placement
+
 
 class ManagedAgent(MLSysOpsAgent):
     role = "agent"
@@ -95,6 +107,10 @@ class ManagedAgent(MLSysOpsAgent):
         self.policies = PolicyRegistry([str(d) for d in self.settings.policy_dirs],
                                        modules=self.settings.policies, agent_id=self.agent_id)
         self.mechanisms = MechanismRegistry(agent_id=self.agent_id)
+        # one scheduler for the agent's lifetime: the engine's plans and the agent's own (execute()) share it,
+        # so a mechanism runs one command at a time whoever asked, even before the engine starts
+        self.scheduler = PlanScheduler(self.mechanisms, self.decision_log,
+                                       execute_timeout=self.settings.execute_timeout, agent_id=self.agent_id)
         self.engine: MAPEEngine | None = None
         self.started_at = time.time()
         self.mode = "heuristic"
@@ -304,9 +320,24 @@ class ManagedAgent(MLSysOpsAgent):
             assets=self.assets, system_description=self.system_description,
             default_analyze_interval=self.settings.analyze, plugin_timeout=self.settings.plugin_timeout,
             execute_timeout=self.settings.execute_timeout, monitor=self._monitor_tick,
-            monitor_interval=self.settings.monitor, on_executed=self.on_executed)
+            monitor_interval=self.settings.monitor, on_executed=self.on_executed, scheduler=self.scheduler)
         self.engine.start()
         return self.engine
+
+    async def execute(self, mechanism: str, command: dict[str, Any], *, reason: str, app: str | None = None,
+                      operation: str = "apply", policy: str = AGENT_POLICY, priority: int = AGENT_PLAN_PRIORITY,
+                      ) -> PlanResult:
+        """Run a command the agent itself decided (not a policy) through the plan scheduler.
+
+        Recorded like a policy's plan (a `plan` record, then `schedule` and `execute`), serialised with every
+        other command of that mechanism; by default it wins a same-cycle conflict on `app`. `operation` is
+        `apply` or an operation capability the mechanism declared (`remove_app`, `resync`).
+        """
+        plan = Plan(policy, app, {mechanism: command}, priority, explanation={"reason": reason},
+                    operation=operation)
+        self.decision_log.record("plan", "planned", reason, policy=policy, app=app, plan_id=plan.id,
+                                 chosen=plan.commands, explanation=plan.explanation)
+        return await self.scheduler.submit(plan)
 
     def trigger(self, asset: str | None = None, reason: str = "") -> None:
         if self.engine is not None:
@@ -320,6 +351,7 @@ class ManagedAgent(MLSysOpsAgent):
         if self.engine is not None:
             await self.engine.stop()
             self.engine = None
+        await self.scheduler.stop()   # the agent's own plans, when no engine ever ran
         try:
             await self.decision_log.flush()
         finally:

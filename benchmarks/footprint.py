@@ -61,7 +61,7 @@ async def child(role: str, port: int, duration: float, interval: float) -> None:
     from mlsysops.agents.managed_agent import AgentSettings
     from mlsysops.agents.slice_config import load_slice
     from mlsysops.cluster.agent import ClusterAgent
-    from mlsysops.mechanisms.sim_placement import SimPlacementMechanism, resolver_for, sim_node_spec
+    from mlsysops.mechanisms.sim_placement import SimPlacementMechanism, sim_node_spec
     from mlsysops.node.agent import NodeAgent
     from mlsysops.node.substrate import SimNodeSubstrate
     from mlsysops.sim import SimClock, SimContinuum
@@ -84,12 +84,11 @@ async def child(role: str, port: int, duration: float, interval: float) -> None:
         nodes = {n.name: n for n in spec.cluster_nodes(CLUSTER)}
         sim = SimContinuum.from_specs([sim_node_spec(n) for n in nodes.values()], seed=1,
                                       clock=SimClock.realtime())
-        mech = SimPlacementMechanism(sim, CLUSTER, resolve=lambda *a: None)
+        mech = SimPlacementMechanism(sim, CLUSTER)   # the cluster agent binds it to its apps
         agent = ClusterAgent(jid("cluster", CLUSTER), PASSWORD, description=spec.clusters[CLUSTER],
                              nodes=nodes, node_jids={n: jid("node", n) for n in nodes}, placement=mech,
                              parent=jid("continuum", spec.continuum.continuum_id), settings=settings,
                              **kw)
-        mech.resolve = resolver_for(agent.apps)
         connected = lambda: agent.upstream.connected  # noqa: E731
     sim_task = asyncio.create_task(sim.run(interval=0.05))
     t0 = time.monotonic()

@@ -6,7 +6,7 @@
 - Instance table: written by execution outcomes (`deploying`), corrected by node reports (`running`,
   `failed`, ...), seeded from the substrate at start-up (adoption: a restarted cluster agent never
   redeploys what runs) and reconciled with it every monitor tick.
-- Authoritative substrate (placement mechanism with `reports_status = True`, i.e. Kubernetes): the monitor
+- Authoritative substrate (placement mechanism declaring `reports_status`, i.e. Kubernetes): the monitor
   tick takes instance status from `get_state()` instead of node reports, and a node the substrate reports
   not ready (`nodes_up`) is not alive, like a lost node agent. A `stale` state (API server unreachable)
   leaves the table untouched; when the server answers again the engine is triggered to reconcile.
@@ -30,7 +30,6 @@ from mlsysops.agents.descriptions import (
     to_k8s,
 )
 from mlsysops.agents.managed_agent import AgentSettings, ManagedAgent
-from mlsysops.agents.mape import Plan
 from mlsysops.agents.membership import ChildMembership, ChildRecord, ParentMembership
 from mlsysops.agents.payloads import (
     Accepted,
@@ -47,6 +46,7 @@ from mlsysops.agents.protocol import Envelope, Kind, Performative, Role
 from mlsysops.agents.telemetry import digest as digests
 from mlsysops.cluster import cr_status
 from mlsysops.mechanisms.placement_commands import PlacementAction
+from mlsysops.plugins import Capability
 
 DEFAULT_POLICIES = ["mlsysops.policies.filter_score_placement", "mlsysops.policies.relocation", "mlsysops.policies.static_placement"]
 DISABLED_BY_DEFAULT = ["static_placement"]   # opt-in per app with `policies: [static_placement]`
@@ -87,7 +87,9 @@ class ClusterAgent(ManagedAgent):
         self.inventory: Any = None        # mlsysops.cluster.kube_inventory.NodeInventory on Kubernetes (attach_inventory)
         self._inventory_warned: dict[str, list[str]] = {}
         self.status_writer: Any = None    # mlsysops.cluster.kube_status_writer.StatusWriter on Kubernetes
-        self.mechanisms.register("component_placement", placement)
+        # the mechanism resolves the components it deploys from this agent's app models (a live table)
+        self.placement_mechanism = self.mechanisms.register("component_placement", placement, initialize=True,
+                                                            app_models=self.apps)
         self.mechanisms.register("fluidity", placement)   # the original framework's plans, as they are
         self.children = ParentMembership(self, heartbeat_interval=settings.heartbeat,
                                          liveness_misses=settings.liveness_misses, accept=self._accept_node)
@@ -109,7 +111,7 @@ class ClusterAgent(ManagedAgent):
             await self.upstream.start()
         self.load_policies()
         self.start_engine()
-        if self.substrate_reports_status and hasattr(self.placement, "watch"):
+        if self.substrate_reports_status and self.placement_mechanism.supports(Capability.WATCH):
             # Kubernetes: Deployment/Pod watch events report status changes at once; the monitor tick
             # stays as the level-triggered safety net.
             self.spawn(self._watch_substrate(), name="substrate-watch")
@@ -147,7 +149,7 @@ class ClusterAgent(ManagedAgent):
     @property
     def substrate_reports_status(self) -> bool:
         """The placement mechanism, not the node agents, is the source of instance status (Kubernetes)."""
-        return bool(getattr(self.placement, "reports_status", False))
+        return self.placement_mechanism.supports(Capability.REPORTS_STATUS)
 
     def _substrate_status(self, inst: dict[str, Any]) -> str:
         if self.substrate_reports_status:
@@ -328,12 +330,8 @@ class ClusterAgent(ManagedAgent):
                    if row["app"] == app and row["component"] in components and row["status"] in (*ACTIVE, "lost")]
         if not actions or self.engine is None:
             return
-        plan = Plan(policy="continuum-request", asset=app, priority=100,
-                    commands={"component_placement": {"app": app, "actions": actions}},
-                    explanation={"reason": reason})
-        self.decision_log.record("plan", "planned", reason, policy="continuum-request", app=app,
-                                 plan_id=plan.id, chosen=actions)
-        await self.engine.scheduler.submit(plan)
+        await self.execute("component_placement", {"app": app, "actions": actions}, reason=reason, app=app,
+                           policy="continuum-request", priority=100)
 
     # -- child reports ------------------------------------------------------------------------------
     async def _on_status_report(self, env: Envelope) -> None:

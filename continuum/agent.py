@@ -7,10 +7,12 @@
   `continuum_cluster_placement` policy plans, the `cluster_dispatch` mechanism sends `app.deploy`.
 - Status: only what clusters report (`status.report`); a component is `pending` until its cluster says
   otherwise, and `unknown` while its cluster agent is lost.
-- Karmada (`use_dispatch`): another dispatch mechanism replaces `cluster_dispatch`. When it reports status
-  (`reports_status`), it is the only status source: each monitor tick maps its get_state() onto the
-  table, and cluster agents' reports are ignored (they run nothing of ours in that mode). After a
-  restart its placements are adopted from the server before the engine starts (no re-placement).
+- Karmada (`use_dispatch`): another dispatch mechanism replaces `cluster_dispatch`. When it declares
+  `reports_status`, it is the only status source: each monitor tick maps its get_state() onto the
+  table, and cluster agents' reports are ignored (they run nothing of ours in that mode). When it declares
+  `adopt`, its placements are adopted from the server after a restart, before the engine starts.
+- Removal (`remove_app`) and the resync of a rejoined cluster are the agent's own plans: they run through
+  the plan scheduler (`execute`), serialised with the policies' placements and recorded like them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from mlsysops.agents.protocol import Envelope, Kind, Performative
 from mlsysops.agents.telemetry import digest as digests
 from mlsysops.continuum.store import DesiredStateStore
 from mlsysops.mechanisms.cluster_dispatch import ClusterDispatchMechanism
+from mlsysops.plugins import Capability
 
 DEFAULT_POLICIES = ["mlsysops.policies.continuum_cluster_placement"]
 
@@ -64,8 +67,8 @@ class ContinuumAgent(ManagedAgent):
         self.status: dict[str, dict[str, dict[str, Any]]] = {}
         self.cluster_nodes: dict[str, dict[str, MLSysOpsNode]] = {}
         self.lost_since: dict[str, float] = {}
-        self.cluster_dispatch = ClusterDispatchMechanism(self)
-        self.mechanisms.register("cluster_dispatch", self.cluster_dispatch)
+        self.cluster_dispatch: Any = ClusterDispatchMechanism(self)
+        self.dispatch_mechanism = self.mechanisms.register("cluster_dispatch", self.cluster_dispatch)
         self.children = ParentMembership(self, heartbeat_interval=settings.heartbeat,
                                          liveness_misses=settings.liveness_misses, accept=self._accept_cluster)
         self.children.on_joined(self._cluster_joined)
@@ -106,12 +109,12 @@ class ContinuumAgent(ManagedAgent):
         `assignments`/`save_assignments`) instead of the cluster agents: the policy's `cluster_dispatch`
         commands go to it. Call before start_agent()."""
         self.mechanisms.unregister("cluster_dispatch")
-        self.mechanisms.register("cluster_dispatch", mechanism)
+        self.dispatch_mechanism = self.mechanisms.register("cluster_dispatch", mechanism)
         self.cluster_dispatch = mechanism
 
     @property
     def dispatch_reports_status(self) -> bool:
-        return bool(getattr(self.cluster_dispatch, "reports_status", False))
+        return self.dispatch_mechanism.supports(Capability.REPORTS_STATUS)
 
     async def setup(self) -> None:
         await self.children.start()
@@ -121,10 +124,9 @@ class ContinuumAgent(ManagedAgent):
 
     async def _adopt_placements(self) -> None:
         """The dispatch mechanism's server is the truth after a restart: take its placements as ours."""
-        adopt = getattr(self.cluster_dispatch, "adopt", None)
-        if not callable(adopt):
+        if not self.dispatch_mechanism.supports(Capability.ADOPT):
             return
-        state = await adopt()
+        state = await self.cluster_dispatch.adopt()
         if state.get("stale"):
             self.record_event(f"placements not adopted, dispatch state unreachable: {state.get('error')}; "
                               "keeping the stored assignments", outcome="error")
@@ -199,10 +201,15 @@ class ContinuumAgent(ManagedAgent):
         if name not in self.apps:
             return False
         self.store.delete_app(name)
-        res = await self.cluster_dispatch.remove_app(name, self.assignments.get(name, {}))
-        if isinstance(res, dict) and not res.get("ok", True):
-            self.record_event(f"removing app {name} from {self.cluster_dispatch.name} failed: {res.get('error')}",
-                              app=name, outcome="error")
+        if self.dispatch_mechanism.supports(Capability.REMOVE_APP):
+            res = await self.execute("cluster_dispatch", {"app": name, "assign": dict(self.assignments.get(name, {}))},
+                                     reason=f"app {name} deleted", app=name, operation=Capability.REMOVE_APP)
+            if res.status != "completed":
+                self.record_event(f"removing app {name} from {self.cluster_dispatch.name} failed: {res.reason}",
+                                  app=name, outcome="error")
+        else:
+            self.record_event(f"{self.cluster_dispatch.name} cannot remove apps (no remove_app capability): the "
+                              f"components of {name} are left where they run", app=name, outcome="error")
         for table in (self.apps, self.app_docs, self.assignments, self.submitted, self.knowledge.apps):
             table.pop(name, None)
         for comp in self.status.get(name, {}).values():
@@ -238,9 +245,9 @@ class ContinuumAgent(ManagedAgent):
         self.cluster_nodes[cid] = nodes
         self.lost_since.pop(cid, None)
         self.record_event(f"cluster {cid} joined with {len(nodes)} nodes")
-        resync = getattr(self.cluster_dispatch, "resync", None)
-        if callable(resync):   # a restarted cluster agent re-learns its apps (idempotent); Karmada has none
-            await resync(cid)
+        if self.dispatch_mechanism.supports(Capability.RESYNC):   # a restarted cluster agent re-learns its apps
+            await self.execute("cluster_dispatch", {"cluster": cid}, reason=f"cluster {cid} joined",
+                               operation=Capability.RESYNC)
         self.trigger(reason=f"cluster {cid} joined")
 
     async def _cluster_lost(self, child: ChildRecord, reason: str) -> None:

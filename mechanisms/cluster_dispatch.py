@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from mlsysops.agents.agent_base import RequestError
 from mlsysops.agents.payloads import AppDeploy, AppRemove
 from mlsysops.agents.protocol import Kind
+from mlsysops.plugins import Capability
 
 
 class _Continuum(Protocol):
@@ -29,6 +30,7 @@ class _Continuum(Protocol):
 
 class ClusterDispatchMechanism:
     name = "cluster_dispatch"
+    capabilities = frozenset({Capability.RESYNC, Capability.REMOVE_APP})
 
     def __init__(self, agent: _Continuum) -> None:
         self.agent = agent

@@ -28,6 +28,7 @@ from typing import Any
 from kubernetes.aio import client as k
 
 from mlsysops.agents.descriptions.app import MLSysOpsApp
+from mlsysops.plugins import Capability
 from mlsysops.substrates.kubernetes import karmada as kk
 from mlsysops.substrates.kubernetes.client import KubeError, apply, call, connect
 
@@ -40,7 +41,8 @@ class KarmadaPlacementMechanism:
     """Mechanism plugin object: `apply(command)`, `get_state()`, `get_options()`, `remove_app()`."""
 
     name = "karmada_placement"
-    reports_status = True     # the continuum takes component status from get_state(), not cluster agents
+    # the continuum takes component status from get_state(), not from cluster agents
+    capabilities = frozenset({Capability.REPORTS_STATUS, Capability.ADOPT, Capability.REMOVE_APP})
 
     def __init__(self, api: k.ApiClient, resolve: AppResolver, *, namespace: str = "default",
                  overrides: dict[str, kk.ClusterOverride] | None = None,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from kubernetes.aio import client as k
@@ -35,6 +35,7 @@ from kubernetes.utils import parse_quantity
 
 from mlsysops.agents.descriptions.app import MLSysOpsApp
 from mlsysops.mechanisms.placement_commands import CommandError, PlacementAction, parse_command
+from mlsysops.plugins import Capability
 from mlsysops.substrates.kubernetes import manifests as mf
 from mlsysops.substrates.kubernetes.client import KubeError, RetryPolicy, apply, call, delete
 from mlsysops.substrates.kubernetes.watch import ResourceWatch
@@ -46,6 +47,11 @@ AppResolver = Callable[[str], MLSysOpsApp | None]
 
 def app_resolver_for(apps: dict[str, MLSysOpsApp]) -> AppResolver:
     return apps.get
+
+
+def _no_apps(_app: str) -> None:
+    """Until a cluster agent registers the mechanism it knows no app (each command names one it lacks)."""
+    return None
 
 
 def default_instance_id(app: str, component: str, node: str) -> str:
@@ -109,15 +115,16 @@ class KubePlacementMechanism:
     """Mechanism plugin object: `apply(command)`, `get_state()`, `get_options()`."""
 
     name = "component_placement"
-    reports_status = True   # get_state() is authoritative for instance status (the cluster agent reads it)
+    # get_state() is authoritative for instance status (the cluster agent reads it); watch() streams changes
+    capabilities = frozenset({Capability.REPORTS_STATUS, Capability.WATCH})
 
-    def __init__(self, api: k.ApiClient, namespace: str, cluster_id: str, resolve: AppResolver,
+    def __init__(self, api: k.ApiClient, namespace: str, cluster_id: str, resolve: AppResolver | None = None,
                  *, move_timeout: float = 120.0, poll_interval: float = 0.1,
                  policy: RetryPolicy | None = None) -> None:
         self.api = api
         self.namespace = namespace
         self.cluster_id = cluster_id
-        self.resolve = resolve
+        self.resolve: AppResolver = resolve or _no_apps
         self.move_timeout = move_timeout
         self.poll_interval = poll_interval
         self.policy = policy or RetryPolicy()
@@ -125,6 +132,10 @@ class KubePlacementMechanism:
         self.core = k.CoreV1Api(api)
         self.errors: dict[str, str] = {}          # "app/component" -> last error, cleared on success
         self._last_state: dict[str, Any] | None = None
+
+    def initialize(self, *, app_models: Mapping[str, MLSysOpsApp]) -> None:
+        """Bound by the cluster agent that registers this mechanism: its app models (a live table)."""
+        self.resolve = app_models.get
 
     def _raw(self, obj: Any) -> Any:
         return self.api.sanitize_for_serialization(obj)

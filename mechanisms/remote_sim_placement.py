@@ -8,23 +8,29 @@ an exception into the agent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 
 from mlsysops.mechanisms.placement_commands import CommandError, parse_command
-from mlsysops.mechanisms.sim_placement import Resolver
+from mlsysops.mechanisms.sim_placement import Resolver, resolver_for, unbound_resolver
 
 
 class RemoteSimPlacementMechanism:
     name = "component_placement"
 
-    def __init__(self, base_url: str, cluster_id: str, resolve: Resolver, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, cluster_id: str, resolve: Resolver | None = None,
+                 timeout: float = 10.0) -> None:
         self.base = f"{base_url.rstrip('/')}/clusters/{cluster_id}"
         self.cluster_id = cluster_id
-        self.resolve = resolve
+        self.resolve = resolve or unbound_resolver
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+
+    def initialize(self, *, app_models: Mapping[str, Any]) -> None:
+        """Bound by the cluster agent that registers this mechanism: its app models (a live table)."""
+        self.resolve = resolver_for(app_models)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

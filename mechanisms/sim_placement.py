@@ -2,8 +2,8 @@
 
 Actions (see `placement_commands`): deploy, move (make-before-break), remove, change_spec. The mechanism
 only acts on the nodes of its own cluster. It decides nothing: which node, which instance id and which
-resources come from the plan or from the `resolve` callable the cluster agent injects (it reads the app
-description). Instance ids are deterministic per plan, so a retried command is a no-op in the sim.
+resources come from the plan or from the `resolve` callable: given at construction, or built from the app
+models the registering cluster agent passes to `initialize(app_models=...)`. Instance ids are deterministic per plan, so a retried command is a no-op in the sim.
 
 `get_state()` is the substrate's truth (like listing pods by label): every instance on this cluster's
 nodes with its app/component, so a restarted cluster agent adopts what runs instead of redeploying it.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,13 +46,18 @@ class SimPlacementMechanism:
 
     name = "component_placement"
 
-    def __init__(self, sim: SimContinuum, cluster_id: str, resolve: Resolver,
+    def __init__(self, sim: SimContinuum, cluster_id: str, resolve: Resolver | None = None,
                  *, move_timeout: float = 5.0, poll_interval: float = 0.02) -> None:
         self.sim = sim
         self.cluster_id = cluster_id
-        self.resolve = resolve
+        self.resolve = resolve or unbound_resolver
         self.move_timeout = move_timeout
         self.poll_interval = poll_interval
+
+    def initialize(self, *, app_models: Mapping[str, Any]) -> None:
+        """Bound by the cluster agent that registers this mechanism: its app models (a live table), so a
+        mechanism kept across cluster-agent restarts always reads the current agent's apps."""
+        self.resolve = resolver_for(app_models)
 
     # -- contract -----------------------------------------------------------------------------------
     async def get_options(self) -> dict[str, Any]:
@@ -187,7 +192,13 @@ def sim_node_spec(node: Any) -> Any:
         labels=list(node.labels or []), location=loc, mobile=bool(node.mobile))
 
 
-def resolver_for(apps: dict[str, Any]) -> Resolver:
+def unbound_resolver(app: str, component: str, spec: dict[str, Any] | None) -> ComponentDeploySpec:
+    """Until a cluster agent registers the mechanism, nothing can be resolved (a failed command, not a crash)."""
+    raise CommandError(f"cannot resolve {app}/{component}: no app models (the mechanism is not registered "
+                       "with a cluster agent)")
+
+
+def resolver_for(apps: Mapping[str, Any]) -> Resolver:
     """Build the `resolve` callable from the cluster agent's app models (name -> MLSysOpsApp)."""
     from mlsysops.agents.placement.adapters import calls
 

@@ -49,7 +49,7 @@ class FakeKube:
     """Stands in for KubePlacementMechanism's get_state() (authoritative for instance status)."""
 
     name = "component_placement"
-    reports_status = True
+    capabilities = frozenset({"reports_status"})
 
     def __init__(self) -> None:
         self.state: dict[str, Any] = {"instances": [], "nodes_up": {n: True for n in NODES}}

@@ -138,6 +138,7 @@ class MAPEEngine:
         on_executed: OnExecuted | None = None,
         backoff: FailureBackoff | None = None,
         cycle_window: float = 0.0,
+        scheduler: PlanScheduler | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.knowledge = knowledge
@@ -156,14 +157,12 @@ class MAPEEngine:
         self.backoff = backoff or FailureBackoff()
         self.telemetry = Telemetry(knowledge)
         self._user_on_executed = on_executed
-        self.scheduler = PlanScheduler(
-            mechanisms,
-            decision_log,
-            execute_timeout=execute_timeout,
-            on_executed=self._on_executed,
-            cycle_window=cycle_window,
-            agent_id=agent_id,
-        )
+        if scheduler is None:
+            scheduler = PlanScheduler(mechanisms, decision_log, cycle_window=cycle_window, agent_id=agent_id)
+        # a scheduler shared with the agent (its own plans, e.g. an app removal, run through it too)
+        scheduler.execute_timeout = execute_timeout
+        scheduler.on_executed = self._on_executed
+        self.scheduler = scheduler
         self._pairs: dict[PairKey, _Pair] = {}
         self._monitor_task: asyncio.Task[None] | None = None
         self._running = False

@@ -24,13 +24,15 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mlsysops.agents.contracts.errors import PluginContractError
+from mlsysops.agents.contracts.explanation import Explanation, normalize_explanation
+
+__all__ = ["CallResult", "FailureBackoff", "PluginContractError", "call_plugin", "outstanding_threads",
+           "summarize_exception", "validate_analyze_result", "validate_plan_result"]
+
 MAX_STUCK_THREADS = 32
 _outstanding_threads = 0
 _outstanding_lock = threading.Lock()
-
-
-class PluginContractError(ValueError):
-    """A plugin returned something that breaks its contract."""
 
 
 @dataclass(slots=True)
@@ -143,18 +145,11 @@ def _is_bool(value: Any) -> bool:
     return dtype is not None and getattr(dtype, "kind", "") == "b" and getattr(value, "shape", None) == ()
 
 
-def _explanation_from(parts: tuple[Any, ...] | list[Any], context: dict[str, Any]) -> dict[str, Any] | None:
-    if len(parts) == 3 and parts[2] is not None:
-        if not isinstance(parts[2], dict):
-            raise PluginContractError(
-                f"explanation (3rd element) must be a dict, got {type(parts[2]).__name__}"
-            )
-        return parts[2]
-    expl = context.get("explanation")
-    return expl if isinstance(expl, dict) else None
+def _explanation_from(parts: tuple[Any, ...] | list[Any], context: dict[str, Any]) -> Explanation | None:
+    return normalize_explanation(parts[2] if len(parts) == 3 else None, context)
 
 
-def validate_analyze_result(value: Any) -> tuple[bool, dict[str, Any], dict[str, Any] | None]:
+def validate_analyze_result(value: Any) -> tuple[bool, dict[str, Any], Explanation | None]:
     """(needed, context, explanation) from analyze's return, or PluginContractError naming what is wrong."""
     if not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
         raise PluginContractError(
@@ -172,7 +167,7 @@ def validate_analyze_result(value: Any) -> tuple[bool, dict[str, Any], dict[str,
 
 def validate_plan_result(
     value: Any, known_mechanisms: set[str] | frozenset[str], declared: list[str] | None = None
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+) -> tuple[dict[str, Any], dict[str, Any], Explanation | None]:
     """(plan, context, explanation) from plan's return, or PluginContractError.
 
     The plan must map registered mechanism names to commands; if the policy declared `mechanisms`, it may

@@ -16,6 +16,9 @@ adds, reloads or removes policies; `watch(interval)` calls it periodically. A fi
 the last good version running (its `last_error` is set). Every change is reported to the listeners as a
 `PluginChange`; the engine turns them into `event` decisions. A reloaded policy starts from a fresh
 `initialize()` context.
+
+Mechanisms declare optional capabilities (`capabilities = {"watch", ...}`); registration verifies them once
+and refuses a mechanism that declares one it does not implement (TypeError naming the missing method).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
+from mlsysops.agents.contracts.capabilities import OPERATIONS, Capability, declared_capabilities
 from mlsysops.agents.mape.isolation import summarize_exception
 
 log = logging.getLogger(__name__)
@@ -481,17 +485,32 @@ class PolicyRegistry:
 
 @dataclass(slots=True)
 class Mechanism:
-    """A loaded mechanism: module or object with apply(), get_state(), get_options()."""
+    """A loaded mechanism: module or object with apply(), get_state(), get_options(), and the optional
+    capabilities it declared (verified at registration; see `mlsysops.agents.contracts.capabilities`)."""
 
     name: str
     source: str
     target: Any
     path: str | None = None
     last_error: str | None = None
+    capabilities: frozenset[Capability] = frozenset()
 
     @property
     def apply(self) -> Callable[..., Any]:
         return self.target.apply
+
+    def supports(self, capability: Capability | str) -> bool:
+        return capability in self.capabilities
+
+    def operation(self, name: str) -> Callable[..., Any]:
+        """The callable the plan scheduler executes: `apply`, or a declared operation capability."""
+        if name == "apply":
+            return self.target.apply
+        if name not in OPERATIONS:
+            raise ValueError(f"{name!r} is not an operation; expected apply or one of {sorted(OPERATIONS)}")
+        if name not in self.capabilities:
+            raise ValueError(f"mechanism {self.name!r} does not declare capability {name!r}")
+        return getattr(self.target, name)
 
     def get_state(self) -> Callable[[], Any] | None:
         fn = getattr(self.target, "get_state", None)
@@ -502,7 +521,8 @@ class Mechanism:
         return fn if callable(fn) else None
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source, "path": self.path, "last_error": self.last_error}
+        return {"name": self.name, "source": self.source, "path": self.path, "last_error": self.last_error,
+                "capabilities": sorted(c.value for c in self.capabilities)}
 
 
 def _call_initialize(target: Any, kwargs: dict[str, Any]) -> None:
@@ -536,9 +556,10 @@ class MechanismRegistry:
 
     def register(self, name: str, target: Any, *, initialize: bool = False, **settings: Any) -> Mechanism:
         """Register an object or module; call its initialize(**settings) only if asked (objects usually
-        arrive configured). Raises TypeError when it has no apply()."""
+        arrive configured). Raises TypeError when it has no apply() or declares a capability it lacks."""
         if not callable(getattr(target, "apply", None)):
             raise TypeError(f"mechanism {name!r} has no callable apply()")
+        capabilities = declared_capabilities(name, target)
         if initialize:
             _call_initialize(target, settings)
         mech = Mechanism(
@@ -546,6 +567,7 @@ class MechanismRegistry:
             "object" if not isinstance(target, ModuleType) else "module",
             target,
             getattr(target, "__file__", None),
+            capabilities=capabilities,
         )
         self._install(mech)
         return mech
@@ -586,8 +608,9 @@ class MechanismRegistry:
     ) -> Mechanism:
         if not callable(getattr(target, "apply", None)):
             raise TypeError(f"mechanism {name!r} has no callable apply()")
+        capabilities = declared_capabilities(name, target)
         _call_initialize(target, settings)
-        mech = Mechanism(name, source, target, path)
+        mech = Mechanism(name, source, target, path, capabilities=capabilities)
         self._install(mech)
         return mech
 

@@ -15,7 +15,9 @@ plans for the same mechanism execute in acceptance order and plans for different
 Commands queued in earlier cycles are not superseded by later ones. `apply(command)` runs isolated
 (`call_plugin`) with `execute_timeout`. Outcome: `completed` for None/True/a dict whose "ok" is not False;
 `failed` for False, {"ok": False}, an exception or an unsupported return type; `timeout` when it did not
-return in time. A failure is never recorded as completed. The plan's status is the worst of its commands'
+return in time. A plan made by the agent itself may name an operation capability instead of `apply`
+(`Plan(..., operation="remove_app")`): its command is then the operation's keyword arguments; it is
+scheduled, serialised and recorded exactly like `apply`. A failure is never recorded as completed. The plan's status is the worst of its commands'
 outcomes (failed > timeout > completed).
 """
 
@@ -53,6 +55,7 @@ class Plan:
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: float = field(default_factory=time.time)
     explanation: dict[str, Any] | None = None
+    operation: str = "apply"   # or a declared operation capability (commands are then its kwargs)
     seq: int = field(default_factory=lambda: next(_seq))
 
     def targets(self) -> set[tuple[str, str | None]]:
@@ -218,14 +221,14 @@ class PlanScheduler:
             self._running[mechanism] = plan.id
             start = time.monotonic()
             try:
-                outcome, detail = await self._apply(mechanism, command)
+                outcome, detail = await self._apply(mechanism, command, plan.operation)
             finally:
                 self._running.pop(mechanism, None)
             result = CommandResult(mechanism, outcome, detail, time.monotonic() - start)
         self.decision_log.record(
             "execute",
             outcome,
-            f"{mechanism}.apply {outcome} in {result.duration:.3f}s"
+            f"{mechanism}.{plan.operation} {outcome} in {result.duration:.3f}s"
             + (f": {detail}" if outcome != "completed" else ""),
             policy=plan.policy,
             mechanism=mechanism,
@@ -237,11 +240,20 @@ class PlanScheduler:
         await self._notify(plan, mechanism, outcome, detail)
         return result
 
-    async def _apply(self, mechanism: str, command: Any) -> tuple[str, Any]:
+    async def _apply(self, mechanism: str, command: Any, operation: str = "apply") -> tuple[str, Any]:
         mech = self.mechanisms.get(mechanism)
         if mech is None:
             return "failed", f"mechanism {mechanism!r} is not registered"
-        res = await call_plugin(mech.apply, command, timeout=self.execute_timeout)
+        try:
+            fn = mech.operation(operation)
+        except ValueError as exc:
+            return "failed", str(exc)
+        if operation == "apply":
+            res = await call_plugin(fn, command, timeout=self.execute_timeout)
+        elif isinstance(command, dict):
+            res = await call_plugin(fn, timeout=self.execute_timeout, kwargs=command)
+        else:
+            return "failed", f"{operation}: the command must be a mapping of keyword arguments"
         if res.status == "timeout":
             mech.last_error = res.reason
             return "timeout", res.reason

@@ -182,15 +182,12 @@ class SliceAssembly:
 
     def cluster_agent(self, cid: str, placement: Any) -> ClusterAgent:
         """The cluster agent over `placement` (a mechanism from `placement_for`, possibly reused across
-        restarts of the agent: it reads the apps of whichever agent currently runs the cluster)."""
+        restarts of the agent: each agent binds it to its own app models when it registers it)."""
         nodes = {n.name: n for n in self.spec.cluster_nodes(cid)}
         agent = ClusterAgent(self.jid("cluster", cid), self.password, description=self.spec.clusters[cid],
                              nodes=nodes, node_jids={n: self.jid("node", n) for n in nodes}, placement=placement,
                              parent=self.jid("continuum", self.spec.continuum.continuum_id),
                              settings=self.settings("cluster"), **self._connection())
-        from mlsysops.mechanisms.sim_placement import resolver_for
-
-        placement.resolve = agent.apps.get if self.substrate == "kubernetes" else resolver_for(agent.apps)
         return agent
 
     def node_agent(self, name: str, substrate: Any) -> NodeAgent:
@@ -205,20 +202,20 @@ class SliceAssembly:
     # -- mechanisms ---------------------------------------------------------------------------------
     def placement_for(self, cid: str, *, sim: Any = None, sim_url: str | None = None, kube_api: Any = None) -> Any:
         """A cluster's placement mechanism: Kubernetes (`kube_api`), the simulator in this process (`sim`)
-        or behind `mlsysops sim serve` (`sim_url`). Its `resolve` is bound by `cluster_agent`."""
+        or behind `mlsysops sim serve` (`sim_url`)."""
         if self.substrate == "kubernetes":
             from mlsysops.mechanisms.kube_placement import KubePlacementMechanism
 
-            return KubePlacementMechanism(kube_api, self.namespace, cid, resolve=lambda _app: None)
+            return KubePlacementMechanism(kube_api, self.namespace, cid)
         if sim is not None:
             from mlsysops.mechanisms.sim_placement import SimPlacementMechanism
 
-            return SimPlacementMechanism(sim, cid, resolve=lambda *a: None)
+            return SimPlacementMechanism(sim, cid)
         if sim_url is None:
             raise ValueError(f"cluster {cid}: a simulator (in process or its URL) is needed on substrate sim")
         from mlsysops.mechanisms.remote_sim_placement import RemoteSimPlacementMechanism
 
-        return RemoteSimPlacementMechanism(sim_url, cid, resolve=lambda *a: None)  # type: ignore[arg-type]
+        return RemoteSimPlacementMechanism(sim_url, cid)
 
     def karmada_dispatch(self, api: Any, cont: ContinuumAgent) -> Any:
         """The Karmada mechanism on the continuum's own tables; `overrides` from the continuum's
