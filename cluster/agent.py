@@ -279,8 +279,8 @@ class ClusterAgent(ManagedAgent):
         if unknown:
             raise HandlerError(f"unknown component(s) {unknown} in app {req.app}")
         self.apps[req.app] = doc.spec
-        self.app_docs[req.app] = to_k8s(doc.spec)
-        self.knowledge.apps[req.app] = self.app_asset(req.app, to_k8s(doc.spec)["spec"], doc.spec.policies)
+        self.app_docs[req.app] = doc.kubernetes_form
+        self.knowledge.apps[req.app] = self.app_asset(req.app, doc.kubernetes_form["spec"], doc.spec.policies)
         before = set(self.assigned.get(req.app, []))
         self.assigned[req.app] = list(req.components)
         removed = before - set(req.components)

@@ -357,7 +357,7 @@ def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bo
         existing = cont.app_docs.get(doc.name)
         warnings = _jsonable([w.to_dict() for w in doc.warnings])
         n = len(doc.spec.components)
-        if existing == to_k8s(doc.spec):
+        if existing == doc.kubernetes_form:
             response.status_code = 200
             return AppAccepted(name=doc.name, result="unchanged", components=n, warnings=warnings)
         if existing is not None and name is None:
