@@ -3,7 +3,7 @@
 - Children: node agents (membership with presence + heartbeat liveness). A lost node's instances become
   `lost` and the engine is triggered at once, so relocation does not wait for the next interval.
 - Parent: the continuum agent sends `app.deploy` (the components this cluster must run) and `app.remove`.
-- Instance table: written by execution outcomes (`deploying`), corrected by node reports (`running`,
+- Instance table (`InstanceTable`, its only writer): written by execution outcomes (`deploying`), corrected by node reports (`running`,
   `failed`, ...), seeded from the substrate at start-up (adoption: a restarted cluster agent never
   redeploys what runs) and reconciled with it every monitor tick.
 - Authoritative substrate (placement mechanism declaring `reports_status`, i.e. Kubernetes): the monitor
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from mlsysops.agents.agent_base import HandlerError
@@ -45,6 +46,7 @@ from mlsysops.agents.placement.cluster_view import ACTIVE
 from mlsysops.agents.protocol import Envelope, Kind, Performative, Role
 from mlsysops.agents.telemetry import digest as digests
 from mlsysops.cluster import cr_status
+from mlsysops.cluster.instance_table import InstanceTable
 from mlsysops.mechanisms.placement_commands import PlacementAction
 from mlsysops.plugins import Capability
 
@@ -76,7 +78,7 @@ class ClusterAgent(ManagedAgent):
         self.apps: dict[str, MLSysOpsApp] = {}
         self.app_docs: dict[str, dict[str, Any]] = {}
         self.assigned: dict[str, list[str]] = {}
-        self.instances: dict[str, dict[str, Any]] = {}
+        self.instances = InstanceTable()
         self.proposals: list[dict[str, Any]] = []
         self.cordoned: set[str] = set()          # nodes being drained: no new work, instances moved away
         self.not_ready: set[str] = set()         # nodes the (authoritative) substrate reports not ready
@@ -138,9 +140,7 @@ class ClusterAgent(ManagedAgent):
             self.not_ready = self._not_ready(state)
         adopted = 0
         for inst in state.get("instances", []):
-            if inst["instance_id"] not in self.instances:
-                self.instances[inst["instance_id"]] = self._row(inst, self._substrate_status(inst),
-                                                                inst.get("reason"))
+            if self.instances.adopt(inst, self._substrate_status(inst), inst.get("reason")):
                 adopted += 1
         if adopted:
             self.record_event(f"adopted {adopted} running instance(s) from the substrate",
@@ -161,20 +161,7 @@ class ClusterAgent(ManagedAgent):
         up = state.get("nodes_up") or {}
         return {n for n in self.nodes if not up.get(n, False)} if up else set()
 
-    def _row(self, inst: dict[str, Any], status: str, reason: str | None = None) -> dict[str, Any]:
-        return {"instance_id": inst["instance_id"], "app": inst["app"], "component": inst["component"],
-                "node": inst["node"], "status": status, "since": time.time(), "reason": reason,
-                "cpu_request_cores": float(inst.get("cpu_request_cores", 0.0)),
-                "memory_request_bytes": int(inst.get("memory_request_bytes", 0))}
-
-    def _set_status(self, iid: str, status: str, reason: str | None = None) -> None:
-        row = self.instances.get(iid)
-        if row is not None and (row["status"] != status or row["reason"] != reason):
-            row.update(status=status, reason=reason, since=time.time())
-            if status != "failed":
-                row.pop("retrying", None)
-
-    def _keep_if_back(self, iid: str, row: dict[str, Any], status: str) -> None:
+    def _keep_if_back(self, iid: str, row: Mapping[str, Any], status: str) -> None:
         """A `lost` instance whose node is back and still runs it, before any replacement took its place (no
         other node could host it, or all nodes were lost at once): it is kept, instead of staying
         `relocating` for ever while it runs. A replacement already under way wins: its move removes this one."""
@@ -186,7 +173,7 @@ class ClusterAgent(ManagedAgent):
                   and r["status"] in ACTIVE]
         if len(active) >= wanted:
             return
-        self._set_status(iid, status)
+        self.instances.set_status(iid, status)
         self.record_event(f"{row['app']}/{row['component']}: instance {iid} kept, node {row['node']} is back and "
                           f"still runs it", app=row["app"], inputs={"instance": iid, "node": row["node"]})
         self.trigger(reason=f"node {row['node']} back with its instances")
@@ -209,9 +196,7 @@ class ClusterAgent(ManagedAgent):
 
     async def _node_lost(self, child: ChildRecord, reason: str) -> None:
         node = self._node_of(child)
-        lost = [iid for iid, row in self.instances.items() if row["node"] == node and row["status"] in ACTIVE]
-        for iid in lost:
-            self._set_status(iid, "lost", f"node {node} lost: {reason}")
+        lost = self.instances.mark_lost(node, f"node {node} lost: {reason}")
         self.record_event(f"node {node} lost ({reason}); {len(lost)} instance(s) to relocate", outcome="info",
                           inputs={"instances": lost})
         await self._report_status()
@@ -265,9 +250,7 @@ class ClusterAgent(ManagedAgent):
         """Drain a node before it leaves: place nothing new there, relocate what runs (make-before-break,
         since the node itself is still up). Returns the instances to move."""
         self.cordoned.add(node)
-        moving = [iid for iid, row in self.instances.items() if row["node"] == node and row["status"] in ACTIVE]
-        for iid in moving:
-            self._set_status(iid, "lost", f"node {node} is being removed (drain)")
+        moving = self.instances.mark_lost(node, f"node {node} is being removed (drain)")
         self.record_event(f"node {node} cordoned for removal; {len(moving)} instance(s) to relocate",
                           inputs={"instances": moving})
         self.trigger(reason=f"node {node} drained")
@@ -298,8 +281,8 @@ class ClusterAgent(ManagedAgent):
         if unknown:
             raise HandlerError(f"unknown component(s) {unknown} in app {req.app}")
         self.apps[req.app] = doc.spec
-        self.app_docs[req.app] = to_k8s(doc.spec)
-        self.knowledge.apps[req.app] = self.app_asset(req.app, to_k8s(doc.spec)["spec"], doc.spec.policies)
+        self.app_docs[req.app] = doc.kubernetes_form
+        self.knowledge.apps[req.app] = self.app_asset(req.app, doc.kubernetes_form["spec"], doc.spec.policies)
         before = set(self.assigned.get(req.app, []))
         self.assigned[req.app] = list(req.components)
         removed = before - set(req.components)
@@ -348,18 +331,18 @@ class ClusterAgent(ManagedAgent):
             row = self.instances.get(inst.instance_id)
             if row is None:
                 if inst.status in ("starting", "running"):   # runs but we never heard of it: adopt
-                    self.instances[inst.instance_id] = self._row(inst.model_dump(), inst.status)
+                    self.instances.adopt(inst.model_dump(), inst.status)
                 continue
             if rep.full and row["node"] == inst.node and inst.status in ("starting", "running"):
                 self._keep_if_back(inst.instance_id, row, "deploying" if inst.status == "starting" else "running")
             if row["status"] in ("removed", "lost") or row["node"] != inst.node:
                 continue
             status = "deploying" if inst.status == "starting" else inst.status
-            self._set_status(inst.instance_id, status, inst.reason)
+            self.instances.set_status(inst.instance_id, status, inst.reason)
         if rep.full:   # the node says these are all it runs: anything else we placed there is gone
-            for iid, row in self.instances.items():
-                if row["node"] == node and row["status"] == "running" and iid not in seen:
-                    self._set_status(iid, "failed", f"no longer reported by node {node}")
+            for iid in self.instances.on_node(node, ("running",)):
+                if iid not in seen:
+                    self.instances.set_status(iid, "failed", f"no longer reported by node {node}")
         if any(i.status == "failed" for i in rep.instances):
             self.trigger(reason=f"instance failed on {node}")
         await self._report_status()
@@ -463,9 +446,7 @@ class ClusterAgent(ManagedAgent):
         went, back = not_ready - self.not_ready, self.not_ready - not_ready
         self.not_ready = not_ready
         for node in sorted(went):
-            lost = [iid for iid, row in self.instances.items() if row["node"] == node and row["status"] in ACTIVE]
-            for iid in lost:
-                self._set_status(iid, "lost", f"node {node} is not ready")
+            lost = self.instances.mark_lost(node, f"node {node} is not ready")
             self.record_event(f"node {node} is not ready; {len(lost)} instance(s) to relocate",
                               inputs={"instances": lost})
         for node in sorted(back):
@@ -484,9 +465,8 @@ class ClusterAgent(ManagedAgent):
         for iid, inst in present.items():
             row = self.instances.get(iid)
             if row is None:
-                row = self.instances[iid] = self._row(inst, self._substrate_status(inst) if authoritative
-                                                      else "deploying", inst.get("reason"))
-                row["retrying"] = authoritative and row["status"] == "failed"
+                status = self._substrate_status(inst) if authoritative else "deploying"
+                self.instances.adopt(inst, status, inst.get("reason"), retrying=authoritative and status == "failed")
                 continue
             if authoritative and row["node"] in alive and row["node"] not in self.not_ready:
                 status = self._substrate_status(inst)
@@ -495,21 +475,21 @@ class ClusterAgent(ManagedAgent):
             if not authoritative or row["status"] in ("removed", "lost"):
                 continue
             if row["node"] in self.not_ready:   # relocation's business, as for a lost node agent
-                self._set_status(iid, "lost", f"node {row['node']} is not ready")
+                self.instances.set_status(iid, "lost", f"node {row['node']} is not ready")
                 continue
             status = self._substrate_status(inst)
-            # failed: why; deploying: what holds it up (e.g. "Unschedulable: 0/7 nodes are available: ...")
-            self._set_status(iid, status, inst.get("reason") if status != "running" else None)
-            # its Deployment still exists on a ready node: Kubernetes retries it there (see occupying())
-            row["retrying"] = status == "failed"
+            # failed: why; deploying: what holds it up (e.g. "Unschedulable: 0/7 nodes are available: ...");
+            # failed with its Deployment still on a ready node: Kubernetes retries it there (see occupying())
+            self.instances.set_status(iid, status, inst.get("reason") if status != "running" else None,
+                                      retrying=status == "failed")
         now = time.time()
         for iid, row in self.instances.items():
             if iid in present or row["status"] not in ACTIVE:
                 continue
             if row["node"] not in alive:
-                self._set_status(iid, "lost", f"node {row['node']} is not alive")
+                self.instances.set_status(iid, "lost", f"node {row['node']} is not alive")
             elif now - row["since"] > VANISH_GRACE_S:
-                self._set_status(iid, "failed", "no longer present on the substrate")
+                self.instances.set_status(iid, "failed", "no longer present on the substrate")
         after = {iid: (row["status"], row["reason"]) for iid, row in self.instances.items()}
         moved = [iid for iid, st in after.items() if before.get(iid) != st]
         if any(after[i][0] in ("failed", "lost") for i in moved):
@@ -540,18 +520,16 @@ class ClusterAgent(ManagedAgent):
                 if comp is not None:
                     base["cpu_request_cores"] = comp.cpu_request_cores
                     base["memory_request_bytes"] = comp.memory_request_bytes
-                prev = self.instances.get(res["instance_id"])
-                if prev is None or prev["status"] not in ("running",):
-                    self.instances[res["instance_id"]] = self._row(base, "deploying")
+                self.instances.placed(base)
                 replaced = res.get("replaced")
                 if replaced and replaced in self.instances and replaced != res["instance_id"]:
-                    self._set_status(replaced, "removed", f"replaced by {res['instance_id']}")
+                    self.instances.remove(replaced, f"replaced by {res['instance_id']}")
                 for iid, row in self.instances.items():   # a move without an instance id: by source node
                     if (not replaced and act.action == "move" and row["status"] == "lost" and row["app"] == act.app
                             and row["component"] == act.component and row["node"] == res.get("source")):
-                        self._set_status(iid, "removed", f"relocated to {base['node']}")
+                        self.instances.remove(iid, f"relocated to {base['node']}")
             elif act.action == "remove" and res.get("removed"):
-                self._set_status(res["removed"], "removed", "removed")
+                self.instances.remove(res["removed"], "removed")
         await self._report_status()
 
     # -- status up ----------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from mlsysops.agents.descriptions import (
     MLSysOpsNode,
     ValidationIssue,
     load_obj,
-    to_k8s,
 )
 from mlsysops.agents.managed_agent import AgentSettings, ManagedAgent
 from mlsysops.agents.mape import Knowledge
@@ -97,7 +96,7 @@ class ContinuumAgent(ManagedAgent):
             except DescriptionError as exc:   # a schema change made a stored app invalid: say so, keep going
                 self.record_event(f"stored app {name} no longer validates: {exc}", app=name, outcome="error")
                 continue
-            self._accept(doc.spec, to_k8s(doc.spec), submitted, initial_status="unknown",
+            self._accept(doc.spec, doc.kubernetes_form, submitted, initial_status="unknown",
                          reason="continuum restarted: waiting for the cluster's report")
             self.assignments[name] = dict(assignments.get(name, {}))
         if apps:
@@ -142,14 +141,15 @@ class ContinuumAgent(ManagedAgent):
 
     # -- applications -------------------------------------------------------------------------------
     def submit_app(self, description: dict[str, Any] | Document, source: str = "<api>") -> Document:
-        """Validate and accept an application (idempotent for an identical description)."""
+        """Validate and accept an application (idempotent for an identical description). A `Document` is
+        taken as parsed (the REST API parsed it); its Kubernetes form is the one stored and dispatched."""
         doc = description if isinstance(description, Document) else load_obj(
             description, source=source, inventory=self.inventory)
         if not isinstance(doc.spec, MLSysOpsApp):
             raise DescriptionError([ValidationIssue(f"expected an MLSysOpsApp, got {doc.kind}", path="kind",
                                                     file=source, expected="MLSysOpsApp")])
         app = doc.spec
-        k8s = to_k8s(app)
+        k8s = doc.kubernetes_form
         if self.app_docs.get(app.name) == k8s:
             return doc
         submitted = self.submitted.get(app.name, time.time())
@@ -176,7 +176,7 @@ class ContinuumAgent(ManagedAgent):
             if self.app_mirror is not None:
                 self.app_mirror.remove_component(app.name, gone)
         if self.app_mirror is not None:
-            self.app_mirror.set_app(app)
+            self.app_mirror.set_app(app, k8s)
             self._mirror_status(app.name)
 
     def attach_app_mirror(self, mirror: Any) -> None:
@@ -185,7 +185,7 @@ class ContinuumAgent(ManagedAgent):
         path: the mirror only writes what changed and retries an unreachable server on its own."""
         self.app_mirror = mirror
         for name, app in self.apps.items():
-            mirror.set_app(app)
+            mirror.set_app(app, self.app_docs[name])
             self._mirror_status(name)
 
     def _mirror_status(self, app: str) -> None:

@@ -115,10 +115,12 @@ class AppStatusMirror(SyncLoop):
     def resource_name(app: str) -> str:
         return dns_label(app)
 
-    def set_app(self, app: MLSysOpsApp) -> None:
-        body = to_k8s(app)
-        body["metadata"] = {"name": self.resource_name(app.name), "namespace": self.namespace,
-                            "labels": {MANAGED_BY: MANAGER}}
+    def set_app(self, app: MLSysOpsApp, k8s: dict[str, Any] | None = None) -> None:
+        """Want `app`'s CR. `k8s` is its Kubernetes form when the caller already has it (the continuum
+        computed it at intake): it is not converted again, nor changed."""
+        body = {**(k8s if k8s is not None else to_k8s(app)),
+                "metadata": {"name": self.resource_name(app.name), "namespace": self.namespace,
+                             "labels": {MANAGED_BY: MANAGER}}}
         self._specs[app.name] = body
         self._removed.discard(app.name)
         self._components.setdefault(app.name, {})

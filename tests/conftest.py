@@ -136,22 +136,6 @@ def force_xmpp(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Container, "send", send)
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02) -> None:
-    """Await a condition with a deadline (tests never sleep blindly)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
-
-
-@pytest.fixture
-def eventually() -> Callable[..., Awaitable[None]]:
-    """``await eventually(lambda: cond, timeout=5)``: the awaitable form of :func:`wait_for`."""
-    return wait_for
-
-
 @pytest.fixture(scope="session")
 def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real prosody server for tests that need many agents over the wire (pyjabber mis-routes there).

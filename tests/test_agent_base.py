@@ -21,6 +21,7 @@ from mlsysops.agents.agent_base import (
 )
 from mlsysops.agents.protocol import Envelope, Kind, Performative, ProtocolError, register_payload
 from mlsysops.agents.xmpp_server import EmbeddedXMPPServer
+from tests.support import until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.xmpp, pytest.mark.timeout(60)]
 
@@ -237,7 +238,7 @@ async def test_presence_hooks_see_peer_leave(make_agent: Any) -> None:
     assert (jid, available) == (str(again.jid), True)
 
 
-async def test_reconnect_after_server_restart(make_agent: Any, tmp_path: Any, eventually: Any) -> None:
+async def test_reconnect_after_server_restart(make_agent: Any, tmp_path: Any) -> None:
     server = EmbeddedXMPPServer(workdir=tmp_path / "xmpp")
     await server.start()
     try:
@@ -248,16 +249,16 @@ async def test_reconnect_after_server_restart(make_agent: Any, tmp_path: Any, ev
         assert (await a.request(str(b.jid), Kind.PING, {"sent_at": 1.0}, timeout=3)).body["sent_at"] == 1.0
 
         await server.stop()
-        await eventually(lambda: not a.connected and not b.connected)
+        await until(lambda: not a.connected and not b.connected)
         assert a.is_alive()  # SPADE alone would look alive and silently drop sends
         # issued during the outage: queued, flushed after reconnect, retried (same id) until b is back
         during = asyncio.ensure_future(a.request(str(b.jid), Kind.PING, {"sent_at": 2.0}, timeout=0.5,
                                                  retries=20))
-        await eventually(lambda: len(a._outbox) == 1)
+        await until(lambda: len(a._outbox) == 1)
 
         await server.start()  # same port, same workdir: accounts survive
         await asyncio.wait_for(reconnected.wait(), timeout=10)
-        await eventually(lambda: b.connected, timeout=10)
+        await until(lambda: b.connected, timeout=10)
         assert (await asyncio.wait_for(during, timeout=10)).body["sent_at"] == 2.0
         reply = await a.request(str(b.jid), Kind.PING, {"sent_at": 3.0}, timeout=2)
         assert reply.body["sent_at"] == 3.0
@@ -266,7 +267,7 @@ async def test_reconnect_after_server_restart(make_agent: Any, tmp_path: Any, ev
         await server.stop()
 
 
-async def test_messages_sent_while_disconnected_are_flushed(make_agent: Any, eventually: Any) -> None:
+async def test_messages_sent_while_disconnected_are_flushed(make_agent: Any) -> None:
     a = await make_agent(prefix="qa", reconnect_backoff=0.5)
     b = await make_agent(prefix="qb")
     got: asyncio.Queue[Envelope] = asyncio.Queue()
@@ -276,11 +277,11 @@ async def test_messages_sent_while_disconnected_are_flushed(make_agent: Any, eve
 
     b.on(ECHO, on_report, performatives=(Performative.INFORM,))
     a.client.abort()  # the stream dies under the agent (server kill, network cut)
-    await eventually(lambda: not a.connected, timeout=2)
+    await until(lambda: not a.connected, timeout=2)
     await a.inform(str(b.jid), ECHO, {"n": 1})
     await a.inform(str(b.jid), ECHO, {"n": 2})
     assert len(a._outbox) == 2
-    await eventually(lambda: a.connected, timeout=5)
+    await until(lambda: a.connected, timeout=5)
     assert [(await asyncio.wait_for(got.get(), timeout=3)).body["n"] for _ in range(2)] == [1, 2]
     assert not a._outbox
 
@@ -299,8 +300,7 @@ async def test_start_agent_times_out_without_server(make_agent: Any) -> None:
 
 
 
-async def test_server_handle_reports_death_and_start_failure(tmp_path: Any, make_agent: Any,
-                                                             eventually: Any) -> None:
+async def test_server_handle_reports_death_and_start_failure(tmp_path: Any, make_agent: Any) -> None:
     import os
     import socket
 
@@ -321,7 +321,7 @@ async def test_server_handle_reports_death_and_start_failure(tmp_path: Any, make
             return True
         return False
 
-    await eventually(group_gone, timeout=5)
+    await until(group_gone, timeout=5)
 
     with socket.socket() as busy:  # port taken: the child exits, the error names the log file
         busy.bind(("127.0.0.1", 0))

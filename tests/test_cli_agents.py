@@ -11,13 +11,15 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.support import until_blocking
+
 ROOT = Path(__file__).resolve().parents[1]
+WORKER_NOT_YET = (OSError, KeyError, IndexError)   # API not listening, app or component not known yet
 NODES = ROOT / "examples/slices/demo/nodes"
 pytestmark = pytest.mark.timeout(150)
 
@@ -42,18 +44,6 @@ def _get(url: str, token: str) -> dict:
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=5) as resp:
         return json.loads(resp.read())
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except (OSError, KeyError, IndexError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(what)
 
 
 def _url_line(proc: subprocess.Popen, marker: str) -> str:
@@ -93,7 +83,8 @@ def test_agents_in_separate_processes_form_the_hierarchy_and_heal(prosody, tmp_p
         for node in ("edge-rpi-1", "edge-rpi-2", "edge-jetson-1"):
             start("agent", "node", "-c", str(slice_file), "--id", node, "--sim", sim_url)
         worker = lambda: _get(f"{api}/api/v1/apps/solo", token)["components"]["worker"]  # noqa: E731
-        _wait(lambda: worker()["status"] == "running", 60, "app did not run across processes")
+        until_blocking(lambda: worker()["status"] == "running", 60, "app did not run across processes",
+                       ignoring=WORKER_NOT_YET)
         victim = worker()["nodes"][0]
         cluster = _get(f"{api}/api/v1/clusters/edge-1", token)   # infrastructure from registrations alone
         assert cluster["alive"] and {n["name"] for n in cluster["node_status"]} == \
@@ -102,8 +93,8 @@ def test_agents_in_separate_processes_form_the_hierarchy_and_heal(prosody, tmp_p
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert f"crash {victim}" in out.stdout
-        _wait(lambda: worker()["status"] == "running" and victim not in worker()["nodes"], 30,
-              "component was not relocated after the node crash")
+        until_blocking(lambda: worker()["status"] == "running" and victim not in worker()["nodes"], 30,
+                       "component was not relocated after the node crash", ignoring=WORKER_NOT_YET)
         decisions = _get(f"{api}/api/v1/decisions?app=solo&limit=200", token)
         assert any(d["stage"] == "execute" and d["outcome"] == "completed" for d in decisions)
     finally:

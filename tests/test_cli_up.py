@@ -8,12 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.support import until_blocking
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(120)
@@ -36,19 +37,6 @@ def _apps(api: str, token: str) -> dict:
             for a in _get(f"{api}/api/v1/apps", token)}
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(what)
-
-
 def test_up_runs_the_demo_slice_and_heals_a_crashed_node(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path)}   # run.json and state go to a private home
     slice_file = tmp_path / "demo.yaml"
@@ -59,7 +47,7 @@ def test_up_runs_the_demo_slice_and_heals_a_crashed_node(tmp_path):
                             stderr=subprocess.STDOUT, text=True)
     try:
         run_file = tmp_path / ".mlsysops" / "demo" / "run.json"
-        _wait(run_file.exists, 40, "mlsysops up did not start")
+        until_blocking(run_file.exists, 40, "mlsysops up did not start")
         run = json.loads(run_file.read_text())
         api, token_file = run["api"], Path(run["token_file"])
         assert run["control"] == f"{api}/api/v1"
@@ -74,11 +62,11 @@ def test_up_runs_the_demo_slice_and_heals_a_crashed_node(tmp_path):
             assert exc.code == 401
         running = lambda: all(s["status"] == "running" for app in _apps(api, token).values()  # noqa: E731
                               for s in app.values()) and len(_apps(api, token)) == 2
-        _wait(running, 30, "apps did not reach running")
+        until_blocking(running, 30, "apps did not reach running")
         # The Prometheus endpoint serves the slice once digests arrive; the dashboard page is served.
         metrics = lambda: 'system_cpu_utilization{host_name="edge-rpi-1"' in urllib.request.urlopen(  # noqa: E731
             f"{api}/metrics", timeout=5).read().decode()
-        _wait(metrics, 20, "/metrics never served the nodes' cpu")
+        until_blocking(metrics, 20, "/metrics never served the nodes' cpu")
         with urllib.request.urlopen(f"{api}/dashboard", timeout=5) as resp:
             assert b"uPlot" in resp.read()
         node = _apps(api, token)["env-monitor"]["sensor-reader"]["nodes"][0]
@@ -87,7 +75,7 @@ def test_up_runs_the_demo_slice_and_heals_a_crashed_node(tmp_path):
         assert f"crash {node}" in out.stdout
         moved = lambda: (s := _apps(api, token)["env-monitor"]["sensor-reader"])["status"] == "running" \
             and node not in s["nodes"]  # noqa: E731
-        _wait(moved, 20, "the component was not relocated")
+        until_blocking(moved, 20, "the component was not relocated")
         bad = subprocess.run([*_mlsysops(), "sim", "fail-node", "no-such-node"], env=env, capture_output=True,
                              text=True)
         assert bad.returncode == 1 and "unknown node" in bad.stderr

@@ -37,8 +37,7 @@ def agent() -> ClusterAgent:
         jid = f"node-{n}@localhost"
         ag.children._children[jid] = ChildRecord(jid=jid, agent_id=n, role=Role.NODE, description={},
                                                  joined_at=now, last_heartbeat=now)
-    ag.instances["i1"] = {"instance_id": "i1", "app": "a", "component": "web", "node": "edge-rpi-1",
-                          "status": "running", "reason": None, "since": now}
+    ag.instances.adopt({"instance_id": "i1", "app": "a", "component": "web", "node": "edge-rpi-1"}, "running")
     return ag
 
 

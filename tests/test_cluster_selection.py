@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
-from mlsysops.agents.placement.types import ComponentRequest, NodeView
 from mlsysops.policies.cluster_selection import ClusterView, select_clusters, summary_reasons
 from mlsysops.policies.placement_engine import DependencyCycleError
+from tests.support import GI, node_view
+from tests.support import component_request as req
 
-GI = 1 << 30
-
-
-def node(name: str, **kw: object) -> NodeView:
-    kw.setdefault("cpu_capacity", 4.0)
-    kw.setdefault("memory_capacity", 8 * GI)
-    kw.setdefault("layer", "edge")
-    return NodeView(name=name, **kw)  # type: ignore[arg-type]
-
-
-def req(name: str = "web", **kw: object) -> ComponentRequest:
-    return ComponentRequest(app="app", name=name, **kw)  # type: ignore[arg-type]
+node = functools.partial(node_view, layer="edge")   # these scenarios are about edge nodes
 
 
 def test_allowed_list_is_honoured() -> None:

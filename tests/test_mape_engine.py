@@ -1,11 +1,11 @@
 """MAPE engine: full cycle, isolation of bad policies, hot reload, per-app selection, triggers, backoff."""
 
 import asyncio
+import functools
 import os
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +19,14 @@ from mlsysops.agents.mape import (
     MechanismRegistry,
     PolicyRegistry,
 )
+from tests import support
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plugins"
 pytestmark = pytest.mark.asyncio
 
 
-async def until(cond: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+# the engine's steps are milliseconds apart: poll often, give up sooner than slice tests do
+until = functools.partial(support.until, timeout=3.0, interval=0.01)
 
 
 class Scripted:

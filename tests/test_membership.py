@@ -17,6 +17,7 @@ from mlsysops.agents.membership import (
     ParentMembership,
 )
 from mlsysops.agents.protocol import Envelope, Kind, Role
+from tests.support import until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.xmpp, pytest.mark.timeout(60)]
 
@@ -63,7 +64,7 @@ async def make_child(make_agent: Any, parent_jid: str, **kw: Any) -> tuple[Any, 
     return agent, membership
 
 
-async def test_child_registers_and_heartbeats(make_agent: Any, eventually: Any) -> None:
+async def test_child_registers_and_heartbeats(make_agent: Any) -> None:
     parent, pm, events = await make_parent(make_agent)
     child, cm = await make_child(make_agent, str(parent.jid), capabilities=["gpu"])
     assert await events.next() == ("joined", child.agent_id, None)
@@ -72,7 +73,7 @@ async def test_child_registers_and_heartbeats(make_agent: Any, eventually: Any) 
     (rec,) = pm.children()
     assert rec.jid == str(child.jid) and rec.role is Role.NODE and rec.description == {"cpu": 4}
     assert rec.capabilities == ["gpu"] and rec.alive
-    await eventually(lambda: rec.seq >= 3, timeout=3)
+    await until(lambda: rec.seq >= 3, timeout=3)
     assert rec.digest == {"load": 0.5}
     assert time.time() - rec.last_heartbeat < 1.0
     assert cm.registrations == 1
@@ -104,7 +105,7 @@ async def test_hung_child_is_lost_after_missed_heartbeats_then_recovers(make_age
     assert pm.child(str(child.jid)).alive  # type: ignore[union-attr]
 
 
-async def test_a_frozen_parent_loop_loses_no_child(make_agent: Any, eventually: Any) -> None:
+async def test_a_frozen_parent_loop_loses_no_child(make_agent: Any) -> None:
     """A pause of the whole process (GC, a blocking call, a suspended VM) longer than the liveness period:
     nobody could heartbeat or listen, so no child is lost."""
     parent, pm, events = await make_parent(make_agent, misses=3)
@@ -113,12 +114,12 @@ async def test_a_frozen_parent_loop_loses_no_child(make_agent: Any, eventually: 
     await cm.wait_connected(timeout=3)
     seq = pm.child(str(child.jid)).seq   # type: ignore[union-attr]
     time.sleep(3 * 3 * HB)               # the loop is frozen for three liveness periods
-    await eventually(lambda: pm.child(str(child.jid)).seq > seq + 3, timeout=3)   # type: ignore[union-attr]
+    await until(lambda: pm.child(str(child.jid)).seq > seq + 3, timeout=3)   # type: ignore[union-attr]
     assert pm.stalls >= 1 and events.queue.empty()    # no "lost" event, nothing to recover
     assert pm.child(str(child.jid)).alive             # type: ignore[union-attr]
 
 
-async def test_an_xmpp_server_outage_loses_no_child(make_agent: Any, tmp_path: Any, eventually: Any) -> None:
+async def test_an_xmpp_server_outage_loses_no_child(make_agent: Any, tmp_path: Any) -> None:
     """The server goes away for several liveness periods and comes back: the parent heard nobody, which says
     nothing about its children (they keep their work), so none is lost."""
     from mlsysops.agents.xmpp_prosody import ProsodyServer
@@ -137,12 +138,12 @@ async def test_an_xmpp_server_outage_loses_no_child(make_agent: Any, tmp_path: A
         assert (await events.next())[0] == "joined"
         await cm.wait_connected(timeout=3)
         await server.stop()
-        await eventually(lambda: not agent.connected, timeout=10)
+        await until(lambda: not agent.connected, timeout=10)
         await asyncio.sleep(4 * 3 * HB)            # four liveness periods without a server
         await server.start()
-        await eventually(lambda: agent.connected and child.connected, timeout=10)
+        await until(lambda: agent.connected and child.connected, timeout=10)
         seq = pm.child(str(child.jid)).seq        # type: ignore[union-attr]
-        await eventually(lambda: pm.child(str(child.jid)).seq > seq + 2, timeout=10)   # type: ignore[union-attr]
+        await until(lambda: pm.child(str(child.jid)).seq > seq + 2, timeout=10)   # type: ignore[union-attr]
         assert events.queue.empty(), events.queue._queue    # type: ignore[attr-defined]
         await cm.stop()
         await pm.stop()
@@ -150,7 +151,7 @@ async def test_an_xmpp_server_outage_loses_no_child(make_agent: Any, tmp_path: A
         await server.stop()
 
 
-async def test_restarted_parent_relearns_children(make_agent: Any, eventually: Any) -> None:
+async def test_restarted_parent_relearns_children(make_agent: Any) -> None:
     parent, pm, events = await make_parent(make_agent)
     child, cm = await make_child(make_agent, str(parent.jid))
     assert (await events.next())[0] == "joined"
@@ -161,7 +162,7 @@ async def test_restarted_parent_relearns_children(make_agent: Any, eventually: A
 
     parent2, pm2, events2 = await make_parent(make_agent, jid=parent_jid)  # same JID, empty memory
     assert await events2.next(timeout=5) == ("joined", child.agent_id, None)
-    await eventually(lambda: cm.connected and cm.registrations >= 2, timeout=5)
+    await until(lambda: cm.connected and cm.registrations >= 2, timeout=5)
     assert [c.jid for c in pm2.children()] == [str(child.jid)]
 
 

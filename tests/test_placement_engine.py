@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 
-from mlsysops.agents.placement.types import ComponentRequest, NodeView
 from mlsysops.policies.placement_engine import DependencyCycleError, dependency_order, place_app, schedule
+from tests.support import component_request as req
+from tests.support import node_view
 
-GI = 1 << 30
-
-
-def node(name: str, **kw: object) -> NodeView:
-    kw.setdefault("cpu_capacity", 4.0)
-    kw.setdefault("memory_capacity", 8 * GI)
-    kw.setdefault("layer", "edge")
-    return NodeView(name=name, **kw)  # type: ignore[arg-type]
-
-
-def req(name: str = "web", **kw: object) -> ComponentRequest:
-    return ComponentRequest(app="app", name=name, **kw)  # type: ignore[arg-type]
+node = functools.partial(node_view, layer="edge")   # these scenarios are about edge nodes
 
 
 def test_pinned_node_wins_even_if_worse() -> None:

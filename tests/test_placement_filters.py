@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from mlsysops.agents.placement.types import ComponentRequest, NodeView
 from mlsysops.policies.placement_filters import (
     DEFAULT_FILTERS,
     applicable_filters,
@@ -20,18 +19,10 @@ from mlsysops.policies.placement_filters import (
     filter_sensors,
     run_filters,
 )
+from tests.support import component_request as req
+from tests.support import node_view as node
 
 MI = 1 << 20
-
-
-def req(**kw: object) -> ComponentRequest:
-    return ComponentRequest(app="app", name="comp", **kw)  # type: ignore[arg-type]
-
-
-def node(name: str = "node-1", **kw: object) -> NodeView:
-    kw.setdefault("cpu_capacity", 4.0)
-    kw.setdefault("memory_capacity", 4096 * MI)
-    return NodeView(name=name, **kw)  # type: ignore[arg-type]
 
 
 def test_alive() -> None:

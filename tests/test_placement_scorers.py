@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlsysops.agents.placement.types import ComponentRequest, NodeView
 from mlsysops.policies.placement_engine import PlacementConfig, schedule
 from mlsysops.policies.placement_scorers import (
     DEFAULT_WEIGHTS,
@@ -20,18 +19,9 @@ from mlsysops.policies.placement_scorers import (
     score_spread,
     score_utilization,
 )
-
-GI = 1 << 30
-
-
-def node(name: str, **kw: object) -> NodeView:
-    kw.setdefault("cpu_capacity", 4.0)
-    kw.setdefault("memory_capacity", 8 * GI)
-    return NodeView(name=name, **kw)  # type: ignore[arg-type]
-
-
-def req(**kw: object) -> ComponentRequest:
-    return ComponentRequest(app="app", name="web", **kw)  # type: ignore[arg-type]
+from tests.support import GI
+from tests.support import component_request as req
+from tests.support import node_view as node
 
 
 @given(st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=50))

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from mlsysops.agents.placement.types import ComponentRequest, NodeView
 from mlsysops.policies.relocation_logic import QOS_RELATIONS, plan_relocations, qos_violated
+from tests.support import component_request as req
+from tests.support import node_view
 
-GI = 1 << 30
 KEY = ("app", "web")
 
 
-def node(name: str, **kw: object) -> NodeView:
-    kw.setdefault("cpu_capacity", 4.0)
-    kw.setdefault("memory_capacity", 8 * GI)
-    kw.setdefault("layer", "edge")
-    return NodeView(name=name, **kw)  # type: ignore[arg-type]
-
-
-def req(name: str = "web", **kw: object) -> ComponentRequest:
-    return ComponentRequest(app="app", name=name, **kw)  # type: ignore[arg-type]
+node = functools.partial(node_view, layer="edge")   # these scenarios are about edge nodes
 
 
 @pytest.mark.parametrize(

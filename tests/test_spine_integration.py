@@ -19,6 +19,7 @@ from mlsysops.agents.protocol import Envelope, Kind, Performative, decode, encod
 from mlsysops.agents.slice_config import load_slice
 from mlsysops.cli.slice_runtime import SliceRuntime
 from mlsysops.sim import InstanceState
+from tests.support import formed, until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,18 +47,6 @@ async def make_slice(prosody):
         await rt.stop()
 
 
-async def until(predicate, timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        await asyncio.sleep(0.05)
-
-
-def formed(rt: SliceRuntime) -> bool:
-    h = rt.hierarchy()
-    return all(c["registered"] for c in h.values()) and \
-        sum(sum(1 for alive in c["nodes"].values() if alive) for c in h.values()) == len(rt.spec.nodes)
 
 
 def statuses(rt: SliceRuntime, app: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ Output is always the Kubernetes form. Only ``DescriptionError`` escapes from the
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -73,6 +74,12 @@ class Document:
     @property
     def name(self) -> str:
         return self.spec.id
+
+    @functools.cached_property
+    def kubernetes_form(self) -> dict[str, Any]:
+        """``to_k8s(self.spec)``, computed once per loaded document: each layer converts what it parsed once
+        and shares the result (callers must not mutate it; copy before changing metadata)."""
+        return to_k8s(self.spec)
 
 
 # ------------------------------------------------------------------ errors

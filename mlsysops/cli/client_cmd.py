@@ -197,7 +197,6 @@ def register(app: typer.Typer) -> None:
             MLSysOpsApp,
             MLSysOpsNode,
             load_file,
-            to_k8s,
         )
 
         client = Client(api, token, context)
@@ -211,7 +210,7 @@ def register(app: typer.Typer) -> None:
                 continue
             for doc in docs:
                 if isinstance(doc.spec, MLSysOpsNode):
-                    client.call("POST", "/api/v1/nodes", json=to_k8s(doc.spec))
+                    client.call("POST", "/api/v1/nodes", json=doc.kubernetes_form)
                     typer.echo(f"node/{doc.name} registered")
                     continue
                 if not isinstance(doc.spec, MLSysOpsApp):
@@ -219,7 +218,7 @@ def register(app: typer.Typer) -> None:
                                err=True)
                     failed = True
                     continue
-                out = client.call("PUT", f"/api/v1/apps/{doc.name}", json=to_k8s(doc.spec))
+                out = client.call("PUT", f"/api/v1/apps/{doc.name}", json=doc.kubernetes_form)
                 verb = (out or {}).get("result") or "configured"
                 typer.echo(f"app/{doc.name} {verb}")
         if failed:

@@ -20,8 +20,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from tests import support
 
 DEFAULT_BIN_DIR = Path.home() / ".cache" / "mlsysops" / "kube-1.20.2"
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -184,21 +188,8 @@ class KubeStack:
         self.procs.clear()
 
 
-async def until(probe, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    """Await `probe()` (sync or async) until it returns something truthy, which is returned;
-    AssertionError after `timeout` s. For tests that wait on the API server, never sleep blindly."""
-    import asyncio
-    import inspect
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last = None
-    while True:
-        last = probe()
-        if inspect.isawaitable(last):
-            last = await last
-        if last:
-            return last
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
-        await asyncio.sleep(interval)
+async def until(probe: Callable[[], Any], timeout: float = 20.0, message: str = "condition",
+                interval: float = 0.05) -> Any:
+    """`tests.support.until` with a longer default: the API server and simulated kubelets are slower than
+    the agents."""
+    return await support.until(probe, timeout, message, interval)

@@ -229,15 +229,15 @@ async def test_server_down_then_back(kube_stack, kube_client, kube_ns, tmp_path)
             cr = await read_cr(kube_client, kube_ns)
             return cr and cr["status"]["phase"] == "Failed"
 
-        await until(written, timeout=15, what="status written once the server is back")
+        await until(written, timeout=15, message="status written once the server is back")
         # the server may answer before the mirror has recorded the write
-        await until(lambda: mirror.last_error is None and not mirror.pending, timeout=5, what="mirror settled")
+        await until(lambda: mirror.last_error is None and not mirror.pending, timeout=5, message="mirror settled")
 
         await proxy.stop()
         mirror.remove_app("env-monitor")
-        await until(lambda: mirror.last_error, timeout=15, what="delete failing while down")
+        await until(lambda: mirror.last_error, timeout=15, message="delete failing while down")
         await proxy.start()
-        await until(lambda: _gone(kube_client, kube_ns), timeout=15, what="CR deleted once the server is back")
+        await until(lambda: _gone(kube_client, kube_ns), timeout=15, message="CR deleted once the server is back")
     finally:
         await mirror.stop(flush=False)
         await proxy.stop()

@@ -122,7 +122,7 @@ async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, ku
         await rt.start()
         server = ApiServer(create_app(ApiBackend(runtime=rt), {TOKEN: Role.admin}), port=0)
         url = await server.start()
-        await until(lambda: formed(rt), 20, what="hierarchy formed")
+        await until(lambda: formed(rt), 20, message="hierarchy formed")
         ready = raw(kube_client, await k.CoreV1Api(kube_client).read_namespace(ns))
         assert ready["status"]["phase"] == "Active"   # the runtime created the workload namespace
         t_formed = time.monotonic() - t_start
@@ -130,7 +130,7 @@ async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, ku
             t0 = time.monotonic()
             r = await http.post(f"{V1}/apps", content=APP_FILE.read_text(), headers={"Content-Type": "application/yaml"})
             assert r.status_code == 201, r.text
-            comps = await until(lambda: all_running(http), 60, what=f"{APP} running via the API")
+            comps = await until(lambda: all_running(http), 60, message=f"{APP} running via the API")
             t_running = time.monotonic() - t0
             assert set(comps) == {"aggregator", "sensor-reader"}
 
@@ -150,7 +150,7 @@ async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, ku
                 cr = await app_cr(kube_client, ns, APP)
                 return cr if cr and (cr.get("status") or {}).get("phase") == "Running" else None
 
-            cr = await until(cr_running, 20, what="MLSysOpsApp CR with phase Running")
+            cr = await until(cr_running, 20, message="MLSysOpsApp CR with phase Running")
             assert cr["spec"]["components"][0]["metadata"]["name"] in comps
             assert cr["status"]["components"]["sensor-reader"]["nodes"] == comps["sensor-reader"]["nodes"]
             # The cluster agent's policies see the Kubernetes Node (allocatable, conditions) beside the model.
@@ -166,7 +166,7 @@ async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, ku
                 st = (cr or {}).get("status") or {}
                 return st if st.get("phase") == phase else None
 
-            st = await until(lambda: node_status(victim, "Ready"), 20, what=f"MLSysOpsNode {victim} Ready")
+            st = await until(lambda: node_status(victim, "Ready"), 20, message=f"MLSysOpsNode {victim} Ready")
             assert "env-monitor/sensor-reader" in st["components"] and st["kubernetes"]["ready"] is True
             cluster_cr = await app_cr(kube_client, ns, "edge-1", "mlsysopsclusters")
             assert cluster_cr["spec"]["cluster_id"] == "edge-1" and cluster_cr["status"]["phase"] == "Ready"
@@ -183,7 +183,7 @@ async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, ku
                 pods = await running_pods(kube_client, ns, "sensor-reader")
                 return now if [p["spec"]["nodeName"] for p in pods] == sr["nodes"] else None
 
-            after = await until(elsewhere, 60, what="sensor-reader running on another node")
+            after = await until(elsewhere, 60, message="sensor-reader running on another node")
             t_relocated = time.monotonic() - t1
             new_node = after["sensor-reader"]["nodes"][0]
             assert new_node != victim
@@ -191,21 +191,21 @@ async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, ku
             ready_cond = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
             assert ready_cond["status"] == "False"   # the crashed sim node is NotReady in Kubernetes
             await until(lambda: rt.clusters["edge-1"].system_description()["nodes"][victim]["kubernetes"]["ready"]
-                        is False, 20, what="the inventory sees the crashed node NotReady")
-            cr = await until(cr_running, 20, what="CR back to Running after the relocation")
-            st = await until(lambda: node_status(victim, "NotReady"), 20, what=f"MLSysOpsNode {victim} NotReady")
+                        is False, 20, message="the inventory sees the crashed node NotReady")
+            cr = await until(cr_running, 20, message="CR back to Running after the relocation")
+            st = await until(lambda: node_status(victim, "NotReady"), 20, message=f"MLSysOpsNode {victim} NotReady")
             ready_cr = next(c for c in st["conditions"] if c["type"] == "Ready")
             assert ready_cr["status"] == "False" and "env-monitor/sensor-reader" not in st["components"]
             cluster_st = (await app_cr(kube_client, ns, "edge-1", "mlsysopsclusters"))["status"]
             assert cluster_st["phase"] == "Degraded" and cluster_st["readyNodes"] == cluster_st["nodes"] - 1
-            await until(lambda: app_cr_nodes(kube_client, ns, new_node), 20, what="CR status shows the new node")
+            await until(lambda: app_cr_nodes(kube_client, ns, new_node), 20, message="CR status shows the new node")
 
             async def one_deployment_each() -> list[dict[str, Any]] | None:
                 deps = await deployments(kube_client, ns)
                 comps_ = [d["metadata"]["labels"][mf.LABEL_COMPONENT] for d in deps]
                 return deps if sorted(comps_) == ["aggregator", "sensor-reader"] else None
 
-            deps = await until(one_deployment_each, 20, what="exactly one Deployment per component")
+            deps = await until(one_deployment_each, 20, message="exactly one Deployment per component")
             sr_dep = next(d for d in deps if d["metadata"]["labels"][mf.LABEL_COMPONENT] == "sensor-reader")
             assert pinned_node(sr_dep) == [new_node]
 
@@ -218,7 +218,7 @@ async def test_demo_slice_on_kubernetes_submit_crash_relocate_delete(prosody, ku
                 return not await labelled_leftovers(kube_client, ns)
 
             try:
-                await until(nothing_left, 30, what="no labelled object left")
+                await until(nothing_left, 30, message="no labelled object left")
             except AssertionError:
                 raise AssertionError(f"left: {await labelled_leftovers(kube_client, ns)}") from None
             t_deleted = time.monotonic() - t2
@@ -255,17 +255,17 @@ async def test_qos_violation_moves_the_deployment_to_another_node(prosody, kube_
                       jid_suffix="-" + uuid.uuid4().hex[:6], overrides=overrides)
     try:
         await rt.start()
-        await until(lambda: formed(rt), 20, what="hierarchy formed")
+        await until(lambda: formed(rt), 20, message="hierarchy formed")
         rt.continuum.submit_app(yaml.safe_load(QOS_APP), source="test")
 
         def worker() -> dict[str, Any]:
             return rt.continuum.app_status("latency").get("worker") or {}
 
-        await until(lambda: worker().get("status") == "running", 60, what="latency/worker running")
+        await until(lambda: worker().get("status") == "running", 60, message="latency/worker running")
         hot = worker()["nodes"][0]
         rt.sim.load_spike(hot, cpu_cores=rt.sim.node(hot).cpu_cores * 2, duration_s=120)
         await until(lambda: worker().get("status") == "running" and worker()["nodes"] and hot not in worker()["nodes"],
-                    60, what="QoS violation relocated the worker")
+                    60, message="QoS violation relocated the worker")
         target = worker()["nodes"][0]
         plans = rt.clusters["edge-1"].decisions(app="latency", policy="relocation", stage="plan")
         assert any("qos violated" in str(p.get("explanation")) for p in plans), [p["reason"] for p in plans]
@@ -279,7 +279,7 @@ async def test_qos_violation_moves_the_deployment_to_another_node(prosody, kube_
                   and [p["spec"]["nodeName"] for p in pods] == [target])
             return deps["items"] if ok else None
 
-        await until(moved, 30, what=f"one Deployment, pinned to {target}, its pod running there")
+        await until(moved, 30, message=f"one Deployment, pinned to {target}, its pod running there")
     finally:
         await teardown(rt, kube_client, ns)
 
@@ -360,7 +360,7 @@ async def test_cli_cluster_agent_places_on_the_kubeconfig_cluster(prosody, kube_
                 w = r.json()["components"]["worker"] if r.status_code == 200 else {}
                 return w if w.get("status") == "running" else None
 
-            w = await until(worker, 60, what="solo/worker running through the CLI cluster agent")
+            w = await until(worker, 60, message="solo/worker running through the CLI cluster agent")
         sel = f"{mf.LABEL_APP}=solo"
         deps = raw(kube_client, await k.AppsV1Api(kube_client).list_namespaced_deployment(ns, label_selector=sel))
         assert [pinned_node(d) for d in deps["items"]] == [w["nodes"]]
@@ -425,21 +425,21 @@ async def test_api_server_outage_keeps_the_table_and_reconciles_after(prosody, k
         await rt.start()
         server = ApiServer(create_app(ApiBackend(runtime=rt), {TOKEN: Role.admin}), port=0)
         url = await server.start()
-        await until(lambda: formed(rt), 20, what="hierarchy formed")
+        await until(lambda: formed(rt), 20, message="hierarchy formed")
         edge = rt.clusters["edge-1"]
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=15) as http:
             r = await http.post(f"{V1}/apps", content=APP_FILE.read_text(), headers={"Content-Type": "application/yaml"})
             assert r.status_code == 201, r.text
-            await until(lambda: all_running(http), 60, what=f"{APP} running")
+            await until(lambda: all_running(http), 60, message=f"{APP} running")
             table = {iid: row["status"] for iid, row in edge.instances.items()}
 
             proxy.down = True
             t0 = time.monotonic()
-            await until(lambda: edge.substrate_error, 30, what="the cluster agent notices the outage")
+            await until(lambda: edge.substrate_error, 30, message="the cluster agent notices the outage")
             r = await http.post(f"{V1}/apps", content=PROBE, headers={"Content-Type": "application/yaml"})
             assert r.status_code == 201, r.text
             await until(lambda: edge.decision_log.query(app="probe", stage="execute", limit=5), 30,
-                        what="a placement of probe attempted during the outage")
+                        message="a placement of probe attempted during the outage")
             assert {iid: row["status"] for iid, row in edge.instances.items() if iid in table} == table
             assert await all_running(http), "the app must stay running in the API during the outage"
             outage = [e for e in edge.decision_log.query(stage="event", limit=500)
@@ -454,7 +454,7 @@ async def test_api_server_outage_keeps_the_table_and_reconciles_after(prosody, k
                 comps = r.json()["components"] if r.status_code == 200 else {}
                 return bool(comps) and all(c["status"] == "running" for c in comps.values())
 
-            await until(probe_running, 60, what="probe deployed once the API server is back")
+            await until(probe_running, 60, message="probe deployed once the API server is back")
             t_back = time.monotonic() - t1
             assert edge.substrate_error is None
             assert await all_running(http)

@@ -208,18 +208,18 @@ async def test_inventory_watches_sim_nodes(kube_client, sim_kubelets) -> None:
         assert made.labels == ["tier:far"] and made.cpu_cores == 1
 
         sim.crash_node(a)
-        await until(lambda: inv.view(a).ready is False, what="crashed node NotReady in the inventory")
+        await until(lambda: inv.view(a).ready is False, message="crashed node NotReady in the inventory")
         assert a not in inv.placeable() and inv.view(a).conditions["Ready"]["reason"] == "SimNodeDown"
         assert (a, False) in changes
         sim.recover_node(a)
-        await until(lambda: inv.view(a).ready is True, what="recovered node Ready again")
+        await until(lambda: inv.view(a).ready is True, message="recovered node Ready again")
 
         from kubernetes.aio import client as k
         await k.CoreV1Api(kube_client).delete_node(extra)
-        await until(lambda: inv.view(extra) is None, what="deleted node gone")
+        await until(lambda: inv.view(extra) is None, message="deleted node gone")
         assert (extra, None) in changes
         await k.CoreV1Api(kube_client).delete_node(b)
-        await until(lambda: not inv.view(b).in_kubernetes, what="deleted described node flagged")
+        await until(lambda: not inv.view(b).in_kubernetes, message="deleted described node flagged")
         assert inv.view(b).warnings == ["described but there is no Kubernetes Node of that name"]
     finally:
         await inv.stop()

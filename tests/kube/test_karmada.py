@@ -8,10 +8,9 @@ member cluster, waits until its ResourceBinding reports it applied and healthy t
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +21,13 @@ from kubernetes.aio import client as k
 from mlsysops.agents.descriptions import load_file, load_obj
 from mlsysops.mechanisms.karmada_placement import KarmadaPlacementMechanism
 from mlsysops.substrates.kubernetes import karmada as kk
+from tests.kube.harness import until
 from tests.kube.karmada_crds import StandInScheduler, add_cluster, install_crds
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = load_file(ROOT / "examples" / "apps" / "env-monitor.yaml")[0].spec
 ASYNC = pytest.mark.asyncio(loop_scope="session")
 pytestmark = ASYNC
-
-
-async def until(probe: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    """Await `probe()` until it returns something truthy (condition with a deadline, no fixed sleeps)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last = None
-    while loop.time() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s; last: {last!r}")
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -98,7 +98,7 @@ async def test_continuum_places_each_component_on_its_cluster_through_karmada(pr
         assert isinstance(rt.continuum.cluster_dispatch, KarmadaPlacementMechanism)
         server = ApiServer(create_app(ApiBackend(runtime=rt), {TOKEN: Role.admin}), port=0)
         url = await server.start()
-        await until(lambda: formed(rt), 20, what="hierarchy formed")
+        await until(lambda: formed(rt), 20, message="hierarchy formed")
         t_formed = time.monotonic() - t_start
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=15) as http:
             t0 = time.monotonic()
@@ -110,7 +110,7 @@ async def test_continuum_places_each_component_on_its_cluster_through_karmada(pr
                 comps = await all_in(http, "pending")
                 return comps if comps and all(c["cluster"] for c in comps.values()) else None
 
-            comps = await until(placed_pending, 30, what="both components placed, pending in Karmada")
+            comps = await until(placed_pending, 30, message="both components placed, pending in Karmada")
             assert {c["reason"] for c in comps.values()} == {"no ResourceBinding yet"}, comps
             pps = await policies(kube_client, ns)
             by_comp = {p["metadata"]["labels"][mf.LABEL_COMPONENT]: p for p in pps}
@@ -124,7 +124,7 @@ async def test_continuum_places_each_component_on_its_cluster_through_karmada(pr
 
             async with StandInScheduler(kube_client, ns):
                 t1 = time.monotonic()
-                comps = await until(lambda: all_in(http, "running"), 30, what=f"{APP} running via Karmada")
+                comps = await until(lambda: all_in(http, "running"), 30, message=f"{APP} running via Karmada")
                 t_running, t_bound = time.monotonic() - t0, time.monotonic() - t1
                 for comp, st in comps.items():
                     assert st["cluster"] == "edge-1" and st["reason"] is None, (comp, st)
@@ -139,14 +139,14 @@ async def test_continuum_places_each_component_on_its_cluster_through_karmada(pr
                         return None
                     return cr if (cr.get("status") or {}).get("phase") == "Running" else None
 
-                cr = await until(app_cr_running, 20, what="MLSysOpsApp CR Running in Karmada")
+                cr = await until(app_cr_running, 20, message="MLSysOpsApp CR Running in Karmada")
                 assert {c: v["cluster"] for c, v in cr["status"]["components"].items()} == {
                     "aggregator": "edge-1", "sensor-reader": "edge-1"}
 
                 # A restarted continuum adopts the placements found in Karmada: no second placement.
                 t2 = time.monotonic()
                 cont = await rt.restart_continuum()
-                comps = await until(lambda: all_in(http, "running"), 30, what="running after the restart")
+                comps = await until(lambda: all_in(http, "running"), 30, message="running after the restart")
                 t_restart = time.monotonic() - t2
                 assert cont.assignments == {APP: {"aggregator": "edge-1", "sensor-reader": "edge-1"}}
                 assert [e for e in cont.decision_log.query(stage="event", limit=200) if "adopted" in e.reason]
@@ -161,7 +161,7 @@ async def test_continuum_places_each_component_on_its_cluster_through_karmada(pr
                     return not await leftovers(kube_client, ns)
 
                 try:
-                    await until(nothing_left, 30, what="no template, policy or binding left")
+                    await until(nothing_left, 30, message="no template, policy or binding left")
                 except AssertionError:
                     raise AssertionError(f"left: {await leftovers(kube_client, ns)}") from None
                 t_deleted = time.monotonic() - t3

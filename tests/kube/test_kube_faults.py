@@ -280,7 +280,7 @@ async def test_410_on_watch_relists(scripted) -> None:
     p.rules.append(Rule("GET", CMS, list_in_order, times=2))   # plain lists (watch requests matched above)
     w, syncs, events, task = await _watch(api, p)
     try:
-        await until(lambda: ("ADDED", "c") in events, what="event after the re-list")
+        await until(lambda: ("ADDED", "c") in events, message="event after the re-list")
         assert syncs == [["a"], ["a", "b"]] and w.lists == 2
         assert events == [("ADDED", "b"), ("ADDED", "c")]
     finally:
@@ -296,7 +296,7 @@ async def test_dropped_watch_stream_resumes_from_the_last_version(scripted) -> N
     p.script("GET", CMS, _list("10", ["a"]))
     w, syncs, events, task = await _watch(api, p)
     try:
-        await until(lambda: ("MODIFIED", "b") in events, what="event after resuming")
+        await until(lambda: ("MODIFIED", "b") in events, message="event after resuming")
         assert syncs == [["a"]] and w.lists == 1       # resumed at 11, no re-list
         assert events == [("ADDED", "b"), ("MODIFIED", "b")]
     finally:
@@ -361,7 +361,7 @@ async def test_lost_answers_and_5xx_do_not_deploy_twice(faulty_env, kube_client,
     assert dep.metadata.generation == 1
     assert p.count("PATCH", DEPLOYMENTS + r"/[^/]+") == 2
     assert len((await k.CoreV1Api(kube_client).list_namespaced_service(kube_ns)).items) == 1
-    await until(lambda: _running(mech), timeout=30, what="instance running after the faults")
+    await until(lambda: _running(mech), timeout=30, message="instance running after the faults")
 
 
 async def _running(mech) -> bool:

@@ -54,7 +54,7 @@ async def running(mech, *iids: str) -> dict:
         state = await mech.get_state()
         by_id = {i["instance_id"]: i for i in state["instances"]}
         return by_id if all(by_id.get(i, {}).get("state") == "running" for i in iids) else None
-    return await until(probe, timeout=30, what=f"{iids} running")
+    return await until(probe, timeout=30, message=f"{iids} running")
 
 
 async def test_deploy_creates_a_deployment_with_affinity_and_a_service_then_runs(env, kube_client, kube_ns) -> None:
@@ -125,7 +125,7 @@ async def test_move_is_make_before_break(env, kube_client, kube_ns) -> None:
     res = await mech.apply({"app": APP, "actions": [{"action": "move", "component": "aggregator",
                                                      "instance_id": old_id, "from": n1, "to": n2}]})
     assert res["ok"], res
-    await until(lambda: any(e[0] == n1 and e[1] == "gone" for e in timeline), what="old pod deleted")
+    await until(lambda: any(e[0] == n1 and e[1] == "gone" for e in timeline), message="old pod deleted")
     task.cancel()
     detail = res["detail"][0]
     assert detail["instance_id"] == f"{APP}.aggregator.0@{n2}" and detail["waited_for_available"]
@@ -142,7 +142,7 @@ async def test_move_from_a_crashed_node_does_not_wait_and_fluidity_move_works(en
     assert (await mech.apply(deploy("aggregator", n1)))["ok"]
     await running(mech, f"{APP}.aggregator.0@{n1}")
     sim.crash_node(n1)
-    await until(lambda: _down(mech, n1), what="node down in state")
+    await until(lambda: _down(mech, n1), message="node down in state")
     res = await mech.apply({"name": APP, "deployment_plan": {"aggregator": [
         {"action": "move", "src_host": n1, "target_host": n3}]}})
     assert res["ok"] and not res["detail"][0]["waited_for_available"], res
@@ -222,7 +222,7 @@ async def test_remove_leaves_no_orphans(env, kube_client, kube_ns) -> None:
                                                             "endpointslices"))["items"]]
         return not found and not [i for i in sim.instances() if not i.state.terminal]
 
-    await until(nothing_left, timeout=30, what="no objects and no sim instances left")
+    await until(nothing_left, timeout=30, message="no objects and no sim instances left")
     again = await mech.apply({"app": APP, "actions": [{"action": "remove", "component": "aggregator", "instance_id": a}]})
     assert again["ok"] and again["detail"][0]["removed"] is None     # idempotent
 
@@ -256,10 +256,10 @@ async def test_watch_feeds_state_reports(env) -> None:
     try:
         assert (await mech.apply(deploy("aggregator", n1)))["ok"]
         await until(lambda: any(i["state"] == "running" for r in reports for i in r["instances"]),
-                    what="a report with the instance running")
+                    message="a report with the instance running")
         sim.crash_node(n1)
         await until(lambda: reports[-1]["instances"][0]["state"] == "failed" and not reports[-1]["nodes_up"][n1],
-                    what="a report showing the instance failed with its node")
+                    message="a report showing the instance failed with its node")
         assert reports[-1]["instances"][0]["reason"] == f"node {n1} is not ready"
     finally:
         task.cancel()
@@ -312,7 +312,7 @@ async def test_watch_recovers_from_410_by_relisting(kube_stack, kube_client, kub
         await asyncio.wait_for(w.synced.wait(), 10)
         assert syncs == [["cm0", "cm1", "cm2"]] and w.lists == 1
         await core.create_namespaced_config_map(kube_ns, {"metadata": {"name": "cm3"}})
-        await until(lambda: ("ADDED", "cm3") in events, what="event after the re-list")
+        await until(lambda: ("ADDED", "cm3") in events, message="event after the re-list")
         assert ("ADDED", "cm1") not in events        # no replay of what the list already delivered
     finally:
         task.cancel()
@@ -359,5 +359,5 @@ async def test_an_unschedulable_instance_says_why(kube_client, kube_ns, sim_kube
         inst = {i["instance_id"]: i for i in (await mech.get_state())["instances"]}.get(iid)
         return inst if inst and (inst["reason"] or "").startswith("Unschedulable") else None
 
-    inst = await until(held, timeout=30, what="the scheduler's reason on the instance")
+    inst = await until(held, timeout=30, message="the scheduler's reason on the instance")
     assert inst["state"] == "starting" and "Insufficient cpu" in inst["reason"], inst

@@ -65,14 +65,14 @@ async def test_mechanism_contract_on_a_real_cluster(live) -> None:
         return next((i for i in state["instances"] if i["instance_id"] == instance and i["state"] == "running"),
                     None)
 
-    await until(lambda: running(iid), timeout=180, interval=1, what="probe running")
+    await until(lambda: running(iid), timeout=180, interval=1, message="probe running")
     current, where = iid, n1
     if len(nodes) > 1:
         res = await mech.apply({"app": APP, "actions": [{"action": "move", "component": "probe",
                                                          "instance_id": iid, "from": n1, "to": nodes[1]}]})
         assert res["ok"] and res["detail"][0]["waited_for_available"], res
         current, where = res["detail"][0]["instance_id"], nodes[1]
-        await until(lambda: running(current), timeout=180, interval=1, what="moved probe running")
+        await until(lambda: running(current), timeout=180, interval=1, message="moved probe running")
     spec = PROBE.component("probe").model_dump(mode="json", exclude_none=True)
     spec["containers"][0]["platform_requirements"]["cpu"]["requests"] = "20m"
     res = await mech.apply({"app": APP, "actions": [{"action": "change_spec", "component": "probe",
@@ -89,4 +89,4 @@ async def test_mechanism_contract_on_a_real_cluster(live) -> None:
                     or (await core.list_namespaced_pod(ns, label_selector=selector)).items
                     or (await core.list_namespaced_service(ns)).items)
 
-    await until(nothing_left, timeout=120, interval=1, what="no objects left")
+    await until(nothing_left, timeout=120, interval=1, message="no objects left")

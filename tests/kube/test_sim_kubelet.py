@@ -59,7 +59,7 @@ async def test_pods_run_as_sim_instances_and_crash_recreates_them_elsewhere(kube
         d = await apps.read_namespaced_deployment("web", kube_ns)
         return (d.status.available_replicas or 0) == 2
 
-    await until(available, what="web 2/2 available")
+    await until(available, message="web 2/2 available")
     pods = await pods_of(core, kube_ns, "web")
     assert all(p.status.phase == "Running" and p.status.pod_ip for p in pods)
     running = {i.instance_id: i for i in sim.instances(state=InstanceState.RUNNING)}
@@ -74,7 +74,7 @@ async def test_pods_run_as_sim_instances_and_crash_recreates_them_elsewhere(kube
         n = await core.read_node(victim)
         return n.status.conditions[0].status == "False"
 
-    await until(node_not_ready, what="crashed node NotReady")
+    await until(node_not_ready, message="crashed node NotReady")
 
     async def all_on_survivor():
         ps = await pods_of(core, kube_ns, "web")
@@ -82,7 +82,7 @@ async def test_pods_run_as_sim_instances_and_crash_recreates_them_elsewhere(kube
         return (len(ps) == 2 and all(p.spec.node_name == survivor for p in ps)
                 and (d.status.available_replicas or 0) == 2)
 
-    await until(all_on_survivor, timeout=30, what="pods recreated on the surviving node")
+    await until(all_on_survivor, timeout=30, message="pods recreated on the surviving node")
     assert not [i for i in sim.instances(node=victim) if not i.state.terminal]
 
     # deletion: pods go (grace 0 by the kubelet), instances stop
@@ -92,7 +92,7 @@ async def test_pods_run_as_sim_instances_and_crash_recreates_them_elsewhere(kube
         return not await pods_of(core, kube_ns, "web") and not [
             i for i in sim.instances() if not i.state.terminal]
 
-    await until(gone, timeout=30, what="pods and sim instances gone")
+    await until(gone, timeout=30, message="pods and sim instances gone")
     assert not kubelet.errors
 
 
@@ -108,19 +108,19 @@ async def test_recovered_node_is_ready_again_and_capacity_rejection_fails_bare_p
         tainted = any(t.key == "node.kubernetes.io/not-ready" for t in node.spec.taints or [])
         return node.status.conditions[0].status == status and tainted == (status == "False")
 
-    await until(lambda: ready("False"), what="NotReady + taint")
+    await until(lambda: ready("False"), message="NotReady + taint")
     # a pod bound while the node is down waits; it runs once the node is back
     await core.create_namespaced_pod(kube_ns, {"metadata": {"name": "early"}, "spec": {"nodeName": n, "containers": [
         {"name": "c", "image": "x", "resources": {"requests": {"cpu": "100m"}}}]}})
-    await until(lambda: f"{kube_ns}/early" in kubelet.pods, what="kubelet saw the pod")
+    await until(lambda: f"{kube_ns}/early" in kubelet.pods, message="kubelet saw the pod")
     assert not [i for i in sim.instances() if not i.state.terminal]
     sim.recover_node(n)
-    await until(lambda: ready("True"), what="Ready again, taint gone")
+    await until(lambda: ready("True"), message="Ready again, taint gone")
 
     async def early_running():
         return (await core.read_namespaced_pod("early", kube_ns)).status.phase == "Running"
 
-    await until(early_running, what="pod bound during the outage runs after recovery")
+    await until(early_running, message="pod bound during the outage runs after recovery")
     # the sim, not the scheduler, rejects: a bare pod bound directly, too big for the sim node
     pod = {"metadata": {"name": "big"}, "spec": {"nodeName": n, "containers": [
         {"name": "c", "image": "x", "resources": {"requests": {"cpu": "3"}}}]}}
@@ -130,4 +130,4 @@ async def test_recovered_node_is_ready_again_and_capacity_rejection_fails_bare_p
         p = await core.read_namespaced_pod("big", kube_ns)
         return p.status.phase == "Failed" and p.status.reason == "SimRejected"
 
-    await until(failed, what="pod Failed by the sim kubelet")
+    await until(failed, message="pod Failed by the sim kubelet")

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
-from mlsysops.agents.descriptions import DescriptionError, MLSysOpsApp, to_k8s
+from mlsysops.agents.descriptions import DescriptionError, MLSysOpsApp
 from mlsysops.agents.tree_reads import DecisionsQuery
 from mlsysops.continuum.api.bodies import DESCRIPTION_BODY, invalid, issue, jsonable, not_found, read_one
 from mlsysops.continuum.api.decision_reads import decision_rows
@@ -27,7 +27,7 @@ async def accept(backend: Backend, request: Request, response: Response, name: s
     existing = cont.app_docs.get(doc.name)
     warnings = jsonable([w.to_dict() for w in doc.warnings])
     n = len(doc.spec.components)
-    if existing == to_k8s(doc.spec):
+    if existing == doc.kubernetes_form:
         response.status_code = 200
         return AppAccepted(name=doc.name, result="unchanged", components=n, warnings=warnings)
     if existing is not None and name is None:
