@@ -1,10 +1,14 @@
-"""Filter plugins: yes/no per (component, node), with a human reason on no.
+"""Filter plugins: yes/no per (component, node); a no is a ``Status`` (code, reason, plugin name).
 
 A filter is prepared once per request (``FilterPlugin.prepare``): it returns ``None`` when it has
 nothing to check for that request (no labels required, no pin, ...), otherwise a node check that returns
-``None`` when the node passes and the rejection reason otherwise. Preparing once keeps the per-node work
-of a 1,000-node decision to a set lookup or a comparison. ``filter_*`` functions are the same checks in
-the plain ``(request, node) -> FilterResult`` form.
+``None`` when the node passes and the rejection ``Status`` otherwise. Preparing once keeps the per-node
+work of a 1,000-node decision to a set lookup or a comparison; constant rejections are built once per
+request, not per node. ``filter_*`` functions are the same checks in the plain
+``(request, node) -> Status`` form (``SUCCESS`` when the node passes).
+
+Codes: ``cpu`` and ``memory`` say ``Unschedulable`` (the node may fit once capacity is freed); every
+other filter says ``UnschedulableAndUnresolvable`` (what the node *is* does not change by moving work).
 """
 
 from __future__ import annotations
@@ -12,17 +16,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from mlsysops.agents.placement.types import PASS, ComponentRequest, FilterResult, NodeView, format_bytes
+from mlsysops.agents.placement.framework import SUCCESS, Code, Status
+from mlsysops.agents.placement.types import ComponentRequest, NodeView, format_bytes
 
-NodeCheck = Callable[[NodeView], str | None]
-"""Prepared check: ``None`` if the node passes, else the rejection reason."""
+NodeCheck = Callable[[NodeView], Status | None]
+"""Prepared check: ``None`` if the node passes, else the rejection status."""
 
 Prepare = Callable[[ComponentRequest], NodeCheck | None]
+
+UNRESOLVABLE = Code.UNSCHEDULABLE_AND_UNRESOLVABLE
 
 
 @dataclass(frozen=True, slots=True)
 class FilterPlugin:
-    """A named filter; ``prepare(request)`` is None when the filter does not apply to the request."""
+    """A named filter; ``prepare(request)`` is None when the filter does not apply to the request.
+    Satisfies ``mlsysops.agents.placement.framework.Filter``."""
 
     name: str
     prepare: Prepare
@@ -33,19 +41,24 @@ def _fmt_set(values: Iterable[str]) -> str:
 
 
 def _alive(request: ComponentRequest) -> NodeCheck:
-    return lambda node: None if node.alive else "node down"
+    down = Status(UNRESOLVABLE, "node down", "alive")
+    return lambda node: None if node.alive else down
 
 
 def _schedulable(request: ComponentRequest) -> NodeCheck:
-    return lambda node: node.unschedulable
+    def check(node: NodeView) -> Status | None:
+        why = node.unschedulable
+        return None if why is None else Status(UNRESOLVABLE, why, "schedulable")
+
+    return check
 
 
 def _pinned(request: ComponentRequest) -> NodeCheck | None:
     pinned = request.node
     if pinned is None:
         return None
-    reason = f"pinned to {pinned}"
-    return lambda node: None if node.name == pinned else reason
+    elsewhere = Status(UNRESOLVABLE, f"pinned to {pinned}", "pinned")
+    return lambda node: None if node.name == pinned else elsewhere
 
 
 def _layer(request: ComponentRequest) -> NodeCheck | None:
@@ -53,7 +66,9 @@ def _layer(request: ComponentRequest) -> NodeCheck | None:
         return None
     layers = frozenset(request.layers)
     tail = f" not in {_fmt_set(layers)}"
-    return lambda node: None if node.layer in layers else f"layer {node.layer or '?'}{tail}"
+    return lambda node: (
+        None if node.layer in layers else Status(UNRESOLVABLE, f"layer {node.layer or '?'}{tail}", "layer")
+    )
 
 
 def _labels(request: ComponentRequest) -> NodeCheck | None:
@@ -62,11 +77,11 @@ def _labels(request: ComponentRequest) -> NodeCheck | None:
     # "key:value" must match exactly; a bare "key" matches any value (or a bare label of that name).
     wanted = [(label, ":" in label) for label in dict.fromkeys(request.labels)]
 
-    def check(node: NodeView) -> str | None:
+    def check(node: NodeView) -> Status | None:
         missing = [
             lbl for lbl, exact in wanted if lbl not in node.labels and (exact or lbl not in node.label_keys)
         ]
-        return "missing label " + ", ".join(missing) if missing else None
+        return Status(UNRESOLVABLE, "missing label " + ", ".join(missing), "labels") if missing else None
 
     return check
 
@@ -75,8 +90,8 @@ def _mobility(request: ComponentRequest) -> NodeCheck | None:
     wanted = request.mobile
     if wanted is None:
         return None
-    reason = "not mobile" if wanted else "node is mobile"
-    return lambda node: None if node.mobile == wanted else reason
+    refused = Status(UNRESOLVABLE, "not mobile" if wanted else "node is mobile", "mobility")
+    return lambda node: None if node.mobile == wanted else refused
 
 
 def _sensors(request: ComponentRequest) -> NodeCheck | None:
@@ -84,9 +99,9 @@ def _sensors(request: ComponentRequest) -> NodeCheck | None:
         return None
     wanted = list(dict.fromkeys(request.sensors))
 
-    def check(node: NodeView) -> str | None:
+    def check(node: NodeView) -> Status | None:
         missing = [s for s in wanted if s not in node.sensors]
-        return "no sensor " + ", ".join(missing) if missing else None
+        return Status(UNRESOLVABLE, "no sensor " + ", ".join(missing), "sensors") if missing else None
 
     return check
 
@@ -97,14 +112,17 @@ def _architecture(request: ComponentRequest) -> NodeCheck | None:
     archs = frozenset(request.architectures)
     tail = f" not in {_fmt_set(archs)}"
     return lambda node: (
-        None if node.architecture in archs else f"architecture {node.architecture or '?'}{tail}"
+        None
+        if node.architecture in archs
+        else Status(UNRESOLVABLE, f"architecture {node.architecture or '?'}{tail}", "architecture")
     )
 
 
 def _gpu(request: ComponentRequest) -> NodeCheck | None:
     if not request.gpu:
         return None
-    return lambda node: None if node.gpu else "no gpu"
+    no_gpu = Status(UNRESOLVABLE, "no gpu", "gpu")
+    return lambda node: None if node.gpu else no_gpu
 
 
 def _cpu(request: ComponentRequest) -> NodeCheck | None:
@@ -114,11 +132,13 @@ def _cpu(request: ComponentRequest) -> NodeCheck | None:
     # Small epsilon: requests summed from millicores must not fail on float noise.
     limit = cpu - 1e-9
 
-    def check(node: NodeView) -> str | None:
+    def check(node: NodeView) -> Status | None:
         free = node.cpu_capacity - node.cpu_allocated
         if free >= limit:
             return None
-        return f"insufficient cpu: requests {cpu:g}, free {max(free, 0.0):.3g}"
+        return Status(
+            Code.UNSCHEDULABLE, f"insufficient cpu: requests {cpu:g}, free {max(free, 0.0):.3g}", "cpu"
+        )
 
     return check
 
@@ -128,11 +148,15 @@ def _memory(request: ComponentRequest) -> NodeCheck | None:
     if mem <= 0:
         return None
 
-    def check(node: NodeView) -> str | None:
+    def check(node: NodeView) -> Status | None:
         free = node.memory_capacity - node.memory_allocated
         if free >= mem:
             return None
-        return f"insufficient memory: requests {format_bytes(mem)}, free {format_bytes(max(free, 0))}"
+        return Status(
+            Code.UNSCHEDULABLE,
+            f"insufficient memory: requests {format_bytes(mem)}, free {format_bytes(max(free, 0))}",
+            "memory",
+        )
 
     return check
 
@@ -165,20 +189,27 @@ def applicable_filters(
     return checks
 
 
+def filter_statuses(
+    request: ComponentRequest, node: NodeView, checks: Sequence[NodeCheck] | None = None
+) -> list[Status]:
+    """Every rejection status of ``node`` for ``request`` in filter order; empty means feasible."""
+    if checks is None:
+        checks = applicable_filters(request)
+    return [status for check in checks if (status := check(node)) is not None]
+
+
 def run_filters(
     request: ComponentRequest, node: NodeView, checks: Sequence[NodeCheck] | None = None
 ) -> list[str]:
     """All rejection reasons of ``node`` for ``request``; empty means the node is feasible."""
-    if checks is None:
-        checks = applicable_filters(request)
-    return [reason for check in checks if (reason := check(node)) is not None]
+    return [status.reason for status in filter_statuses(request, node, checks)]
 
 
-def _as_filter(prepare: Prepare) -> Callable[[ComponentRequest, NodeView], FilterResult]:
-    def filter_fn(request: ComponentRequest, node: NodeView) -> FilterResult:
+def _as_filter(prepare: Prepare) -> Callable[[ComponentRequest, NodeView], Status]:
+    def filter_fn(request: ComponentRequest, node: NodeView) -> Status:
         check = prepare(request)
-        reason = check(node) if check is not None else None
-        return PASS if reason is None else FilterResult(False, reason)
+        status = check(node) if check is not None else None
+        return SUCCESS if status is None else status
 
     filter_fn.__doc__ = f"One-shot form of the {prepare.__name__.lstrip('_')} filter."
     return filter_fn
