@@ -251,6 +251,8 @@ def schedule(
             for check in checks:
                 status = check(node)
                 if status is not None:
+                    if type(status) is not Status:
+                        raise _NotAStatus
                     if found is None:
                         found = status
                     elif type(found) is list:
@@ -258,14 +260,10 @@ def schedule(
                     else:
                         found = [found, status]
         except Exception:  # noqa: BLE001 - a third-party filter must not take the decision down
-            found = _careful_statuses(node, checks, names)
+            found = _careful_statuses(node, checks, names) or None
         if found is None:
             candidates.append(node)
         else:
-            if type(found) is not Status and (
-                type(found) is not list or any(type(st) is not Status for st in found)
-            ):
-                found = _careful_statuses(node, checks, names)
             rejected[node.name] = found
 
     columns: dict[str, list[float]] = {}
@@ -317,6 +315,10 @@ def _prepare(
             names.append(plugin.name)
             checks.append(check)
     return names, checks, broken
+
+
+class _NotAStatus(Exception):
+    """A filter answered something other than None or a Status (handled by ``_careful_statuses``)."""
 
 
 def _careful_statuses(node: NodeView, checks: Sequence[NodeCheck], names: Sequence[str]) -> list[Status]:

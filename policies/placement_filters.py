@@ -26,6 +26,24 @@ Prepare = Callable[[ComponentRequest], NodeCheck | None]
 
 UNRESOLVABLE = Code.UNSCHEDULABLE_AND_UNRESOLVABLE
 
+_new = tuple.__new__
+"""``_new(Status, (code, reason, plugin))`` builds a Status without NamedTuple's Python-level ``__new__``:
+the per-node rejections below are the hot path of a 1,000-node decision."""
+
+
+def _memo(build: Callable[[object], Status]) -> Callable[[object], Status]:
+    """Per-request cache of the status for one distinct rejection key (a layer, a missing-label tuple):
+    most rejected nodes repeat a handful of reasons, so each is formatted once."""
+    cache: dict[object, Status] = {}
+
+    def get(key: object) -> Status:
+        status = cache.get(key)
+        if status is None:
+            status = cache[key] = build(key)
+        return status
+
+    return get
+
 
 @dataclass(frozen=True, slots=True)
 class FilterPlugin:
@@ -46,11 +64,8 @@ def _alive(request: ComponentRequest) -> NodeCheck:
 
 
 def _schedulable(request: ComponentRequest) -> NodeCheck:
-    def check(node: NodeView) -> Status | None:
-        why = node.unschedulable
-        return None if why is None else Status(UNRESOLVABLE, why, "schedulable")
-
-    return check
+    status_of = _memo(lambda why: _new(Status, (UNRESOLVABLE, why, "schedulable")))
+    return lambda node: None if node.unschedulable is None else status_of(node.unschedulable)
 
 
 def _pinned(request: ComponentRequest) -> NodeCheck | None:
@@ -66,9 +81,8 @@ def _layer(request: ComponentRequest) -> NodeCheck | None:
         return None
     layers = frozenset(request.layers)
     tail = f" not in {_fmt_set(layers)}"
-    return lambda node: (
-        None if node.layer in layers else Status(UNRESOLVABLE, f"layer {node.layer or '?'}{tail}", "layer")
-    )
+    status_of = _memo(lambda layer: _new(Status, (UNRESOLVABLE, f"layer {layer or '?'}{tail}", "layer")))
+    return lambda node: None if node.layer in layers else status_of(node.layer)
 
 
 def _labels(request: ComponentRequest) -> NodeCheck | None:
@@ -76,12 +90,14 @@ def _labels(request: ComponentRequest) -> NodeCheck | None:
         return None
     # "key:value" must match exactly; a bare "key" matches any value (or a bare label of that name).
     wanted = [(label, ":" in label) for label in dict.fromkeys(request.labels)]
+    status_of = _memo(lambda missing: _new(Status, (UNRESOLVABLE, "missing label " + ", ".join(missing),
+                                                    "labels")))
 
     def check(node: NodeView) -> Status | None:
-        missing = [
+        missing = tuple(
             lbl for lbl, exact in wanted if lbl not in node.labels and (exact or lbl not in node.label_keys)
-        ]
-        return Status(UNRESOLVABLE, "missing label " + ", ".join(missing), "labels") if missing else None
+        )
+        return status_of(missing) if missing else None
 
     return check
 
@@ -98,10 +114,11 @@ def _sensors(request: ComponentRequest) -> NodeCheck | None:
     if not request.sensors:
         return None
     wanted = list(dict.fromkeys(request.sensors))
+    status_of = _memo(lambda missing: _new(Status, (UNRESOLVABLE, "no sensor " + ", ".join(missing), "sensors")))
 
     def check(node: NodeView) -> Status | None:
-        missing = [s for s in wanted if s not in node.sensors]
-        return Status(UNRESOLVABLE, "no sensor " + ", ".join(missing), "sensors") if missing else None
+        missing = tuple(s for s in wanted if s not in node.sensors)
+        return status_of(missing) if missing else None
 
     return check
 
@@ -111,11 +128,9 @@ def _architecture(request: ComponentRequest) -> NodeCheck | None:
         return None
     archs = frozenset(request.architectures)
     tail = f" not in {_fmt_set(archs)}"
-    return lambda node: (
-        None
-        if node.architecture in archs
-        else Status(UNRESOLVABLE, f"architecture {node.architecture or '?'}{tail}", "architecture")
-    )
+    status_of = _memo(lambda arch: _new(Status, (UNRESOLVABLE, f"architecture {arch or '?'}{tail}",
+                                                 "architecture")))
+    return lambda node: None if node.architecture in archs else status_of(node.architecture)
 
 
 def _gpu(request: ComponentRequest) -> NodeCheck | None:
@@ -136,8 +151,8 @@ def _cpu(request: ComponentRequest) -> NodeCheck | None:
         free = node.cpu_capacity - node.cpu_allocated
         if free >= limit:
             return None
-        return Status(
-            Code.UNSCHEDULABLE, f"insufficient cpu: requests {cpu:g}, free {max(free, 0.0):.3g}", "cpu"
+        return _new(
+            Status, (Code.UNSCHEDULABLE, f"insufficient cpu: requests {cpu:g}, free {max(free, 0.0):.3g}", "cpu")
         )
 
     return check
@@ -152,11 +167,11 @@ def _memory(request: ComponentRequest) -> NodeCheck | None:
         free = node.memory_capacity - node.memory_allocated
         if free >= mem:
             return None
-        return Status(
+        return _new(Status, (
             Code.UNSCHEDULABLE,
             f"insufficient memory: requests {format_bytes(mem)}, free {format_bytes(max(free, 0))}",
             "memory",
-        )
+        ))
 
     return check
 
