@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mlsysops.agents.placement.framework import SUCCESS, Code, Status
 from mlsysops.agents.placement.types import ComponentRequest, NodeView, format_bytes
@@ -31,18 +32,20 @@ _new = tuple.__new__
 the per-node rejections below are the hot path of a 1,000-node decision."""
 
 
-def _memo(build: Callable[[object], Status]) -> Callable[[object], Status]:
+class _StatusCache(dict):
     """Per-request cache of the status for one distinct rejection key (a layer, a missing-label tuple):
-    most rejected nodes repeat a handful of reasons, so each is formatted once."""
-    cache: dict[object, Status] = {}
+    most rejected nodes repeat a handful of reasons, so each is formatted once. ``cache[key]`` is a
+    plain dict lookup; ``build`` runs on a miss only."""
 
-    def get(key: object) -> Status:
-        status = cache.get(key)
-        if status is None:
-            status = cache[key] = build(key)
+    __slots__ = ("build",)
+
+    def __init__(self, build: Callable[[Any], Status]) -> None:
+        super().__init__()
+        self.build = build
+
+    def __missing__(self, key: Any) -> Status:
+        status = self[key] = self.build(key)
         return status
-
-    return get
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +67,8 @@ def _alive(request: ComponentRequest) -> NodeCheck:
 
 
 def _schedulable(request: ComponentRequest) -> NodeCheck:
-    status_of = _memo(lambda why: _new(Status, (UNRESOLVABLE, why, "schedulable")))
-    return lambda node: None if node.unschedulable is None else status_of(node.unschedulable)
+    status_of = _StatusCache(lambda why: _new(Status, (UNRESOLVABLE, why, "schedulable")))
+    return lambda node: None if node.unschedulable is None else status_of[node.unschedulable]
 
 
 def _pinned(request: ComponentRequest) -> NodeCheck | None:
@@ -81,8 +84,8 @@ def _layer(request: ComponentRequest) -> NodeCheck | None:
         return None
     layers = frozenset(request.layers)
     tail = f" not in {_fmt_set(layers)}"
-    status_of = _memo(lambda layer: _new(Status, (UNRESOLVABLE, f"layer {layer or '?'}{tail}", "layer")))
-    return lambda node: None if node.layer in layers else status_of(node.layer)
+    status_of = _StatusCache(lambda layer: _new(Status, (UNRESOLVABLE, f"layer {layer or '?'}{tail}", "layer")))
+    return lambda node: None if node.layer in layers else status_of[node.layer]
 
 
 def _labels(request: ComponentRequest) -> NodeCheck | None:
@@ -90,14 +93,21 @@ def _labels(request: ComponentRequest) -> NodeCheck | None:
         return None
     # "key:value" must match exactly; a bare "key" matches any value (or a bare label of that name).
     wanted = [(label, ":" in label) for label in dict.fromkeys(request.labels)]
-    status_of = _memo(lambda missing: _new(Status, (UNRESOLVABLE, "missing label " + ", ".join(missing),
-                                                    "labels")))
+    status_of = _StatusCache(
+        lambda missing: _new(Status, (UNRESOLVABLE, "missing label " + ", ".join(missing), "labels"))
+    )
+    if len(wanted) == 1:  # the common case: one label, one prebuilt status
+        (label, exact), = wanted
+        only = status_of[(label,)]
+        if exact:
+            return lambda node: None if label in node.labels else only
+        return lambda node: None if label in node.labels or label in node.label_keys else only
 
     def check(node: NodeView) -> Status | None:
-        missing = tuple(
+        missing = [
             lbl for lbl, exact in wanted if lbl not in node.labels and (exact or lbl not in node.label_keys)
-        )
-        return status_of(missing) if missing else None
+        ]
+        return status_of[tuple(missing)] if missing else None
 
     return check
 
@@ -114,11 +124,17 @@ def _sensors(request: ComponentRequest) -> NodeCheck | None:
     if not request.sensors:
         return None
     wanted = list(dict.fromkeys(request.sensors))
-    status_of = _memo(lambda missing: _new(Status, (UNRESOLVABLE, "no sensor " + ", ".join(missing), "sensors")))
+    status_of = _StatusCache(
+        lambda missing: _new(Status, (UNRESOLVABLE, "no sensor " + ", ".join(missing), "sensors"))
+    )
+    if len(wanted) == 1:  # the common case: one sensor, one prebuilt status
+        sensor = wanted[0]
+        only = status_of[(sensor,)]
+        return lambda node: None if sensor in node.sensors else only
 
     def check(node: NodeView) -> Status | None:
-        missing = tuple(s for s in wanted if s not in node.sensors)
-        return status_of(missing) if missing else None
+        missing = [s for s in wanted if s not in node.sensors]
+        return status_of[tuple(missing)] if missing else None
 
     return check
 
@@ -128,9 +144,10 @@ def _architecture(request: ComponentRequest) -> NodeCheck | None:
         return None
     archs = frozenset(request.architectures)
     tail = f" not in {_fmt_set(archs)}"
-    status_of = _memo(lambda arch: _new(Status, (UNRESOLVABLE, f"architecture {arch or '?'}{tail}",
-                                                 "architecture")))
-    return lambda node: None if node.architecture in archs else status_of(node.architecture)
+    status_of = _StatusCache(
+        lambda arch: _new(Status, (UNRESOLVABLE, f"architecture {arch or '?'}{tail}", "architecture"))
+    )
+    return lambda node: None if node.architecture in archs else status_of[node.architecture]
 
 
 def _gpu(request: ComponentRequest) -> NodeCheck | None:
