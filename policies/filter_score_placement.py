@@ -4,7 +4,7 @@ Cluster layer, application scope. Analyze: some component assigned to this clust
 (deploying/running, or lost and awaiting relocation) than wanted. Plan: kube-scheduler style placement
 (`mlsysops.policies.placement_engine.place_app`) of the missing instances whose local dependencies already run
 (`depends_on` means "start after those run"); the explanation carries every filter's reason and score,
-and per component the structured rejections (plugin, code, reason, node count).
+and per component the structured rejections (plugin, code, reason, count of nodes).
 Configuration: `context["placement"]` enables, disables, weights and configures the filters and scorers
 (`mlsysops.policies.placement_plugins`); `context["weights"]` still overrides scorer weights.
 """

@@ -163,11 +163,11 @@ class PlacementDecision:
         ]
 
     def rejection_summary(self) -> list[dict[str, Any]]:
-        """``reason_summary`` for structured records: plugin, code, reason and node count per distinct
-        status, most common first (ties by reason)."""
+        """``reason_summary`` for structured records: plugin, code, reason and how many candidates got
+        it (``count``), per distinct status, most common first (ties by reason)."""
         counts = Counter(status for sts in self.statuses.values() for status in sts)
         ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].reason, kv[0].plugin))
-        return [{**status.to_dict(), "nodes": count} for status, count in ordered]
+        return [{**status.to_dict(), "count": count} for status, count in ordered]
 
     def _fmt_score(self, node: str) -> str:
         s = self.scores[node]

@@ -52,7 +52,7 @@ def test_decision_keeps_statuses_and_human_text() -> None:
     ]
     summary = d.rejection_summary()
     assert {"plugin": "sensors", "code": "UnschedulableAndUnresolvable", "reason": "no sensor camera:d455",
-            "nodes": 1} in summary
+            "count": 1} in summary
     assert len(summary) == 3
 
 
