@@ -11,7 +11,9 @@ Measured in one process, same requests and node sets:
 - ``schedule`` latency per decision (p50/p95/p99 ms) at 100 and 1,000 nodes;
 - a first-fit baseline (filters only, first feasible node in name order) for the latency ratio and a
   quality comparison (mean latency to peers of the chosen node);
-- ``place_app`` throughput (component instances placed per second) on 1,000 nodes.
+- ``place_app`` throughput (component instances placed per second) on 1,000 nodes;
+- building a placement configuration from a policy context (``placement_plugins.placement_config``,
+  done once per plan), in microseconds.
 The last printed line is ``key=value`` pairs for scripts.
 """
 
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlsysops.agents.placement.types import ComponentRequest, NodeView  # noqa: E402
 from mlsysops.policies.placement_engine import place_app, schedule  # noqa: E402
 from mlsysops.policies.placement_filters import applicable_filters  # noqa: E402
+from mlsysops.policies.placement_plugins import placement_config  # noqa: E402
 
 GI = 1 << 30
 MI = 1 << 20
@@ -237,6 +240,28 @@ def bench_batches(size: int, batches: int, seed: int) -> float:
     return placed / elapsed if elapsed > 0 else float("nan")
 
 
+POLICY_CONTEXT = {
+    "weights": {"spread": 0.1},
+    "placement": {
+        "filters": {"disable": ["mobility"]},
+        "scorers": {"proximity": {"weight": 2, "args": {"unknown_latency_ms": 50}},
+                    "layer": {"args": {"preference": {"edge": 2, "cloud": 1}}},
+                    "utilization": {"enabled": False}},
+    },
+}
+
+
+def bench_config_build(repeats: int = 2000) -> float:
+    """Microseconds to turn a typical policy context into a ``PlacementConfig``."""
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            placement_config(POLICY_CONTEXT)
+        best = min(best, (time.perf_counter() - t0) / repeats * 1e6)
+    return best
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=1000, help="decisions per node-set size (>= 1000)")
@@ -246,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = {size: bench_decisions(size, args.decisions, args.seed) for size in (100, 1000)}
     pps = bench_batches(1000, args.batches, args.seed)
+    config_us = bench_config_build()
 
     print(f"schedule() vs baselines, {args.decisions} decisions per size (same requests, same nodes)")
     print(
@@ -269,11 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("interacting running peer (lower is better); util = mean observed cpu utilisation of the")
     print("chosen node (lower is better).")
     print(f"place_app on 1000 nodes: {pps:.0f} component instances/s over {args.batches} batches")
+    print(f"placement config from a policy context: {config_us:.1f} us")
     r100, r1000 = results[100], results[1000]
     print(
         f"decision_p50_ms_100={r100['p50']:.3f} decision_p99_ms_100={r100['p99']:.3f} "
         f"decision_p50_ms_1000={r1000['p50']:.3f} decision_p99_ms_1000={r1000['p99']:.3f} "
-        f"placements_per_s_1000={pps:.0f} "
+        f"placements_per_s_1000={pps:.0f} config_build_us={config_us:.1f} "
         f"ratio_vs_first_fit_p50_1000={r1000['p50'] / r1000['base_p50']:.2f} "
         f"ratio_vs_random_eligible_p50_1000={r1000['p50'] / r1000['rand_p50']:.2f}"
     )

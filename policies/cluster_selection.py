@@ -1,154 +1,56 @@
 """Continuum-level placement: which cluster hosts each component of an application.
 
-A cluster is feasible for a component when it is allowed by the app's ``cluster_placement`` and can
-host it. With full node views (``ClusterView.nodes``) "can host" means at least one alive node passes
-every node filter of ``placement_filters``; with only a summary it means every required capability is
-present somewhere in the cluster and the largest free node fits the request (the summary cannot tell
-whether the capabilities co-occur on one node; the cluster agent has the final word). Free capacity is
-accounted across the batch on the cluster totals.
-
-Feasible clusters are scored (0..100, normalised like the node scorers) on free capacity, proximity to
-the clusters of the components it interacts with / depends on, and consolidation (fewest clusters per
-app); ties go to the smallest cluster id.
+The same framework as node placement, one level up: cluster filters (``cluster_filters``: the app's
+``cluster_placement``, some node fits, batch capacity) say no with a ``Status``, cluster scorers
+(``cluster_scorers``: free capacity, proximity to the clusters of its peers, consolidation) score the
+feasible ones 0..100 with weights, the best total wins and ties go to the smallest cluster id. Free
+capacity is accounted across the batch on the cluster totals. Which plugins run, with which weights and
+args, is a ``ClusterSelectionConfig`` (``placement_plugins.cluster_selection_config`` builds one from a
+policy's ``placement`` configuration).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from mlsysops.agents.placement.types import ANY_LAYER, ComponentRequest, NodeView, format_bytes
+from mlsysops.agents.placement.framework import (
+    Filter,
+    Profile,
+    Scorer,
+    Status,
+    resolve_weights,
+    run_scorer,
+    weighted_totals,
+)
+from mlsysops.agents.placement.types import ComponentRequest
+from mlsysops.policies.cluster_candidates import ClusterRequest, ClusterScoringContext, ClusterView
+from mlsysops.policies.cluster_filters import DEFAULT_CLUSTER_FILTERS, summary_reasons
+from mlsysops.policies.cluster_scorers import DEFAULT_CLUSTER_SCORERS, DEFAULT_CLUSTER_WEIGHTS
 from mlsysops.policies.placement_engine import PlacementDecision, choose, dependency_order
-from mlsysops.policies.placement_filters import applicable_filters, run_filters
-from mlsysops.policies.placement_scorers import DEFAULT_UNKNOWN_LATENCY_MS, normalize_max, normalize_reverse
+from mlsysops.policies.placement_scorers import DEFAULT_UNKNOWN_LATENCY_MS
+
+__all__ = ["ClusterAssignment", "ClusterSelectionConfig", "ClusterView", "select_clusters", "summary_reasons"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CLUSTER_WEIGHTS: Mapping[str, float] = {"capacity": 0.3, "proximity": 0.4, "consolidation": 0.3}
 
+@dataclass(frozen=True, slots=True)
+class ClusterSelectionConfig:
+    """The cluster plugins to run (in order) and their weights (missing names weigh 1)."""
 
-@dataclass(slots=True)
-class ClusterView:
-    """A cluster as the continuum agent sees it: summary capabilities, optionally the node views too.
-
-    Build it with ``ClusterView.from_nodes`` when node views are known; the summary fields are then
-    derived from the alive nodes. ``latency_ms`` is to other clusters (may be partial).
-    """
-
-    cluster_id: str
-    nodes: list[NodeView] | None = None
-    layers: set[str] = field(default_factory=set)
-    labels: set[str] = field(default_factory=set)
-    sensors: set[str] = field(default_factory=set)
-    architectures: set[str] = field(default_factory=set)
-    node_names: set[str] = field(default_factory=set)
-    gpu_count: int = 0
-    mobile_nodes: int = 0
-    alive_nodes: int = 0
-    cpu_free: float = 0.0
-    memory_free: int = 0
-    largest_cpu_free: float = 0.0
-    largest_memory_free: int = 0
-    region: str = ""
-    location: tuple[float, float] | None = None
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    label_keys: frozenset[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self.label_keys = frozenset(label.split(":", 1)[0] for label in self.labels)
-        self.sensors = set(self.sensors) | {s.split(":", 1)[0] for s in self.sensors}
+    filters: tuple[Filter[ClusterRequest], ...] = DEFAULT_CLUSTER_FILTERS
+    scorers: tuple[Scorer, ...] = DEFAULT_CLUSTER_SCORERS
+    default_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_CLUSTER_WEIGHTS))
 
     @classmethod
-    def from_nodes(
-        cls,
-        cluster_id: str,
-        nodes: Sequence[NodeView],
-        *,
-        region: str = "",
-        location: tuple[float, float] | None = None,
-        latency_ms: Mapping[str, float] | None = None,
-    ) -> ClusterView:
-        alive = [n for n in nodes if n.alive]
-        return cls(
-            cluster_id=cluster_id,
-            nodes=list(nodes),
-            layers={n.layer for n in alive},
-            labels=set().union(*(n.labels for n in alive)),
-            sensors=set().union(*(n.sensors for n in alive)),
-            architectures={n.architecture for n in alive},
-            node_names={n.name for n in nodes},
-            gpu_count=sum(1 for n in alive if n.gpu),
-            mobile_nodes=sum(1 for n in alive if n.mobile),
-            alive_nodes=len(alive),
-            cpu_free=sum(max(n.cpu_free, 0.0) for n in alive),
-            memory_free=sum(max(n.memory_free, 0) for n in alive),
-            largest_cpu_free=max((n.cpu_free for n in alive), default=0.0),
-            largest_memory_free=max((n.memory_free for n in alive), default=0),
-            region=region,
-            location=location,
-            latency_ms=dict(latency_ms or {}),
-        )
+    def from_profile(cls, profile: Profile) -> ClusterSelectionConfig:
+        return cls(filters=profile.filters, scorers=profile.scorers, default_weights=profile.weights)
 
 
-def _fmt(values: Iterable[str]) -> str:
-    return "[" + ", ".join(sorted(values)) + "]"
-
-
-def summary_reasons(request: ComponentRequest, cluster: ClusterView) -> list[str]:
-    """Why a summarised cluster cannot host ``request`` (empty: it can, as far as the summary tells)."""
-    if cluster.alive_nodes <= 0:
-        return ["no alive nodes"]
-    reasons: list[str] = []
-    if request.node is not None and request.node not in cluster.node_names:
-        reasons.append(f"pinned to {request.node}, not in cluster")
-    if layers := set(request.layers) - {ANY_LAYER}:
-        if not layers & cluster.layers:
-            reasons.append(f"no node in layer {_fmt(layers)}")
-    missing = [
-        lbl
-        for lbl in request.labels
-        if lbl not in cluster.labels and (":" in lbl or lbl not in cluster.label_keys)
-    ]
-    if missing:
-        reasons.append("missing label " + ", ".join(missing))
-    if request.mobile is True and cluster.mobile_nodes == 0:
-        reasons.append("no mobile node")
-    if request.mobile is False and cluster.mobile_nodes >= cluster.alive_nodes:
-        reasons.append("no static node")
-    if missing_sensors := [s for s in request.sensors if s not in cluster.sensors]:
-        reasons.append("no sensor " + ", ".join(missing_sensors))
-    if request.architectures and not request.architectures & cluster.architectures:
-        reasons.append(f"no node with architecture in {_fmt(request.architectures)}")
-    if request.gpu and cluster.gpu_count == 0:
-        reasons.append("no gpu")
-    if request.cpu_cores > cluster.largest_cpu_free + 1e-9:
-        reasons.append(
-            f"insufficient cpu: requests {request.cpu_cores:g}, largest free {cluster.largest_cpu_free:.3g}"
-        )
-    if request.memory_bytes > cluster.largest_memory_free:
-        reasons.append(
-            f"insufficient memory: requests {format_bytes(request.memory_bytes)}, "
-            f"largest free {format_bytes(cluster.largest_memory_free)}"
-        )
-    return reasons
-
-
-def node_reasons(request: ComponentRequest, cluster: ClusterView) -> list[str]:
-    """Why no node of a cluster with node views can host ``request`` (empty: some node can)."""
-    assert cluster.nodes is not None
-    checks = applicable_filters(request)
-    counts: Counter[str] = Counter()
-    for node in cluster.nodes:
-        reasons = run_filters(request, node, checks)
-        if not reasons:
-            return []
-        counts.update(reasons)
-    if not counts:
-        return ["no nodes"]
-    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [f"{r} ({c} node{'s' if c != 1 else ''})" for r, c in ordered]
+DEFAULT_CLUSTER_CONFIG = ClusterSelectionConfig()
 
 
 @dataclass(slots=True)
@@ -179,24 +81,37 @@ class ClusterAssignment:
         return "\n".join(lines)
 
 
-def _cluster_latency(a: ClusterView, b: ClusterView, unknown: float) -> float:
-    if a.cluster_id == b.cluster_id:
-        return 0.0
-    value = a.latency_ms.get(b.cluster_id)
-    if value is None:
-        value = b.latency_ms.get(a.cluster_id, unknown)
-    return value
+def _first_refusal(
+    checks: Sequence[tuple[str, Any]], cluster: ClusterView
+) -> Status | list[Status] | None:
+    """The statuses of the first filter that refuses ``cluster`` (None: every filter passes)."""
+    for plugin, check in checks:
+        try:
+            answer = check(cluster)
+        except Exception as exc:  # noqa: BLE001 - a third-party filter must not take the decision down
+            return Status.error(plugin, f"filter failed: {type(exc).__name__}: {exc}")
+        if answer is None:
+            continue
+        if type(answer) is Status:
+            return answer
+        if isinstance(answer, Sequence) and answer and all(type(s) is Status for s in answer):
+            return list(answer)
+        return Status.error(plugin, f"filter returned {type(answer).__name__}, expected Status(es) or None")
+    return None
 
 
-def _resolve_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
-    merged = dict(DEFAULT_CLUSTER_WEIGHTS)
-    for name, value in (weights or {}).items():
-        if name not in merged:
-            raise ValueError(f"unknown cluster scorer {name!r}; known: {sorted(merged)}")
-        if value < 0:
-            raise ValueError(f"weight of cluster scorer {name!r} must be >= 0, got {value}")
-        merged[name] = float(value)
-    return merged
+def _prepared(request: ClusterRequest, filters: Sequence[Filter[ClusterRequest]]) -> list[tuple[str, Any]]:
+    checks: list[tuple[str, Any]] = []
+    for plugin in filters:
+        try:
+            check = plugin.prepare(request)
+        except Exception as exc:  # noqa: BLE001
+            error = Status.error(plugin.name, f"filter failed: {type(exc).__name__}: {exc}")
+            checks.append((plugin.name, lambda cluster, error=error: error))
+            continue
+        if check is not None:
+            checks.append((plugin.name, check))
+    return checks
 
 
 def select_clusters(
@@ -207,88 +122,62 @@ def select_clusters(
     *,
     current: Mapping[str, str] | None = None,
     unknown_latency_ms: float = DEFAULT_UNKNOWN_LATENCY_MS,
+    config: ClusterSelectionConfig | None = None,
 ) -> ClusterAssignment:
     """Choose a cluster per component (dependency order; deterministic).
 
     ``allowed`` is the app's ``cluster_placement.cluster_id``; None, empty or containing ``"*"`` allows
     every cluster. ``current`` maps components already assigned to their cluster: they are kept (not
-    re-decided) and count for proximity and consolidation.
+    re-decided) and count for proximity and consolidation. ``weights`` override the config's weights.
     """
-    resolved = _resolve_weights(weights)
-    allow_all = not allowed or "*" in allowed
-    allowed_set = set(allowed or ())
+    cfg = config or DEFAULT_CLUSTER_CONFIG
+    resolved = resolve_weights(weights, (s.name for s in cfg.scorers), cfg.default_weights, label="cluster ")
+    allowed_set = None if not allowed or "*" in allowed else frozenset(allowed)
     order = dependency_order(app_components)
     by_name = {c.name: c for c in app_components}
     by_id = {c.cluster_id: c for c in clusters}
     consumed_cpu: dict[str, float] = {c.cluster_id: 0.0 for c in clusters}
     consumed_mem: dict[str, int] = {c.cluster_id: 0 for c in clusters}
     located: dict[str, str] = {k: v for k, v in (current or {}).items() if v in by_id}
+    ctx = ClusterScoringContext(by_id, located, unknown_latency_ms)
     result = ClusterAssignment(order=order)
 
     for name in order:
-        request = by_name[name]
+        component = by_name[name]
         if name in located:
             result.assignments[name] = located[name]
             continue
-        failed_deps = [d for d in request.depends_on if d in result.unplaceable]
+        failed_deps = [d for d in component.depends_on if d in result.unplaceable]
         if failed_deps:
             result.unplaceable[name] = [f"dependency {d} unplaceable" for d in failed_deps]
             continue
-        need_cpu = request.cpu_cores * max(request.instances, 1)
-        need_mem = request.memory_bytes * max(request.instances, 1)
-        rejected: dict[str, list[str]] = {}
+        request = ClusterRequest(component, allowed_set, consumed_cpu, consumed_mem)
+        checks = _prepared(request, cfg.filters)
+        rejected: dict[str, Status | list[Status]] = {}
         feasible: list[ClusterView] = []
         for cluster in clusters:
-            cid = cluster.cluster_id
-            if not allow_all and cid not in allowed_set:
-                rejected[cid] = [f"not in cluster_placement {_fmt(allowed_set)}"]
-                continue
-            reasons = node_reasons(request, cluster) if cluster.nodes is not None else summary_reasons(
-                request, cluster
-            )
-            free_cpu = cluster.cpu_free - consumed_cpu[cid]
-            free_mem = cluster.memory_free - consumed_mem[cid]
-            if not reasons and need_cpu > free_cpu + 1e-9:
-                reasons.append(f"insufficient cpu: requests {need_cpu:g}, free {max(free_cpu, 0.0):.3g}")
-            if not reasons and need_mem > free_mem:
-                reasons.append(
-                    f"insufficient memory: requests {format_bytes(need_mem)}, "
-                    f"free {format_bytes(max(free_mem, 0))}"
-                )
-            if reasons:
-                rejected[cid] = reasons
-            else:
+            refusal = _first_refusal(checks, cluster)
+            if refusal is None:
                 feasible.append(cluster)
+            else:
+                rejected[cluster.cluster_id] = refusal
 
         columns: dict[str, list[float]] = {}
+        errors: list[Status] = []
         if feasible:
-            cpu_left = [c.cpu_free - consumed_cpu[c.cluster_id] - need_cpu for c in feasible]
-            mem_left = [c.memory_free - consumed_mem[c.cluster_id] - need_mem for c in feasible]
-            cpu_n, mem_n = normalize_max(cpu_left), normalize_max([float(m) for m in mem_left])
-            columns["capacity"] = [(a + b) / 2.0 for a, b in zip(cpu_n, mem_n, strict=True)]
-            peer_clusters = [by_id[located[p]] for p in request.peers if p in located]
-            if peer_clusters:
-                columns["proximity"] = normalize_reverse(
-                    [
-                        sum(_cluster_latency(c, p, unknown_latency_ms) for p in peer_clusters)
-                        / len(peer_clusters)
-                        for c in feasible
-                    ]
-                )
-            used = set(located.values())
-            if used:
-                columns["consolidation"] = [100.0 if c.cluster_id in used else 0.0 for c in feasible]
-        columns = {k: v for k, v in columns.items() if resolved[k] > 0}
-        weight_sum = sum(resolved[k] for k in columns)
-        norm = {k: resolved[k] / weight_sum for k in columns} if weight_sum > 0 else {}
-
-        totals = [0.0] * len(feasible)
-        for k, w in norm.items():
-            totals = [t + w * c for t, c in zip(totals, columns[k], strict=True)]
+            for scorer in cfg.scorers:
+                if resolved.get(scorer.name, 0.0) <= 0.0:
+                    continue
+                column = run_scorer(scorer, request, feasible, ctx)
+                if type(column) is Status:
+                    errors.append(column)
+                elif column is not None:
+                    columns[scorer.name] = column
+        norm, totals = weighted_totals(columns, resolved, len(feasible))
         ids = [c.cluster_id for c in feasible]
         chosen = choose(ids, totals)
         decision = PlacementDecision(
-            app=request.app,
+            app=component.app,
             component=name,
             node=chosen,
             candidates=ids,
@@ -296,16 +185,17 @@ def select_clusters(
             columns={k: columns[k] for k in norm},
             weights=norm,
             rejections=rejected,
+            errors=errors,
         )
         result.decisions[name] = decision
         if chosen is None:
             result.unplaceable[name] = [
-                f"{cid}: {', '.join(r)}" for cid, r in sorted(rejected.items())
+                f"{cid}: {', '.join(r)}" for cid, r in sorted(decision.rejected.items())
             ] or ["no clusters"]
             continue
         result.assignments[name] = chosen
         located[name] = chosen
-        consumed_cpu[chosen] += need_cpu
-        consumed_mem[chosen] += need_mem
-        log.debug("cluster selection %s/%s: %s", request.app, name, decision.explain())
+        consumed_cpu[chosen] += request.need_cpu
+        consumed_mem[chosen] += request.need_memory
+        log.debug("cluster selection %s/%s: %s", component.app, name, decision.explain())
     return result

@@ -3,7 +3,9 @@
 Application scope. Analyze: a component has no cluster yet, or its cluster is lost. Plan: filter+score
 over clusters (`mlsysops.policies.cluster_selection.select_clusters`), honouring `cluster_placement.cluster_id`;
 components already on a live cluster stay where they are. The command goes to the `cluster_dispatch`
-mechanism, which forwards `app.deploy` to the chosen cluster agents.
+mechanism, which forwards `app.deploy` to the chosen cluster agents. `context["placement"]` configures
+the cluster filters and scorers (`mlsysops.policies.placement_plugins.CLUSTER_PLUGINS`); `context["weights"]`
+still overrides scorer weights.
 
 The continuum's `system_description`::
 
@@ -20,6 +22,7 @@ from typing import Any
 
 from mlsysops.agents.placement.adapters import component_requests, node_view
 from mlsysops.policies.cluster_selection import ClusterView, select_clusters
+from mlsysops.policies.placement_plugins import cluster_selection_config
 
 MECHANISM = "cluster_dispatch"
 
@@ -66,13 +69,15 @@ async def plan(context, application_description, system_description, mechanisms,
     keep, todo = _pending(system_description, app)
     views, _ = _views(system_description)
     allowed = model.cluster_placement.cluster_id if model.cluster_placement else None
-    result = select_clusters(component_requests(model), views, allowed, context.get("weights"), current=keep)
+    config, weights = cluster_selection_config(context)
+    result = select_clusters(component_requests(model), views, allowed, weights, current=keep, config=config)
     assign = {c: result.assignments[c] for c in todo if c in result.assignments}
     previous = system_description.get("assignments", {}).get(app, {})
     context["explanation"] = {
         "summary": result.explain(),
         "unplaceable": result.unplaceable,
         "decisions": {c: d.explain() for c, d in result.decisions.items() if c in todo},
+        "rejections": {c: d.rejection_summary() for c, d in result.decisions.items() if c in todo},
         "alternatives": {c: d.ranking()[:3] for c, d in result.decisions.items() if c in todo},
     }
     if not assign:

@@ -3,7 +3,10 @@
 Cluster layer, application scope. Analyze: some component assigned to this cluster has fewer instances
 (deploying/running, or lost and awaiting relocation) than wanted. Plan: kube-scheduler style placement
 (`mlsysops.policies.placement_engine.place_app`) of the missing instances whose local dependencies already run
-(`depends_on` means "start after those run"); the explanation carries every filter's reason and score.
+(`depends_on` means "start after those run"); the explanation carries every filter's reason and score,
+and per component the structured rejections (plugin, code, reason, count of nodes).
+Configuration: `context["placement"]` enables, disables, weights and configures the filters and scorers
+(`mlsysops.policies.placement_plugins`); `context["weights"]` still overrides scorer weights.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 from mlsysops.agents.placement.cluster_view import ClusterState, assigned_requests, instance_id
 from mlsysops.policies.placement_engine import DependencyCycleError, place_app
+from mlsysops.policies.placement_plugins import placement_config
 
 MECHANISM = "component_placement"
 
@@ -56,7 +60,7 @@ async def plan(context, application_description, system_description, mechanisms,
             req.depends_on = [d for d in req.depends_on if d in local]
             ready.append(req)
     try:
-        result = place_app(ready, state.nodes, context.get("weights"), placed=placed)
+        result = place_app(ready, state.nodes, placed=placed, config=placement_config(context))
     except DependencyCycleError as exc:
         context["explanation"] = {"error": str(exc)}
         return {}, context
@@ -74,6 +78,7 @@ async def plan(context, application_description, system_description, mechanisms,
         "summary": result.explain(),
         "decisions": {c: [d.explain() for d in ds] for c, ds in result.decisions.items()},
         "unplaceable": result.unplaceable,
+        "rejections": {c: ds[-1].rejection_summary() for c, ds in result.decisions.items() if ds},
         "waiting": waiting,
         "alternatives": {c: [d.ranking()[:3] for d in ds] for c, ds in result.decisions.items()},
     }

@@ -1,8 +1,12 @@
 """Component and application placement: filter, score, choose, explain.
 
-``schedule`` places one instance of one component: every node runs the applicable filters (all reasons
-are kept for the decision record), the feasible ones are scored by the weighted scorers, the best total
-wins and ties go to the lexicographically smallest node name, so a decision is reproducible.
+``schedule`` places one instance of one component: every node runs the applicable filters (every
+rejection ``Status`` is kept for the decision record), the feasible ones are scored by the weighted
+scorers, the best total wins and ties go to the lexicographically smallest node name, so a decision is
+reproducible. A filter that raises or answers garbage rejects the node with an ``Error`` status; a
+scorer that does so loses its column and the error is recorded (``PlacementDecision.errors``).
+Which plugins run, their weights and args come from ``PlacementConfig`` (see
+``mlsysops.policies.placement_plugins`` for building one from a policy's ``placement`` configuration).
 
 ``place_app`` places a whole application batch: components in dependency order, capacity accounted as
 instances land (on copies of the node views; inputs are never mutated), already running instances
@@ -16,13 +20,23 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from mlsysops.agents.placement.framework import (
+    Code,
+    Filter,
+    Profile,
+    Scorer,
+    Status,
+    run_scorer,
+    weighted_totals,
+)
 from mlsysops.agents.placement.types import ComponentRequest, NodeScore, NodeView
-from mlsysops.policies.placement_filters import DEFAULT_FILTERS, FilterPlugin, applicable_filters
+from mlsysops.policies.placement_filters import DEFAULT_FILTERS, NodeCheck
 from mlsysops.policies.placement_scorers import (
     DEFAULT_SCORERS,
     DEFAULT_UNKNOWN_LATENCY_MS,
-    ScorerPlugin,
+    DEFAULT_WEIGHTS,
     ScoringContext,
     resolve_weights,
 )
@@ -30,6 +44,8 @@ from mlsysops.policies.placement_scorers import (
 log = logging.getLogger(__name__)
 
 EXCLUDED_REASON = "excluded"
+EXCLUDED = Status(Code.UNSCHEDULABLE_AND_UNRESOLVABLE, EXCLUDED_REASON, "exclude")
+"""The status of a node the caller excluded (``schedule(exclude=...)``)."""
 
 
 class DependencyCycleError(ValueError):
@@ -42,13 +58,22 @@ class DependencyCycleError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PlacementConfig:
-    """Everything tunable about a placement decision; the defaults are the documented built-ins."""
+    """Everything tunable about a placement decision; the defaults are the documented built-ins.
+
+    ``default_weights`` are the profile's weights (scorers missing there weigh 1); ``weights`` overrides
+    some of them (the older, per-call spelling).
+    """
 
     weights: Mapping[str, float] | None = None
     layer_preference: Mapping[str, float] | None = None
     unknown_latency_ms: float = DEFAULT_UNKNOWN_LATENCY_MS
-    filters: tuple[FilterPlugin, ...] = DEFAULT_FILTERS
-    scorers: tuple[ScorerPlugin, ...] = DEFAULT_SCORERS
+    filters: tuple[Filter[ComponentRequest], ...] = DEFAULT_FILTERS
+    scorers: tuple[Scorer, ...] = DEFAULT_SCORERS
+    default_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+
+    @classmethod
+    def from_profile(cls, profile: Profile, **options: Any) -> PlacementConfig:
+        return cls(filters=profile.filters, scorers=profile.scorers, default_weights=profile.weights, **options)
 
 
 DEFAULT_CONFIG = PlacementConfig()
@@ -65,9 +90,10 @@ class PlacementDecision:
     ``candidates`` are the feasible nodes (including an ``incumbent`` that could not be chosen) with
     their weighted ``totals`` and per-scorer ``columns`` (0..100, same order); ``scores`` is the per-node
     view of the same data, built on first use. ``weights`` are the normalised weights of the scorers
-    that had something to say; ``rejected`` holds every infeasible node with all its reasons.
-    ``rejections`` is the compact form the scheduler fills (a single reason is stored as a bare string,
-    which keeps a 1,000-node decision from allocating a list per rejected node); read ``rejected``.
+    that had something to say; ``statuses`` holds every infeasible node with all its rejection
+    ``Status``es and ``rejected`` the same as human reasons. ``rejections`` is the compact form the
+    scheduler fills (a single status is stored bare, which keeps a 1,000-node decision from allocating a
+    list per rejected node); read ``statuses`` or ``rejected``. ``errors`` are scorers that failed.
     """
 
     app: str
@@ -77,18 +103,27 @@ class PlacementDecision:
     totals: list[float]
     columns: dict[str, list[float]]
     weights: dict[str, float]
-    rejections: Mapping[str, str | Sequence[str]]
+    rejections: Mapping[str, Status | Sequence[Status]]
     incumbent: str | None = None
+    errors: list[Status] = field(default_factory=list)
     _scores: dict[str, NodeScore] | None = field(default=None, repr=False, compare=False)
+    _statuses: dict[str, list[Status]] | None = field(default=None, repr=False, compare=False)
     _rejected: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def statuses(self) -> dict[str, list[Status]]:
+        """Every infeasible node -> all its rejection statuses, in filter order."""
+        if self._statuses is None:
+            self._statuses = {
+                name: [r] if isinstance(r, Status) else list(r) for name, r in self.rejections.items()
+            }
+        return self._statuses
 
     @property
     def rejected(self) -> dict[str, list[str]]:
         """Every infeasible node -> all its rejection reasons, in filter order."""
         if self._rejected is None:
-            self._rejected = {
-                name: [r] if isinstance(r, str) else list(r) for name, r in self.rejections.items()
-            }
+            self._rejected = {name: [s.reason for s in st] for name, st in self.statuses.items()}
         return self._rejected
 
     @property
@@ -127,6 +162,13 @@ class PlacementDecision:
             for reason, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         ]
 
+    def rejection_summary(self) -> list[dict[str, Any]]:
+        """``reason_summary`` for structured records: plugin, code, reason and how many candidates got
+        it (``count``), per distinct status, most common first (ties by reason)."""
+        counts = Counter(status for sts in self.statuses.values() for status in sts)
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].reason, kv[0].plugin))
+        return [{**status.to_dict(), "count": count} for status, count in ordered]
+
     def _fmt_score(self, node: str) -> str:
         s = self.scores[node]
         parts = ", ".join(
@@ -157,6 +199,7 @@ class PlacementDecision:
         hidden = len(self.rejected) - len(shown)
         if hidden > 0:
             pieces.append(f"+{hidden} more rejected: {', '.join(self.reason_summary()[:3])}")
+        pieces.extend(f"{error.plugin} {error.reason}" for error in self.errors)
         return "; ".join(pieces)
 
 
@@ -188,46 +231,54 @@ def schedule(
     that callers can compare, but it is never chosen.
     """
     cfg = config or DEFAULT_CONFIG
-    resolved = resolve_weights(weights if weights is not None else cfg.weights, cfg.scorers)
-    checks = applicable_filters(request, cfg.filters)
+    resolved = resolve_weights(weights if weights is not None else cfg.weights, cfg.scorers, cfg.default_weights)
+    names, checks, broken = _prepare(request, cfg.filters)
     excluded = set(exclude)
 
     candidates: list[NodeView] = []
-    rejected: dict[str, str | list[str]] = {}
+    rejected: dict[str, Status | list[Status]] = {}
     for node in nodes:
         if excluded and node.name in excluded:
-            rejected[node.name] = EXCLUDED_REASON
+            rejected[node.name] = EXCLUDED
             continue
-        reasons: str | list[str] | None = None
-        for check in checks:
-            reason = check(node)
-            if reason is not None:
-                if reasons is None:
-                    reasons = reason
-                elif isinstance(reasons, str):
-                    reasons = [reasons, reason]
-                else:
-                    reasons.append(reason)
-        if reasons is None:
+        if broken:
+            rejected[node.name] = broken
+            continue
+        # Hot loop (every node of every decision): no per-check bookkeeping. A filter that raises or
+        # answers a non-Status drops this node to the careful path, which names the plugin.
+        found: Any = None
+        try:
+            for check in checks:
+                status = check(node)
+                if status is not None:
+                    if type(status) is not Status:
+                        raise _NotAStatus
+                    if found is None:
+                        found = status
+                    elif type(found) is list:
+                        found.append(status)
+                    else:
+                        found = [found, status]
+        except Exception:  # noqa: BLE001 - a third-party filter must not take the decision down
+            found = _careful_statuses(node, checks, names) or None
+        if found is None:
             candidates.append(node)
         else:
-            rejected[node.name] = reasons
+            rejected[node.name] = found
 
     columns: dict[str, list[float]] = {}
+    errors: list[Status] = []
     if candidates:
         ctx = ScoringContext(nodes, cfg.layer_preference, cfg.unknown_latency_ms)
         for scorer in cfg.scorers:
             if resolved.get(scorer.name, 0.0) <= 0.0:
                 continue
-            column = scorer.score(request, candidates, ctx)
-            if column is not None:
+            column = run_scorer(scorer, request, candidates, ctx)
+            if type(column) is Status:
+                errors.append(column)
+            elif column is not None:
                 columns[scorer.name] = column
-    weight_sum = sum(resolved[name] for name in columns)
-    norm = {name: resolved[name] / weight_sum for name in columns} if weight_sum > 0 else {}
-
-    totals = [0.0] * len(candidates)
-    for name, w in norm.items():
-        totals = [t + w * c for t, c in zip(totals, columns[name], strict=True)]
+    norm, totals = weighted_totals(columns, resolved, len(candidates))
     names = [n.name for n in candidates]
     decision = PlacementDecision(
         app=request.app,
@@ -239,10 +290,56 @@ def schedule(
         weights=norm,
         rejections=rejected,
         incumbent=incumbent,
+        errors=errors,
     )
     if log.isEnabledFor(logging.DEBUG):
         log.debug("schedule %s/%s: %s", request.app, request.name, decision.explain())
     return decision
+
+
+def _prepare(
+    request: ComponentRequest, filters: Sequence[Filter[ComponentRequest]]
+) -> tuple[list[str], list[NodeCheck], list[Status]]:
+    """The applicable checks and their plugin names (same order), and the statuses of filters whose
+    ``prepare`` failed (then every node is refused: a filter we could not run is never skipped)."""
+    names: list[str] = []
+    checks: list[NodeCheck] = []
+    broken: list[Status] = []
+    for plugin in filters:
+        try:
+            check = plugin.prepare(request)
+        except Exception as exc:  # noqa: BLE001 - isolate third-party filters
+            broken.append(Status.error(plugin.name, f"filter failed: {type(exc).__name__}: {exc}"))
+            continue
+        if check is not None:
+            names.append(plugin.name)
+            checks.append(check)
+    return names, checks, broken
+
+
+class _NotAStatus(Exception):
+    """A filter answered something other than None or a Status (handled by ``_careful_statuses``)."""
+
+
+def _careful_statuses(node: NodeView, checks: Sequence[NodeCheck], names: Sequence[str]) -> list[Status]:
+    """The node's statuses check by check: an exception or a non-Status answer becomes the plugin's
+    ``Error`` status (a plain string is taken as its reason, ``Unschedulable``)."""
+    out: list[Status] = []
+    for plugin, check in zip(names, checks, strict=True):
+        try:
+            answer = check(node)
+        except Exception as exc:  # noqa: BLE001
+            out.append(Status.error(plugin, f"filter failed: {type(exc).__name__}: {exc}"))
+            continue
+        if answer is None:
+            continue
+        if type(answer) is Status:
+            out.append(answer)
+        elif isinstance(answer, str):
+            out.append(Status(Code.UNSCHEDULABLE, answer, plugin))
+        else:
+            out.append(Status.error(plugin, f"filter returned {type(answer).__name__}, expected Status or None"))
+    return out
 
 
 @dataclass(slots=True)

@@ -1,28 +1,57 @@
-"""Filter plugins: yes/no per (component, node), with a human reason on no.
+"""Filter plugins: yes/no per (component, node); a no is a ``Status`` (code, reason, plugin name).
 
 A filter is prepared once per request (``FilterPlugin.prepare``): it returns ``None`` when it has
 nothing to check for that request (no labels required, no pin, ...), otherwise a node check that returns
-``None`` when the node passes and the rejection reason otherwise. Preparing once keeps the per-node work
-of a 1,000-node decision to a set lookup or a comparison. ``filter_*`` functions are the same checks in
-the plain ``(request, node) -> FilterResult`` form.
+``None`` when the node passes and the rejection ``Status`` otherwise. Preparing once keeps the per-node
+work of a 1,000-node decision to a set lookup or a comparison; constant rejections are built once per
+request, not per node. ``filter_*`` functions are the same checks in the plain
+``(request, node) -> Status`` form (``SUCCESS`` when the node passes).
+
+Codes: ``cpu`` and ``memory`` say ``Unschedulable`` (the node may fit once capacity is freed); every
+other filter says ``UnschedulableAndUnresolvable`` (what the node *is* does not change by moving work).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from mlsysops.agents.placement.types import PASS, ComponentRequest, FilterResult, NodeView, format_bytes
+from mlsysops.agents.placement.framework import SUCCESS, Code, Status
+from mlsysops.agents.placement.types import ComponentRequest, NodeView, format_bytes
 
-NodeCheck = Callable[[NodeView], str | None]
-"""Prepared check: ``None`` if the node passes, else the rejection reason."""
+NodeCheck = Callable[[NodeView], Status | None]
+"""Prepared check: ``None`` if the node passes, else the rejection status."""
 
 Prepare = Callable[[ComponentRequest], NodeCheck | None]
+
+UNRESOLVABLE = Code.UNSCHEDULABLE_AND_UNRESOLVABLE
+
+_new = tuple.__new__
+"""``_new(Status, (code, reason, plugin))`` builds a Status without NamedTuple's Python-level ``__new__``:
+the per-node rejections below are the hot path of a 1,000-node decision."""
+
+
+class _StatusCache(dict):
+    """Per-request cache of the status for one distinct rejection key (a layer, a missing-label tuple):
+    most rejected nodes repeat a handful of reasons, so each is formatted once. ``cache[key]`` is a
+    plain dict lookup; ``build`` runs on a miss only."""
+
+    __slots__ = ("build",)
+
+    def __init__(self, build: Callable[[Any], Status]) -> None:
+        super().__init__()
+        self.build = build
+
+    def __missing__(self, key: Any) -> Status:
+        status = self[key] = self.build(key)
+        return status
 
 
 @dataclass(frozen=True, slots=True)
 class FilterPlugin:
-    """A named filter; ``prepare(request)`` is None when the filter does not apply to the request."""
+    """A named filter; ``prepare(request)`` is None when the filter does not apply to the request.
+    Satisfies ``mlsysops.agents.placement.framework.Filter``."""
 
     name: str
     prepare: Prepare
@@ -33,19 +62,21 @@ def _fmt_set(values: Iterable[str]) -> str:
 
 
 def _alive(request: ComponentRequest) -> NodeCheck:
-    return lambda node: None if node.alive else "node down"
+    down = Status(UNRESOLVABLE, "node down", "alive")
+    return lambda node: None if node.alive else down
 
 
 def _schedulable(request: ComponentRequest) -> NodeCheck:
-    return lambda node: node.unschedulable
+    status_of = _StatusCache(lambda why: _new(Status, (UNRESOLVABLE, why, "schedulable")))
+    return lambda node: None if node.unschedulable is None else status_of[node.unschedulable]
 
 
 def _pinned(request: ComponentRequest) -> NodeCheck | None:
     pinned = request.node
     if pinned is None:
         return None
-    reason = f"pinned to {pinned}"
-    return lambda node: None if node.name == pinned else reason
+    elsewhere = Status(UNRESOLVABLE, f"pinned to {pinned}", "pinned")
+    return lambda node: None if node.name == pinned else elsewhere
 
 
 def _layer(request: ComponentRequest) -> NodeCheck | None:
@@ -53,7 +84,8 @@ def _layer(request: ComponentRequest) -> NodeCheck | None:
         return None
     layers = frozenset(request.layers)
     tail = f" not in {_fmt_set(layers)}"
-    return lambda node: None if node.layer in layers else f"layer {node.layer or '?'}{tail}"
+    status_of = _StatusCache(lambda layer: _new(Status, (UNRESOLVABLE, f"layer {layer or '?'}{tail}", "layer")))
+    return lambda node: None if node.layer in layers else status_of[node.layer]
 
 
 def _labels(request: ComponentRequest) -> NodeCheck | None:
@@ -61,12 +93,21 @@ def _labels(request: ComponentRequest) -> NodeCheck | None:
         return None
     # "key:value" must match exactly; a bare "key" matches any value (or a bare label of that name).
     wanted = [(label, ":" in label) for label in dict.fromkeys(request.labels)]
+    status_of = _StatusCache(
+        lambda missing: _new(Status, (UNRESOLVABLE, "missing label " + ", ".join(missing), "labels"))
+    )
+    if len(wanted) == 1:  # the common case: one label, one prebuilt status
+        (label, exact), = wanted
+        only = status_of[(label,)]
+        if exact:
+            return lambda node: None if label in node.labels else only
+        return lambda node: None if label in node.labels or label in node.label_keys else only
 
-    def check(node: NodeView) -> str | None:
+    def check(node: NodeView) -> Status | None:
         missing = [
             lbl for lbl, exact in wanted if lbl not in node.labels and (exact or lbl not in node.label_keys)
         ]
-        return "missing label " + ", ".join(missing) if missing else None
+        return status_of[tuple(missing)] if missing else None
 
     return check
 
@@ -75,18 +116,25 @@ def _mobility(request: ComponentRequest) -> NodeCheck | None:
     wanted = request.mobile
     if wanted is None:
         return None
-    reason = "not mobile" if wanted else "node is mobile"
-    return lambda node: None if node.mobile == wanted else reason
+    refused = Status(UNRESOLVABLE, "not mobile" if wanted else "node is mobile", "mobility")
+    return lambda node: None if node.mobile == wanted else refused
 
 
 def _sensors(request: ComponentRequest) -> NodeCheck | None:
     if not request.sensors:
         return None
     wanted = list(dict.fromkeys(request.sensors))
+    status_of = _StatusCache(
+        lambda missing: _new(Status, (UNRESOLVABLE, "no sensor " + ", ".join(missing), "sensors"))
+    )
+    if len(wanted) == 1:  # the common case: one sensor, one prebuilt status
+        sensor = wanted[0]
+        only = status_of[(sensor,)]
+        return lambda node: None if sensor in node.sensors else only
 
-    def check(node: NodeView) -> str | None:
+    def check(node: NodeView) -> Status | None:
         missing = [s for s in wanted if s not in node.sensors]
-        return "no sensor " + ", ".join(missing) if missing else None
+        return status_of[tuple(missing)] if missing else None
 
     return check
 
@@ -96,15 +144,17 @@ def _architecture(request: ComponentRequest) -> NodeCheck | None:
         return None
     archs = frozenset(request.architectures)
     tail = f" not in {_fmt_set(archs)}"
-    return lambda node: (
-        None if node.architecture in archs else f"architecture {node.architecture or '?'}{tail}"
+    status_of = _StatusCache(
+        lambda arch: _new(Status, (UNRESOLVABLE, f"architecture {arch or '?'}{tail}", "architecture"))
     )
+    return lambda node: None if node.architecture in archs else status_of[node.architecture]
 
 
 def _gpu(request: ComponentRequest) -> NodeCheck | None:
     if not request.gpu:
         return None
-    return lambda node: None if node.gpu else "no gpu"
+    no_gpu = Status(UNRESOLVABLE, "no gpu", "gpu")
+    return lambda node: None if node.gpu else no_gpu
 
 
 def _cpu(request: ComponentRequest) -> NodeCheck | None:
@@ -114,11 +164,13 @@ def _cpu(request: ComponentRequest) -> NodeCheck | None:
     # Small epsilon: requests summed from millicores must not fail on float noise.
     limit = cpu - 1e-9
 
-    def check(node: NodeView) -> str | None:
+    def check(node: NodeView) -> Status | None:
         free = node.cpu_capacity - node.cpu_allocated
         if free >= limit:
             return None
-        return f"insufficient cpu: requests {cpu:g}, free {max(free, 0.0):.3g}"
+        return _new(
+            Status, (Code.UNSCHEDULABLE, f"insufficient cpu: requests {cpu:g}, free {max(free, 0.0):.3g}", "cpu")
+        )
 
     return check
 
@@ -128,11 +180,15 @@ def _memory(request: ComponentRequest) -> NodeCheck | None:
     if mem <= 0:
         return None
 
-    def check(node: NodeView) -> str | None:
+    def check(node: NodeView) -> Status | None:
         free = node.memory_capacity - node.memory_allocated
         if free >= mem:
             return None
-        return f"insufficient memory: requests {format_bytes(mem)}, free {format_bytes(max(free, 0))}"
+        return _new(Status, (
+            Code.UNSCHEDULABLE,
+            f"insufficient memory: requests {format_bytes(mem)}, free {format_bytes(max(free, 0))}",
+            "memory",
+        ))
 
     return check
 
@@ -165,20 +221,27 @@ def applicable_filters(
     return checks
 
 
+def filter_statuses(
+    request: ComponentRequest, node: NodeView, checks: Sequence[NodeCheck] | None = None
+) -> list[Status]:
+    """Every rejection status of ``node`` for ``request`` in filter order; empty means feasible."""
+    if checks is None:
+        checks = applicable_filters(request)
+    return [status for check in checks if (status := check(node)) is not None]
+
+
 def run_filters(
     request: ComponentRequest, node: NodeView, checks: Sequence[NodeCheck] | None = None
 ) -> list[str]:
     """All rejection reasons of ``node`` for ``request``; empty means the node is feasible."""
-    if checks is None:
-        checks = applicable_filters(request)
-    return [reason for check in checks if (reason := check(node)) is not None]
+    return [status.reason for status in filter_statuses(request, node, checks)]
 
 
-def _as_filter(prepare: Prepare) -> Callable[[ComponentRequest, NodeView], FilterResult]:
-    def filter_fn(request: ComponentRequest, node: NodeView) -> FilterResult:
+def _as_filter(prepare: Prepare) -> Callable[[ComponentRequest, NodeView], Status]:
+    def filter_fn(request: ComponentRequest, node: NodeView) -> Status:
         check = prepare(request)
-        reason = check(node) if check is not None else None
-        return PASS if reason is None else FilterResult(False, reason)
+        status = check(node) if check is not None else None
+        return SUCCESS if status is None else status
 
     filter_fn.__doc__ = f"One-shot form of the {prepare.__name__.lstrip('_')} filter."
     return filter_fn

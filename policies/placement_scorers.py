@@ -12,13 +12,20 @@ Default weights (``DEFAULT_WEIGHTS``), overridable per call with a dict:
 - ``proximity`` 0.3: low latency to nodes hosting the components it interacts with / depends on.
 - ``spread`` 0.2: few instances of the same app (same component counts double) already on the node.
 - ``layer`` 0.2: configured layer preference (only active when a preference is given).
+
+Args (``placement.scorers.<name>.args`` in a policy context): ``layer`` takes ``preference`` (layer ->
+number >= 0), ``proximity`` takes ``unknown_latency_ms`` (> 0); they win over the same options of the
+call's ``PlacementConfig``. The others take none.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from mlsysops.agents.placement import framework
 from mlsysops.agents.placement.types import ComponentRequest, NodeView
 
 DEFAULT_WEIGHTS: Mapping[str, float] = {
@@ -54,6 +61,8 @@ ScoreFn = Callable[[ComponentRequest, Sequence[NodeView], ScoringContext], list[
 
 @dataclass(frozen=True, slots=True)
 class ScorerPlugin:
+    """A named scorer; satisfies ``mlsysops.agents.placement.framework.Scorer``."""
+
     name: str
     score: ScoreFn
 
@@ -117,6 +126,12 @@ def score_proximity(
     request: ComponentRequest, candidates: Sequence[NodeView], ctx: ScoringContext
 ) -> list[float] | None:
     """Mean over peers of the latency to the closest node hosting that peer; lower is better."""
+    return _proximity(request, candidates, ctx, ctx.unknown_latency_ms)
+
+
+def _proximity(
+    request: ComponentRequest, candidates: Sequence[NodeView], ctx: ScoringContext, unknown: float
+) -> list[float] | None:
     peers = request.peers
     if not peers:
         return None
@@ -132,7 +147,6 @@ def score_proximity(
     hosts = [h for h in hosts if h]
     if not hosts:
         return None
-    unknown = ctx.unknown_latency_ms
     raw: list[float] = []
     for cand in candidates:
         total = 0.0
@@ -168,10 +182,47 @@ def score_layer(
     request: ComponentRequest, candidates: Sequence[NodeView], ctx: ScoringContext
 ) -> list[float] | None:
     """Configured preference per layer (e.g. ``{"edge": 2, "cloud": 1}``); unlisted layers score 0."""
-    pref = ctx.layer_preference
+    return _layer(ctx.layer_preference, candidates)
+
+
+def _layer(pref: Mapping[str, float] | None, candidates: Sequence[NodeView]) -> list[float] | None:
     if not pref:
         return None
     return normalize_max([pref.get(n.layer, 0.0) for n in candidates])
+
+
+def layer_scorer(args: Mapping[str, Any]) -> ScorerPlugin:
+    """The ``layer`` scorer; ``args.preference`` binds a layer preference into the plugin."""
+    if unknown := sorted(set(args) - {"preference"}):
+        raise ValueError(f"unknown arg {unknown[0]!r}; expected 'preference'")
+    if "preference" not in args:
+        return ScorerPlugin("layer", score_layer)
+    pref = args["preference"]
+    if not isinstance(pref, Mapping) or not all(
+        isinstance(k, str) and _is_number(v) and v >= 0 for k, v in pref.items()
+    ):
+        raise ValueError(f"preference must map layer names to numbers >= 0, got {pref!r}")
+    bound = {k: float(v) for k, v in pref.items()}
+    return ScorerPlugin("layer", lambda request, candidates, ctx: _layer(bound, candidates))
+
+
+def proximity_scorer(args: Mapping[str, Any]) -> ScorerPlugin:
+    """The ``proximity`` scorer; ``args.unknown_latency_ms`` replaces the assumed latency of unknown links."""
+    if unknown := sorted(set(args) - {"unknown_latency_ms"}):
+        raise ValueError(f"unknown arg {unknown[0]!r}; expected 'unknown_latency_ms'")
+    if "unknown_latency_ms" not in args:
+        return ScorerPlugin("proximity", score_proximity)
+    value = args["unknown_latency_ms"]
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"unknown_latency_ms must be a number > 0, got {value!r}")
+    latency = float(value)
+    return ScorerPlugin(
+        "proximity", lambda request, candidates, ctx: _proximity(request, candidates, ctx, latency)
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 DEFAULT_SCORERS: tuple[ScorerPlugin, ...] = (
@@ -184,15 +235,9 @@ DEFAULT_SCORERS: tuple[ScorerPlugin, ...] = (
 
 
 def resolve_weights(
-    weights: Mapping[str, float] | None, scorers: Sequence[ScorerPlugin] = DEFAULT_SCORERS
+    weights: Mapping[str, float] | None,
+    scorers: Sequence[framework.Scorer] = DEFAULT_SCORERS,
+    defaults: Mapping[str, float] = DEFAULT_WEIGHTS,
 ) -> dict[str, float]:
-    """Defaults overlaid with ``weights``; rejects unknown scorer names and negative weights."""
-    known = {s.name for s in scorers}
-    merged = {name: DEFAULT_WEIGHTS.get(name, 1.0) for name in known}
-    for name, value in (weights or {}).items():
-        if name not in known:
-            raise ValueError(f"unknown scorer {name!r} in weights; known: {sorted(known)}")
-        if value < 0:
-            raise ValueError(f"weight of scorer {name!r} must be >= 0, got {value}")
-        merged[name] = float(value)
-    return merged
+    """``defaults`` overlaid with ``weights``; rejects unknown scorer names and negative weights."""
+    return framework.resolve_weights(weights, (s.name for s in scorers), defaults)

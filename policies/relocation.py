@@ -12,6 +12,7 @@ from typing import Any
 
 from mlsysops.agents.placement.cluster_view import ClusterState, assigned_requests, instance_id, placements
 from mlsysops.policies.placement_engine import schedule
+from mlsysops.policies.placement_plugins import placement_config
 from mlsysops.policies.relocation_logic import Relocation, plan_relocations
 
 MECHANISM = "component_placement"
@@ -34,10 +35,12 @@ def _relocations(context: dict[str, Any], app: str, system: dict[str, Any]) -> t
     qos = {(app, key.split("/", 1)[1]): values for key, values in system.get("qos", {}).items()
            if key.split("/", 1)[0] == app}
     last_moved = {tuple(k.split("/", 1)): v for k, v in context.get("last_moved", {}).items()}
+    config = placement_config(context)
     moves = plan_relocations(placements(state, app), state.nodes, requests, qos,
                              lost_nodes=lost_nodes, now=system.get("now", time.time()),
                              qos_violation_threshold=int(context.get("qos_violation_threshold", 3)),
-                             cooldown_s=float(context.get("cooldown_s", 10.0)), last_moved=last_moved)
+                             cooldown_s=float(context.get("cooldown_s", 10.0)), last_moved=last_moved,
+                             config=config)
     moved = {m.key for m in moves}
     for prop in system.get("proposals", []):   # node agents propose, the cluster decides
         key = (prop["app"], prop["component"])
@@ -46,7 +49,8 @@ def _relocations(context: dict[str, Any], app: str, system: dict[str, Any]) -> t
         since = last_moved.get(key)
         if since is not None and system.get("now", time.time()) - since < float(context.get("cooldown_s", 10)):
             continue
-        decision = schedule(requests[key], state.nodes, exclude=[prop["node"]], incumbent=prop["node"])
+        decision = schedule(requests[key], state.nodes, exclude=[prop["node"]], incumbent=prop["node"],
+                            config=config)
         if decision.node is not None:
             moves.append(Relocation(app, key[1], prop["node"], decision.node,
                                     f"proposed by node {prop['node']}: {prop['reason']}", decision))

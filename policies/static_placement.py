@@ -11,6 +11,7 @@ from typing import Any
 
 from mlsysops.agents.placement.cluster_view import ClusterState, assigned_requests, instance_id
 from mlsysops.policies.placement_engine import schedule
+from mlsysops.policies.placement_plugins import placement_config
 
 MECHANISM = "component_placement"
 
@@ -43,8 +44,9 @@ async def plan(context, application_description, system_description, mechanisms,
     app = application_description["name"]
     state, missing = _pinned_missing(system_description, app)
     actions, reasons = [], {}
+    config = placement_config(context)
     for req in missing:
-        decision = schedule(req, state.nodes)
+        decision = schedule(req, state.nodes, config=config)
         if decision.node is None:
             reasons[req.name] = decision.explain()
             continue

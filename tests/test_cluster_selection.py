@@ -125,3 +125,63 @@ def test_deterministic() -> None:
     clusters = [ClusterView.from_nodes(c, [node(c + "1")]) for c in ("c3", "c1", "c2")]
     results = {tuple(select_clusters([req()], clusters).assignments.items()) for _ in range(3)}
     assert results == {(("web", "c1"),)}
+
+
+def test_cluster_rejections_are_statuses_with_plugin_and_code() -> None:
+    from mlsysops.agents.placement.framework import Code, Status
+
+    clusters = [
+        ClusterView.from_nodes("c1", [node("a1")]),
+        ClusterView.from_nodes("c2", [node("b1", cpu_capacity=1.0)]),
+        ClusterView.from_nodes("c3", [node("c31")]),
+    ]
+    result = select_clusters([req(cpu_cores=2)], clusters, allowed=["c1", "c2"])
+    statuses = result.decisions["web"].statuses
+    assert statuses["c3"] == [Status(Code.UNSCHEDULABLE_AND_UNRESOLVABLE, "not in cluster_placement [c1, c2]",
+                                     "cluster_placement")]
+    assert statuses["c2"] == [Status(Code.UNSCHEDULABLE, "insufficient cpu: requests 2, free 1 (1 node)",
+                                     "node_fit")]
+    assert result.assignments == {"web": "c1"}
+
+
+def test_cluster_plugins_configured_through_the_registry() -> None:
+    from mlsysops.agents.placement.framework import PlacementConfigError
+    from mlsysops.policies.placement_plugins import CLUSTER_PLUGINS, cluster_selection_config
+
+    lat = {"near": 2.0}
+    clusters = [
+        ClusterView.from_nodes("home", [node("h1", cpu_capacity=64)], latency_ms=lat),
+        ClusterView.from_nodes("near", [node("n1", cpu_capacity=8)]),
+    ]
+    reqs = [req("cam"), req("proc", depends_on=["cam"])]
+    default, weights = cluster_selection_config({})
+    assert weights is None and [f.name for f in default.filters] == CLUSTER_PLUGINS.names("filters")
+    assert select_clusters(reqs, clusters, config=default).assignments == {"cam": "home", "proc": "home"}
+    # Consolidation disabled: only capacity and proximity speak.
+    no_consolidation, _ = cluster_selection_config({"placement": {"scorers": {"consolidation": {"enabled": False}}}})
+    d = select_clusters(reqs, clusters, config=no_consolidation).decisions["proc"]
+    assert set(d.weights) == {"capacity", "proximity"}
+    # Disabling cluster_placement ignores the app's allowed list.
+    free, _ = cluster_selection_config({"placement": {"filters": {"disable": ["cluster_placement"]}}})
+    assert select_clusters([req()], clusters, allowed=["near"], config=free).assignments == {"web": "home"}
+    assert select_clusters([req()], clusters, allowed=["near"]).assignments == {"web": "near"}
+    with pytest.raises(PlacementConfigError, match="unknown cluster scorer 'latency'") as info:
+        cluster_selection_config({"placement": {"scorers": {"latency": {"weight": 1}}}})
+    assert info.value.field == "placement.scorers.latency"
+    with pytest.raises(PlacementConfigError, match="unknown_latency_ms"):
+        cluster_selection_config({"placement": {"scorers": {"proximity": {"args": {"unknown_latency_ms": 0}}}}})
+
+
+def test_summary_only_cluster_statuses() -> None:
+    from mlsysops.agents.placement.framework import Code
+    from mlsysops.policies.cluster_filters import summary_statuses
+
+    summary = ClusterView(cluster_id="s", layers={"edge"}, alive_nodes=1, cpu_free=2.0, memory_free=GI,
+                          largest_cpu_free=2.0, largest_memory_free=GI)
+    got = summary_statuses(req(gpu=True, cpu_cores=3), summary)
+    assert [(s.plugin, s.code, s.reason) for s in got] == [
+        ("node_fit", Code.UNSCHEDULABLE_AND_UNRESOLVABLE, "no gpu"),
+        ("node_fit", Code.UNSCHEDULABLE, "insufficient cpu: requests 3, largest free 2"),
+    ]
+    result = select_clusters([req(gpu=True)], [summary])
+    assert result.unplaceable == {"web": ["s: no gpu"]}

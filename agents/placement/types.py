@@ -122,17 +122,6 @@ class NodeView:
 
 
 @dataclass(frozen=True, slots=True)
-class FilterResult:
-    """Outcome of one filter on one node; ``reason`` is a human sentence when ``ok`` is False."""
-
-    ok: bool
-    reason: str = ""
-
-
-PASS = FilterResult(True)
-
-
-@dataclass(frozen=True, slots=True)
 class NodeScore:
     """Weighted total (0..100) and the per-scorer normalised scores (0..100) behind it."""
 
