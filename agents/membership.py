@@ -7,7 +7,8 @@ Liveness combines two signals:
 * heartbeats: a child that is connected but hung (or partitioned above XMPP) stops heartbeating and is
   marked lost after ``liveness_misses`` intervals (reason ``"missed N heartbeats"``). Time during which the
   parent could not have heard a heartbeat is not counted: its own event loop was frozen, or it was
-  disconnected from the XMPP server (an outage of the server is not the loss of every node).
+  disconnected from the XMPP server (an outage of the server is not the loss of every node); after the
+  parent reconnects, every child has a full liveness period to reconnect and heartbeat again.
 
 Recovery is level-triggered: a lost child that heartbeats or registers again is *recovered*; a heartbeat
 from a child the parent does not know is answered FAILURE ``"unknown child: re-register"``, which is how a
@@ -173,8 +174,13 @@ class ParentMembership:
             self._mark_lost(rec, REASON_PRESENCE)
 
     def _on_reconnected(self) -> None:
-        for jid in self._children:  # the roster survives, but be explicit after a server restart
-            self.agent.subscribe_presence(jid)
+        # The children lost the server too and must reconnect before they can heartbeat again: each gets a
+        # full liveness period from now (like Kubernetes' node controller after a full disruption), not what
+        # was left of its period when the outage began.
+        now = time.monotonic()
+        for jid, rec in self._children.items():
+            rec.last_seen_monotonic = max(rec.last_seen_monotonic, now)
+            self.agent.subscribe_presence(jid)   # the roster survives, but be explicit after a server restart
 
     async def _watch(self) -> None:
         tick = max(self.settings.heartbeat_interval / 4, 0.02)
@@ -320,8 +326,10 @@ class ChildMembership:
                 body = RegisterRequest(role=self.role, agent_id=self.agent.agent_id,
                                        description=await self._value(self._description) or {},
                                        capabilities=self.capabilities)
-                reply = await self.agent.request(self.parent_jid, Kind.REGISTER, body,
-                                                 timeout=self.register_timeout, retries=0)
+                reply = await self._request_unless_reregistered(body)
+                if reply is None:        # the parent came back meanwhile: register again at once
+                    delay = self.backoff
+                    continue
                 result = reply.payload
                 assert isinstance(result, RegisterReply)
                 if result.accepted and result.settings is not None:
@@ -341,6 +349,23 @@ class ChildMembership:
                 self.agent.log.exception("registration with %s crashed", self.parent_jid)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.backoff_max)
+
+    async def _request_unless_reregistered(self, body: RegisterRequest) -> Envelope | None:
+        """The register request, abandoned (None) when a re-register is asked for while it waits: a
+        request sent while the parent was offline (both reconnecting after a server outage) gets no answer,
+        and waiting out its timeout once the parent is back would cost the child its liveness there."""
+        request = asyncio.ensure_future(self.agent.request(self.parent_jid, Kind.REGISTER, body,
+                                                           timeout=self.register_timeout, retries=0))
+        again = asyncio.ensure_future(self._reregister.wait())
+        try:
+            await asyncio.wait({request, again}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            again.cancel()
+        if request.done():
+            return request.result()
+        request.cancel()
+        await asyncio.gather(request, return_exceptions=True)
+        return None
 
     async def _subscribe_to_parent(self) -> None:
         """Subscribe to the parent's presence *before* registering: the parent subscribes to ours when
