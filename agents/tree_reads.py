@@ -60,11 +60,13 @@ register_payload(TELEMETRY_CONFIG_QUERY, Performative.REQUEST, TelemetryConfigQu
 
 @dataclass(slots=True)
 class DecisionsPage:
-    """Records (oldest first), whether older matching ones were left out, and who did not answer."""
+    """Records (oldest first), whether older matching ones were left out, and who did not answer;
+    `as_of`: wall-clock time the read started (records newer than that may be missing), when known."""
 
     records: list[dict[str, Any]]
     truncated: bool = False
     unanswered: dict[str, str] = field(default_factory=dict)
+    as_of: float | None = None
 
     def to_body(self, agent_id: str) -> dict[str, Any]:
         return {"agent": agent_id, "records": self.records, "truncated": self.truncated,
