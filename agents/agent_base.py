@@ -32,6 +32,7 @@ from spade.behaviour import CyclicBehaviour
 from spade.message import Message
 from spade.template import BaseTemplate, Template
 
+from mlsysops.agents import xmpp_escape
 from mlsysops.agents.protocol import (
     META_KIND,
     META_ONTOLOGY,
@@ -46,6 +47,7 @@ from mlsysops.agents.protocol import (
 )
 
 logger = logging.getLogger(__name__)
+xmpp_escape.install()   # slixmpp's per-character escape was the largest cost of a large message
 
 RECEIVE_TIMEOUT = 0.3  # seconds; bounds how long stop() waits for behaviours
 REPLY_PERFORMATIVES = frozenset(

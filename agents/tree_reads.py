@@ -60,11 +60,13 @@ register_payload(TELEMETRY_CONFIG_QUERY, Performative.REQUEST, TelemetryConfigQu
 
 @dataclass(slots=True)
 class DecisionsPage:
-    """Records (oldest first), whether older matching ones were left out, and who did not answer."""
+    """Records (oldest first), whether older matching ones were left out, and who did not answer;
+    `as_of`: wall-clock time the read started (records newer than that may be missing), when known."""
 
     records: list[dict[str, Any]]
     truncated: bool = False
     unanswered: dict[str, str] = field(default_factory=dict)
+    as_of: float | None = None
 
     def to_body(self, agent_id: str) -> dict[str, Any]:
         return {"agent": agent_id, "records": self.records, "truncated": self.truncated,
@@ -133,10 +135,16 @@ def own_decisions(agent: Any, q: DecisionsQuery) -> list[dict[str, Any]]:
     filters = {"app": q.app, "policy": q.policy, "stage": q.stage, "outcome": q.outcome, "since": q.since,
                "until": q.until}
     if not q.exclude_outcomes:
-        return [r.to_dict() for r in log.query(limit=q.limit, **filters)]
+        return [_exported(r) for r in log.query(limit=q.limit, **filters)]
     skip = set(q.exclude_outcomes)
     wanted = [r for r in log.query(limit=max(len(log), 1), **filters) if r.outcome not in skip]
-    return [r.to_dict() for r in wanted[-q.limit:]]
+    return [_exported(r) for r in wanted[-q.limit:]]
+
+
+def _exported(record: Any) -> dict[str, Any]:
+    """The record's fields as a dict, sharing (not deep-copying, as `to_dict` does) its values: an export
+    is serialised or copied before anyone could change it, and the deep copy was most of a read's cost."""
+    return {name: getattr(record, name) for name in record.__dataclass_fields__}
 
 
 def _lost(child: Any) -> str:

@@ -34,6 +34,7 @@ allow_registration = true
 c2s_require_encryption = true
 allow_unencrypted_plain_auth = false
 limits = {{ c2s = {{ rate = "100mb/s"; }}; }}
+network_settings = {{ nagle = false; }}
 VirtualHost "{domain}"
   ssl = {{ certificate = "{work}/certs/{domain}.crt"; key = "{work}/certs/{domain}.key"; }}
 """

@@ -9,7 +9,10 @@ threads, no signal handling of its own). The same app serves
   built from what clusters registered and report in heartbeats, so both modes show the same thing.
 
 Other agents' decision records and telemetry plans are read over the protocol in both modes (the
-continuum asks its clusters, which answer for themselves and their nodes; see `ApiBackend`).
+continuum asks its clusters, which answer for themselves and their nodes; see `ApiBackend`). Such reads
+(`/decisions`, `/apps/NAME/events`, `/dashboard/state`, `/stream`, `/telemetry/config`) may be up to
+one second old (`ApiBackend(read_max_age=...)`), like a Prometheus scrape: concurrent readers share one
+fan-out. Any state-changing request (POST, PUT, DELETE) drops the cached answers.
 
 Errors are `{"detail": ...}`. Invalid descriptions give 422 with the validator's issues (field `path`,
 `message`, `expected`, `suggestion`); unknown ids 404; a different app under an existing name 409.
@@ -21,7 +24,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 
 from mlsysops.continuum.api.backend import ApiBackend
-from mlsysops.continuum.api.deps import API_PREFIX
+from mlsysops.continuum.api.deps import API_PREFIX, invalidate_reads_on_write
 from mlsysops.continuum.api.routers import (
     apps,
     dashboard,
@@ -47,7 +50,7 @@ def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bo
     read_auth = Depends(TokenAuth(tokens).dependency())
     app.include_router(health.router)
     for router in V1_ROUTERS:
-        app.include_router(router, prefix=API_PREFIX, dependencies=[read_auth])
+        app.include_router(router, prefix=API_PREFIX, dependencies=[read_auth, Depends(invalidate_reads_on_write)])
     app.include_router(telemetry.metrics_router, dependencies=[read_auth] if metrics_auth else [])
     app.include_router(dashboard.page_router)
     dashboard.mount_static(app)

@@ -3,11 +3,15 @@
 Views of other agents (their decision records, what they collect) are read over the protocol from the
 continuum agent down (`mlsysops.agents.tree_reads`) in both run modes, so `mlsysops up` and one agent per
 process answer alike; only management actions on in-process agents (policies, per-agent mode) and the
-simulator need the runtime.
+simulator need the runtime. Those reads go through a `ReadCache`: an answer is reused while it is at most
+`read_max_age` seconds old and concurrent readers of the same question share one fan-out (the dashboard
+stream, `get decisions -w` and `events` ask the same every second); a state-changing API request drops the
+cached answers (`invalidate_reads`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from mlsysops.agents.tree_reads import (
@@ -17,6 +21,7 @@ from mlsysops.agents.tree_reads import (
     collect_decisions,
     collect_plans,
 )
+from mlsysops.continuum.api.read_cache import DEFAULT_MAX_AGE, ReadCache
 
 TREE_WAIT = 2.0        # seconds the API waits for the clusters (they give their nodes half of it)
 TREE_PAGES = 20        # pages per cluster for one decision read (each under the protocol's message limit)
@@ -25,12 +30,14 @@ TREE_PAGES = 20        # pages per cluster for one decision read (each under the
 class ApiBackend:
     """The continuum agent, and with a `SliceRuntime` every agent and the simulator of the process."""
 
-    def __init__(self, continuum: Any = None, *, runtime: Any = None, tree_wait: float = TREE_WAIT) -> None:
+    def __init__(self, continuum: Any = None, *, runtime: Any = None, tree_wait: float = TREE_WAIT,
+                 read_max_age: float = DEFAULT_MAX_AGE) -> None:
         if continuum is None and runtime is None:
             raise ValueError("ApiBackend needs the continuum agent or a SliceRuntime")
         self._continuum = continuum
         self.runtime = runtime
         self.tree_wait = tree_wait
+        self.reads = ReadCache(read_max_age)
 
     @property
     def continuum(self) -> Any:
@@ -55,17 +62,31 @@ class ApiBackend:
         return {cid: "cluster agent not registered" for cid, jid in cont.cluster_jids.items()
                 if jid not in registered}
 
+    def invalidate_reads(self) -> None:
+        """Forget cached reads (after an API request that changes state)."""
+        self.reads.invalidate()
+
     async def decisions(self, q: DecisionsQuery) -> DecisionsPage:
-        """Decision records of the continuum and, over the protocol, of its subtree."""
+        """Decision records of the continuum and, over the protocol, of its subtree (at most
+        `read_max_age` old; shared with other readers: do not mutate)."""
         q = q.model_copy(update={"subtree": True, "reply_within": self.tree_wait})
+        return await self.reads.get(("decisions", q.model_dump_json()), lambda: self._read_decisions(q))
+
+    async def _read_decisions(self, q: DecisionsQuery) -> DecisionsPage:
+        as_of = time.time()
         page = await collect_decisions(self.continuum, q, wait=self.tree_wait, budget=None, pages=TREE_PAGES)
+        page.as_of = as_of
         if q.agent is None or q.agent in self.continuum.cluster_jids:
             page.unanswered.update({k: v for k, v in self._unregistered().items()
                                     if q.agent in (None, k)})
         return page
 
     async def collection_plans(self) -> dict[str, Any]:
-        """What every agent of the slice collects (over the protocol), plus who did not answer."""
+        """What every agent of the slice collects (over the protocol), plus who did not answer (at most
+        `read_max_age` old; shared with other readers: do not mutate)."""
+        return await self.reads.get(("collection_plans",), self._read_plans)
+
+    async def _read_plans(self) -> dict[str, Any]:
         q = TelemetryConfigQuery(subtree=True, reply_within=self.tree_wait)
         out = await collect_plans(self.continuum, q, wait=self.tree_wait, budget=None, pages=TREE_PAGES)
         out["unanswered"].update(self._unregistered())

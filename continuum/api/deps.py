@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -10,6 +11,7 @@ from mlsysops.continuum.api.backend import ApiBackend
 
 API_PREFIX = "/api/v1"
 MAX_DECISIONS = 1000
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def backend_of(request: Request) -> ApiBackend:
@@ -17,3 +19,14 @@ def backend_of(request: Request) -> ApiBackend:
 
 
 Backend = Annotated[ApiBackend, Depends(backend_of)]
+
+
+async def invalidate_reads_on_write(request: Request) -> AsyncIterator[None]:
+    """A state-changing request drops the backend's cached reads before and after it runs, so a read
+    after the action never reuses an answer from before it (`ApiBackend.reads`)."""
+    write = request.method not in SAFE_METHODS
+    if write:
+        backend_of(request).invalidate_reads()
+    yield
+    if write:
+        backend_of(request).invalidate_reads()

@@ -83,21 +83,32 @@ def _apps(c: Any, alerts: list[dict[str, str]]) -> list[dict[str, Any]]:
     return apps
 
 
-async def state(backend: Backend, since: float | None) -> dict[str, Any]:
-    """One dashboard snapshot. Decisions: newer than `since`, without the routine "nothing to do"
-    records (the decision log API keeps those), the newest `MAX_STREAM_DECISIONS`."""
+async def snapshot(backend: Backend, since: float | None) -> tuple[dict[str, Any], float]:
+    """One dashboard snapshot, and the time from which the next one must take decisions (when the read
+    of the decisions started: it may be a shared read up to `read_max_age` old).
+
+    Decisions: newer than `since`, without the routine "nothing to do" records (the decision log API keeps
+    those), the newest `MAX_STREAM_DECISIONS`. They are the newest `MAX_STREAM_DECISIONS` of the slice
+    filtered by `since` here, which is the same set as asking the agents with `since` (every record newer
+    than `since` that is among the newest is among the newest of all) but one question for every viewer."""
     c = backend.continuum
     t = time.time()
     alerts: list[dict[str, str]] = []
     clusters = _topology(c, alerts)
     apps = _apps(c, alerts)
-    page = await backend.decisions(DecisionsQuery(since=since, exclude_outcomes=["no_plan"],
-                                                  limit=MAX_STREAM_DECISIONS))
+    page = await backend.decisions(DecisionsQuery(exclude_outcomes=["no_plan"], limit=MAX_STREAM_DECISIONS))
+    records = page.records if since is None else [r for r in page.records if r["ts"] >= since]
     alerts += [{"level": "warning", "text": f"decisions of {agent} unavailable: {why}"}
                for agent, why in sorted(page.unanswered.items())]
-    return jsonable({"t": t, "continuum": {"id": c.agent_id, "connected": c.connected},
-                     "clusters": clusters, "apps": apps, "decisions": page.records, "alerts": alerts,
+    body = jsonable({"t": t, "continuum": {"id": c.agent_id, "connected": c.connected},
+                     "clusters": clusters, "apps": apps, "decisions": records, "alerts": alerts,
                      "digest_interval": c.settings.digest_interval})
+    return body, t if page.as_of is None else min(t, page.as_of)
+
+
+async def state(backend: Backend, since: float | None) -> dict[str, Any]:
+    """One dashboard snapshot (see `snapshot`)."""
+    return (await snapshot(backend, since))[0]
 
 
 @router.get("/dashboard/state")
@@ -116,8 +127,7 @@ async def stream(request: Request, backend: Backend,
         yield b"retry: 2000\n\n"
         since = time.time() - 3600
         while not await request.is_disconnected():
-            snap = await state(backend, since)
-            since = snap["t"]   # the next event carries what happens from now on
+            snap, since = await snapshot(backend, since)   # the next event carries what happens from then on
             yield f"event: snapshot\ndata: {json.dumps(snap, separators=(',', ':'))}\n\n".encode()
             await asyncio.sleep(interval)
 
