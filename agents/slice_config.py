@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from mlsysops.agents.descriptions import (
@@ -47,6 +46,7 @@ from mlsysops.agents.descriptions import (
     validate_spec,
 )
 from mlsysops.agents.descriptions.errors import did_you_mean
+from mlsysops.agents.descriptions.yaml_reader import read_documents
 
 LAYERS = ("continuum", "cluster", "node", "far_edge")
 
@@ -331,11 +331,14 @@ def load_slice(path: str | Path) -> SliceSpec:
     slice_path = Path(path).resolve()
     source = str(path)
     try:
-        raw = yaml.safe_load(slice_path.read_text(encoding="utf-8"))
+        text = slice_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DescriptionError([ValidationIssue(f"cannot read file: {exc}", file=source)]) from None
-    except yaml.YAMLError as exc:
-        raise DescriptionError([ValidationIssue(f"invalid YAML: {exc}", file=source)]) from None
+    docs = read_documents(text, source)   # raises DescriptionError with line/column
+    if len(docs) > 1:
+        raise DescriptionError([ValidationIssue(f"a slice config is one YAML document, found {len(docs)}",
+                                                file=source, expected="one document")])
+    raw = docs[0] if docs else None
     if not isinstance(raw, dict):
         raise DescriptionError(
             [

@@ -8,14 +8,16 @@ use the same record with ``severity="warning"`` and travel on the loaded ``Docum
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 Severity = Literal["error", "warning"]
 PathPart = str | int
 
 _MISSING: Any = object()
+_INT_BITS_SHOWN = 200  # about 60 digits: larger integers are described, not printed
 
 
 def format_path(parts: Sequence[PathPart]) -> str:
@@ -39,8 +41,16 @@ def did_you_mean(word: Any, choices: Iterable[Any]) -> str | None:
 
 
 def _short(value: Any, limit: int = 80) -> Any:
+    """``value`` cut to ``limit`` characters for a message. Containers become their (cut) repr, which
+    is finite even for self-referencing YAML aliases; an integer too long to print (or to put in JSON)
+    becomes a description of its size."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _INT_BITS_SHOWN:
+        return f"<an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits>"
     if isinstance(value, (dict, list)):
-        text = repr(value)
+        try:
+            text = repr(value)
+        except (RecursionError, ValueError):  # nested deeper than repr goes, or holds an unprintable int
+            text = f"<a {type(value).__name__} too deep to show>"
         return text if len(text) <= limit else text[: limit - 3] + "..."
     if isinstance(value, str) and len(value) > limit:
         return value[: limit - 3] + "..."
@@ -66,8 +76,9 @@ class ValidationIssue:
         return self.value is not _MISSING
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("extra")
+        """Plain fields only; ``value`` is shortened, never deep-copied (it may be the bad input itself,
+        self-referencing through a YAML alias)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         data["value"] = _short(self.value) if self.has_value else None
         data.update(self.extra)
         return data

@@ -31,6 +31,7 @@ from mlsysops.agents.descriptions.infra import MLSysOpsCluster, MLSysOpsContinuu
 from mlsysops.agents.descriptions.node import MLSysOpsNode
 from mlsysops.agents.descriptions.normalize import normalize
 from mlsysops.agents.descriptions.semantic import Inventory, check
+from mlsysops.agents.descriptions.yaml_reader import read_documents
 
 KINDS: dict[str, type[Description]] = {
     cls.kind: cls
@@ -319,14 +320,7 @@ def _load_obj(obj: Any, source: str, index: int, inventory: Inventory | None) ->
 def load_text(text: str, source: str = "<string>", inventory: Inventory | None = None) -> list[Document]:
     """All documents of a (multi-document) YAML text; errors of every document are raised together."""
     try:
-        raw_docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise DescriptionError(
-            [ValidationIssue(f"invalid YAML: {problem}", file=source, path=where)]
-        ) from None
+        raw_docs = read_documents(text, source)
     except RecursionError:
         raise DescriptionError([ValidationIssue("YAML nests too deeply", file=source)]) from None
     docs: list[Document] = []

@@ -78,7 +78,10 @@ class _UnitValue:
     def __init__(self, raw: Raw) -> None:
         if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
             raise ValueError(f"expected {self.expected}, got {type(raw).__name__}")
-        value = self._parse(raw)
+        try:
+            value = self._parse(raw)
+        except OverflowError:  # an integer with more digits than a float holds (400-digit cpu: ...)
+            raise ValueError(f"expected {self.expected}; the number is too large") from None
         if not math.isfinite(value):
             raise ValueError(f"expected a finite {self.expected}, got {raw!r}")
         self.raw: Raw = raw

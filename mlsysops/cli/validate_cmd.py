@@ -40,15 +40,17 @@ def _summary(doc: Any) -> str:
 
 
 def _is_slice_file(path: Path) -> bool:
-    import yaml
-
+    """Whether the first document has a top-level ``slice`` key (unreadable files are checked, and
+    reported, as descriptions)."""
+    from mlsysops.agents.descriptions import DescriptionError
+    from mlsysops.agents.descriptions.yaml_reader import read_documents
     from mlsysops.agents.slice_config import is_slice_config
 
     try:
-        first = next(iter(yaml.safe_load_all(path.read_text(encoding="utf-8"))), None)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        docs = read_documents(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, DescriptionError):
         return False
-    return is_slice_config(first)
+    return is_slice_config(docs[0] if docs else None)
 
 
 def _check_slice(path: Path) -> tuple[dict[str, Any], Any]:
