@@ -158,6 +158,38 @@ async def test_invalid_descriptions_say_which_field_and_why(client):
     assert (await client.get(f"{V1}/apps/bad")).status_code == 404
 
 
+async def test_fuzzed_descriptions_are_422_with_where(client):
+    """A 400-digit quantity and a self-referencing alias (found by fuzzing) were 500s."""
+    r = await client.post(f"{V1}/apps", json=app_named("huge", cpu=10**400))
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"]["errors"][0]["path"] == "components[0].containers[0].platform_requirements.cpu.requests"
+    r = await client.post(f"{V1}/apps", content="MLSysOpsApp: &a {name: x, components: [*a]}\n",
+                          headers={"Content-Type": "application/yaml"})
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["detail"]["errors"]
+    assert error["line"] == 1 and error["path"].startswith("MLSysOpsApp.components[0]")
+
+
+async def test_failed_desired_state_write_is_507_or_503_with_the_cause(served, client):
+    import sqlite3
+
+    from tests.test_persist_failures import FailingWrites
+
+    store = served[0].continuum.store
+    real = store._db
+    try:
+        store._db = FailingWrites(real, sqlite3.OperationalError("database or disk is full"))
+        r = await client.post(f"{V1}/apps", json=app_named("full"))
+        assert r.status_code == 507, r.text
+        assert r.json()["detail"].startswith("cannot persist app full: database or disk is full at ")
+        store._db = FailingWrites(real, sqlite3.OperationalError("attempt to write a readonly database"))
+        assert (await client.post(f"{V1}/apps", json=app_named("full"))).status_code == 503
+    finally:
+        store._db = real
+    assert (await client.get(f"{V1}/apps/full")).status_code == 404      # not accepted, nothing half-done
+    assert (await client.get("/healthz")).status_code == 200             # the agent kept running
+
+
 async def test_app_lifecycle_with_status_transitions(served, client):
     rt, _ = served
     r = await client.post(f"{V1}/apps", json=APP)

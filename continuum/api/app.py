@@ -15,7 +15,8 @@ one second old (`ApiBackend(read_max_age=...)`), like a Prometheus scrape: concu
 fan-out. Any state-changing request (POST, PUT, DELETE) drops the cached answers.
 
 Errors are `{"detail": ...}`. Invalid descriptions give 422 with the validator's issues (field `path`,
-`message`, `expected`, `suggestion`); unknown ids 404; a different app under an existing name 409.
+`message`, `expected`, `suggestion`); unknown ids 404; a different app under an existing name 409; a desired-state write that failed 507 (disk full)
+or 503, with the cause.
 OpenAPI at `/docs` and `/openapi.json`; `/healthz`, `/readyz` and those two need no token.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 
 from mlsysops.continuum.api.backend import ApiBackend
+from mlsysops.continuum.api.bodies import persist_failed
 from mlsysops.continuum.api.deps import API_PREFIX, invalidate_reads_on_write
 from mlsysops.continuum.api.routers import (
     apps,
@@ -36,6 +38,7 @@ from mlsysops.continuum.api.routers import (
     telemetry,
 )
 from mlsysops.continuum.api_auth import Role, TokenAuth
+from mlsysops.continuum.store import PersistError
 
 V1_ROUTERS = (apps.router, infrastructure.router, decisions.router, management.router, sim.router,
               telemetry.router, dashboard.router)
@@ -47,6 +50,7 @@ def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bo
     app = FastAPI(title="mlsysops", version="1", summary="Northbound API of an MLSysOps continuum agent",
                   description=__doc__)
     app.state.backend = backend
+    app.add_exception_handler(PersistError, persist_failed)
     read_auth = Depends(TokenAuth(tokens).dependency())
     app.include_router(health.router)
     for router in V1_ROUTERS:

@@ -7,11 +7,21 @@ Errors are `{"detail": ...}`; an invalid description answers 422 with the valida
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from mlsysops.agents.descriptions import DescriptionError, Document, ValidationIssue, load_obj, load_text
+from mlsysops.continuum.store import PersistError
+
+log = logging.getLogger(__name__)
+# Declared on the operations that write the desired state.
+PERSIST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    507: {"description": "the desired state could not be written: the disk is full (nothing was changed)"},
+    503: {"description": "the desired state could not be written (read-only or missing state directory; "
+                         "nothing was changed)"}}
 
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 # The OpenAPI request body of the description-taking operations (they read the raw body themselves).
@@ -33,6 +43,14 @@ def invalid(exc: DescriptionError) -> HTTPException:
 
 def issue(message: str, path: str = "", **kw: Any) -> HTTPException:
     return invalid(DescriptionError([ValidationIssue(message, path=path, file="<request body>", **kw)]))
+
+
+async def persist_failed(request: Request, exc: Exception) -> JSONResponse:
+    """A failed desired-state write answers 507 (disk full) or 503 with its cause; the request changed
+    nothing and the agent keeps serving."""
+    assert isinstance(exc, PersistError)
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": str(exc)}, status_code=507 if exc.storage_full else 503)
 
 
 def not_found(what: str, name: str, known: Any = None) -> HTTPException:

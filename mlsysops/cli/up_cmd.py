@@ -40,6 +40,20 @@ def write_run_file(state_dir: Path, api_url: str, xmpp_port: int | None, token_f
     return path
 
 
+def state_dir_problem(state_dir: Path) -> str | None:
+    """Why `mlsysops up` cannot keep its state in `state_dir` (one line naming it and the fix), or None.
+    Checked before anything starts, so a read-only HOME is an error message, not a traceback."""
+    probe = state_dir / ".write-probe"
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        return (f"cannot write the state directory {state_dir}: {exc.strerror or exc}; "
+                "set `state_dir:` in the slice config to a writable directory")
+    return None
+
+
 def _render(rt, started: float):
     from rich.console import Group
     from rich.table import Table
@@ -88,6 +102,10 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
         console.print(f"[red]invalid slice {slice_file}[/]\n{exc}")
         return 1
     state_dir = default_state_dir(spec)
+    problem = state_dir_problem(state_dir)
+    if problem is not None:
+        console.print(f"[red]{problem}[/]", soft_wrap=True, highlight=False)
+        return 1
     try:
         tokens, token_file = api_tokens(spec, state_dir)
     except TokenError as exc:

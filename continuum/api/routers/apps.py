@@ -9,7 +9,15 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from mlsysops.agents.descriptions import DescriptionError, MLSysOpsApp
 from mlsysops.agents.tree_reads import DecisionsQuery
-from mlsysops.continuum.api.bodies import DESCRIPTION_BODY, invalid, issue, jsonable, not_found, read_one
+from mlsysops.continuum.api.bodies import (
+    DESCRIPTION_BODY,
+    PERSIST_RESPONSES,
+    invalid,
+    issue,
+    jsonable,
+    not_found,
+    read_one,
+)
 from mlsysops.continuum.api.decision_reads import decision_rows
 from mlsysops.continuum.api.deps import API_PREFIX, MAX_DECISIONS, Backend
 from mlsysops.continuum.api.models import AppAccepted, AppDetail, AppRemoved, AppSummary, ComponentStatus
@@ -45,7 +53,8 @@ async def accept(backend: Backend, request: Request, response: Response, name: s
 @router.post("/apps", response_model=AppAccepted, status_code=201, openapi_extra=DESCRIPTION_BODY,
              responses={200: {"description": "identical re-submission", "model": AppAccepted},
                         409: {"description": "an app of that name exists with a different description"},
-                        422: {"description": "invalid description (issues with field paths)"}})
+                        422: {"description": "invalid description (issues with field paths)"},
+                        **PERSIST_RESPONSES})
 async def submit_app(request: Request, response: Response, backend: Backend) -> AppAccepted:
     """Submit an application (idempotent: an identical re-submission is 200)."""
     return await accept(backend, request, response, None)
@@ -53,7 +62,8 @@ async def submit_app(request: Request, response: Response, backend: Backend) -> 
 
 @router.put("/apps/{name}", response_model=AppAccepted, openapi_extra=DESCRIPTION_BODY,
             responses={201: {"description": "created", "model": AppAccepted},
-                       422: {"description": "invalid description, or its name differs from the URL"}})
+                       422: {"description": "invalid description, or its name differs from the URL"},
+                       **PERSIST_RESPONSES})
 async def put_app(name: str, request: Request, response: Response, backend: Backend) -> AppAccepted:
     """Create or replace an application."""
     return await accept(backend, request, response, name)
@@ -79,7 +89,8 @@ async def get_app(name: str, backend: Backend) -> AppDetail:
                      components={c: ComponentStatus(**s) for c, s in cont.app_status(name).items()})
 
 
-@router.delete("/apps/{name}", response_model=AppRemoved, status_code=202, responses={404: {}})
+@router.delete("/apps/{name}", response_model=AppRemoved, status_code=202,
+               responses={404: {}, **PERSIST_RESPONSES})
 async def delete_app(name: str, backend: Backend) -> AppRemoved:
     """Remove an application: clusters are told to remove its components (status becomes `removed`)."""
     if not await backend.continuum.remove_app(name):
