@@ -6,6 +6,10 @@ What it adds to ``spade.agent.Agent`` (SPADE 4.1.4):
   idempotency cache on the receiving side (a retried request never runs its handler twice);
 * handler registration per kind (``on``), one SPADE behaviour per kind with a ``Template`` on
   ``ontology``+``kind``; invalid messages are answered with FAILURE and never crash anything;
+* sender authorization (:mod:`mlsysops.agents.authorization`): every handler has a rule (its kind's, or
+  the one given to ``on``), checked before it runs; a refused message is answered with FAILURE ("not
+  authorized: ..."), logged once per (sender, kind) and passed to ``on_refused``; a reply counts only
+  from the JID the request went to;
 * sending from any coroutine; ``force_xmpp=True`` bypasses SPADE's in-process Container shortcut;
 * reconnection (SPADE has none): capped exponential backoff, presence re-sent with priority 0
   (pyjabber routing bug), a bounded outbox flushed after reconnect, ``on_reconnected`` hooks;
@@ -33,6 +37,7 @@ from spade.message import Message
 from spade.template import BaseTemplate, Template
 
 from mlsysops.agents import xmpp_escape
+from mlsysops.agents.authorization import Relation, Rule, forged_claim, norm_jid, refusal, rule_for
 from mlsysops.agents.protocol import (
     META_KIND,
     META_ONTOLOGY,
@@ -106,12 +111,17 @@ class _AgentLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 class _HandlerEntry:
     handler: Handler
     performatives: frozenset[Performative]
+    allowed: Rule
 
 
 @dataclass
 class _Pending:
     future: asyncio.Future[Envelope]
+    peer: str           # norm_jid of the addressee: the only sender whose reply counts
     agreed: bool = False
+
+
+MAX_REFUSALS_TRACKED = 1024   # distinct (sender, kind) pairs logged; beyond that refusals are only counted
 
 
 @dataclass
@@ -236,6 +246,9 @@ class MLSysOpsAgent(Agent):
         self._subscribed: dict[str, asyncio.Event] = {}
         self._conn_outcome = ""
         self.reconnects = 0
+        self.refusals: dict[tuple[str, str], int] = {}   # (sender bare JID, kind) -> messages refused
+        self.refusals_untracked = 0
+        self.registered_child: Callable[[str], bool] = lambda _jid: False   # set by ParentMembership
 
         self.add_behaviour(_KindBehaviour("*unclaimed*"), _UnclaimedTemplate(self))
         self.on(Kind.PING, self._handle_ping)
@@ -325,14 +338,56 @@ class MLSysOpsAgent(Agent):
     # hooks
     # ---------------------------------------------------------------------------------------------
     def on(self, kind: str | Kind, handler: Handler,
-           performatives: Iterable[Performative | str] = (Performative.REQUEST,)) -> None:
-        """Handle ``kind`` messages with these performatives. For REQUEST the return value is the
-        INFORM reply body; ``HandlerError`` becomes FAILURE with its reason."""
+           performatives: Iterable[Performative | str] = (Performative.REQUEST,), *,
+           allowed: Rule | None = None) -> None:
+        """Handle ``kind`` messages with these performatives, from the senders ``allowed`` lets through
+        (default: the kind's rule in ``authorization.RULES``; a kind without one needs ``allowed``). For
+        REQUEST the return value is the INFORM reply body; ``HandlerError`` becomes FAILURE with its reason."""
         kind = str(kind)
+        rule = allowed or rule_for(kind)
+        if rule is None:
+            raise ValueError(f"no authorization rule for kind {kind!r}: register_rule() it or pass allowed=")
         if kind in self._handlers:
             self.log.warning("replacing handler for kind %s", kind)
-        self._handlers[kind] = _HandlerEntry(handler, frozenset(Performative(p) for p in performatives))
+        self._handlers[kind] = _HandlerEntry(handler, frozenset(Performative(p) for p in performatives), rule)
         self._ensure_kind_behaviour(kind)
+
+    # -- who is who (layers override the slice's view) ------------------------------------------------
+    def slice_children(self) -> frozenset[str] | None:
+        """The bare JIDs (``norm_jid``) the slice names as this agent's children; ``None``: this agent was
+        given no such list (a bare protocol agent of tests and tools), so any sender of its own XMPP domain
+        counts. Every layer agent returns a list."""
+        return None
+
+    def identity_of(self, sender: str) -> str | None:
+        """The name (node, cluster) the slice gives ``sender``, which its bodies must claim; None: unknown."""
+        return None
+
+    def relations_of(self, sender: str) -> set[Relation]:
+        jid = norm_jid(sender)
+        out: set[Relation] = set()
+        if self.parent and norm_jid(self.parent) == jid:
+            out.add(Relation.PARENT)
+        if self.registered_child(jid):
+            out.add(Relation.CHILD)
+        named = self.slice_children()
+        if (jid in named) if named is not None else JID(jid).domain == self.jid.domain.lower():
+            out.add(Relation.SLICE_CHILD)
+        return out
+
+    def authorize(self, env: Envelope, rule: Rule) -> str | None:
+        """None if ``env``'s sender may send it under ``rule``, else the refusal reason."""
+        if not rule.allows(self.relations_of(env.sender)):
+            return refusal(env.sender, env.kind)
+        identity = self.identity_of(env.sender)
+        if identity is not None:
+            claimed = forged_claim(env.kind, env.body, identity)
+            if claimed is not None:
+                return refusal(env.sender, env.kind, claimed)
+        return None
+
+    def on_refused(self, sender: str, kind: str, reason: str) -> None:
+        """Called once per (sender, kind) refused (layers record it where an operator looks)."""
 
     def on_presence(self, hook: PresenceHook) -> None:
         """``hook(bare_jid, available)`` on every available/unavailable presence of a peer."""
@@ -391,7 +446,7 @@ class MLSysOpsAgent(Agent):
         retries = self.request_retries if retries is None else retries
         env = Envelope(kind=str(kind), performative=Performative.REQUEST, body=_as_dict(body))
         self._ensure_kind_behaviour(env.kind)
-        pending = _Pending(asyncio.get_running_loop().create_future())
+        pending = _Pending(asyncio.get_running_loop().create_future(), norm_jid(to))
         pending.future.add_done_callback(_consume_exception)  # the requester may be cancelled first
         self._pending[env.id] = pending
         try:
@@ -481,9 +536,34 @@ class MLSysOpsAgent(Agent):
                 self.log.debug("dropping unhandled %s/%s from %s",
                                env.kind, env.performative.value, env.sender)
             return
+        denied = self.authorize(env, entry.allowed)
+        if denied is not None:
+            self._refuse(env, denied)
+            return
         if env.performative is Performative.REQUEST:
             self._replies.put(key, None)
         self.spawn(self._run_handler(entry, env, key), name=f"handle-{env.kind}-{env.id[:8]}")
+
+    def _refuse(self, env: Envelope, reason: str) -> None:
+        """FAILURE to the sender (a report too: it learns why nobody listens); logged and handed to
+        ``on_refused`` once per (sender, kind), so a flood costs one line."""
+        if env.performative in (Performative.REQUEST, Performative.INFORM, Performative.SUBSCRIBE,
+                                Performative.CANCEL):
+            self._send_reply(env.sender, env.failure(reason))
+        pair = (norm_jid(env.sender), env.kind)
+        if pair in self.refusals:
+            self.refusals[pair] += 1
+            return
+        if len(self.refusals) >= MAX_REFUSALS_TRACKED:
+            self.refusals_untracked += 1
+            return
+        self.refusals[pair] = 1
+        self.log.warning("refused %s/%s from %s: %s (logged once per sender and kind)",
+                         env.kind, env.performative.value, pair[0], reason)
+        try:
+            self.on_refused(pair[0], env.kind, reason)
+        except Exception:
+            self.log.exception("on_refused hook failed")
 
     def _performatives(self, env: Envelope) -> frozenset[Performative]:
         entry = self._handlers.get(env.kind)
@@ -495,6 +575,10 @@ class MLSysOpsAgent(Agent):
         if pending is None or pending.future.done():
             self.log.debug("late or unknown reply %s to %s", env.performative.value, env.reply_to)
             return
+        if norm_jid(env.sender) != pending.peer:
+            self.log.warning("ignoring a %s reply to %s from %s: the request went to %s",
+                             env.performative.value, env.reply_to, norm_jid(env.sender), pending.peer)
+            return
         if env.performative is Performative.AGREE:
             pending.agreed = True
             return
@@ -504,6 +588,8 @@ class MLSysOpsAgent(Agent):
         self.log.warning("invalid message from %s (kind=%s): %s", exc.sender, exc.kind, exc.reason)
         if exc.reply_to is not None and exc.reply_to in self._pending:
             pending = self._pending[exc.reply_to]
+            if exc.sender and norm_jid(exc.sender) != pending.peer:
+                return   # only the addressee can spoil its own reply
             if not pending.future.done():
                 pending.future.set_exception(RequestFailed(f"invalid reply: {exc.reason}"))
             return

@@ -127,6 +127,15 @@ class ManagedAgent(MLSysOpsAgent):
         self.on(TELEMETRY_CONFIG_QUERY, self._handle_telemetry_config_query)
         self.on(Kind.CONFIG_UPDATE, self._handle_config_update)
 
+    # -- authorization --------------------------------------------------------------------------------
+    def slice_children(self) -> frozenset[str] | None:
+        """A layer agent has no children unless its layer names them (cluster: nodes; continuum: clusters)."""
+        return frozenset()
+
+    def on_refused(self, sender: str, kind: str, reason: str) -> None:
+        """Where an operator looks (`mlsysops get decisions`): once per (sender, kind)."""
+        self.record_event(reason, outcome="error", inputs={"sender": sender, "kind": kind})
+
     # -- hooks for layers ---------------------------------------------------------------------------
     def assets(self) -> dict[str, dict[str, Any]]:
         return {}

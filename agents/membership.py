@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlsysops.agents.agent_base import HandlerError, MLSysOpsAgent, RequestError, RequestFailed, bare
+from mlsysops.agents.authorization import norm_jid
 from mlsysops.agents.protocol import (
     Envelope,
     Heartbeat,
@@ -91,6 +92,7 @@ class ParentMembership:
         self.stalls = 0   # times the watchdog found its own loop frozen (see _credit_stall)
         agent.on(Kind.REGISTER, self._on_register)
         agent.on(Kind.HEARTBEAT, self._on_heartbeat)
+        agent.registered_child = lambda jid: norm_jid(jid) in self._children   # the `from_children` rule
         agent.on_presence(self._on_presence)
         agent.on_reconnected(self._on_reconnected)
 

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from mlsysops.agents.agent_base import RequestFailed, RequestTimeout
+from mlsysops.agents.authorization import FROM_PARENT, register_rule
 from mlsysops.agents.protocol import Kind, Performative, register_payload
 
 MAX_EXPORT_BYTES = 48 * 1024
@@ -56,6 +57,7 @@ class TelemetryConfigQuery(BaseModel):
 
 register_payload(Kind.DECISIONS_QUERY, Performative.REQUEST, DecisionsQuery)
 register_payload(TELEMETRY_CONFIG_QUERY, Performative.REQUEST, TelemetryConfigQuery)
+register_rule(TELEMETRY_CONFIG_QUERY, FROM_PARENT)
 
 
 @dataclass(slots=True)

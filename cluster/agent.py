@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlsysops.agents.agent_base import HandlerError
+from mlsysops.agents.authorization import NOT_AUTHORIZED, norm_jid
 from mlsysops.agents.descriptions import (
     DescriptionError,
     MLSysOpsApp,
@@ -73,7 +74,7 @@ class ClusterAgent(ManagedAgent):
         self.cluster_id = description.cluster_id
         self.nodes = dict(nodes)                       # described nodes of this cluster
         self.node_jids = dict(node_jids)               # node name -> bare jid
-        self.jid_nodes = {j: n for n, j in node_jids.items()}
+        self.jid_nodes = {norm_jid(j): n for n, j in node_jids.items()}   # who a sender is: by its JID only
         self.placement = placement
         self.apps: dict[str, MLSysOpsApp] = {}
         self.app_docs: dict[str, dict[str, Any]] = {}
@@ -178,9 +179,16 @@ class ClusterAgent(ManagedAgent):
                           f"still runs it", app=row["app"], inputs={"instance": iid, "node": row["node"]})
         self.trigger(reason=f"node {row['node']} back with its instances")
 
+    # -- authorization ------------------------------------------------------------------------------
+    def slice_children(self) -> frozenset[str]:
+        return frozenset(self.jid_nodes)
+
+    def identity_of(self, sender: str) -> str | None:
+        return self.jid_nodes.get(norm_jid(sender))
+
     # -- membership ---------------------------------------------------------------------------------
     async def _accept_node(self, env: Envelope) -> dict[str, Any]:
-        name = self.jid_nodes.get(env.sender.split("/")[0])
+        name = self.identity_of(env.sender)
         if name is None:
             raise HandlerError(f"{env.sender} is not a node of cluster {self.cluster_id}")
         return {"cluster": self.cluster_id, "status_report": self.settings.status_report}
@@ -243,7 +251,7 @@ class ClusterAgent(ManagedAgent):
         """A node joins this cluster's inventory; its agent may register from now on."""
         self.nodes[desc.name] = desc
         self.node_jids[desc.name] = jid
-        self.jid_nodes[jid] = desc.name
+        self.jid_nodes[norm_jid(jid)] = desc.name
         self.record_event(f"node {desc.name} added to the inventory", inputs={"jid": jid})
 
     def cordon(self, node: str) -> list[str]:
@@ -262,7 +270,8 @@ class ClusterAgent(ManagedAgent):
 
     def forget_node(self, node: str) -> None:
         jid = self.node_jids.pop(node, None)
-        self.jid_nodes.pop(jid, None)
+        if jid is not None:
+            self.jid_nodes.pop(norm_jid(jid), None)
         self.nodes.pop(node, None)
         self.cordoned.discard(node)
         self.record_event(f"node {node} removed from the inventory")
@@ -320,7 +329,7 @@ class ClusterAgent(ManagedAgent):
     async def _on_status_report(self, env: Envelope) -> None:
         rep = env.payload
         assert isinstance(rep, StatusReport)
-        node = self.jid_nodes.get(env.sender.split("/")[0])
+        node = self.identity_of(env.sender)
         if node is None or node not in self._alive_nodes():
             # A report that was in flight when its node was declared lost must not resurrect the
             # node's instances: they stay `lost` until relocation replaces them.
@@ -350,14 +359,18 @@ class ClusterAgent(ManagedAgent):
     async def _on_telemetry(self, env: Envelope) -> None:
         rep = env.payload
         assert isinstance(rep, TelemetryReport)
-        node = self.jid_nodes.get(env.sender.split("/")[0]) or rep.node or rep.source
-        if node not in self._alive_nodes():
+        node = self.identity_of(env.sender)   # never a name from the body (authorization refused a forged one)
+        if node is None or node not in self._alive_nodes():
             return   # a late digest from a node already declared lost must not look like a live one
         digests.apply(self.knowledge, [list(r) for r in rep.series], time.time(), extra={"node": node})
 
     async def _on_proposal(self, env: Envelope) -> dict[str, Any]:
         prop = env.payload
         assert isinstance(prop, PlanProposal)
+        row = self.instances.get(prop.instance_id)
+        if row is not None and row["node"] != self.identity_of(env.sender):
+            raise HandlerError(f"{NOT_AUTHORIZED}: {norm_jid(env.sender)} may not propose moving instance "
+                               f"{prop.instance_id}, which runs on {row['node']}")
         self.proposals.append({**prop.model_dump(), "ts": time.time()})
         self.proposals = self.proposals[-50:]
         self.record_event(f"node {prop.node} proposes relocating {prop.app}/{prop.component}: {prop.reason}",

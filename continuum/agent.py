@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from mlsysops.agents.agent_base import HandlerError
+from mlsysops.agents.authorization import norm_jid
 from mlsysops.agents.descriptions import (
     DescriptionError,
     Document,
@@ -57,7 +58,7 @@ class ContinuumAgent(ManagedAgent):
                          agent_id=kwargs.pop("agent_id", description.continuum_id), **kwargs)
         self.description = description
         self.cluster_jids = dict(cluster_jids)
-        self.jid_clusters = {j: c for c, j in cluster_jids.items()}
+        self.jid_clusters = {norm_jid(j): c for c, j in cluster_jids.items()}   # who a sender is: by its JID only
         self.inventory = inventory
         self.apps: dict[str, MLSysOpsApp] = {}
         self.app_docs: dict[str, dict[str, Any]] = {}
@@ -222,9 +223,16 @@ class ContinuumAgent(ManagedAgent):
     def app_status(self, name: str) -> dict[str, dict[str, Any]]:
         return {c: dict(s) for c, s in self.status.get(name, {}).items()}
 
+    # -- authorization ------------------------------------------------------------------------------
+    def slice_children(self) -> frozenset[str]:
+        return frozenset(self.jid_clusters)
+
+    def identity_of(self, sender: str) -> str | None:
+        return self.jid_clusters.get(norm_jid(sender))
+
     # -- membership ---------------------------------------------------------------------------------
     async def _accept_cluster(self, env: Envelope) -> dict[str, Any]:
-        cid = self.jid_clusters.get(env.sender.split("/")[0])
+        cid = self.identity_of(env.sender)
         if cid is None:
             raise HandlerError(f"{env.sender} is not a cluster agent of continuum {self.description.continuum_id}")
         return {"continuum": self.description.continuum_id}
@@ -271,7 +279,7 @@ class ContinuumAgent(ManagedAgent):
         assert isinstance(rep, StatusReport)
         if self.dispatch_reports_status:
             return   # the dispatch mechanism (Karmada) owns every component's status
-        cid = self.jid_clusters.get(env.sender.split("/")[0])
+        cid = self.identity_of(env.sender)
         for comp in rep.components:
             if comp.app not in self.apps or self.assignments.get(comp.app, {}).get(comp.component) != cid:
                 continue   # stale report from a cluster that no longer owns the component
@@ -289,7 +297,9 @@ class ContinuumAgent(ManagedAgent):
     async def _on_telemetry(self, env: Envelope) -> None:
         rep = env.payload
         assert isinstance(rep, TelemetryReport)
-        cid = self.jid_clusters.get(env.sender.split("/")[0]) or rep.cluster or rep.source
+        cid = self.identity_of(env.sender)   # never a name from the body (authorization refused a forged one)
+        if cid is None:
+            return
         now = time.time()
         n = digests.apply(self.slice_telemetry, [list(r) for r in rep.series], now, extra={"cluster": cid},
                           stats=self.digest_stats)

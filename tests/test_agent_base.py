@@ -19,6 +19,7 @@ from mlsysops.agents.agent_base import (
     RequestFailed,
     RequestTimeout,
 )
+from mlsysops.agents.authorization import FROM_ANYONE, register_rule
 from mlsysops.agents.protocol import Envelope, Kind, Performative, ProtocolError, register_payload
 from mlsysops.agents.xmpp_server import EmbeddedXMPPServer
 from tests.support import until
@@ -35,6 +36,7 @@ class FreeBody(BaseModel):
 ECHO, DEPLOY, UNHANDLED, REPORT = "test.echo", "test.deploy", "test.unhandled", "test.report"
 for _kind in (ECHO, DEPLOY, UNHANDLED, REPORT):
     register_payload(_kind, None, FreeBody)
+    register_rule(_kind, FROM_ANYONE)   # test kinds between agents of no slice: anyone may send them
 
 
 def count_xmpp_messages(agent: MLSysOpsAgent) -> list[Any]:
