@@ -90,7 +90,7 @@ async def test_strangers_cannot_register_nor_log_in_while_the_slice_agents_work(
         assert registration == "not-allowed"
         assert outcome != "logged in"
         # a slice account with a guessed password does not open either
-        _, outcome = await _stranger_tries(server.port, "continuum-x@localhost", "mlsysops-dev")
+        _, outcome = await _stranger_tries(server.port, "continuum-x@localhost", "a-guessed-password")
         assert outcome != "logged in"
         agents = [MLSysOpsAgent(f"{local}@localhost", pw, port=server.port, force_xmpp=True)
                   for local, pw in passwords.items()]
