@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -26,7 +27,7 @@ import pytest_asyncio
 from mlsysops.agents.agent_base import MLSysOpsAgent
 from mlsysops.agents.xmpp_server import EmbeddedXMPPServer
 
-AGENT_PASSWORD = "test-secret"
+AGENT_PASSWORD = secrets.token_urlsafe(16)   # per run: agents register on the test server
 
 
 class _GcPauses:
@@ -80,7 +81,7 @@ def xmpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedXM
         yield ExternalServer(int(os.environ["MLSYSOPS_TEST_XMPP_PORT"]),
                              os.environ.get("MLSYSOPS_TEST_XMPP_DOMAIN", "localhost"))
         return
-    server = EmbeddedXMPPServer(workdir=tmp_path_factory.mktemp("xmpp"))
+    server = EmbeddedXMPPServer(workdir=tmp_path_factory.mktemp("xmpp"), allow_registration=True)
     server.start_sync()
     try:
         yield server

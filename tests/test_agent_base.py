@@ -241,7 +241,7 @@ async def test_presence_hooks_see_peer_leave(make_agent: Any) -> None:
 
 
 async def test_reconnect_after_server_restart(make_agent: Any, tmp_path: Any) -> None:
-    server = EmbeddedXMPPServer(workdir=tmp_path / "xmpp")
+    server = EmbeddedXMPPServer(workdir=tmp_path / "xmpp", allow_registration=True)
     await server.start()
     try:
         a = await make_agent(prefix="ra", server=server, reconnect_backoff=0.1, reconnect_backoff_max=0.5)
@@ -308,7 +308,7 @@ async def test_server_handle_reports_death_and_start_failure(tmp_path: Any, make
 
     from mlsysops.agents.xmpp_server import XMPPServerError
 
-    server = EmbeddedXMPPServer(workdir=tmp_path / "x1")
+    server = EmbeddedXMPPServer(workdir=tmp_path / "x1", allow_registration=True)
     await server.start()
     assert server.alive and server.port > 0
     group = server.pid
@@ -328,7 +328,7 @@ async def test_server_handle_reports_death_and_start_failure(tmp_path: Any, make
     with socket.socket() as busy:  # port taken: the child exits, the error names the log file
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        blocked = EmbeddedXMPPServer(workdir=tmp_path / "x2", client_port=busy.getsockname()[1],
+        blocked = EmbeddedXMPPServer(workdir=tmp_path / "x2", allow_registration=True, client_port=busy.getsockname()[1],
                                      start_timeout=15)
         with pytest.raises(XMPPServerError, match="server.log"):
             await blocked.start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -65,7 +66,8 @@ def test_agents_in_separate_processes_form_the_hierarchy_and_heal(prosody, tmp_p
     """))
     app = tmp_path / "app.yaml"
     app.write_text(APP)
-    env = {**os.environ, "HOME": str(tmp_path)}
+    # one account per agent on prosody (it lets them register): each process gets the shared test one here
+    env = {**os.environ, "HOME": str(tmp_path), "MLSYSOPS_XMPP_PASSWORD": secrets.token_urlsafe(12)}
     procs: list[subprocess.Popen] = []
 
     def start(*args: str) -> subprocess.Popen:

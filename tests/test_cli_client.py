@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +18,8 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def _cmd() -> list[str]:
-    exe = shutil.which("mlsysops", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "mlsysops_cli"]
+    """This checkout's CLI (`-m` from the repository root: the installed script may import another tree)."""
+    return [sys.executable, "-m", "mlsysops.cli"]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _mlsysops() -> list[str]:
-    exe = shutil.which("mlsysops", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "mlsysops.cli"]
+    """This checkout's CLI (`-m` from the repository root: the installed script may import another tree)."""
+    return [sys.executable, "-m", "mlsysops.cli"]
 
 
 def _get(url: str, token: str) -> dict:
@@ -43,7 +43,7 @@ def test_up_runs_the_demo_slice_and_heals_a_crashed_node(tmp_path):
     text = (ROOT / "examples/slices/demo.yaml").read_text().replace("demo/", f"{ROOT}/examples/slices/demo/")
     slice_file.write_text(text.replace("port: 8080", "port: 0"))
     proc = subprocess.Popen([*_mlsysops(), "up", str(slice_file), "--apply", str(ROOT / "examples/apps"),
-                             "--no-progress", "--duration", "60"], env=env, stdout=subprocess.PIPE,
+                             "--no-progress", "--duration", "60"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         run_file = tmp_path / ".mlsysops" / "demo" / "run.json"
@@ -93,3 +93,62 @@ def test_up_runs_the_demo_slice_and_heals_a_crashed_node(tmp_path):
     assert f"API: {api}" in out and f"cat {token_file}" in out
     assert f"Dashboard: {api}/dashboard#token={token}" in out and f"Metrics: {api}/metrics" in out
     assert not (tmp_path / ".mlsysops" / "demo" / "run.json").exists()
+    state = tmp_path / ".mlsysops" / "demo"
+    assert state.stat().st_mode & 0o777 == 0o700
+    files = [p for p in state.rglob("*") if p.is_file()]
+    assert any(p.suffix in (".db", ".sqlite", ".sqlite3") or "db" in p.name for p in files), files
+    assert all(p.stat().st_mode & 0o077 == 0 for p in files), {str(p): oct(p.stat().st_mode) for p in files}
+
+
+def _slice(tmp_path: Path) -> Path:
+    slice_file = tmp_path / "demo.yaml"
+    text = (ROOT / "examples/slices/demo.yaml").read_text().replace("demo/", f"{ROOT}/examples/slices/demo/")
+    slice_file.write_text(text.replace("port: 8080", "port: 0"))
+    return slice_file
+
+
+def _server_pids(workdir: Path) -> list[int]:
+    """Processes whose command line names the embedded server's workdir (the server and its workers)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(workdir).encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _start_up(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """`mlsysops up` with a private HOME and TMPDIR; returns it and the embedded server's workdir."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp)}
+    proc = subprocess.Popen([*_mlsysops(), "up", str(_slice(tmp_path)), "--no-progress"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    until_blocking((tmp_path / ".mlsysops" / "demo" / "run.json").exists, 40, "mlsysops up did not start")
+    workdirs = list(tmp.glob("mlsysops-xmpp-*"))
+    assert len(workdirs) == 1, workdirs
+    assert _server_pids(workdirs[0]), "no embedded server process found"
+    return proc, workdirs[0]
+
+
+def test_piped_up_stops_on_ctrl_c_after_its_reader_died(tmp_path):
+    """`mlsysops up | tee log` and Ctrl-C: tee dies first, so every later write hits a closed pipe."""
+    proc, workdir = _start_up(tmp_path)
+    proc.stdout.close()   # the reader is gone
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    until_blocking(lambda: not _server_pids(workdir), 10, "the embedded XMPP server outlived `up`")
+    assert not workdir.exists(), "the server's workdir (CA key, account database) was left behind"
+    assert not (tmp_path / ".mlsysops" / "demo" / "run.json").exists()
+
+
+def test_kill_9_of_up_leaves_no_server_nor_keys(tmp_path):
+    proc, workdir = _start_up(tmp_path)
+    proc.kill()
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    until_blocking(lambda: not _server_pids(workdir), 15, "the embedded XMPP server outlived `up` (kill -9)")
+    until_blocking(lambda: not workdir.exists(), 5, "the server's workdir outlived `up` (kill -9)")

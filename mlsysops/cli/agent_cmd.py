@@ -33,6 +33,26 @@ class Layer(StrEnum):
     node = "node"
 
 
+def agent_password(spec: Any, password_file: Path | None) -> str:
+    """This agent's XMPP password: `--password-file`, else the slice's `xmpp.password_env`/`password_file`/
+    `password`, else `$MLSYSOPS_XMPP_PASSWORD`. Missing or empty is an error (there is no default)."""
+    from mlsysops.cli.slice_assembly import PASSWORD_ENV, PasswordError, configured_password
+
+    if password_file is not None:
+        try:
+            value = password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise PasswordError(f"--password-file {password_file}: {exc.strerror}") from exc
+        if not value:
+            raise PasswordError(f"--password-file {password_file} is empty")
+        return value
+    value = configured_password(spec)
+    if value is None:
+        raise PasswordError(f"no XMPP password for this agent: pass --password-file, set xmpp.password_env "
+                            f"(or password_file) in the slice, or ${PASSWORD_ENV}")
+    return value
+
+
 async def _wait(stop: asyncio.Event, condition: Any = None, interval: float = 0.5) -> None:
     while not stop.is_set():
         if condition is not None and await condition():
@@ -43,17 +63,24 @@ async def _wait(stop: asyncio.Event, condition: Any = None, interval: float = 0.
 
 async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | None, xmpp_port: int | None,
                apply: list[Path], api_port: int | None, host_metrics: bool = False,
-               push_port: int | None = None) -> int:
+               push_port: int | None = None, password_file: Path | None = None) -> int:
     from mlsysops.agents.descriptions import DescriptionError
     from mlsysops.agents.slice_config import load_slice
-    from mlsysops.cli.slice_assembly import SliceAssembly
+    from mlsysops.cli.slice_assembly import PasswordError, SliceAssembly
 
     try:
         spec = load_slice(config)
     except DescriptionError as exc:
         typer.echo(f"invalid slice {config}:\n{exc}", err=True)
         return 1
-    assembly = SliceAssembly(spec, state_dir=spec.state_dir, xmpp_port=xmpp_port or spec.config.xmpp.port or 5222)
+    os.umask(0o077)   # state files (app descriptions, decision logs) are the operator's alone
+    try:
+        password = agent_password(spec, password_file)
+    except PasswordError as exc:
+        typer.echo(str(exc), err=True)
+        return 1
+    assembly = SliceAssembly(spec, password=password, state_dir=spec.state_dir,
+                             xmpp_port=xmpp_port or spec.config.xmpp.port or 5222)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -259,9 +286,13 @@ def register(app: typer.Typer) -> None:
                                                          "instead of a simulator")] = False,
         push_port: Annotated[int | None, typer.Option(help="Node: serve POST /v1/component-metrics on this "
                                                            "port (0 = any free port)")] = None,
+        password_file: Annotated[Path | None, typer.Option(help="File holding this agent's XMPP password "
+                                                                "(default: the slice's xmpp.password_env, "
+                                                                "$MLSYSOPS_XMPP_PASSWORD)")] = None,
         verbose: Annotated[bool, typer.Option("-v")] = False,
     ) -> None:
         """Run one agent of the slice as its own process (the per-layer launch used in production)."""
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        raise typer.Exit(asyncio.run(_run(layer, config, ident, sim, xmpp_port, apply, api_port, host, push_port)))
+        raise typer.Exit(asyncio.run(_run(layer, config, ident, sim, xmpp_port, apply, api_port, host, push_port,
+                                         password_file)))

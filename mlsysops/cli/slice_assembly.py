@@ -11,6 +11,7 @@ lifetimes: the runtime keeps mechanisms and clients across agent restarts, a pro
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,40 @@ from mlsysops.cluster.agent import ClusterAgent
 from mlsysops.continuum.agent import ContinuumAgent
 from mlsysops.node.agent import NodeAgent
 
-DEV_PASSWORD = "mlsysops-dev"
+PASSWORD_ENV = "MLSYSOPS_XMPP_PASSWORD"
+
+
+class PasswordError(ValueError):
+    """An agent's XMPP password is configured but missing or empty."""
+
+
+def configured_password(spec: SliceSpec) -> str | None:
+    """The slice's `xmpp.password`/`password_env`/`password_file`, else `$MLSYSOPS_XMPP_PASSWORD`; None when
+    no source is named. A named source that is unset or empty is an error: never a silent default."""
+    xc = spec.config.xmpp
+    if xc.password_env is not None:
+        where = f"${xc.password_env} (xmpp.password_env)"
+    elif xc.password_file is not None:
+        where = f"{xc.password_file} (xmpp.password_file)"
+    elif xc.password is not None:
+        where = "xmpp.password"
+    elif PASSWORD_ENV in os.environ:
+        return _non_empty(os.environ[PASSWORD_ENV], f"${PASSWORD_ENV}")
+    else:
+        return None
+    try:
+        value = xc.resolve_password()
+    except OSError as exc:
+        raise PasswordError(f"XMPP password file {xc.password_file}: {exc.strerror}") from exc
+    if value is None:
+        raise PasswordError(f"XMPP password: {where} is not set")
+    return _non_empty(value, where)
+
+
+def _non_empty(value: str, where: str) -> str:
+    if not value.strip():
+        raise PasswordError(f"XMPP password: {where} is empty")
+    return value
 
 
 def _jid_part(text: str) -> str:
@@ -138,7 +172,11 @@ class ClusterViews:
 @dataclass
 class SliceAssembly:
     """Builds the agents of one slice. `xmpp_port` may be set after construction (an embedded server picks
-    its port when it starts); `overrides` replace AgentSettings fields per layer (`"all"` for every layer)."""
+    its port when it starts); `overrides` replace AgentSettings fields per layer (`"all"` for every layer).
+
+    Passwords: `password` (one process, one agent: `mlsysops agent`) is used for every agent built here;
+    without it each JID gets a generated password, kept in memory (`passwords`) for the lifetime of the
+    assembly so a restarted agent logs in again; the launcher gives them to its XMPP server."""
 
     spec: SliceSpec
     domain: str = ""
@@ -148,11 +186,23 @@ class SliceAssembly:
     xmpp_port: int | None = None
     force_xmpp: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
+    passwords: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         xc = self.spec.config.xmpp
         self.domain = self.domain or xc.domain or xc.host or "localhost"
-        self.password = self.password or xc.resolve_password() or DEV_PASSWORD
+
+    def password_for(self, jid: str) -> str:
+        """This agent's password: the given one, else one generated for the JID (stable across restarts)."""
+        if self.password:
+            return self.password
+        return self.passwords.setdefault(jid, secrets.token_urlsafe(24))
+
+    def all_jids(self) -> list[str]:
+        """Every agent JID of the slice as configured now (continuum, clusters, nodes)."""
+        return [self.jid("continuum", self.spec.continuum.continuum_id),
+                *(self.jid("cluster", cid) for cid in self.spec.clusters),
+                *(self.jid("node", name) for name in self.spec.nodes)]
 
     @property
     def substrate(self) -> str:
@@ -175,7 +225,8 @@ class SliceAssembly:
     # -- agents -------------------------------------------------------------------------------------
     def continuum_agent(self) -> ContinuumAgent:
         cont = self.spec.continuum
-        return ContinuumAgent(self.jid("continuum", cont.continuum_id), self.password, description=cont,
+        jid = self.jid("continuum", cont.continuum_id)
+        return ContinuumAgent(jid, self.password_for(jid), description=cont,
                               cluster_jids={cid: self.jid("cluster", cid) for cid in self.spec.clusters},
                               inventory=self.spec.inventory, settings=self.settings("continuum"),
                               **self._connection())
@@ -184,7 +235,8 @@ class SliceAssembly:
         """The cluster agent over `placement` (a mechanism from `placement_for`, possibly reused across
         restarts of the agent: each agent binds it to its own app models when it registers it)."""
         nodes = {n.name: n for n in self.spec.cluster_nodes(cid)}
-        agent = ClusterAgent(self.jid("cluster", cid), self.password, description=self.spec.clusters[cid],
+        jid = self.jid("cluster", cid)
+        agent = ClusterAgent(jid, self.password_for(jid), description=self.spec.clusters[cid],
                              nodes=nodes, node_jids={n: self.jid("node", n) for n in nodes}, placement=placement,
                              parent=self.jid("continuum", self.spec.continuum.continuum_id),
                              settings=self.settings("cluster"), **self._connection())
@@ -195,7 +247,8 @@ class SliceAssembly:
         Kubernetes the cluster reads instance status from the API server, so nodes report metrics only."""
         desc = self.spec.nodes[name]
         cid = desc.cluster_id or next(c for c in self.spec.clusters if name in self.spec.clusters[c].nodes)
-        return NodeAgent(self.jid("node", name), self.password, description=desc, substrate=substrate,
+        jid = self.jid("node", name)
+        return NodeAgent(jid, self.password_for(jid), description=desc, substrate=substrate,
                          parent=self.jid("cluster", cid), settings=self.settings("node"),
                          report_instances=self.substrate != "kubernetes", **self._connection())
 

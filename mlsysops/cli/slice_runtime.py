@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +89,19 @@ class SliceRuntime:
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start_server(self) -> None:
+        """The embedded server (unless a port was given): a temp workdir of its own (deleted at stop),
+        exactly the slice's accounts with generated passwords, no in-band registration."""
         if self.xmpp_port is not None:
             return
-        workdir = Path(tempfile.mkdtemp(prefix="mlsysops-xmpp-"))
-        self.server = EmbeddedXMPPServer(workdir=workdir, domain=self.domain)
+        accounts = {jid.split("@", 1)[0]: self.assembly.password_for(jid) for jid in self.assembly.all_jids()}
+        self.server = EmbeddedXMPPServer(domain=self.domain, accounts=accounts)
         await self.server.start()
         self.assembly.xmpp_port = self.server.port
+
+    async def _provision(self, jid: str) -> None:
+        """An account for an agent that joins later (a node added through the API)."""
+        if self.server is not None:
+            await self.server.add_account_async(jid.split("@", 1)[0], self.assembly.password_for(jid))
 
     @property
     def simulated(self) -> bool:
@@ -190,6 +196,16 @@ class SliceRuntime:
         return agent
 
     async def stop(self) -> None:
+        """Agents, views, clients, then the server: the server goes even when something before it fails
+        or the stop is cancelled, so no XMPP process or workdir outlives the runtime."""
+        try:
+            await self._stop_agents_and_clients()
+        finally:
+            if self.server is not None:
+                server, self.server = self.server, None
+                await asyncio.shield(server.aclose())
+
+    async def _stop_agents_and_clients(self) -> None:
         agents = [*self.nodes.values(), *self.clusters.values(), *([self.continuum] if self.continuum else [])]
         for agent in agents:
             try:
@@ -222,8 +238,6 @@ class SliceRuntime:
                 log.exception("closing a Kubernetes client failed")
         self.kube_clients.clear()
         self.kube_api = self.karmada_api = None
-        if self.server is not None:
-            await self.server.stop()
 
     # -- operations ---------------------------------------------------------------------------------
     def apply_file(self, path: str | Path) -> list[Document]:
@@ -247,6 +261,7 @@ class SliceRuntime:
         if self.kubelet is not None:
             self.kubelet.nodes.append(desc.name)
             await self.kubelet.register_node(desc.name)
+        await self._provision(self.jid("node", desc.name))
         self.clusters[desc.cluster_id].add_node(desc, self.jid("node", desc.name))
         self.continuum.cluster_nodes.setdefault(desc.cluster_id, {})[desc.name] = desc
         return await self.start_node(desc.name)

@@ -29,6 +29,39 @@ ControlOpt = Annotated[str | None, typer.Option(
 TOKEN_ENV = "MLSYSOPS_API_TOKEN"
 
 
+def secure_state_dir(state_dir: Path) -> None:
+    """The state directory (app descriptions, decision logs, the API token) is the operator's alone: 0700
+    directories, 0600 files, also for what an earlier run left with looser modes. New files follow the
+    process umask, which the launchers set to 077."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    for path in state_dir.rglob("*"):
+        with contextlib.suppress(OSError):
+            path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+class _Shutdown:
+    """SIGINT/SIGTERM: the first asks for a clean stop; the next one exits at once (the XMPP server, bound
+    to this process by its watchdog pipe, goes with it)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.requested = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal)
+
+    def _on_signal(self) -> None:
+        if self.requested.is_set():
+            os._exit(130)
+        self.requested.set()
+
+
+def _say(console, text: str, **kw) -> None:
+    """Print, unless the reader is gone (`up | tee log` and Ctrl-C: tee dies first). Shutting down must
+    never stop at a message: rich turns a broken pipe into SystemExit(1))."""
+    with contextlib.suppress(OSError, ValueError, SystemExit):
+        console.print(text, **kw)
+
+
 def write_run_file(state_dir: Path, api_url: str, xmpp_port: int | None, token_file: Path | None) -> Path:
     """`state_dir/run.json`: where a running `mlsysops up` serves its API (read by `mlsysops sim ...`)."""
     from mlsysops.continuum.api import API_PREFIX
@@ -37,6 +70,7 @@ def write_run_file(state_dir: Path, api_url: str, xmpp_port: int | None, token_f
     path = state_dir / "run.json"
     path.write_text(json.dumps({"api": api_url, "control": f"{api_url}{API_PREFIX}", "xmpp_port": xmpp_port,
                                 "token_file": str(token_file) if token_file else None, "started": time.time()}))
+    path.chmod(0o600)
     return path
 
 
@@ -102,10 +136,12 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
         console.print(f"[red]invalid slice {slice_file}[/]\n{exc}")
         return 1
     state_dir = default_state_dir(spec)
+    os.umask(0o077)   # what the slice writes (state, tokens, logs) is the operator's alone
     problem = state_dir_problem(state_dir)
     if problem is not None:
         console.print(f"[red]{problem}[/]", soft_wrap=True, highlight=False)
         return 1
+    secure_state_dir(state_dir)
     try:
         tokens, token_file = api_tokens(spec, state_dir)
     except TokenError as exc:
@@ -113,15 +149,13 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
         return 1
     rt = SliceRuntime(spec, state_dir=state_dir)
     started = time.time()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _Shutdown(asyncio.get_running_loop()).requested
     api = None
     try:
         with console.status("starting the embedded XMPP server and the agents..."):
             try:
-                await rt.start()
+                if not await _unless_stopped(rt.start(), stop):
+                    return 130   # Ctrl-C during start-up: what started is stopped below
             except SubstrateError as exc:   # unreachable API server, bad kubeconfig: say so, no traceback
                 console.print(f"[red]substrate {spec.config.substrate.type}: {exc}[/]", soft_wrap=True)
                 return 1
@@ -178,16 +212,55 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
                 line = json.dumps({a: {c: s["status"] for c, s in rt.continuum.app_status(a).items()}
                                    for a in sorted(rt.continuum.apps)})
                 if line != last:
-                    console.print(f"[{time.time() - started:6.1f}s] {line}")
+                    _say(console, f"[{time.time() - started:6.1f}s] {line}")
                     last = line
     finally:
-        console.print("shutting down...")
-        if api is not None:
-            await api.stop()
-        await rt.stop()
-        with contextlib.suppress(FileNotFoundError):
-            (state_dir / "run.json").unlink()
+        _say(console, "shutting down...")
+        try:
+            if api is not None:
+                try:
+                    await api.stop()
+                except Exception as exc:   # noqa: BLE001 - the agents and the server must still stop
+                    _say(console, f"stopping the API failed: {exc}")
+            await rt.stop()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                (state_dir / "run.json").unlink()
     return 0
+
+
+def run_bounded(main, grace: float = 5.0) -> int:
+    """`asyncio.run` whose final cancellation of leftover tasks is bounded: a task that ignores it (seen
+    after Ctrl-C on a piped `up`) must not keep the process alive once everything was stopped."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=grace))
+        with contextlib.suppress(RuntimeError):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _unless_stopped(start, stop: asyncio.Event) -> bool:
+    """Run `start` unless a stop is requested first (then it is cancelled); True when it completed."""
+    task = asyncio.ensure_future(start)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
 
 
 async def _serve(slice_file: Path, host: str, port: int) -> int:
@@ -268,7 +341,7 @@ def register(app: typer.Typer) -> None:
         """Start the embedded XMPP server and every agent of the slice, on the simulated continuum."""
         logging.basicConfig(level=logging.INFO if verbose else logging.ERROR,
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        raise typer.Exit(asyncio.run(_up(slice_file, apply, progress, duration)))
+        raise typer.Exit(run_bounded(_up(slice_file, apply, progress, duration)))
 
     sim = typer.Typer(help="Inject faults into the simulated continuum of a running slice.", no_args_is_help=True)
     app.add_typer(sim, name="sim")
