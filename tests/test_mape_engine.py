@@ -155,9 +155,14 @@ async def test_full_cycle_with_reference_style_policy_file() -> None:
         await until(lambda: k.mechanisms.get("placement", {}).get("state") == {"applied": 1})
         assert k.mechanisms["placement"]["options"] == {"nodes": ["n1", "n2"]}
         assert engine.required_metrics() == ["cpu_load"] and engine.scrape_interval() == 1.0
-        st = engine.status()
-        pair = next(p for p in st["pairs"] if p["policy"] == "always_place")
+        def pair_status() -> dict:
+            return next(p for p in engine.status()["pairs"] if p["policy"] == "always_place")
+
+        # the cycle's outcome is set when the cycle returns, a moment after its execute record
+        await until(lambda: pair_status()["last_outcome"] is not None)
+        pair = pair_status()
         assert pair["asset"] == "app1" and pair["last_outcome"] == "completed" and pair["runs"] >= 1
+        st = engine.status()
         assert {e["name"] for e in st["load_errors"]} == {"bad_scope", "broken_import"}
         start_event = log.query(stage="event")[0]
         assert "always_place" in start_event.reason and "broken_import" in start_event.reason

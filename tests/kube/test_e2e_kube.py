@@ -302,6 +302,7 @@ async def test_cli_cluster_agent_places_on_the_kubeconfig_cluster(prosody, kube_
     the app as Deployments on the kubeconfig's cluster (Nodes from sim kubelets in this process)."""
     import asyncio
     import os
+    import secrets
     import shutil
     import signal
     import subprocess
@@ -327,8 +328,9 @@ async def test_cli_cluster_agent_places_on_the_kubeconfig_cluster(prosody, kube_
     spec = load_slice(slice_file)
     await sim_kubelets([sim_node_spec(n) for n in spec.nodes.values()])
     exe = shutil.which("mlsysops", path=str(Path(sys.executable).parent))
-    cmd = [exe] if exe else [sys.executable, "-m", "mlsysops_cli"]
-    env = {**os.environ, "HOME": str(tmp_path)}
+    cmd = [exe] if exe else [sys.executable, "-m", "mlsysops.cli"]
+    # every agent process needs its password (there is no default); prosody here lets each register once
+    env = {**os.environ, "HOME": str(tmp_path), "MLSYSOPS_XMPP_PASSWORD": secrets.token_urlsafe(12)}
     procs: list[subprocess.Popen] = []
 
     async def start(*args: str, log: str) -> subprocess.Popen:

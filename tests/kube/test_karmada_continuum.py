@@ -231,6 +231,8 @@ def test_dispatch_status_mapping(placed, assigned, want):
 def test_agent_continuum_on_an_unreachable_karmada_says_so(tmp_path):
     """`mlsysops agent continuum` with substrate karmada: a Karmada API server that cannot be reached is a
     clear one-line error and exit code 1, before anything starts."""
+    import os
+    import secrets
     import subprocess
     import sys
 
@@ -245,7 +247,8 @@ def test_agent_continuum_on_an_unreachable_karmada_says_so(tmp_path):
     raw["state_dir"] = str(tmp_path / "state")
     slice_file = tmp_path / "slice.yaml"
     slice_file.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "MLSYSOPS_XMPP_PASSWORD": secrets.token_urlsafe(12)}   # agents have no default password
     out = subprocess.run([sys.executable, "-m", "mlsysops.cli.main", "agent", "continuum", "-c", str(slice_file)],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert "Karmada API server:" in out.stderr and "Traceback" not in out.stderr, out.stderr
