@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -26,8 +25,7 @@ import pytest_asyncio
 
 from mlsysops.agents.agent_base import MLSysOpsAgent
 from mlsysops.agents.xmpp_server import EmbeddedXMPPServer
-
-AGENT_PASSWORD = secrets.token_urlsafe(16)   # per run: agents register on the test server
+from tests.support import AGENT_PASSWORD
 
 
 class _GcPauses:

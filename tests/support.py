@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,11 @@ from mlsysops.agents.placement.types import ComponentRequest, NodeView
 if TYPE_CHECKING:   # the slice helpers' imports are heavy; unit tests that only wait should not pay for them
     from mlsysops.cli.slice_runtime import SliceRuntime
     from mlsysops.continuum.api_auth import Role
+
+AGENT_PASSWORD = secrets.token_urlsafe(16)
+"""The one password of every test agent in a run. Agents register on the run's test servers (which allow it),
+and slice JIDs repeat across tests (`cluster-edge-1@localhost`): one password lets a later test's agent log
+in to the account an earlier test's agent created."""
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "slices" / "demo.yaml"

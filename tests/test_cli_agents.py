@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import until_blocking
+from tests.support import AGENT_PASSWORD, until_blocking
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_NOT_YET = (OSError, KeyError, IndexError)   # API not listening, app or component not known yet
@@ -66,8 +65,9 @@ def test_agents_in_separate_processes_form_the_hierarchy_and_heal(prosody, tmp_p
     """))
     app = tmp_path / "app.yaml"
     app.write_text(APP)
-    # one account per agent on prosody (it lets them register): each process gets the shared test one here
-    env = {**os.environ, "HOME": str(tmp_path), "MLSYSOPS_XMPP_PASSWORD": secrets.token_urlsafe(12)}
+    # one account per agent on prosody (it lets them register), with the run's test password: the same JIDs
+    # (cluster-edge-1, node-edge-rpi-1) were created by earlier tests
+    env = {**os.environ, "HOME": str(tmp_path), "MLSYSOPS_XMPP_PASSWORD": AGENT_PASSWORD}
     procs: list[subprocess.Popen] = []
 
     def start(*args: str) -> subprocess.Popen:

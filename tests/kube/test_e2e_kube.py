@@ -21,7 +21,7 @@ from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
 from mlsysops.continuum.api_auth import Role
 from mlsysops.substrates.kubernetes import manifests as mf
 from tests.kube.harness import until
-from tests.support import app_components, formed
+from tests.support import AGENT_PASSWORD, app_components, formed
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -302,7 +302,6 @@ async def test_cli_cluster_agent_places_on_the_kubeconfig_cluster(prosody, kube_
     the app as Deployments on the kubeconfig's cluster (Nodes from sim kubelets in this process)."""
     import asyncio
     import os
-    import secrets
     import shutil
     import signal
     import subprocess
@@ -330,7 +329,7 @@ async def test_cli_cluster_agent_places_on_the_kubeconfig_cluster(prosody, kube_
     exe = shutil.which("mlsysops", path=str(Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-m", "mlsysops.cli"]
     # every agent process needs its password (there is no default); prosody here lets each register once
-    env = {**os.environ, "HOME": str(tmp_path), "MLSYSOPS_XMPP_PASSWORD": secrets.token_urlsafe(12)}
+    env = {**os.environ, "HOME": str(tmp_path), "MLSYSOPS_XMPP_PASSWORD": AGENT_PASSWORD}
     procs: list[subprocess.Popen] = []
 
     async def start(*args: str, log: str) -> subprocess.Popen:

@@ -26,7 +26,7 @@ from mlsysops.substrates.kubernetes import karmada as kk
 from mlsysops.substrates.kubernetes import manifests as mf
 from tests.kube.harness import until, write_kubeconfig
 from tests.kube.karmada_crds import StandInScheduler, add_cluster, install_crds
-from tests.support import app_components, formed
+from tests.support import AGENT_PASSWORD, app_components, formed
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
 pytestmark = pytest.mark.timeout(240)
@@ -232,7 +232,6 @@ def test_agent_continuum_on_an_unreachable_karmada_says_so(tmp_path):
     """`mlsysops agent continuum` with substrate karmada: a Karmada API server that cannot be reached is a
     clear one-line error and exit code 1, before anything starts."""
     import os
-    import secrets
     import subprocess
     import sys
 
@@ -247,7 +246,7 @@ def test_agent_continuum_on_an_unreachable_karmada_says_so(tmp_path):
     raw["state_dir"] = str(tmp_path / "state")
     slice_file = tmp_path / "slice.yaml"
     slice_file.write_text(yaml.safe_dump(raw))
-    env = {**os.environ, "MLSYSOPS_XMPP_PASSWORD": secrets.token_urlsafe(12)}   # agents have no default password
+    env = {**os.environ, "MLSYSOPS_XMPP_PASSWORD": AGENT_PASSWORD}   # agents have no default password
     out = subprocess.run([sys.executable, "-m", "mlsysops.cli.main", "agent", "continuum", "-c", str(slice_file)],
                          capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 1, (out.stdout, out.stderr)
