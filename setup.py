@@ -17,7 +17,9 @@ from setup_layout import ROOMS  # noqa: E402
 EXCLUDE = ["*__pycache__*"]
 
 package_dir = {"mlsysops": "mlsysops"}
-packages = ["mlsysops"] + [f"mlsysops.{p}" for p in find_namespace_packages("mlsysops", exclude=EXCLUDE)]
+# mlsysops/<room> are symbolic links to the rooms (for a checkout): the rooms are mapped below instead
+OWN = find_namespace_packages("mlsysops", exclude=[*EXCLUDE, *ROOMS, *(f"{room}.*" for room in ROOMS)])
+packages = ["mlsysops"] + [f"mlsysops.{p}" for p in OWN]
 for room in ROOMS:
     package_dir[f"mlsysops.{room}"] = room
     packages += [f"mlsysops.{p}" for p in find_namespace_packages(include=[room, f"{room}.*"], exclude=EXCLUDE)]
