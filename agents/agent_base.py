@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from slixmpp import JID
-from spade.agent import Agent
+from spade.agent import Agent, DisconnectedException
 from spade.behaviour import CyclicBehaviour
 from spade.message import Message
 from spade.template import BaseTemplate, Template
@@ -50,6 +50,7 @@ from mlsysops.agents.protocol import (
     decode,
     encode,
 )
+from mlsysops.agents.xmpp_tls import TlsVerification
 
 logger = logging.getLogger(__name__)
 xmpp_escape.install()   # slixmpp's per-character escape was the largest cost of a large message
@@ -213,8 +214,12 @@ class MLSysOpsAgent(Agent):
         reply_cache_size: int = 2048,
         reply_cache_ttl: float = 120.0,
         max_concurrent_handlers: int = 64,
+        tls: TlsVerification | None = None,
     ) -> None:
         super().__init__(jid, password, port=port, verify_security=False)
+        # SPADE only knows "verify against the system store" or "verify nothing"; we configure the
+        # context ourselves (a CA bundle of the slice, hostname checked) before every connection.
+        self.tls = tls or TlsVerification()
         self.agent_id = agent_id or JID(jid).user
         self.parent = parent
         self.force_xmpp = force_xmpp
@@ -270,12 +275,24 @@ class MLSysOpsAgent(Agent):
             if self.client is not None:
                 self.client.cancel_connection_attempt()
                 self.client.abort()
+            tls = f" ({self.tls.describe()})" if self.tls.verify else ""
             raise AgentStartError(
-                f"agent {self.jid} could not connect to {self.jid.host}:{self.xmpp_port} within {timeout}s"
+                f"agent {self.jid} could not connect to {self.jid.host}:{self.xmpp_port} within {timeout}s{tls}"
             ) from None
+        except DisconnectedException:
+            # the server closed the stream before login: with verification on, typically an untrusted
+            # certificate (slixmpp aborts the TLS handshake), so say what was checked
+            tls = f"; {self.tls.describe()}" if self.tls.verify else ""
+            raise AgentStartError(f"agent {self.jid}: {self.jid.host}:{self.xmpp_port} closed the connection "
+                                  f"before login{tls}") from None
 
     async def _hook_plugin_before_connection(self) -> None:
         self._stopping = False
+
+    async def _async_connect(self) -> None:
+        if self.client is not None:
+            self.tls.configure(self.client.ssl_context)
+        await super()._async_connect()
 
     async def _hook_plugin_after_connection(self) -> None:
         """Runs once per start, right after SPADE's first session is up."""

@@ -73,11 +73,22 @@ class XmppConfig(_Config):
     password: str | None = Field(None, description="Agents' password (prefer password_env or password_file).")
     password_env: str | None = Field(None, description="Environment variable holding the password.")
     password_file: Path | None = Field(None, description="File holding the password (relative to the slice).")
+    password_dir: Path | None = Field(
+        None, description="Directory with one file per agent, named by its JID's local part (e.g. "
+                          "`cluster-edge-1`), holding that agent's password (relative to the slice). Written by "
+                          "`mlsysops xmpp accounts`; takes precedence over the shared password sources.")
+    ca_file: Path | None = Field(
+        None, description="PEM bundle the server's certificate must chain to (relative to the slice); the "
+                          "certificate must name the XMPP domain.")
+    insecure_skip_tls_verify: bool = Field(
+        False, description="Do not verify an external server's certificate (the channel stays encrypted). "
+                           "External servers are verified by default: against ca_file, else the system store.")
 
     @model_validator(mode="after")
     def _defaults(self) -> XmppConfig:
-        if sum(x is not None for x in (self.password, self.password_env, self.password_file)) > 1:
-            raise ValueError("give at most one of password, password_env, password_file")
+        if sum(x is not None for x in (self.password, self.password_env, self.password_file,
+                                       self.password_dir)) > 1:
+            raise ValueError("give at most one of password, password_env, password_file, password_dir")
         if self.domain is None:
             self.domain = self.host
         if self.port is None:
@@ -247,7 +258,9 @@ def _absolute_paths(cfg: SliceConfig, base: Path) -> SliceConfig:
 
     return cfg.model_copy(
         update={
-            "xmpp": cfg.xmpp.model_copy(update={"password_file": _resolve(base, cfg.xmpp.password_file)}),
+            "xmpp": cfg.xmpp.model_copy(update={"password_file": _resolve(base, cfg.xmpp.password_file),
+                                                "password_dir": _resolve(base, cfg.xmpp.password_dir),
+                                                "ca_file": _resolve(base, cfg.xmpp.ca_file)}),
             "substrate": cfg.substrate.model_copy(
                 update={"kubeconfig": _resolve(base, cfg.substrate.kubeconfig)}
             ),

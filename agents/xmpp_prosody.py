@@ -2,7 +2,10 @@
 
 Same surface as `EmbeddedXMPPServer` (`start`, `stop`, `port`, `domain`). prosody routes stanzas
 correctly with many concurrent sessions, which the embedded pyjabber server does not (see the closing
-notes); loopback only, in-band registration on, a self-signed certificate generated into the workdir.
+notes); loopback only, a self-signed certificate for the domain generated into the workdir (`ca_file`: a
+client that trusts it verifies the server). In-band registration is on by default (test agents create their
+own accounts); `allow_registration=False` closes it and accounts come from `register()` (prosodyctl), the
+way a production server is run.
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ s2s_ports = {{ }}
 component_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
-modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "register"; "posix"; "presence"; }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; {register}"posix"; "presence"; }}
 modules_disabled = {{ "s2s"; "offline"; }}
 authentication = "internal_hashed"
 storage = "internal"
-allow_registration = true
+allow_registration = {allow_registration}
 c2s_require_encryption = true
 allow_unencrypted_plain_auth = false
 limits = {{ c2s = {{ rate = "100mb/s"; }}; }}
@@ -51,11 +54,30 @@ def _free_port() -> int:
 
 
 class ProsodyServer:
-    def __init__(self, workdir: Path | None = None, port: int = 0, domain: str = "localhost") -> None:
+    def __init__(self, workdir: Path | None = None, port: int = 0, domain: str = "localhost", *,
+                 allow_registration: bool = True) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mlsysops-prosody-"))
         self.port = port or _free_port()
         self.domain = domain
+        self.allow_registration = allow_registration
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "prosody.cfg.lua"
+
+    @property
+    def ca_file(self) -> Path:
+        """The server's self-signed certificate: the trust anchor a verifying client needs."""
+        return self.workdir / "certs" / f"{self.domain}.crt"
+
+    def register(self, user: str, password: str) -> None:
+        """Create (or reset) an account, as an operator would with prosodyctl; the server may be running."""
+        proc = subprocess.run(["prosodyctl", "--config", str(self.config_path), "register", user, self.domain,
+                               password], capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"prosodyctl register {user}@{self.domain} failed: "
+                               f"{(proc.stderr or proc.stdout).strip()}")
 
     @property
     def alive(self) -> bool:
@@ -70,10 +92,13 @@ class ProsodyServer:
         key, crt = certs / f"{self.domain}.key", certs / f"{self.domain}.crt"
         if not crt.exists():
             subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-                            "-subj", f"/CN={self.domain}", "-keyout", str(key), "-out", str(crt)],
+                            "-subj", f"/CN={self.domain}", "-addext", f"subjectAltName=DNS:{self.domain}",
+                            "-keyout", str(key), "-out", str(crt)],
                            check=True, capture_output=True)
-        cfg = self.workdir / "prosody.cfg.lua"
-        cfg.write_text(_CONFIG.format(work=self.workdir, port=self.port, domain=self.domain))
+        cfg = self.config_path
+        cfg.write_text(_CONFIG.format(work=self.workdir, port=self.port, domain=self.domain,
+                                      register='"register"; ' if self.allow_registration else "",
+                                      allow_registration=str(self.allow_registration).lower()))
         self._proc = subprocess.Popen(["prosody", "-F", "--config", str(cfg)], stdout=subprocess.DEVNULL,
                                       stderr=open(self.workdir / "stderr.log", "wb"))
         import time

@@ -56,7 +56,7 @@ def test_agents_in_separate_processes_form_the_hierarchy_and_heal(prosody, tmp_p
     slice_file = tmp_path / "slice.yaml"
     slice_file.write_text(textwrap.dedent(f"""
         slice: procs
-        xmpp: {{server: external, host: localhost, port: {prosody.port}}}
+        xmpp: {{server: external, host: localhost, port: {prosody.port}, ca_file: {prosody.ca_file}}}
         clusters:
           - {{MLSysOpsCluster: {{cluster_id: edge-1, nodes: []}}}}
         nodes: ["{NODES}/edge-rpi-1.yaml", "{NODES}/edge-rpi-2.yaml", "{NODES}/edge-jetson-1.yaml"]

@@ -35,7 +35,8 @@ class Layer(StrEnum):
 
 def agent_password(spec: Any, password_file: Path | None) -> str:
     """This agent's XMPP password: `--password-file`, else the slice's `xmpp.password_env`/`password_file`/
-    `password`, else `$MLSYSOPS_XMPP_PASSWORD`. Missing or empty is an error (there is no default)."""
+    `password`, else `$MLSYSOPS_XMPP_PASSWORD`; "" when the slice has a `password_dir` (one file per agent,
+    read once its JID is known). Missing or empty is an error (there is no default)."""
     from mlsysops.cli.slice_assembly import PASSWORD_ENV, PasswordError, configured_password
 
     if password_file is not None:
@@ -47,9 +48,12 @@ def agent_password(spec: Any, password_file: Path | None) -> str:
             raise PasswordError(f"--password-file {password_file} is empty")
         return value
     value = configured_password(spec)
+    if value is None and spec.config.xmpp.password_dir is not None:
+        return ""
     if value is None:
-        raise PasswordError(f"no XMPP password for this agent: pass --password-file, set xmpp.password_env "
-                            f"(or password_file) in the slice, or ${PASSWORD_ENV}")
+        raise PasswordError(f"no XMPP password for this agent: pass --password-file, set xmpp.password_dir "
+                            f"(`mlsysops xmpp accounts`), xmpp.password_env or password_file in the slice, "
+                            f"or ${PASSWORD_ENV}")
     return value
 
 
@@ -64,8 +68,10 @@ async def _wait(stop: asyncio.Event, condition: Any = None, interval: float = 0.
 async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | None, xmpp_port: int | None,
                apply: list[Path], api_port: int | None, host_metrics: bool = False,
                push_port: int | None = None, password_file: Path | None = None) -> int:
+    from mlsysops.agents.agent_base import AgentStartError
     from mlsysops.agents.descriptions import DescriptionError
     from mlsysops.agents.slice_config import load_slice
+    from mlsysops.agents.xmpp_tls import TlsConfigError, TlsVerification
     from mlsysops.cli.slice_assembly import PasswordError, SliceAssembly
 
     try:
@@ -76,7 +82,8 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
     os.umask(0o077)   # state files (app descriptions, decision logs) are the operator's alone
     try:
         password = agent_password(spec, password_file)
-    except PasswordError as exc:
+        TlsVerification.for_slice(spec.config.xmpp).check()
+    except (PasswordError, TlsConfigError) as exc:
         typer.echo(str(exc), err=True)
         return 1
     assembly = SliceAssembly(spec, password=password, state_dir=spec.state_dir,
@@ -91,15 +98,19 @@ async def _run(layer: Layer, config: Path, ident: str | None, sim_url: str | Non
             raise typer.BadParameter(f"--{what} is required for a {layer.value} agent")
         return value
 
-    if layer is Layer.continuum:
-        return await _run_continuum(assembly, stop, apply, api_port)
-    if layer is Layer.cluster:
-        return await _run_cluster(assembly, stop, need(ident, "id"), sim_url)
-    kube = assembly.substrate == "kubernetes"
-    if not host_metrics and kube and not sim_url:
-        raise typer.BadParameter("a node agent observes this machine (--host) or a simulator (--sim)")
-    return await _run_node(assembly, stop, need(ident, "id"), None if host_metrics else need(sim_url, "sim"),
-                           push_port)
+    try:   # a slice with xmpp.password_dir reads this agent's file when its JID is built
+        if layer is Layer.continuum:
+            return await _run_continuum(assembly, stop, apply, api_port)
+        if layer is Layer.cluster:
+            return await _run_cluster(assembly, stop, need(ident, "id"), sim_url)
+        kube = assembly.substrate == "kubernetes"
+        if not host_metrics and kube and not sim_url:
+            raise typer.BadParameter("a node agent observes this machine (--host) or a simulator (--sim)")
+        return await _run_node(assembly, stop, need(ident, "id"), None if host_metrics else need(sim_url, "sim"),
+                               push_port)
+    except (PasswordError, AgentStartError) as exc:   # one line, not a traceback: what and where
+        typer.echo(str(exc), err=True)
+        return 1
 
 
 async def _run_continuum(assembly: Any, stop: asyncio.Event, apply: list[Path], api_port: int | None) -> int:

@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "mlsysops.cli.agent_cmd",
     "mlsysops.cli.client_cmd",
     "mlsysops.cli.deploy_cmd",
+    "mlsysops.cli.xmpp_cmd",
 ]
 
 app = typer.Typer(

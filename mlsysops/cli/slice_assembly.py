@@ -18,6 +18,7 @@ from typing import Any
 
 from mlsysops.agents.managed_agent import AgentSettings
 from mlsysops.agents.slice_config import SliceSpec, SubstrateConfig
+from mlsysops.agents.xmpp_tls import TlsVerification
 from mlsysops.cluster.agent import ClusterAgent
 from mlsysops.continuum.agent import ContinuumAgent
 from mlsysops.node.agent import NodeAgent
@@ -50,6 +51,17 @@ def configured_password(spec: SliceSpec) -> str | None:
     if value is None:
         raise PasswordError(f"XMPP password: {where} is not set")
     return _non_empty(value, where)
+
+
+def account_password(password_dir: Path, jid: str) -> str:
+    """The password `mlsysops xmpp accounts` wrote for `jid` (file named by its local part)."""
+    path = password_dir / jid.split("@", 1)[0]
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise PasswordError(f"XMPP password of {jid}: {path}: {exc.strerror} (xmpp.password_dir; "
+                            f"`mlsysops xmpp accounts` writes one file per agent)") from exc
+    return _non_empty(value, f"{path} (xmpp.password_dir)")
 
 
 def _non_empty(value: str, where: str) -> str:
@@ -193,9 +205,12 @@ class SliceAssembly:
         self.domain = self.domain or xc.domain or xc.host or "localhost"
 
     def password_for(self, jid: str) -> str:
-        """This agent's password: the given one, else one generated for the JID (stable across restarts)."""
+        """This agent's password: the given one, else its file in the slice's `xmpp.password_dir`, else one
+        generated for the JID (stable across restarts)."""
         if self.password:
             return self.password
+        if jid not in self.passwords and self.spec.config.xmpp.password_dir is not None:
+            self.passwords[jid] = account_password(self.spec.config.xmpp.password_dir, jid)
         return self.passwords.setdefault(jid, secrets.token_urlsafe(24))
 
     def all_jids(self) -> list[str]:
@@ -220,7 +235,8 @@ class SliceAssembly:
         return replace(base, **self.overrides.get(layer, {}), **self.overrides.get("all", {}))
 
     def _connection(self) -> dict[str, Any]:
-        return {"port": self.xmpp_port, "force_xmpp": self.force_xmpp}
+        return {"port": self.xmpp_port, "force_xmpp": self.force_xmpp,
+                "tls": TlsVerification.for_slice(self.spec.config.xmpp)}
 
     # -- agents -------------------------------------------------------------------------------------
     def continuum_agent(self) -> ContinuumAgent:

@@ -315,7 +315,7 @@ async def test_cli_cluster_agent_places_on_the_kubeconfig_cluster(prosody, kube_
     slice_file = tmp_path / "slice.yaml"
     slice_file.write_text(textwrap.dedent(f"""
         slice: kubecli
-        xmpp: {{server: external, host: localhost, port: {prosody.port}}}
+        xmpp: {{server: external, host: localhost, port: {prosody.port}, ca_file: {prosody.ca_file}}}
         substrate: {{type: kubernetes, kubeconfig: {kube_stack.kubeconfig}, namespace: {ns}}}
         clusters:
           - {{MLSysOpsCluster: {{cluster_id: edge-1, nodes: []}}}}
