@@ -36,7 +36,8 @@ def closed_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         server.ctl_command = f"prosodyctl --config {server.config_path}"
     else:
         if not ejabberd_available():
-            pytest.fail("ejabberd is not installed: `apt-get install ejabberd` (.ci/run does it)")
+            why = "ejabberd is not installed: `apt-get install ejabberd` (.ci/run does it)"
+            pytest.fail(why) if os.environ.get("CI") == "true" else pytest.skip(why)
         server = EjabberdServer(tmp_path_factory.mktemp("ejabberd"))
     server.kind = request.param
     server.start_sync()

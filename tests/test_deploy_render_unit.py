@@ -15,13 +15,13 @@ from mlsysops.cli.deploy.render import PASSWORD_ENV, SLICE_PATH, accounts_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "slices" / "demo.yaml"
-FIXED = {"api_token": "tok", "tls_pem": "pem", "passwords": None}
+FIXED = {"api_token": "tok", "tls_pem": "pem", "tls_ca": "ca", "passwords": None}
 
 MODELS = {
     "Namespace": kc.V1Namespace, "ServiceAccount": kc.V1ServiceAccount, "Role": kc.V1Role,
     "RoleBinding": kc.V1RoleBinding, "ClusterRole": kc.V1ClusterRole, "ClusterRoleBinding": kc.V1ClusterRoleBinding,
     "ConfigMap": kc.V1ConfigMap, "Secret": kc.V1Secret, "Service": kc.V1Service, "Deployment": kc.V1Deployment,
-    "DaemonSet": kc.V1DaemonSet, "CustomResourceDefinition": kc.V1CustomResourceDefinition,
+    "CustomResourceDefinition": kc.V1CustomResourceDefinition, "NetworkPolicy": kc.V1NetworkPolicy,
 }
 
 
@@ -32,7 +32,7 @@ def spec():
 
 @pytest.fixture(scope="module")
 def objs(spec):
-    return render(spec, api_token="tok", tls_pem="pem")
+    return render(spec, api_token="tok", tls_pem="pem", tls_ca="ca")
 
 
 def by(objs, kind, name=None):
@@ -44,8 +44,9 @@ def by(objs, kind, name=None):
 def test_every_kind_is_present_in_apply_order(objs, spec):
     kinds = Counter(o["kind"] for o in objs)
     assert kinds["Namespace"] == 2 and kinds["CustomResourceDefinition"] == 5      # agents, apps
-    assert kinds["Deployment"] == 1 + len(spec.clusters) + 1          # continuum, clusters, ejabberd
-    assert kinds["DaemonSet"] == 1
+    # continuum, clusters, nodes, ejabberd: one per agent identity
+    assert kinds["Deployment"] == 1 + len(spec.clusters) + len(spec.nodes) + 1
+    assert kinds["DaemonSet"] == 0 and kinds["NetworkPolicy"] == 3
     assert kinds["MLSysOpsNode"] == len(spec.nodes) and kinds["MLSysOpsCluster"] == len(spec.clusters)
     assert {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
             "Secret", "Service", "MLSysOpsContinuum"} <= set(kinds)
@@ -66,7 +67,7 @@ def test_typed_objects_validate_against_the_client_models(objs):
 
 def test_selectors_match_pod_labels_and_services_select_pods(objs):
     pods = {}
-    for wl in by(objs, "Deployment") + by(objs, "DaemonSet"):
+    for wl in by(objs, "Deployment"):
         sel = wl["spec"]["selector"]["matchLabels"]
         tmpl = wl["spec"]["template"]["metadata"]["labels"]
         assert sel.items() <= tmpl.items(), wl["metadata"]["name"]
@@ -75,18 +76,68 @@ def test_selectors_match_pod_labels_and_services_select_pods(objs):
         assert any(svc["spec"]["selector"].items() <= labels.items() for labels in pods.values())
 
 
-def test_daemonset_takes_the_node_id_from_the_downward_api(objs, spec):
-    ds = by(objs, "DaemonSet")[0]
-    pod = ds["spec"]["template"]["spec"]
-    c = pod["containers"][0]
-    env = {e["name"]: e for e in c["env"]}
-    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-    script = c["command"][-1]
-    assert f"mlsysops agent node -c {SLICE_PATH} --id \"$NODE_NAME\"" in script
-    assert "node-$NODE_NAME" in script and PASSWORD_ENV in script
-    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert term[0]["matchExpressions"][0]["values"] == sorted(spec.nodes)
-    assert pod["serviceAccountName"] == "mlsysops-node-agent"
+def test_each_node_agent_is_pinned_to_its_node_and_mounts_only_its_own_password(objs, spec):
+    seen = set()
+    for name in spec.nodes:
+        dep = by(objs, "Deployment", f"mlsysops-node-{name}")[0]
+        pod = dep["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["command"][:7] == ["mlsysops", "agent", "node", "-c", SLICE_PATH, "--id", name]
+        assert pod["nodeSelector"] == {"kubernetes.io/hostname": name}
+        assert pod["serviceAccountName"] == "mlsysops-node-agent"
+        ref = {e["name"]: e for e in c["env"]}[PASSWORD_ENV]["valueFrom"]["secretKeyRef"]
+        secret = by(objs, "Secret", ref["name"])[0]["stringData"]
+        assert secret["jid-localpart"] == f"node-{name}" and set(secret) == {"password", "jid-localpart"}
+        assert not any("secret" in v for v in pod["volumes"])        # no other credentials mounted
+        seen.add(ref["name"])
+    assert len(seen) == len(spec.nodes)
+
+
+def test_agents_verify_the_xmpp_server_against_the_slice_ca(spec, tmp_path):
+    import ssl
+
+    objs = render(spec)
+    ca = by(objs, "ConfigMap", "mlsysops-xmpp-ca")[0]["data"]["ca.crt"]
+    server_pem = by(objs, "Secret", "mlsysops-xmpp-tls")[0]["stringData"]["xmpp.pem"]
+    (tmp_path / "ca.crt").write_text(ca)
+    (tmp_path / "server.pem").write_text(server_pem)
+    assert "PRIVATE KEY" not in ca                       # the CA key is never written anywhere
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(str(tmp_path / "server.pem"))
+    # a real handshake in memory: the agent side checks the chain and the name `mlsysops-xmpp`
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ctx.wrap_bio(c_in, c_out, server_hostname="mlsysops-xmpp")
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    for _ in range(10):
+        for side in (client, srv):
+            try:
+                side.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+    assert client.version() is not None and client.getpeercert()["subjectAltName"] == (("DNS", "mlsysops-xmpp"),)
+    for wl in by(objs, "Deployment"):
+        if wl["metadata"]["name"] == "mlsysops-xmpp":
+            continue
+        pod = wl["spec"]["template"]["spec"]
+        assert {"name": "xmpp-ca", "configMap": {"name": "mlsysops-xmpp-ca"}} in pod["volumes"]
+    cfg = yaml.safe_load(by(objs, "ConfigMap", "mlsysops-slice")[0]["data"]["slice.yaml"])
+    assert cfg["xmpp"]["ca_file"] == "/etc/mlsysops-xmpp-ca/ca.crt"
+    assert "insecure_skip_tls_verify" not in cfg["xmpp"]
+
+
+def test_network_policies_admit_only_the_slices_agents_to_xmpp(objs):
+    pols = {p["metadata"]["name"]: p["spec"] for p in by(objs, "NetworkPolicy")}
+    assert pols["mlsysops-default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    xmpp = pols["mlsysops-xmpp-from-agents"]
+    assert xmpp["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5222}]
+    peer = xmpp["ingress"][0]["from"][0]["podSelector"]
+    assert peer["matchExpressions"][0]["values"] == ["continuum-agent", "cluster-agent", "node-agent"]
+    api = pols["mlsysops-api"]
+    assert api["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
+    assert api["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "continuum-agent"
 
 
 def test_agent_commands_match_the_agent_cli(objs, spec):
@@ -101,7 +152,7 @@ def test_agent_commands_match_the_agent_cli(objs, spec):
 
 
 def test_pods_run_non_root_without_privileges(objs):
-    for wl in by(objs, "Deployment") + by(objs, "DaemonSet"):
+    for wl in by(objs, "Deployment"):
         pod = wl["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         for c in pod["containers"]:
@@ -165,20 +216,23 @@ def test_in_cluster_slice_config_loads_and_points_at_ejabberd(objs, spec, tmp_pa
 
 
 def test_deterministic_apart_from_secrets(spec):
+    def public(objs):   # the CA certificate is public but comes with the generated TLS key
+        return [o for o in objs if o["kind"] != "Secret" and o["metadata"]["name"] != "mlsysops-xmpp-ca"]
+
     a, b = render(spec, **FIXED), render(spec, **FIXED)
     assert [o for o in a if o["kind"] != "Secret"] == [o for o in b if o["kind"] != "Secret"]
     fresh1, fresh2 = render(spec), render(spec)
     s1 = {o["metadata"]["name"]: o["stringData"] for o in fresh1 if o["kind"] == "Secret"}
     s2 = {o["metadata"]["name"]: o["stringData"] for o in fresh2 if o["kind"] == "Secret"}
-    assert s1.keys() == s2.keys() and s1["mlsysops-xmpp-nodes"] != s2["mlsysops-xmpp-nodes"]
-    assert [o for o in fresh1 if o["kind"] != "Secret"] == [o for o in a if o["kind"] != "Secret"]
+    assert s1.keys() == s2.keys() and s1["mlsysops-xmpp-node-edge-rpi-1"] != s2["mlsysops-xmpp-node-edge-rpi-1"]
+    assert public(fresh1) == public(a)
 
 
 def test_given_passwords_are_kept(spec):
     objs = render(spec, passwords={"cluster-edge-1": "pw-edge", "node-edge-rpi-1": "pw-rpi"}, **{
         k: v for k, v in FIXED.items() if k != "passwords"})
     assert by(objs, "Secret", "mlsysops-xmpp-cluster-edge-1")[0]["stringData"]["password"] == "pw-edge"
-    assert by(objs, "Secret", "mlsysops-xmpp-nodes")[0]["stringData"]["node-edge-rpi-1"] == "pw-rpi"
+    assert by(objs, "Secret", "mlsysops-xmpp-node-edge-rpi-1")[0]["stringData"]["password"] == "pw-rpi"
 
 
 def test_workloads_run_apart_from_the_agents_credentials(objs):
@@ -210,7 +264,7 @@ def test_cli_render_writes_one_file_per_kind(tmp_path):
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files[0] == "00-namespace.yaml" and "01-customresourcedefinition.yaml" in files
     docs = [d for f in files for d in yaml.safe_load_all((tmp_path / "out" / f).read_text())]
-    assert Counter(d["kind"] for d in docs)["DaemonSet"] == 1
+    assert Counter(d["kind"] for d in docs)["NetworkPolicy"] == 3
 
 
 def test_apply_maps_api_versions_to_the_typed_client_apis():

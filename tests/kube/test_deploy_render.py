@@ -53,8 +53,8 @@ async def test_server_dry_run_accepts_everything_render_emits(kube_client, kube_
     # Nothing was persisted by the dry run.
     apps, core = k.AppsV1Api(kube_client), k.CoreV1Api(kube_client)
     assert await _not_found(apps.read_namespaced_deployment, "mlsysops-continuum", kube_ns)
-    assert await _not_found(apps.read_namespaced_daemon_set, "mlsysops-node-agent", kube_ns)
-    assert await _not_found(core.read_namespaced_secret, "mlsysops-xmpp-nodes", kube_ns)
+    assert await _not_found(apps.read_namespaced_deployment, "mlsysops-node-edge-rpi-1", kube_ns)
+    assert await _not_found(core.read_namespaced_secret, "mlsysops-xmpp-node-edge-rpi-1", kube_ns)
     assert await _not_found(k.CustomObjectsApi(kube_client).get_namespaced_custom_object,
                             "mlsysops.eu", "v1", kube_ns, "mlsysopsnodes", "edge-rpi-1")
 
@@ -75,7 +75,8 @@ def test_cli_render_to_stdout_is_one_multi_document_yaml():
     assert res.returncode == 0, res.stderr
     docs = list(yaml.safe_load_all(res.stdout))
     kinds = Counter(d["kind"] for d in docs)
-    assert kinds["DaemonSet"] == 1 and kinds["Deployment"] == 4 and kinds["CustomResourceDefinition"] == 5
+    assert kinds["Deployment"] == 4 + 7 and kinds["CustomResourceDefinition"] == 5   # + one per node
+    assert kinds["NetworkPolicy"] == 3 and "DaemonSet" not in kinds
     assert {d["metadata"].get("namespace") for d in docs} <= {None, "demo-ns", "demo-ns-apps"}
 
 
@@ -95,15 +96,21 @@ async def test_cli_apply_creates_everything_and_reapply_keeps_the_secrets(kube_s
         await core.read_namespace(ns)
         await core.read_namespace(f"{ns}-apps")
         deps = {d.metadata.name for d in (await apps.list_namespaced_deployment(ns)).items}
-        assert deps == {"mlsysops-continuum", "mlsysops-cluster-cloud-1", "mlsysops-cluster-edge-1",
-                        "mlsysops-xmpp"}
-        ds = await apps.read_namespaced_daemon_set("mlsysops-node-agent", ns)
-        managers = {m.manager for m in ds.metadata.managed_fields or []}
+        nodes_dep = {d for d in deps if d.startswith("mlsysops-node-")}
+        assert deps - nodes_dep == {"mlsysops-continuum", "mlsysops-cluster-cloud-1", "mlsysops-cluster-edge-1",
+                                    "mlsysops-xmpp"} and len(nodes_dep) == 7
+        dep = await apps.read_namespaced_deployment("mlsysops-node-edge-rpi-1", ns)
+        assert dep.spec.template.spec.node_selector == {"kubernetes.io/hostname": "edge-rpi-1"}
+        managers = {m.manager for m in dep.metadata.managed_fields or []}
         assert "mlsysops" in managers                          # server-side apply, our field manager
         nodes = await k.CustomObjectsApi(kube_client).list_namespaced_custom_object(
             "mlsysops.eu", "v1", ns, "mlsysopsnodes")
         assert len(nodes["items"]) == 7
-        secret = await core.read_namespaced_secret("mlsysops-xmpp-nodes", ns)
+        secret = await core.read_namespaced_secret("mlsysops-xmpp-node-edge-rpi-1", ns)
+        tls = await core.read_namespaced_secret("mlsysops-xmpp-tls", ns)
+        ca = (await core.read_namespaced_config_map("mlsysops-xmpp-ca", ns)).data["ca.crt"]
+        pols = {p.metadata.name for p in (await k.NetworkingV1Api(kube_client).list_namespaced_network_policy(ns)).items}
+        assert pols == {"mlsysops-default-deny-ingress", "mlsysops-xmpp-from-agents", "mlsysops-api"}
 
         for role in (await rbac.list_namespaced_role(ns)).items + (await rbac.list_namespaced_role(f"{ns}-apps")).items + [
                 cr for cr in (await rbac.list_cluster_role()).items if cr.metadata.name.endswith(ns)]:
@@ -112,7 +119,9 @@ async def test_cli_apply_creates_everything_and_reapply_keeps_the_secrets(kube_s
 
         again = _cli("deploy", "apply", str(DEMO), "--kubeconfig", str(kube_stack.kubeconfig), "-n", ns)
         assert again.returncode == 0, again.stdout + again.stderr
-        assert (await core.read_namespaced_secret("mlsysops-xmpp-nodes", ns)).data == secret.data
+        assert (await core.read_namespaced_secret("mlsysops-xmpp-node-edge-rpi-1", ns)).data == secret.data
+        assert (await core.read_namespaced_secret("mlsysops-xmpp-tls", ns)).data == tls.data
+        assert (await core.read_namespaced_config_map("mlsysops-xmpp-ca", ns)).data["ca.crt"] == ca
     finally:
         for name in (ns, f"{ns}-apps"):
             try:

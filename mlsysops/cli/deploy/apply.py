@@ -194,8 +194,10 @@ async def existing_secrets(api: k.ApiClient, namespace: str) -> dict[str, Any]:
             out["api_token"] = data["tokens"].split()[0]
         elif name.endswith("-tls") and "xmpp.pem" in data:
             out["tls_pem"] = data["xmpp.pem"]
+            if data.get("ca.crt"):
+                out["tls_ca"] = data["ca.crt"]
         elif "jid-localpart" in data and "password" in data:
             out["passwords"][data["jid-localpart"]] = data["password"]
-        elif name == "mlsysops-xmpp-nodes":
+        elif name == "mlsysops-xmpp-nodes":   # rendered before node agents had a Secret each
             out["passwords"].update(data)
     return out

@@ -1,10 +1,12 @@
 """`render(slice_spec)`: every Kubernetes object needed to run a slice in one cluster.
 
 Emitted, in apply order: Namespaces (agents; app workloads), our CRDs, RBAC (agents/deploy/rbac.py),
-ConfigMaps (slice config, descriptions, ejabberd config), Secrets (one XMPP account per agent, API token,
-XMPP TLS key), the infrastructure descriptions as custom resources, Services (ejabberd, continuum API),
-the continuum agent and each cluster agent as a Deployment, the node agents as a DaemonSet. The output is deterministic
-except for the generated secrets (passwords, API token, TLS key), which can be passed in instead.
+ConfigMaps (slice config, descriptions, ejabberd config, the XMPP CA certificate), Secrets (one XMPP account
+per agent, API token, XMPP TLS key), the infrastructure descriptions as custom resources, Services (ejabberd,
+continuum API), NetworkPolicies (only the slice's agents reach the XMPP server; agents take no other
+traffic but the API), and one Deployment per agent: the continuum, each cluster, each node (pinned to
+it). Node agents are Deployments, not a DaemonSet, so each pod mounts only its own password. The output
+is deterministic except for the generated secrets (passwords, API token, TLS key), which can be passed in.
 
 Inside the cluster the slice config is rewritten: descriptions come from a mounted ConfigMap, XMPP points
 at the ejabberd Service (`server: external`), the API binds all interfaces with a token file, state lives
@@ -26,13 +28,18 @@ from mlsysops.agents.slice_config import LAYERS, SliceSpec
 from mlsysops.cli.deploy.naming import content_hash, dns_label, labels, meta, selector
 from mlsysops.cli.deploy.rbac import rbac_objects, service_account_name
 from mlsysops.cli.deploy.xmpp import (
+    CA_CONFIG_MAP,
+    CA_DIR,
     XMPP_PORT,
     Account,
+    ca_config_map,
+    certificate_of,
     credential_secrets,
     ejabberd_objects,
     new_password,
-    self_signed_pem,
+    server_tls,
 )
+from mlsysops.cli.deploy.network import network_policies
 from mlsysops.substrates.kubernetes.crds import description_objects
 
 log = logging.getLogger(__name__)
@@ -42,15 +49,14 @@ DEFAULT_XMPP_IMAGE = "ghcr.io/processone/ejabberd:24.12"
 CONFIG_DIR = "/etc/mlsysops"
 SLICE_PATH = f"{CONFIG_DIR}/slice.yaml"
 API_TOKENS_DIR = "/etc/mlsysops-api"
-NODE_ACCOUNTS_DIR = "/etc/mlsysops-xmpp"
 STATE_DIR = "/var/lib/mlsysops"
 PASSWORD_ENV = "MLSYSOPS_XMPP_PASSWORD"
 API_PORT = 8080
 AGENT_UID = 10001            # the Dockerfile's non-root user
 
 KIND_ORDER = ["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-              "Role", "RoleBinding", "ConfigMap", "Secret", *sorted(KINDS), "Service", "Deployment",
-              "DaemonSet"]
+              "Role", "RoleBinding", "ConfigMap", "Secret", *sorted(KINDS), "Service", "NetworkPolicy",
+              "Deployment"]
 
 
 def _localpart(role: str, name: str) -> str:
@@ -70,7 +76,8 @@ def accounts_for(spec: SliceSpec, passwords: Mapping[str, str] | None = None) ->
     out = [acc("continuum-agent", "continuum", spec.continuum.continuum_id, "mlsysops-xmpp-continuum")]
     out += [acc("cluster-agent", "cluster", c, f"mlsysops-xmpp-{dns_label(_localpart('cluster', c), 40)}")
             for c in sorted(spec.clusters)]
-    out += [acc("node-agent", "node", n, "mlsysops-xmpp-nodes") for n in sorted(spec.nodes)]
+    out += [acc("node-agent", "node", n, f"mlsysops-xmpp-{dns_label(_localpart('node', n), 40)}")
+            for n in sorted(spec.nodes)]
     return out
 
 
@@ -90,7 +97,7 @@ def in_cluster_slice(spec: SliceSpec, domain: str, substrate: dict[str, Any],
                 cfg[section][layer]["directories"] = []
     cfg.update(
         xmpp={"server": "external", "host": domain, "domain": domain, "port": XMPP_PORT,
-              "password_env": PASSWORD_ENV},
+              "password_env": PASSWORD_ENV, "ca_file": f"{CA_DIR}/ca.crt"},
         substrate=substrate,
         continuum="descriptions/continuum.yaml",
         clusters=["descriptions/clusters.yaml"],
@@ -120,7 +127,7 @@ def _container_security() -> dict[str, Any]:
 class _Renderer:
     def __init__(self, spec: SliceSpec, *, image: str, namespace: str, workload_namespace: str,
                  xmpp_image: str, passwords: Mapping[str, str] | None, api_token: str | None,
-                 tls_pem: str | None, sim_url: str | None) -> None:
+                 tls_pem: str | None, tls_ca: str | None, sim_url: str | None) -> None:
         self.spec = spec
         self.slice = spec.name
         self.image = image
@@ -131,7 +138,10 @@ class _Renderer:
         self.sim_url = sim_url
         self.accounts = accounts_for(spec, passwords)
         self.api_token = api_token or secrets.token_urlsafe(32)
-        self.tls_pem = tls_pem or self_signed_pem(self.domain)
+        if tls_pem:   # kept from a previous apply; before the CA existed the server cert was self-signed
+            self.tls_pem, self.tls_ca = tls_pem, tls_ca or certificate_of(tls_pem)
+        else:
+            self.tls_pem, self.tls_ca = server_tls(self.domain)
         substrate = ({"type": "sim", "seed": spec.config.substrate.seed} if sim_url
                      else {"type": "kubernetes"})   # no kubeconfig: in-cluster service account
         self.slice_cfg = in_cluster_slice(spec, self.domain, substrate, workload_namespace)
@@ -163,7 +173,8 @@ class _Renderer:
             "resources": {"requests": {"cpu": "50m", "memory": "160Mi"}, "limits": {"memory": "512Mi"}},
             "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                              {"name": "state", "mountPath": STATE_DIR},
-                             {"name": "tmp", "mountPath": "/tmp"}, *mounts],
+                             {"name": "tmp", "mountPath": "/tmp"},
+                             {"name": "xmpp-ca", "mountPath": CA_DIR, "readOnly": True}, *mounts],
             **extra,
         }
 
@@ -179,7 +190,8 @@ class _Renderer:
                 # The continuum's SQLite desired state sits here; use a PersistentVolume to keep it
                 # across pod rescheduling (apps are otherwise re-submitted by their owners).
                 "volumes": [self.config_volume(), {"name": "state", "emptyDir": {}},
-                            {"name": "tmp", "emptyDir": {}}, *volumes],
+                            {"name": "tmp", "emptyDir": {}},
+                            {"name": "xmpp-ca", "configMap": {"name": CA_CONFIG_MAP}}, *volumes],
                 **extra,
             },
         }
@@ -191,13 +203,13 @@ class _Renderer:
         return ["--sim", self.sim_url] if self.sim_url else []
 
     def deployment(self, name: str, component: str, sel_extra: dict[str, str],
-                   container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+                   container: dict[str, Any], volumes: list[dict[str, Any]], **pod_extra: Any) -> dict[str, Any]:
         sel = selector(self.slice, component, **sel_extra)
         return {"apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": meta(name, self.ns, self.slice, component, **sel_extra),
                 # One process per agent identity: never two pods with the same JID, hence Recreate.
                 "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": sel},
-                         "template": self.pod_template(component, sel, container, volumes)}}
+                         "template": self.pod_template(component, sel, container, volumes, **pod_extra)}}
 
     # -- objects ------------------------------------------------------------------------------------
     def namespaces(self) -> list[dict[str, Any]]:
@@ -261,38 +273,33 @@ class _Renderer:
                                        {"mlsysops.eu/cluster": dns_label(cid)}, container, []))
         return out
 
-    def node_agents(self) -> dict[str, Any]:
-        # A DaemonSet pod learns its node from the downward API and reads that node's password file.
-        script = (f'export {PASSWORD_ENV}="$(cat {NODE_ACCOUNTS_DIR}/node-$NODE_NAME)" && exec mlsysops agent '
-                  f'node -c {SLICE_PATH} --id "$NODE_NAME"'
-                  + "".join(f" {a}" for a in (self.sim_args() or ["--host"])))   # no simulator: this machine
-        container = self.agent_container(
-            "node-agent", ["sh", "-c", script],
-            [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-            [{"name": "xmpp-accounts", "mountPath": NODE_ACCOUNTS_DIR, "readOnly": True}])
-        container["resources"] = {"requests": {"cpu": "20m", "memory": "128Mi"}, "limits": {"memory": "384Mi"}}
-        vols = [{"name": "xmpp-accounts", "secret": {"secretName": "mlsysops-xmpp-nodes", "defaultMode": 0o440}}]
-        sel = selector(self.slice, "node-agent")
-        # Only on the slice's nodes: an agent elsewhere would have no description and exit.
-        affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In",
-                                   "values": sorted(self.spec.nodes)}]}]}}}
+    def node_agents(self) -> list[dict[str, Any]]:
+        """One Deployment per node, pinned to it, with that node's password only (a DaemonSet's pods share
+        one spec, so they could only share one Secret holding every node's password)."""
+        host = self.sim_args() or ["--host"]   # no simulator: this machine
         tolerations = [{"key": f"node-role.kubernetes.io/{r}", "operator": "Exists", "effect": "NoSchedule"}
                        for r in ("control-plane", "master")]
-        template = self.pod_template("node-agent", sel, container, vols, affinity=affinity,
-                                     tolerations=tolerations)
-        return {"apiVersion": "apps/v1", "kind": "DaemonSet",
-                "metadata": self.meta("mlsysops-node-agent", "node-agent"),
-                "spec": {"selector": {"matchLabels": sel}, "template": template,
-                         "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}}}
+        out = []
+        for acc, name in zip(self.accounts[1 + len(self.spec.clusters):], sorted(self.spec.nodes)):
+            container = self.agent_container(
+                "node-agent", ["mlsysops", "agent", "node", "-c", SLICE_PATH, "--id", name, *host],
+                [self.password_env(acc.secret)], [])
+            container["resources"] = {"requests": {"cpu": "20m", "memory": "128Mi"},
+                                      "limits": {"memory": "384Mi"}}
+            out.append(self.deployment(f"mlsysops-node-{dns_label(name, 48)}", "node-agent",
+                                       {"mlsysops.eu/node": dns_label(name)}, container, [],
+                                       nodeSelector={"kubernetes.io/hostname": name}, tolerations=tolerations))
+        return out
 
     def all(self) -> list[dict[str, Any]]:
         objs: list[dict[str, Any]] = [*self.namespaces(), *(crd(cls) for cls in KINDS.values())]
         objs += rbac_objects(self.slice, self.ns, self.workload_ns)
-        objs += self.config_maps()
+        objs += self.config_maps() + [ca_config_map(self.slice, self.ns, self.tls_ca)]
         objs += credential_secrets(self.slice, self.ns, self.accounts) + [self.api_token_secret()]
-        objs += ejabberd_objects(self.slice, self.ns, self.domain, self.xmpp_image, self.accounts, self.tls_pem)
-        objs += self.description_crs() + self.continuum() + self.clusters() + [self.node_agents()]
+        objs += ejabberd_objects(self.slice, self.ns, self.domain, self.xmpp_image, self.accounts, self.tls_pem,
+                                 self.tls_ca)
+        objs += network_policies(self.slice, self.ns, API_PORT)
+        objs += self.description_crs() + self.continuum() + self.clusters() + self.node_agents()
         rank = {k: i for i, k in enumerate(KIND_ORDER)}
         return sorted(objs, key=lambda o: rank.get(o["kind"], len(rank)))   # stable: keeps build order
 
@@ -300,7 +307,7 @@ class _Renderer:
 def render(slice_spec: SliceSpec, *, image: str = DEFAULT_IMAGE, namespace: str | None = None,
            workload_namespace: str | None = None, xmpp_image: str = DEFAULT_XMPP_IMAGE,
            passwords: Mapping[str, str] | None = None, api_token: str | None = None,
-           tls_pem: str | None = None, sim_url: str | None = None) -> list[dict[str, Any]]:
+           tls_pem: str | None = None, tls_ca: str | None = None, sim_url: str | None = None) -> list[dict[str, Any]]:
     """Manifests (dicts, apply order) running `slice_spec` in namespace `mlsysops-<slice>` by default.
 
     App components run in `workload_namespace` (default `<namespace>-apps`, told to the cluster agents in
@@ -308,11 +315,12 @@ def render(slice_spec: SliceSpec, *, image: str = DEFAULT_IMAGE, namespace: str 
     cluster agents' rights over workload Secrets never reach the agents' own credentials.
 
     `passwords` maps XMPP localparts (`continuum-<id>`, `cluster-<id>`, `node-<name>`) to passwords; the
-    missing ones are generated, as are the API admin token and the XMPP TLS key unless given. With
+    missing ones are generated, as are the API admin token and the XMPP TLS key and CA unless given
+    (`tls_pem`: server key + certificate; `tls_ca`: the certificate it chains to). With
     `sim_url` the agents keep the simulated substrate (`--sim URL`), otherwise they use Kubernetes
     in-cluster.
     """
     ns = namespace or dns_label(f"mlsysops-{slice_spec.name}")
     return _Renderer(slice_spec, image=image, namespace=ns, workload_namespace=workload_namespace or dns_label(f"{ns}-apps"),
                      xmpp_image=xmpp_image, passwords=passwords, api_token=api_token, tls_pem=tls_pem,
-                     sim_url=sim_url).all()
+                     tls_ca=tls_ca, sim_url=sim_url).all()

@@ -3,8 +3,9 @@
 Registration is closed (no mod_register): every agent has its own account with a random password,
 created by `ejabberdctl register` in a postStart hook from the mounted credential Secrets. The agents
 connect to their JID's domain as host name, so the XMPP domain *is* the Service name (resolvable from
-every pod of the namespace). slixmpp refuses SASL without TLS, so a self-signed certificate is generated
-at render time (agents do not verify it; the channel is namespace-internal).
+every pod of the namespace). TLS is required and verified: at render time a CA signs the server's
+certificate for that name; the CA's certificate goes to every agent (`xmpp.ca_file`), its key is thrown
+away, so no other certificate can ever chain to it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ XMPP_PORT = 5222
 EJABBERD_UID = 9000          # the ejabberd container images run as this user
 ACCOUNTS_DIR = "/etc/mlsysops/xmpp-accounts"
 TLS_DIR = "/etc/mlsysops/xmpp-tls"
+CA_CONFIG_MAP = "mlsysops-xmpp-ca"
+CA_DIR = "/etc/mlsysops-xmpp-ca"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,24 +41,50 @@ def new_password() -> str:
     return secrets.token_urlsafe(24)
 
 
-def self_signed_pem(domain: str) -> str:
-    """Private key + self-signed certificate for `domain`, concatenated (the form ejabberd reads)."""
+def _pem(obj: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    if hasattr(obj, "public_bytes"):
+        return obj.public_bytes(serialization.Encoding.PEM).decode()
+    return obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption()).decode()
+
+
+def server_tls(domain: str) -> tuple[str, str]:
+    """(server key + certificate for `domain` in the form ejabberd reads, the CA certificate that signed it).
+    The CA key exists only inside this call."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
+    valid = (now - dt.timedelta(minutes=5), now + dt.timedelta(days=3650))
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"mlsysops slice CA for {domain}")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(valid[0]).not_valid_after(valid[1])
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(valid[0]).not_valid_after(valid[1])
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
-            .sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
-    return (key_pem + cert.public_bytes(serialization.Encoding.PEM)).decode()
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    return _pem(key) + _pem(cert), _pem(ca)
+
+
+def certificate_of(pem: str) -> str:
+    """The first certificate in a PEM bundle (a self-signed server certificate is its own trust anchor:
+    slices rendered before the CA existed keep working when re-applied)."""
+    begin = pem.index("-----BEGIN CERTIFICATE-----")
+    end = pem.index("-----END CERTIFICATE-----", begin) + len("-----END CERTIFICATE-----")
+    return pem[begin:end] + "\n"
 
 
 def ejabberd_config(domain: str) -> str:
@@ -92,30 +121,27 @@ def _register_script(domain: str) -> str:
 
 
 def credential_secrets(slice_name: str, namespace: str, accounts: list[Account]) -> list[dict[str, Any]]:
-    """One Secret per agent Deployment; the node agents share one (a DaemonSet pod picks its key)."""
-    by_secret: dict[str, list[Account]] = {}
-    for acc in accounts:
-        by_secret.setdefault(acc.secret, []).append(acc)
-    out = []
-    for name, accs in sorted(by_secret.items()):
-        data = ({a.localpart: a.password for a in accs} if accs[0].role == "node-agent"
-                else {"password": accs[0].password, "jid-localpart": accs[0].localpart})
-        out.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                    "metadata": meta(name, namespace, slice_name, accs[0].role), "stringData": data})
-    return out
+    """One Secret per agent: a pod mounts its own password and nobody else's."""
+    return [{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+             "metadata": meta(acc.secret, namespace, slice_name, acc.role),
+             "stringData": {"password": acc.password, "jid-localpart": acc.localpart}}
+            for acc in sorted(accounts, key=lambda a: a.secret)]
 
 
 def account_projection(accounts: list[Account]) -> list[dict[str, Any]]:
     """Projected-volume sources that put every account's password at ACCOUNTS_DIR/<localpart>."""
-    by_secret: dict[str, list[dict[str, str]]] = {}
-    for acc in sorted(accounts, key=lambda a: (a.secret, a.localpart)):
-        key = acc.localpart if acc.role == "node-agent" else "password"
-        by_secret.setdefault(acc.secret, []).append({"key": key, "path": acc.localpart})
-    return [{"secret": {"name": s, "items": items}} for s, items in sorted(by_secret.items())]
+    return [{"secret": {"name": acc.secret, "items": [{"key": "password", "path": acc.localpart}]}}
+            for acc in sorted(accounts, key=lambda a: a.secret)]
+
+
+def ca_config_map(slice_name: str, namespace: str, ca_pem: str) -> dict[str, Any]:
+    """The CA certificate the agents verify the server against (public: a ConfigMap)."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(CA_CONFIG_MAP, namespace, slice_name, "xmpp"),
+            "data": {"ca.crt": ca_pem}}
 
 
 def ejabberd_objects(slice_name: str, namespace: str, domain: str, image: str, accounts: list[Account],
-                     tls_pem: str) -> list[dict[str, Any]]:
+                     tls_pem: str, ca_pem: str) -> list[dict[str, Any]]:
     comp = "xmpp"
     name = dns_label(domain)
     sel = {"app.kubernetes.io/instance": dns_label(slice_name), "app.kubernetes.io/component": comp}
@@ -123,7 +149,8 @@ def ejabberd_objects(slice_name: str, namespace: str, domain: str, image: str, a
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(f"{name}-config", namespace, slice_name, comp),
           "data": {"ejabberd.yml": config}}
     tls = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-           "metadata": meta(f"{name}-tls", namespace, slice_name, comp), "stringData": {"xmpp.pem": tls_pem}}
+           "metadata": meta(f"{name}-tls", namespace, slice_name, comp),
+           "stringData": {"xmpp.pem": tls_pem, "ca.crt": ca_pem}}
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": meta(name, namespace, slice_name, comp),
            "spec": {"selector": sel, "ports": [{"name": "xmpp-c2s", "port": XMPP_PORT,
                                                  "targetPort": "xmpp-c2s", "protocol": "TCP"}]}}
