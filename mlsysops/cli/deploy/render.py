@@ -26,6 +26,7 @@ from mlsysops.agents.descriptions import KINDS, dump_yaml
 from mlsysops.agents.descriptions.crd_gen import crd
 from mlsysops.agents.slice_config import LAYERS, SliceSpec
 from mlsysops.cli.deploy.naming import content_hash, dns_label, labels, meta, selector
+from mlsysops.cli.deploy.network import network_policies
 from mlsysops.cli.deploy.rbac import rbac_objects, service_account_name
 from mlsysops.cli.deploy.xmpp import (
     CA_CONFIG_MAP,
@@ -39,7 +40,6 @@ from mlsysops.cli.deploy.xmpp import (
     new_password,
     server_tls,
 )
-from mlsysops.cli.deploy.network import network_policies
 from mlsysops.substrates.kubernetes.crds import description_objects
 
 log = logging.getLogger(__name__)
