@@ -89,7 +89,9 @@ class ParentMembership:
         self._lost: list[ChildListener] = []
         self._recovered: list[ChildListener] = []
         self._watchdog: asyncio.Task[None] | None = None
+        self._heartbeat_listeners: list[Callable[[ChildRecord, float, float], None]] = []
         self.stalls = 0   # times the watchdog found its own loop frozen (see _credit_stall)
+        self.stalled_seconds = 0.0   # ... and for how long in all
         agent.on(Kind.REGISTER, self._on_register)
         agent.on(Kind.HEARTBEAT, self._on_heartbeat)
         agent.registered_child = lambda jid: norm_jid(jid) in self._children   # the `from_children` rule
@@ -102,6 +104,10 @@ class ParentMembership:
 
     def on_lost(self, listener: Callable[[ChildRecord, str], Awaitable[None]]) -> None:
         self._lost.append(listener)
+
+    def on_heartbeat(self, listener: Callable[[ChildRecord, float, float], None]) -> None:
+        """``listener(child, monotonic_arrival, receiver_stalled_seconds_total)``, synchronously."""
+        self._heartbeat_listeners.append(listener)
 
     def on_recovered(self, listener: Callable[[ChildRecord], Awaitable[None]]) -> None:
         self._recovered.append(listener)
@@ -168,6 +174,11 @@ class ParentMembership:
         rec.last_heartbeat, rec.last_seen_monotonic = time.time(), time.monotonic()
         if not rec.alive:
             self._mark_recovered(rec)
+        for listener in self._heartbeat_listeners:   # sync and cheap (node trust): no task per heartbeat
+            try:
+                listener(rec, rec.last_seen_monotonic, self.stalled_seconds)
+            except Exception:
+                self.agent.log.exception("heartbeat listener %r failed", listener)
         return HeartbeatAck(seq=hb.seq).model_dump()
 
     def _on_presence(self, jid: str, available: bool) -> None:
@@ -207,6 +218,7 @@ class ParentMembership:
         any heartbeat meanwhile: that time does not count against the children. Without this, one long
         pause of the parent declares every child lost at once and relocates everything they run."""
         self.stalls += 1
+        self.stalled_seconds += stalled
         self._extend_deadlines(stalled)
         if stalled > self.settings.heartbeat_interval:
             self.agent.log.warning("event loop stalled for %.2fs; children's liveness deadlines moved by as much",

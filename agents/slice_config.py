@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from mlsysops.agents.descriptions import (
     Description,
@@ -47,6 +55,7 @@ from mlsysops.agents.descriptions import (
 )
 from mlsysops.agents.descriptions.errors import did_you_mean
 from mlsysops.agents.descriptions.yaml_reader import read_documents
+from mlsysops.agents.trust import TrustWeights
 
 LAYERS = ("continuum", "cluster", "node", "far_edge")
 
@@ -194,7 +203,18 @@ class SliceConfig(_Config):
     intervals: Intervals = Field(default_factory=Intervals)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    trust: dict[str, float] = Field(
+        default_factory=dict,
+        description="Node trust: weights of the evidence against a node (flapping, failed_deployments, "
+                    "heartbeat_jitter, contradictions, impersonation, anomalies) and half_life_s, "
+                    "jitter_tolerance, anomaly_tolerance, anomaly_threshold (mlsysops.agents.trust).")
     state_dir: Path | None = Field(None, description="Default ~/.mlsysops/<slice>.")
+
+    @field_validator("trust", mode="after")
+    @classmethod
+    def _trust_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        TrustWeights.from_mapping(value, "")   # raises ValueError naming the field (pydantic adds `trust`)
+        return value
 
 
 @dataclass

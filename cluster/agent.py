@@ -46,6 +46,7 @@ from mlsysops.agents.placement.adapters import QOS_METRIC, instances_wanted
 from mlsysops.agents.placement.cluster_view import ACTIVE
 from mlsysops.agents.protocol import Envelope, Kind, Performative, Role
 from mlsysops.agents.telemetry import digest as digests
+from mlsysops.agents.trust import NodeTrust
 from mlsysops.cluster import cr_status
 from mlsysops.cluster.instance_table import InstanceTable
 from mlsysops.mechanisms.placement_commands import PlacementAction
@@ -63,7 +64,8 @@ class ClusterAgent(ManagedAgent):
 
     def __init__(self, jid: str, password: str, *, description: MLSysOpsCluster,
                  nodes: dict[str, MLSysOpsNode], node_jids: dict[str, str], placement: Any,
-                 parent: str | None, settings: AgentSettings | None = None, **kwargs: Any) -> None:
+                 parent: str | None, settings: AgentSettings | None = None, trust: NodeTrust | None = None,
+                 **kwargs: Any) -> None:
         settings = settings or AgentSettings()
         if not settings.policies:
             settings.policies = list(DEFAULT_POLICIES)
@@ -99,6 +101,8 @@ class ClusterAgent(ManagedAgent):
         self.children.on_joined(self._node_joined)
         self.children.on_recovered(self._node_joined)
         self.children.on_lost(self._node_lost)
+        self.trust = trust or NodeTrust()   # how far each node's word is taken (placement filter/scorer)
+        self.children.on_heartbeat(self._node_heartbeat)
         self.upstream = (ChildMembership(self, parent, role=Role.CLUSTER, description=self._self_description,
                                          digest=self._digest) if parent else None)
         self.on(Kind.APP_DEPLOY, self._on_app_deploy)
@@ -202,8 +206,21 @@ class ClusterAgent(ManagedAgent):
         self._write_cr_status()
         self.trigger(reason=f"node {node} joined")
 
+    def _node_heartbeat(self, child: ChildRecord, mono: float, stalled: float) -> None:
+        node = self._node_of(child)
+        if node is not None:
+            self.trust.heartbeat(node, mono, receiver_stalled=stalled)
+
+    def on_refused(self, sender: str, kind: str, reason: str) -> None:
+        super().on_refused(sender, kind, reason)
+        node = self.identity_of(sender)
+        if node is not None and " as " in reason:   # a node of ours spoke under another name
+            self.trust.impersonation(node, f"{kind} {reason.rsplit(' as ', 1)[1]}")
+
     async def _node_lost(self, child: ChildRecord, reason: str) -> None:
         node = self._node_of(child)
+        if node is not None:
+            self.trust.node_lost(node, reason)
         lost = self.instances.mark_lost(node, f"node {node} lost: {reason}")
         self.record_event(f"node {node} lost ({reason}); {len(lost)} instance(s) to relocate", outcome="info",
                           inputs={"instances": lost})
@@ -274,6 +291,7 @@ class ClusterAgent(ManagedAgent):
             self.jid_nodes.pop(norm_jid(jid), None)
         self.nodes.pop(node, None)
         self.cordoned.discard(node)
+        self.trust.forget(node)
         self.record_event(f"node {node} removed from the inventory")
 
     # -- parent requests ----------------------------------------------------------------------------
@@ -344,9 +362,14 @@ class ClusterAgent(ManagedAgent):
                 continue
             if rep.full and row["node"] == inst.node and inst.status in ("starting", "running"):
                 self._keep_if_back(inst.instance_id, row, "deploying" if inst.status == "starting" else "running")
+            if row["node"] != node and inst.status in ("starting", "running") and row["status"] != "removed":
+                # we placed it elsewhere, yet this node says it runs it here
+                self.trust.contradiction(node, f"claims {inst.instance_id}, placed on {row['node']}")
             if row["status"] in ("removed", "lost") or row["node"] != inst.node:
                 continue
             status = "deploying" if inst.status == "starting" else inst.status
+            if status == "failed" and row["status"] != "failed":
+                self.trust.deployment_failed(node, f"{inst.instance_id}: {inst.reason or 'failed'}")
             self.instances.set_status(inst.instance_id, status, inst.reason)
         if rep.full:   # the node says these are all it runs: anything else we placed there is gone
             for iid in self.instances.on_node(node, ("running",)):
@@ -362,7 +385,14 @@ class ClusterAgent(ManagedAgent):
         node = self.identity_of(env.sender)   # never a name from the body (authorization refused a forged one)
         if node is None or node not in self._alive_nodes():
             return   # a late digest from a node already declared lost must not look like a live one
+        foreign = sorted({str(r[1].get("node")) for r in rep.series
+                          if isinstance(r[1], dict) and r[1].get("node") not in (None, node)})
+        if foreign:   # the labels are overwritten below; the claim still says something about the sender
+            self.trust.contradiction(node, f"telemetry labelled node={foreign[0]}")
         digests.apply(self.knowledge, [list(r) for r in rep.series], time.time(), extra={"node": node})
+        sample = {"cpu": self.knowledge.latest("system.cpu.utilization", node=node),
+                  "memory": self.knowledge.latest("system.memory.utilization", node=node)}
+        self.trust.metrics(node, {k: v for k, v in sample.items() if v is not None})
 
     async def _on_proposal(self, env: Envelope) -> dict[str, Any]:
         prop = env.payload
@@ -387,7 +417,8 @@ class ClusterAgent(ManagedAgent):
         nodes = {}
         for name, model in self.nodes.items():
             cpu = self.knowledge.latest("system.cpu.utilization", node=name)
-            nodes[name] = {"model": model, "alive": name in alive, "cpu_utilization": cpu or 0.0}
+            nodes[name] = {"model": model, "alive": name in alive, "cpu_utilization": cpu or 0.0,
+                           "trust": self.trust.report(name).to_dict()}
         if self.inventory is not None:   # Kubernetes: what the cluster itself says about each node
             for name, view in self.inventory.merged().items():
                 if name in nodes:
@@ -597,6 +628,9 @@ class ClusterAgent(ManagedAgent):
 
     def _digest(self) -> dict[str, Any]:
         alive = self._alive_nodes()
+        trust = {n: self.trust.report(n) for n in self.nodes}
         return {"nodes": {n: n in alive for n in self.nodes},
                 "cpu": {n: round(self.knowledge.latest("system.cpu.utilization", node=n) or 0.0, 3)
-                        for n in self.nodes}}
+                        for n in self.nodes},
+                # only the nodes something is held against, with their main reason: heartbeats stay small
+                "trust": {n: [round(r.score, 3), r.reasons[0]] for n, r in trust.items() if r.score < 0.995}}

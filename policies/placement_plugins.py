@@ -32,6 +32,8 @@ from mlsysops.policies.placement_scorers import (
     layer_scorer,
     proximity_scorer,
 )
+from mlsysops.policies.trust_plugins import DEFAULT_WEIGHT as TRUST_WEIGHT
+from mlsysops.policies.trust_plugins import TRUST_SCORER, trust_filter
 
 _WITH_ARGS = {"layer": layer_scorer, "proximity": proximity_scorer}
 
@@ -40,10 +42,12 @@ def _node_registry() -> PluginRegistry:
     registry = PluginRegistry()
     for plugin in DEFAULT_FILTERS:
         registry.register_filter(plugin.name, no_args(plugin))
+    registry.register_filter("trust", trust_filter)
     for scorer in DEFAULT_SCORERS:
         registry.register_scorer(
             scorer.name, _WITH_ARGS.get(scorer.name, no_args(scorer)), weight=DEFAULT_WEIGHTS[scorer.name]
         )
+    registry.register_scorer("trust", no_args(TRUST_SCORER), weight=TRUST_WEIGHT)
     return registry
 
 

@@ -39,9 +39,9 @@ def names(plugins: tuple[Any, ...]) -> list[str]:
 def test_default_profile_is_the_builtin_set_in_order() -> None:
     profile = NODE_PLUGINS.profile(None)
     assert names(profile.filters) == ["alive", "schedulable", "pinned", "layer", "labels", "mobility",
-                                      "sensors", "architecture", "gpu", "cpu", "memory"]
-    assert names(profile.scorers) == list(DEFAULT_WEIGHTS)
-    assert dict(profile.weights) == dict(DEFAULT_WEIGHTS)
+                                      "sensors", "architecture", "gpu", "cpu", "memory", "trust"]
+    assert names(profile.scorers) == [*DEFAULT_WEIGHTS, "trust"]
+    assert dict(profile.weights) == {**DEFAULT_WEIGHTS, "trust": 0.2}
 
 
 def test_disable_filter_changes_the_decision() -> None:

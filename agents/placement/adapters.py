@@ -89,7 +89,8 @@ def component_requests(app: MLSysOpsApp, only: Iterable[str] | None = None) -> l
 
 def node_view(node: MLSysOpsNode, *, alive: bool = True, cpu_utilization: float = 0.0,
               instances: Iterable[Mapping[str, Any]] = (),
-              latency_ms: Mapping[str, float] | None = None, unschedulable: str | None = None) -> NodeView:
+              latency_ms: Mapping[str, float] | None = None, unschedulable: str | None = None,
+              trust: Mapping[str, Any] | None = None) -> NodeView:
     """A node's scheduling snapshot: capacity from its description, allocation from what it hosts."""
     hosted: dict[ComponentKey, int] = {}
     cpu = 0.0
@@ -116,6 +117,8 @@ def node_view(node: MLSysOpsNode, *, alive: bool = True, cpu_utilization: float 
         cpu_utilization=cpu_utilization,
         alive=alive,
         unschedulable=unschedulable,
+        trust=float(trust["score"]) if trust else 1.0,
+        trust_reasons=tuple(trust.get("reasons", ())) if trust else (),
         location=loc,  # type: ignore[arg-type]
         latency_ms=dict(latency_ms or {}),
         hosted=hosted,

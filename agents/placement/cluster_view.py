@@ -4,7 +4,8 @@ The cluster agent hands its policies one dict (reference contract: `system_descr
 
     {"cluster_id": "edge-1",
      "now": 1700000000.0,
-     "nodes": {name: {"model": MLSysOpsNode, "alive": bool, "cpu_utilization": float}},
+     "nodes": {name: {"model": MLSysOpsNode, "alive": bool, "cpu_utilization": float,
+                      "trust": {"score", "signals", "penalties", "reasons"}}},   # mlsysops.agents.trust
      "instances": [{"instance_id", "app", "component", "node", "status", "cpu_request_cores",
                     "memory_request_bytes", "since", "reason"}],   # status: deploying|running|failed|lost
      "latency_ms": {node: {node: ms}},
@@ -67,7 +68,7 @@ class ClusterState:
             views.append(node_view(info["model"], alive=is_alive,
                                    cpu_utilization=float(info.get("cpu_utilization") or 0.0),
                                    instances=hosted, latency_ms=latency.get(name),
-                                   unschedulable=info.get("unschedulable")))
+                                   unschedulable=info.get("unschedulable"), trust=info.get("trust")))
         return cls(system.get("cluster_id", ""), views, alive, instances)
 
     def active(self, app: str, component: str) -> list[dict[str, Any]]:

@@ -85,6 +85,8 @@ class NodeView:
     cpu_utilization: float = 0.0
     alive: bool = True
     unschedulable: str | None = None   # why new work may not go there though the node is up (Kubernetes)
+    trust: float = 1.0                 # the cluster's trust in the node (mlsysops.agents.trust), 1 = full
+    trust_reasons: tuple[str, ...] = ()
     location: tuple[float, float] | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     hosted: dict[ComponentKey, int] = field(default_factory=dict)

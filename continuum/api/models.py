@@ -65,6 +65,9 @@ class NodeSummary(BaseModel):
     alive: bool | None = Field(description="as last reported by its cluster; null while the cluster agent is lost")
     cpu_utilization: float | None
     last_heartbeat: float | None = Field(description="time of the cluster's last heartbeat carrying this node")
+    trust: float | None = Field(None, description="the cluster's trust in the node, 0..1 (1: nothing held "
+                                                  "against it); null while the cluster agent is lost")
+    trust_reason: str | None = Field(None, description="the main evidence against the node, if any")
     components: list[HostedComponent]
 
 

@@ -163,7 +163,8 @@ class Kind(StrEnum):
 COLUMNS: dict[Kind, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     Kind.apps: ([("NAME", "name"), ("COMPONENTS", "components"), ("STATUS", "status"), ("AGE", "submitted")], []),
     Kind.nodes: ([("NAME", "name"), ("CLUSTER", "cluster"), ("ALIVE", "alive"), ("CPU", "cpu_utilization"),
-                  ("COMPONENTS", "components")], [("LAST HEARTBEAT", "last_heartbeat")]),
+                  ("TRUST", "trust"), ("COMPONENTS", "components")],
+                 [("LAST HEARTBEAT", "last_heartbeat"), ("TRUST REASON", "trust_reason")]),
     Kind.clusters: ([("NAME", "id"), ("REGISTERED", "registered"), ("ALIVE", "alive"), ("NODES", "nodes"),
                      ("NODES ALIVE", "nodes_alive")], [("LAST HEARTBEAT", "last_heartbeat"),
                                                        ("LOST REASON", "lost_reason")]),

@@ -18,6 +18,7 @@ from typing import Any
 
 from mlsysops.agents.managed_agent import AgentSettings
 from mlsysops.agents.slice_config import SliceSpec, SubstrateConfig
+from mlsysops.agents.trust import NodeTrust, TrustWeights
 from mlsysops.agents.xmpp_tls import TlsVerification
 from mlsysops.cluster.agent import ClusterAgent
 from mlsysops.continuum.agent import ContinuumAgent
@@ -255,7 +256,9 @@ class SliceAssembly:
         agent = ClusterAgent(jid, self.password_for(jid), description=self.spec.clusters[cid],
                              nodes=nodes, node_jids={n: self.jid("node", n) for n in nodes}, placement=placement,
                              parent=self.jid("continuum", self.spec.continuum.continuum_id),
-                             settings=self.settings("cluster"), **self._connection())
+                             settings=self.settings("cluster"),
+                             trust=NodeTrust(TrustWeights.from_mapping(self.spec.config.trust, "trust")),
+                             **self._connection())
         return agent
 
     def node_agent(self, name: str, substrate: Any) -> NodeAgent:

@@ -47,7 +47,11 @@ def _topology(c: Any, alerts: list[dict[str, str]]) -> list[dict[str, Any]]:
         for n in d.node_status:
             metrics = {m: k.latest(m, node=n.name, cluster=cid) for m in NODE_SERIES}
             nodes.append({"name": n.name, "alive": n.alive, "cpu": metrics[NODE_SERIES[0]],
-                          "mem": metrics[NODE_SERIES[1]], "components": [h.model_dump() for h in n.components]})
+                          "mem": metrics[NODE_SERIES[1]], "trust": n.trust, "trust_reason": n.trust_reason,
+                          "components": [h.model_dump() for h in n.components]})
+            if n.trust is not None and n.trust < 0.5:
+                alerts.append({"level": "warning", "text": f"node {n.name} ({cid}) trust {n.trust:.2f}: "
+                               f"{n.trust_reason or ''}"})
             if n.alive is False:
                 alerts.append({"level": "error", "text": f"node {n.name} ({cid}) is down"})
         clusters.append({"id": cid, "alive": d.alive, "registered": d.registered, "nodes": nodes})

@@ -105,7 +105,8 @@
       <span class="label"><span class="dot ${nodeState(n)}"></span><span class="kind">node</span>
       <span class="name">${esc(n.name)}</span>
       <span class="metric">${n.cpu == null ? "" : "cpu " + pct(n.cpu)} ${n.mem == null ? "" : "mem " + pct(n.mem)}</span>
-      ${n.alive === false ? '<span class="badge failed">down</span>' : ""}</span>
+      ${n.alive === false ? '<span class="badge failed">down</span>' : ""}
+      ${n.trust != null && n.trust < 0.995 ? `<span class="badge trust" data-trust="${n.trust}" title="${esc(n.trust_reason || "")}">trust ${n.trust.toFixed(2)}</span>` : ""}</span>
       <ul class="tree">${n.components.map(comp).join("")}</ul></li>`;
     const cluster = (c) => `<li data-cluster="${esc(c.id)}" data-state="${c.alive ? "up" : "down"}">
       <span class="label"><span class="dot ${c.alive ? "up" : "down"}"></span><span class="kind">cluster</span>
