@@ -37,7 +37,7 @@ from mlsysops.continuum.api.routers import (
     sim,
     telemetry,
 )
-from mlsysops.continuum.api_auth import Role, TokenAuth
+from mlsysops.continuum.api_auth import READ_METHODS, Role, TokenAuth
 from mlsysops.continuum.store import PersistError
 
 V1_ROUTERS = (apps.router, infrastructure.router, decisions.router, management.router, sim.router,
@@ -58,4 +58,33 @@ def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bo
     app.include_router(telemetry.metrics_router, dependencies=[read_auth] if metrics_auth else [])
     app.include_router(dashboard.page_router)
     dashboard.mount_static(app)
+    _document_auth_errors(app)
     return app
+
+
+_ERROR = {"application/json": {"schema": {"type": "object", "required": ["detail"],
+                                           "properties": {"detail": {"type": "string"}}}}}
+
+
+def _document_auth_errors(app: FastAPI) -> None:
+    """Say in the OpenAPI document what TokenAuth answers: 401 on every token-protected operation, 403 on
+    the ones a read token may not call (anything but GET/HEAD/OPTIONS)."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for ops in schema.get("paths", {}).values():
+            for method, op in ops.items():
+                if not isinstance(op, dict) or not op.get("security"):
+                    continue
+                responses = op.setdefault("responses", {})
+                responses.setdefault("401", {"description": "missing or unknown bearer token", "content": _ERROR})
+                if method.upper() not in READ_METHODS:
+                    responses.setdefault("403", {"description": "a read token may not change anything",
+                                                 "content": _ERROR})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
