@@ -131,3 +131,37 @@ def _drive_browser(url: str, rt, victim: str, on_loop, component_nodes, shot: Pa
             assert not errors, errors
         finally:
             browser.close()
+
+
+async def test_api_docs_render_offline_from_the_slices_own_server(demo):
+    """/docs in Chromium: the operations render, and every script, style and font comes from the slice's
+    server (an air-gapped testbed has no CDN)."""
+    _, url = demo
+    await asyncio.to_thread(_drive_docs, url)
+
+
+def _drive_docs(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import sync_playwright
+
+    own = urlsplit(url).netloc
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
+        try:
+            page = browser.new_page()
+            requested: list[str] = []
+            page.on("request", lambda req: requested.append(req.url))
+            for path, ready in (("/docs", ".opblock-summary-path"),):
+                requested.clear()
+                page.goto(f"{url}{path}")
+                page.locator(ready).first.wait_for(timeout=30000)
+                assert page.locator(ready).count() > 10, path        # the operations are there
+                foreign = [u for u in requested if urlsplit(u).scheme in ("http", "https")
+                           and urlsplit(u).netloc != own]
+                assert not foreign, (path, foreign)
+            assert page.get_by_text("/api/v1/apps").count() > 0
+        finally:
+            browser.close()

@@ -17,12 +17,14 @@ fan-out. Any state-changing request (POST, PUT, DELETE) drops the cached answers
 Errors are `{"detail": ...}`. Invalid descriptions give 422 with the validator's issues (field `path`,
 `message`, `expected`, `suggestion`); unknown ids 404; a different app under an existing name 409; a desired-state write that failed 507 (disk full)
 or 503, with the cause.
-OpenAPI at `/docs` and `/openapi.json`; `/healthz`, `/readyz` and those two need no token.
+OpenAPI at `/openapi.json`, Swagger UI at `/docs` (served from this process: no CDN);
+`/healthz`, `/readyz` and the documentation need no token.
 """
 
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from mlsysops.continuum.api.backend import ApiBackend
 from mlsysops.continuum.api.bodies import persist_failed
@@ -47,8 +49,10 @@ V1_ROUTERS = (apps.router, infrastructure.router, decisions.router, management.r
 def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bool = False) -> FastAPI:
     """The FastAPI app over `backend`; `tokens` maps bearer tokens to roles (see mlsysops.continuum.api_auth);
     `metrics_auth` requires a token on /metrics too."""
-    app = FastAPI(title="mlsysops", version="1", summary="Northbound API of an MLSysOps continuum agent",
-                  description=__doc__)
+    # Swagger UI from the package's own assets (fastapi-offline), not a CDN: /docs must work on an air-gapped
+    # testbed. (No ReDoc: its page loads a logo from Redocly's CDN whatever the options.)
+    app = FastAPIOffline(title="mlsysops", version="1", summary="Northbound API of an MLSysOps continuum agent",
+                         description=__doc__, static_url="/docs-assets", redoc_url=None)
     app.state.backend = backend
     app.add_exception_handler(PersistError, persist_failed)
     read_auth = Depends(TokenAuth(tokens).dependency())
