@@ -629,7 +629,13 @@ class ClusterAgent(ManagedAgent):
     def _digest(self) -> dict[str, Any]:
         alive = self._alive_nodes()
         trust = {n: self.trust.report(n) for n in self.nodes}
+        seen = {}
+        for n, jid in self.node_jids.items():
+            rec = self.children.child(norm_jid(jid))
+            if rec is not None and rec.last_heartbeat:
+                seen[n] = round(rec.last_heartbeat, 1)
         return {"nodes": {n: n in alive for n in self.nodes},
+                "seen": seen,   # each node's own last heartbeat: a dead node's age keeps growing
                 "cpu": {n: round(self.knowledge.latest("system.cpu.utilization", node=n) or 0.0, 3)
                         for n in self.nodes},
                 # only the nodes something is held against, with their main reason: heartbeats stay small

@@ -188,3 +188,125 @@ def test_ages_read_like_kubectl(seconds, shown):
     from mlsysops.cli.client_cmd import human_age
 
     assert human_age(seconds) == shown
+
+
+# -- kubectl habits (issue: an operator's day) --------------------------------------------------------------
+
+def test_apply_takes_a_directory_and_waits_until_the_apps_run(slice_up, tmp_path):
+    env = slice_up
+    apps = tmp_path / "apps"
+    (apps / "more").mkdir(parents=True)
+    (apps / "one.yaml").write_text((ROOT / "examples/apps/env-monitor.yaml").read_text())
+    (apps / "more" / "two.yaml").write_text((ROOT / "examples/apps/env-monitor.yaml").read_text()
+                                            .replace("name: env-monitor", "name: env-monitor-b"))
+    (apps / "notes.txt").write_text("not a description")
+    flat = run(env, "apply", "-f", str(apps), "--wait", "--timeout", "60")
+    assert flat.returncode == 0, flat.stderr
+    assert "app/env-monitor " in flat.stdout and "env-monitor-b" not in flat.stdout
+    assert "component(s) of env-monitor running" in flat.stdout
+    deep = run(env, "apply", "-f", str(apps), "-R")
+    assert "app/env-monitor unchanged" in deep.stdout and "app/env-monitor-b created" in deep.stdout
+    empty = run(env, "apply", "-f", str(apps / "more" / "nothing"))
+    assert empty.returncode != 0
+    run(env, "delete", "app", "env-monitor-b")
+
+
+def test_get_one_object_by_kind_and_name_in_every_spelling(slice_up):
+    env = slice_up
+    wait_json(env, ("get", "nodes", "-o", "json"), lambda ns: len(ns) == 7 and all(n["alive"] for n in ns))
+    for spelling in (("node", "edge-rpi-1"), ("nodes", "edge-rpi-1"), ("node/edge-rpi-1",)):
+        out = run(env, "get", *spelling)
+        assert out.returncode == 0, (spelling, out.stderr)
+        lines = out.stdout.strip().splitlines()
+        assert lines[0].split()[:3] == ["NAME", "CLUSTER", "STATUS"] and len(lines) == 2
+        assert lines[1].split()[:3] == ["edge-rpi-1", "edge-1", "Ready"]
+    cluster = run(env, "get", "cluster", "edge-1", "-o", "json")
+    assert json.loads(cluster.stdout)["id"] == "edge-1"
+    bad = run(env, "get", "widgets")
+    assert bad.returncode != 0 and "unknown kind 'widgets'" in bad.stderr
+    missing = run(env, "get", "node", "nope")
+    assert missing.returncode != 0 and "404" in missing.stderr
+
+
+def test_describe_reads_like_kubectl_with_ages_not_epochs(slice_up):
+    env = slice_up
+    run(env, "apply", "-f", str(ROOT / "examples/apps/env-monitor.yaml"))
+    wait_json(env, ("get", "apps", "-o", "json"), lambda apps: any(a["status"] == {"running": 2} for a in apps))
+    app = run(env, "describe", "app", "env-monitor")
+    assert app.returncode == 0, app.stderr
+    assert app.stdout.startswith("Name:") and "Submitted:" in app.stdout and " ago" in app.stdout
+    assert "Recent decisions" in app.stdout and "aggregator" in app.stdout
+    assert not any(tok.isdigit() and len(tok) >= 10 for tok in app.stdout.replace(".", " ").split())  # no epochs
+    node = run(env, "describe", "node/edge-server-1")
+    assert "Status:" in node.stdout and "Ready" in node.stdout and "Trust:" in node.stdout
+    cluster = run(env, "describe", "cluster", "edge-1")
+    assert "ready" in cluster.stdout and "edge-rpi-1" in cluster.stdout
+    raw = run(env, "describe", "app", "env-monitor", "-o", "yaml")
+    assert "description:" in raw.stdout and "submitted:" in raw.stdout
+
+
+def test_watch_prints_only_when_something_changed(slice_up):
+    env = slice_up
+    wait_json(env, ("get", "clusters", "-o", "json"), lambda cs: len(cs) == 2 and all(c["alive"] for c in cs))
+    proc = subprocess.Popen([*_cmd(), "get", "clusters", "-w"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(7)   # three polls (2 s) with nothing changing in the clusters table
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    assert out.count("NAME") == 1, out
+
+
+def test_numbers_are_rounded_and_top_shows_values(slice_up):
+    env = slice_up
+    out = run(env, "ping", "edge-1")
+    latency = next(p for p in out.stdout.split() if p.startswith("latency_ms="))
+    assert len(latency.split("=")[1].split(".")[-1]) <= 1, out.stdout
+    rows = wait_json(env, ("top", "nodes", "-o", "json"),
+                     lambda rs: any(r.get("system.cpu.utilization") is not None for r in rs))
+    assert all(r["status"] == "Ready" for r in rows)
+    table = run(env, "top", "nodes").stdout
+    cells = next(ln.split() for ln in table.splitlines() if ln.split()[:1] == ["edge-server-1"])
+    assert cells[2] == "Ready" and cells[3].endswith("%") and cells[4].endswith("%"), table
+
+
+def test_events_filters_and_no_op_analyses_hidden_by_default(slice_up):
+    env = slice_up
+    run(env, "apply", "-f", str(ROOT / "examples/apps/env-monitor.yaml"))
+    wait_json(env, ("events", "env-monitor", "--all", "--stage", "analyze", "-o", "json"),
+              lambda rows: any(r["outcome"] == "no_plan" for r in rows))
+    default = json.loads(run(env, "events", "env-monitor", "-o", "json", "--limit", "200").stdout)
+    assert default and all(r["outcome"] != "no_plan" for r in default)
+    execs = [r for r in json.loads(run(env, "events", "env-monitor", "--stage", "execute", "-o", "json").stdout)
+             if r["stage"] != "query"]   # agents that did not answer are named, unfiltered
+    assert execs and all(r["stage"] == "execute" for r in execs)
+    recent = json.loads(run(env, "get", "decisions", "--since", "1h", "--policy", "filter_score_placement",
+                            "-o", "json").stdout)
+    answered = [r for r in recent if r["stage"] != "query"]   # agents that did not answer are named, unfiltered
+    assert answered and all(r["policy"] == "filter_score_placement" for r in answered), \
+        {(r["agent"], r["stage"], r["policy"], r["reason"][:60]) for r in recent}
+    bad = run(env, "events", "env-monitor", "--since", "yesterday")
+    assert bad.returncode != 0 and "expected a duration" in bad.stderr
+
+
+def test_every_command_and_option_has_help():
+    import typer.main
+
+    from mlsysops.cli.main import app
+
+    missing = []
+
+    def walk(group, path):
+        cmd = typer.main.get_command(group) if not hasattr(group, "commands") else group
+        for name, sub in getattr(cmd, "commands", {}).items():
+            if not (sub.help or "").strip():
+                missing.append(f"{path} {name}")
+            for param in sub.params:
+                if param.name not in ("help",) and not getattr(param, "help", None) and param.param_type_name == "option":
+                    missing.append(f"{path} {name} --{param.name}")
+            if hasattr(sub, "commands"):
+                walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(app), "mlsysops")
+    assert not missing, missing

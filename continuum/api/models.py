@@ -64,7 +64,8 @@ class NodeSummary(BaseModel):
     cluster: str
     alive: bool | None = Field(description="as last reported by its cluster; null while the cluster agent is lost")
     cpu_utilization: float | None
-    last_heartbeat: float | None = Field(description="time of the cluster's last heartbeat carrying this node")
+    last_heartbeat: float | None = Field(description="time of the node agent's last heartbeat to its cluster "
+                                                     "(as the cluster last reported it)")
     trust: float | None = Field(None, description="the cluster's trust in the node, 0..1 (1: nothing held "
                                                   "against it); null while the cluster agent is lost")
     trust_reason: str | None = Field(None, description="the main evidence against the node, if any")

@@ -36,7 +36,7 @@ def nodes_of(cont: Any, cid: str, where: Hosted) -> Iterator[NodeDetail]:
         # the digest names only nodes something is held against: [score, main reason]
         score, reason = digest.get("trust", {}).get(name) or ((1.0, None) if alive is not None else (None, None))
         yield NodeDetail(name=name, cluster=cid, alive=alive, cpu_utilization=digest.get("cpu", {}).get(name),
-                         last_heartbeat=rec.last_heartbeat if rec is not None else None,
+                         last_heartbeat=digest.get("seen", {}).get(name),
                          trust=score, trust_reason=reason,
                          components=where.get((cid, name), []), description=to_k8s(model))
 

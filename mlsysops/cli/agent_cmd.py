@@ -300,7 +300,7 @@ def register(app: typer.Typer) -> None:
         password_file: Annotated[Path | None, typer.Option(help="File holding this agent's XMPP password "
                                                                 "(default: the slice's xmpp.password_env, "
                                                                 "$MLSYSOPS_XMPP_PASSWORD)")] = None,
-        verbose: Annotated[bool, typer.Option("-v")] = False,
+        verbose: Annotated[bool, typer.Option("-v", help="Log at INFO level (default: warnings only)")] = False,
     ) -> None:
         """Run one agent of the slice as its own process (the per-layer launch used in production)."""
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,

@@ -95,13 +95,20 @@ def _emit(data: Any, output: Output, columns: list[tuple[str, str]], wide: list[
     cols = columns + ((wide or []) if output is Output.wide else [])
     table = Table(title=title, box=None, header_style="bold")
     for header, _ in cols:
-        table.add_column(header)
+        table.add_column(header, overflow="fold")
     for row in data if isinstance(data, list) else [data]:
-        table.add_row(*[_cell(_pick(row, key)) for _, key in cols])
-    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+        table.add_row(*[_percent(v) if h.endswith("%") else _cell(v)
+                        for h, key in cols for v in [_pick(row, key)]])
+    Console(width=200 if not sys.stdout.isatty() else None, soft_wrap=False).print(table)
+
+
+def _percent(value: Any) -> str:
+    return f"{value * 100:.0f}%" if isinstance(value, int | float) and not isinstance(value, bool) else _cell(value)
 
 
 def _pick(row: Any, key: str) -> Any:
+    if isinstance(row, dict) and key in row:   # metric names are dotted: the whole key first
+        return row[key]
     for part in key.split("."):
         row = row.get(part) if isinstance(row, dict) else None
     return row
@@ -132,7 +139,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, float) and value > 1e9:   # a timestamp: show its age
         return human_age(time.time() - value)
     if isinstance(value, float):
-        return f"{value:.2f}"
+        return f"{value:.2f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:.3g}"
     if isinstance(value, (list, tuple)):
         return ",".join(f"{v.get('app')}/{v.get('component')}" if isinstance(v, dict) and "component" in v
                         else str(v) for v in value) or "-"
@@ -160,11 +167,73 @@ class Kind(StrEnum):
     policies = "policies"
 
 
+KIND_ALIASES = {"app": Kind.apps, "node": Kind.nodes, "cluster": Kind.clusters, "decision": Kind.decisions,
+                "policy": Kind.policies, "no": Kind.nodes, "po": Kind.policies, **{k.value: k for k in Kind}}
+SINGLE = {Kind.apps: "/api/v1/apps/", Kind.nodes: "/api/v1/nodes/", Kind.clusters: "/api/v1/clusters/"}
+
+
+def kind_of(text: str) -> Kind:
+    """kubectl accepts singular and plural (`get app x`, `get apps x`) and `kind/name`."""
+    found = KIND_ALIASES.get(text.lower())
+    if found is None:
+        raise _fail(f"unknown kind {text!r}: expected one of {', '.join(k.value for k in Kind)}")
+    return found
+
+
+def split_ref(kind: str, name: str | None) -> tuple[Kind, str | None]:
+    if "/" in kind and name is None:
+        kind, name = kind.split("/", 1)
+    return kind_of(kind), name
+
+
+def node_status(node: dict[str, Any]) -> str:
+    """Ready / NotReady (its cluster says it is down) / Unknown (its cluster agent is lost)."""
+    return {True: "Ready", False: "NotReady"}.get(node.get("alive"), "Unknown")
+
+
+def parse_since(text: str | None) -> float | None:
+    """`--since 10m` (s, m, h, d) or an epoch timestamp."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return time.time() - float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise _fail(f"--since {text!r}: expected a duration like 30s, 10m, 2h or an epoch time") from None
+
+
+def decision_params(app: str | None, stage: str | None, outcome: str | None, policy: str | None,
+                    since: str | None, show_all: bool, limit: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": limit}
+    for key, value in (("app", app), ("stage", stage), ("outcome", outcome), ("policy", policy)):
+        if value:
+            params[key] = value
+    if (ts := parse_since(since)) is not None:
+        params["since"] = ts
+    if not show_all and outcome is None:
+        params["exclude_outcome"] = ["no_plan"]   # the analyses that found nothing to do
+    return params
+
+
+def expand_files(paths: list[Path], recursive: bool) -> list[Path]:
+    """Files as given; a directory contributes its *.yaml / *.yml / *.json (sorted; -R: subdirectories too)."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            out += sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix in (".yaml", ".yml", ".json"))
+        else:
+            out.append(path)
+    return out
+
+
 COLUMNS: dict[Kind, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     Kind.apps: ([("NAME", "name"), ("COMPONENTS", "components"), ("STATUS", "status"), ("AGE", "submitted")], []),
-    Kind.nodes: ([("NAME", "name"), ("CLUSTER", "cluster"), ("ALIVE", "alive"), ("CPU", "cpu_utilization"),
-                  ("TRUST", "trust"), ("COMPONENTS", "components")],
-                 [("LAST HEARTBEAT", "last_heartbeat"), ("TRUST REASON", "trust_reason")]),
+    Kind.nodes: ([("NAME", "name"), ("CLUSTER", "cluster"), ("STATUS", "status"), ("CPU%", "cpu_utilization"),
+                  ("TRUST", "trust"), ("LAST HEARTBEAT", "last_heartbeat"), ("COMPONENTS", "components")],
+                 [("TRUST REASON", "trust_reason")]),
     Kind.clusters: ([("NAME", "id"), ("REGISTERED", "registered"), ("ALIVE", "alive"), ("NODES", "nodes"),
                      ("NODES ALIVE", "nodes_alive")], [("LAST HEARTBEAT", "last_heartbeat"),
                                                        ("LOST REASON", "lost_reason")]),
@@ -185,14 +254,63 @@ def _rows(kind: Kind, data: Any) -> list[dict[str, Any]]:
             for item in items if isinstance(items, list) else []:
                 rows.append({"agent": agent, **item})
         return rows
-    return _listing(data, kind.value)
+    rows = _listing(data, kind.value)
+    if kind is Kind.nodes:
+        rows = [{**r, "status": node_status(r)} for r in rows]
+    return rows
+
+
+def _render(data: Any, output: Output, columns: list[tuple[str, str]],
+            wide: list[tuple[str, str]] | None) -> str:
+    """What `_emit` prints, as text (so --watch can print only when it changed)."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        _emit(data, output, columns, wide)
+    return buf.getvalue()
+
+
+def _wait_running(client: Client, apps: list[str], timeout: float) -> bool:
+    """Until every component of `apps` runs, with a progress bar; False (and why) on timeout."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    deadline = time.monotonic() + timeout
+    comps: dict[str, dict[str, Any]] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task("waiting for " + ", ".join(apps), total=None)
+        while time.monotonic() < deadline:
+            comps = {f"{a}/{c}": st for a in apps
+                     for c, st in (client.call("GET", f"/api/v1/apps/{a}").get("components") or {}).items()}
+            done = sum(1 for st in comps.values() if st.get("status") == "running")
+            bar.update(task, total=len(comps) or None, completed=done)
+            if comps and done == len(comps):
+                break
+            time.sleep(0.5)
+    waiting = {k: st for k, st in comps.items() if st.get("status") != "running"}
+    if not comps or waiting:
+        typer.echo(f"error: not running after {timeout:.0f}s:", err=True)
+        for k, st in sorted(waiting.items()):
+            typer.echo(f"  {k}: {st.get('status')}{': ' + st['reason'] if st.get('reason') else ''}", err=True)
+        typer.echo("  (`mlsysops explain app/NAME` says why)", err=True)
+        return False
+    typer.echo(f"{len(comps)} component(s) of {', '.join(apps)} running")
+    return True
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def apply(files: Annotated[list[Path], typer.Option("-f", "--filename", help="Description file(s)")],
+    def apply(files: Annotated[list[Path], typer.Option("-f", "--filename",
+                                                        help="Description file(s) or directories of them")],
+              recursive: Annotated[bool, typer.Option("-R", "--recursive",
+                                                      help="Also the files in subdirectories of -f DIR")] = False,
+              wait: Annotated[bool, typer.Option("--wait", help="Wait until every applied app runs")] = False,
+              timeout: Annotated[float, typer.Option(help="--wait: give up after this many seconds")] = 120.0,
               api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
-        """Create or replace applications from description files (validated locally first)."""
+        """Create or replace applications (and register nodes) from description files, validated locally
+        first. Like kubectl, -f takes files and directories (*.yaml, *.yml, *.json)."""
         from mlsysops.agents.descriptions import (
             DescriptionError,
             MLSysOpsApp,
@@ -202,7 +320,11 @@ def register(app: typer.Typer) -> None:
 
         client = Client(api, token, context)
         failed = False
-        for path in files:
+        applied: list[str] = []
+        paths = expand_files(files, recursive)
+        if not paths:
+            raise _fail(f"no description files in {', '.join(map(str, files))}")
+        for path in paths:
             try:
                 docs = load_file(path)
             except (DescriptionError, OSError) as exc:
@@ -222,49 +344,84 @@ def register(app: typer.Typer) -> None:
                 out = client.call("PUT", f"/api/v1/apps/{doc.name}", json=doc.kubernetes_form)
                 verb = (out or {}).get("result") or "configured"
                 typer.echo(f"app/{doc.name} {verb}")
+                applied.append(doc.name)
+        if wait and applied:
+            failed |= not _wait_running(client, applied, timeout)
         if failed:
             raise typer.Exit(1)
 
     @app.command()
-    def get(kind: Kind, output: OutOpt = Output.table,
-            watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C")] = False,
+    def get(kind: Annotated[str, typer.Argument(help="apps | nodes | clusters | decisions | policies "
+                                                     "(singular works too, and KIND/NAME)")],
+            name: Annotated[str | None, typer.Argument(help="Only this object")] = None,
+            output: OutOpt = Output.table,
+            watch: Annotated[bool, typer.Option("--watch", "-w", help="Print again whenever something changes "
+                                                                      "(polls every 2 s) until Ctrl-C")] = False,
             app_name: Annotated[str | None, typer.Option("--app", help="decisions: only this app")] = None,
-            limit: Annotated[int, typer.Option(help="decisions: how many")] = 30,
+            stage: Annotated[str | None, typer.Option(help="decisions: monitor | analyze | plan | execute | "
+                                                           "event ...")] = None,
+            outcome: Annotated[str | None, typer.Option(help="decisions: e.g. completed, failed, no_plan")] = None,
+            policy: Annotated[str | None, typer.Option(help="decisions: only this policy")] = None,
+            since: Annotated[str | None, typer.Option(help="decisions: newer than 30s, 10m, 2h, or an epoch "
+                                                           "time")] = None,
+            show_all: Annotated[bool, typer.Option("--all", help="decisions: include the analyses that found "
+                                                                 "nothing to do")] = False,
+            limit: Annotated[int, typer.Option(help="decisions: how many (newest)")] = 30,
             api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
-        """List apps, nodes, clusters, decisions or policies."""
+        """List apps, nodes, clusters, decisions or policies, or show one (`get app NAME`)."""
+        what, name = split_ref(kind, name)
         client = Client(api, token, context)
-        params = {"limit": limit, **({"app": app_name} if app_name else {})} if kind is Kind.decisions else None
+        if name is not None and what not in SINGLE:
+            raise _fail(f"get {what.value} takes no name (filter with the options instead)")
+        params = (decision_params(app_name, stage, outcome, policy, since, show_all, limit)
+                  if what is Kind.decisions else None)
+        cols, wide = COLUMNS[what]
+        last = None
         while True:
-            rows = _rows(kind, client.call("GET", PATHS[kind], params=params))
-            cols, wide = COLUMNS[kind]
-            _emit(rows, output, cols, wide)
+            if name is None:
+                rows: Any = _rows(what, client.call("GET", PATHS[what], params=params))
+            else:
+                one = client.call("GET", SINGLE[what] + name)
+                rows = _rows(what, [one])[0] if what is Kind.nodes else one
+                if what is Kind.apps:
+                    rows = {"name": name, **one, "components": len(one.get("components") or {})}
+            text = _render(rows, output, cols, wide)
+            if text != last:
+                typer.echo(text, nl=False)
+                last = text
             if not watch:
                 return
             try:
                 time.sleep(2)
             except KeyboardInterrupt:
                 return
-            typer.echo("")
 
     @app.command()
-    def describe(kind: Annotated[str, typer.Argument(help="app | node | cluster")], name: str,
-                 output: OutOpt = Output.yaml, api: ApiOpt = None, token: TokenOpt = None,
-                 context: CtxOpt = None) -> None:
-        """Show one app (description + per-component status), node or cluster."""
-        paths = {"app": "/api/v1/apps/", "node": "/api/v1/nodes/", "cluster": "/api/v1/clusters/"}
-        if kind not in paths:
-            raise _fail(f"cannot describe {kind!r}: expected one of {sorted(paths)}")
-        data = Client(api, token, context).call("GET", paths[kind] + name)
-        if output is Output.table and kind == "app":
-            comps = data.get("components", {})
-            rows = [{"component": c, **s} for c, s in comps.items()] if isinstance(comps, dict) else comps
-            _emit(rows, output, [("COMPONENT", "component"), ("STATUS", "status"), ("CLUSTER", "cluster"),
-                                 ("NODES", "nodes"), ("SINCE", "since"), ("REASON", "reason")], title=name)
+    def describe(kind: Annotated[str, typer.Argument(help="app | node | cluster (or KIND/NAME)")],
+                 name: Annotated[str | None, typer.Argument(help="Its name")] = None,
+                 output: Annotated[Output, typer.Option("-o", "--output", help="table (a readable view, the "
+                                                        "default) | json | yaml")] = Output.table,
+                 api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
+        """Show one app (status per component with the reasons, recent decisions), node or cluster."""
+        from mlsysops.cli import describe_view
+
+        what, name = split_ref(kind, name)
+        if what not in SINGLE or name is None:
+            raise _fail("describe app|node|cluster NAME")
+        client = Client(api, token, context)
+        data = client.call("GET", SINGLE[what] + name)
+        if output in (Output.json, Output.yaml):
+            _emit(data, output, [])
             return
-        _emit(data, Output.yaml if output is Output.table else output, [])
+        events = None
+        if what is Kind.apps:
+            events = client.call("GET", f"/api/v1/apps/{name}/events",
+                                 params={"limit": 10, "exclude_outcome": ["no_plan"]})
+        typer.echo(describe_view.render(what.value, name, data, events))
 
     @app.command()
-    def delete(kind: Annotated[str, typer.Argument(help="app | node")], name: str, api: ApiOpt = None,
+    def delete(kind: Annotated[str, typer.Argument(help="app | node")],
+               name: Annotated[str, typer.Argument(help="Its name")], api: ApiOpt = None,
                token: TokenOpt = None, context: CtxOpt = None) -> None:
         """Delete an application (its components are removed) or a node (drained first)."""
         if kind not in ("app", "node"):
@@ -278,23 +435,35 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"app/{name} deleted")
 
     @app.command()
-    def events(name: str, output: OutOpt = Output.table, limit: int = 50, api: ApiOpt = None,
-               token: TokenOpt = None, context: CtxOpt = None) -> None:
+    def events(name: Annotated[str, typer.Argument(help="The app")], output: OutOpt = Output.table,
+               limit: Annotated[int, typer.Option(help="How many (newest)")] = 50,
+               stage: Annotated[str | None, typer.Option(help="Only this stage")] = None,
+               outcome: Annotated[str | None, typer.Option(help="Only this outcome")] = None,
+               policy: Annotated[str | None, typer.Option(help="Only this policy")] = None,
+               since: Annotated[str | None, typer.Option(help="Newer than 30s, 10m, 2h or an epoch time")] = None,
+               show_all: Annotated[bool, typer.Option("--all", help="Include the analyses that found nothing "
+                                                                    "to do")] = False,
+               api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
         """What every agent decided about an application, and why."""
-        data = Client(api, token, context).call("GET", f"/api/v1/apps/{name}/events", params={"limit": limit})
+        params = decision_params(None, stage, outcome, policy, since, show_all, limit)
+        data = Client(api, token, context).call("GET", f"/api/v1/apps/{name}/events", params=params)
         cols, wide = COLUMNS[Kind.decisions]
         _emit(_listing(data, "events"), output, cols, wide)
 
     @app.command()
     def top(what: Annotated[str, typer.Argument(help="nodes | apps")], output: OutOpt = Output.table,
-            watch: Annotated[bool, typer.Option("--watch", "-w")] = False, api: ApiOpt = None,
+            watch: Annotated[bool, typer.Option("--watch", "-w", help="Print again whenever the numbers change "
+                                                                      "(polls every 2 s) until Ctrl-C")] = False,
+            api: ApiOpt = None,
             token: TokenOpt = None, context: CtxOpt = None) -> None:
         """Live resource use: per node (CPU, memory) or per component instance (CPU, response time)."""
         if what not in ("nodes", "apps"):
             raise _fail(f"cannot show top {what!r}: expected nodes or apps")
         client = Client(api, token, context)
+        last = None
         while True:
             series = client.call("GET", "/api/v1/telemetry?limit=5000")
+            status = {n["name"]: n for n in _listing(client.call("GET", "/api/v1/nodes"), "nodes")}
             rows: dict[tuple[str, ...], dict[str, Any]] = {}
             running: dict[str, int] = {}
             for s in series:
@@ -310,15 +479,26 @@ def register(app: typer.Typer) -> None:
                     continue
                 row[s["metric"]] = s["latest"]
             for (node,), row in rows.items() if what == "nodes" else ():
-                row["running"] = running.get(node, 0)
-            data = [rows[k] for k in sorted(rows)]
+                info = status.get(node, {})
+                row["status"] = node_status(info)
+                row["running"] = sum(1 for c in info.get("components") or [] if c.get("status") == "running")
+            for row in rows.values():
+                # the last values of a node that is down are history, not its present
+                if node_status(status.get(row["node"], {})) != "Ready":
+                    for key in [k for k in row if "." in k or k.endswith(("_cores", "_ms", "_bytes"))]:
+                        row[key] = None
+            data = [rows[k] for k in sorted(rows) if rows[k]["node"] in status]   # a removed node is gone
             if what == "nodes":
-                cols = [("NODE", "node"), ("CLUSTER", "cluster"), ("CPU%", "system.cpu.utilization"),
-                        ("MEM%", "system.memory.utilization"), ("RUNNING", "running")]
+                cols = [("NODE", "node"), ("CLUSTER", "cluster"), ("STATUS", "status"),
+                        ("CPU%", "system.cpu.utilization"), ("MEM%", "system.memory.utilization"),
+                        ("RUNNING", "running")]
             else:
                 cols = [("APP", "app"), ("COMPONENT", "component"), ("NODE", "node"), ("CPU", "cpu_usage_cores"),
                         ("RESPONSE MS", "response_time_ms")]
-            _emit(data, output, cols)
+            text = _render(data, output, cols, None)
+            if text != last:
+                typer.echo(text, nl=False)
+                last = text
             if not watch:
                 return
             try:
@@ -346,16 +526,17 @@ def register(app: typer.Typer) -> None:
         show(out)
 
     @app.command("logs", help="Alias of `events`.")
-    def logs(name: str, output: OutOpt = Output.table, limit: int = 50, api: ApiOpt = None,
+    def logs(name: Annotated[str, typer.Argument(help="The app")], output: OutOpt = Output.table,
+             limit: Annotated[int, typer.Option(help="How many (newest)")] = 50, api: ApiOpt = None,
              token: TokenOpt = None, context: CtxOpt = None) -> None:
-        events(name, output, limit, api, token, context)
+        events(name, output, limit, None, None, None, None, False, api, token, context)
 
     @app.command()
     def ping(agent: Annotated[str | None, typer.Argument(help="Cluster agent to reach over XMPP")] = None,
              api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
         """Round trip to the continuum agent (and on to a cluster agent over XMPP), with latency."""
         out = Client(api, token, context).call("POST", "/api/v1/ping", json={"agent": agent} if agent else {})
-        typer.echo(" ".join(f"{k}={v}" for k, v in (out or {}).items()))
+        typer.echo(" ".join(f"{k}={round(v, 1) if isinstance(v, float) else v}" for k, v in (out or {}).items()))
 
     policy = typer.Typer(help="List, enable or disable policies of the agents.", no_args_is_help=True)
     app.add_typer(policy, name="policy")
@@ -363,12 +544,14 @@ def register(app: typer.Typer) -> None:
     @policy.command("list")
     def policy_list(output: OutOpt = Output.table, api: ApiOpt = None, token: TokenOpt = None,
                     context: CtxOpt = None) -> None:
+        """Every agent's policies: enabled or not, scope, interval (wide: source file, last error)."""
         rows = _rows(Kind.policies, Client(api, token, context).call("GET", "/api/v1/policies"))
         cols, wide = COLUMNS[Kind.policies]
         _emit(rows, output, cols, wide)
 
     @policy.command("upload")
-    def policy_upload(agent: str, file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    def policy_upload(agent: Annotated[str, typer.Argument(help="The agent (e.g. edge-1)")],
+                      file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The policy .py")],
                       name: Annotated[str | None, typer.Option(help="Policy name (default: file stem)")] = None,
                       api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
         """Upload a policy file to an agent: validated there before it is activated."""
@@ -378,13 +561,17 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"policy {out['policy']} {out['result']} on {out['agent']}")
 
     @policy.command("enable")
-    def policy_enable(agent: str, name: str, api: ApiOpt = None, token: TokenOpt = None,
-                      context: CtxOpt = None) -> None:
+    def policy_enable(agent: Annotated[str, typer.Argument(help="The agent (e.g. edge-1)")],
+                      name: Annotated[str, typer.Argument(help="The policy")], api: ApiOpt = None,
+                      token: TokenOpt = None, context: CtxOpt = None) -> None:
+        """Let a policy decide again on that agent."""
         Client(api, token, context).call("POST", f"/api/v1/policies/{agent}/{name}/enable")
         typer.echo(f"policy {name} enabled on {agent}")
 
     @policy.command("disable")
-    def policy_disable(agent: str, name: str, api: ApiOpt = None, token: TokenOpt = None,
-                       context: CtxOpt = None) -> None:
+    def policy_disable(agent: Annotated[str, typer.Argument(help="The agent (e.g. edge-1)")],
+                       name: Annotated[str, typer.Argument(help="The policy")], api: ApiOpt = None,
+                       token: TokenOpt = None, context: CtxOpt = None) -> None:
+        """Stop a policy on that agent (it stays loaded; `enable` brings it back)."""
         Client(api, token, context).call("POST", f"/api/v1/policies/{agent}/{name}/disable")
         typer.echo(f"policy {name} disabled on {agent}")

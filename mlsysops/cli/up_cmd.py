@@ -353,7 +353,8 @@ def register(app: typer.Typer) -> None:
 
     @sim.command("serve")
     def serve(slice_file: Annotated[Path, typer.Argument(help="Slice config YAML", exists=True)],
-              port: int = 0, host: str = "127.0.0.1") -> None:
+              port: Annotated[int, typer.Option(help="Control port (0: any free port)")] = 0,
+              host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1") -> None:
         """Run the slice's simulated continuum as its own process, for agents started with `mlsysops agent`."""
         raise typer.Exit(asyncio.run(_serve(slice_file, host, port)))
 
@@ -368,13 +369,18 @@ def register(app: typer.Typer) -> None:
         _fault({"kind": "recover", "node": node}, control)
 
     @sim.command("slow-node")
-    def slow_node(node: str, factor: float = 5.0, duration: float | None = None,
+    def slow_node(node: Annotated[str, typer.Argument(help="The node")],
+                  factor: Annotated[float, typer.Option(help="Response times grow by this factor")] = 5.0,
+                  duration: Annotated[float | None, typer.Option(help="Seconds (default: until cleared)")] = None,
                   control: ControlOpt = None) -> None:
         """Slow a node down (response times grow by FACTOR)."""
         _fault({"kind": "slow", "node": node, "factor": factor, "duration_s": duration}, control)
 
     @sim.command("load-spike")
-    def load_spike(node: str, cpu_cores: float | None = None, duration: float = 30.0,
+    def load_spike(node: Annotated[str, typer.Argument(help="The node")],
+                   cpu_cores: Annotated[float | None, typer.Option(help="Extra CPU load in cores (default: "
+                                                                        "the node's size)")] = None,
+                   duration: Annotated[float, typer.Option(help="Seconds")] = 30.0,
                    control: ControlOpt = None) -> None:
         """Add CPU load on a node for DURATION seconds."""
         body = {"kind": "spike", "node": node, "duration_s": duration}

@@ -99,10 +99,14 @@ async def delete_app(name: str, backend: Backend) -> AppRemoved:
 
 
 @router.get("/apps/{name}/events", responses={404: {}})
-async def app_events(name: str, backend: Backend,
+async def app_events(name: str, backend: Backend, stage: str | None = None, outcome: str | None = None,
+                     policy: str | None = None, since: float | None = None,
+                     exclude_outcome: list[str] = Query([], max_length=16),
                      limit: int = Query(100, ge=1, le=MAX_DECISIONS)) -> list[dict[str, Any]]:
-    """Decision records about the app of every agent of the slice (read over the protocol), newest last."""
+    """Decision records about the app of every agent of the slice (read over the protocol), newest last;
+    filtered like `/decisions`."""
     cont = backend.continuum
     if name not in cont.apps and not cont.app_status(name):
         raise not_found("app", name)
-    return await decision_rows(backend, DecisionsQuery(app=name, limit=limit))
+    return await decision_rows(backend, DecisionsQuery(app=name, stage=stage, outcome=outcome, policy=policy,
+                                                       since=since, exclude_outcomes=exclude_outcome, limit=limit))

@@ -19,6 +19,9 @@ router = APIRouter(tags=["decisions"])
 async def decisions(backend: Backend, agent: str | None = None, app: str | None = None, policy: str | None = None,
                     stage: str | None = None, outcome: str | None = None, since: float | None = None,
                     until: float | None = None,
+                    exclude_outcome: list[str] = Query([], max_length=16,
+                                                       description="leave these outcomes out (e.g. no_plan: the "
+                                                                   "analyses that found nothing to do)"),
                     limit: int = Query(100, ge=1, le=MAX_DECISIONS)) -> list[dict[str, Any]]:
     """Decision records of every agent of the slice, newest last; an agent that could not be asked or did
     not answer in time has a row `stage: query, outcome: unanswered` saying why."""
@@ -26,4 +29,5 @@ async def decisions(backend: Backend, agent: str | None = None, app: str | None 
     if agent is not None and agent not in known:
         raise not_found("agent", agent, known)
     return await decision_rows(backend, DecisionsQuery(agent=agent, app=app, policy=policy, stage=stage,
-                                                       outcome=outcome, since=since, until=until, limit=limit))
+                                                       outcome=outcome, since=since, until=until, limit=limit,
+                                                       exclude_outcomes=exclude_outcome))
