@@ -27,8 +27,8 @@ def initialize() -> dict[str, Any]:
             "qos_violation_threshold": 3, "cooldown_s": 10.0, "last_moved": {}}
 
 
-def _relocations(context: dict[str, Any], app: str, system: dict[str, Any]) -> tuple[ClusterState,
-                                                                                      list[Relocation]]:
+def _relocations(context: dict[str, Any], app: str, system: dict[str, Any],
+                 held: list[str] | None = None) -> tuple[ClusterState, list[Relocation]]:
     state = ClusterState.from_system(system)
     requests = {r.key: r for r in assigned_requests(system, app)}
     lost_nodes = sorted({i["node"] for i in state.lost(app)})
@@ -40,7 +40,7 @@ def _relocations(context: dict[str, Any], app: str, system: dict[str, Any]) -> t
                              lost_nodes=lost_nodes, now=system.get("now", time.time()),
                              qos_violation_threshold=int(context.get("qos_violation_threshold", 3)),
                              cooldown_s=float(context.get("cooldown_s", 10.0)), last_moved=last_moved,
-                             config=config)
+                             config=config, held=held)
     moved = {m.key for m in moves}
     for prop in system.get("proposals", []):   # node agents propose, the cluster decides
         key = (prop["app"], prop["component"])
@@ -58,8 +58,11 @@ def _relocations(context: dict[str, Any], app: str, system: dict[str, Any]) -> t
 
 
 async def analyze(context, application_description, system_description, mechanisms, telemetry, ml_connector):
-    _, moves = _relocations(context, application_description["name"], system_description)
-    context["explanation"] = {"relocations": [m.explain() for m in moves]}
+    held: list[str] = []
+    _, moves = _relocations(context, application_description["name"], system_description, held)
+    held += [f"{m.app}/{m.component} must leave {m.from_node} ({m.reason}) but has nowhere to go"
+             for m in moves if m.to_node is None]
+    context["explanation"] = {"relocations": [m.explain() for m in moves], "held": held}
     return any(m.to_node for m in moves), context
 
 

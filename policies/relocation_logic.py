@@ -79,6 +79,11 @@ class Relocation:
         return f"{self.app}/{self.component} {self.from_node} -> {target} ({self.reason}){detail}"
 
 
+def _observed(recent: Sequence[float], request: ComponentRequest) -> str:
+    return (f"last {len(recent)} observations not {request.qos_relation} {request.qos_target_ms:g}, latest "
+            f"{recent[-1]:g}")
+
+
 def plan_relocations(
     placements: Mapping[ComponentKey, Sequence[str]],
     nodes: Sequence[NodeView],
@@ -93,9 +98,12 @@ def plan_relocations(
     min_score_gain: float = DEFAULT_MIN_SCORE_GAIN,
     weights: Mapping[str, float] | None = None,
     config: PlacementConfig | None = None,
+    held: list[str] | None = None,
 ) -> list[Relocation]:
     """Relocations for ``placements`` ((app, component) -> nodes running an instance, one entry per
-    instance) given node views, the component requests and recent QoS observations (oldest first)."""
+    instance) given node views, the component requests and recent QoS observations (oldest first).
+    ``held`` (if given) collects, in plain words, the QoS violations left where they are and why."""
+    notes: list[str] = held if held is not None else []
     if qos_violation_threshold < 1:
         raise ValueError("qos_violation_threshold must be >= 1")
     reqs: dict[ComponentKey, ComponentRequest] = (
@@ -141,8 +149,11 @@ def plan_relocations(
         last = moved_recently.get(key)
         if last is not None and now - last < cooldown_s:
             log.debug("%s/%s violates QoS but is in cooldown (%.1fs left)", *key, cooldown_s - (now - last))
+            notes.append(f"{key[0]}/{key[1]} violates its QoS target ({_observed(recent, request)}) but moved "
+                         f"{now - last:.0f}s ago; cooldown {cooldown_s:g}s")
             continue
         best: tuple[float, str, PlacementDecision] | None = None
+        refused: PlacementDecision | None = None
         for node_name in sorted(set(placements[key])):
             if node_name not in position or node_name in lost:
                 continue
@@ -154,6 +165,7 @@ def plan_relocations(
                 request, trial, weights, exclude=known_lost, config=config, incumbent=node_name
             )
             if decision.node is None:
+                refused = decision
                 continue
             incumbent_score = decision.incumbent_score
             new_score = decision.scores[decision.node].total
@@ -162,10 +174,15 @@ def plan_relocations(
                 best = (gain, node_name, decision)
         if best is None:
             log.debug("%s/%s violates QoS but no other feasible node", *key)
+            why = f": {refused.explain()}" if refused is not None else ""
+            notes.append(f"{key[0]}/{key[1]} violates its QoS target ({_observed(recent, request)}) and no other "
+                         f"node is feasible{why}")
             continue
         gain, from_node, decision = best
         if gain < min_score_gain:
             log.debug("%s/%s violates QoS but best gain %.1f < %.1f", *key, gain, min_score_gain)
+            notes.append(f"{key[0]}/{key[1]} violates its QoS target ({_observed(recent, request)}); the best "
+                         f"move ({decision.node}) gains {gain:.1f} < {min_score_gain:g}: not worth moving")
             continue
         assert decision.node is not None
         inc = decision.incumbent_score

@@ -310,3 +310,67 @@ def test_every_command_and_option_has_help():
 
     walk(typer.main.get_command(app), "mlsysops")
     assert not missing, missing
+
+
+# -- explain ------------------------------------------------------------------------------------------------
+
+BIG = """
+MLSysOpsApp:
+  name: big
+  cluster_placement: {cluster_id: [edge-1]}
+  components:
+    - metadata: {name: cruncher}
+      node_placement: {continuum_layer: [edge]}
+      containers:
+        - image: registry.example.org/cruncher:1
+          platform_requirements: {cpu: {requests: "64"}, memory: {requests: 64Mi}}
+    - metadata: {name: reporter}
+      depends_on: [cruncher]
+      node_placement: {continuum_layer: [edge]}
+      containers:
+        - image: registry.example.org/reporter:1
+          platform_requirements: {cpu: {requests: 100m}, memory: {requests: 32Mi}}
+"""
+
+
+def wait_text(env, args: tuple[str, ...], needle: str, timeout: float = 40) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = run(env, *args)
+        if out.returncode == 0 and needle in out.stdout:
+            return out.stdout
+        assert time.monotonic() < deadline, f"{args}: no {needle!r} in {out.stdout} {out.stderr}"
+        time.sleep(0.5)
+
+
+def test_explain_an_unplaceable_component_and_one_waiting_for_it(slice_up, tmp_path):
+    env = slice_up
+    (tmp_path / "big.yaml").write_text(BIG)
+    assert run(env, "apply", "-f", str(tmp_path / "big.yaml")).returncode == 0
+    text = wait_text(env, ("explain", "app/big"), "64 cpu cores")
+    assert "!! cruncher (pending): no node in layer [edge] has 64 cpu cores; the largest" in text, text
+    assert "lower the cpu request to at most" in text
+    assert "!! reporter" in text and "waiting for its dependency cruncher, which cannot be placed" in text
+    one = json.loads(run(env, "explain", "app/big", "cruncher", "-o", "json").stdout)
+    assert [c["component"] for c in one["components"]] == ["cruncher"] and not one["converged"]
+    # the situation left a record at info level, visible without --all
+    events = json.loads(run(env, "events", "big", "-o", "json").stdout)
+    assert any(e["outcome"] == "held" and "cruncher unplaceable" in e["reason"] for e in events), events
+    run(env, "delete", "app", "big")
+
+
+def test_explain_a_relocation_after_a_crash_and_a_qos_target_it_cannot_meet(slice_up):
+    env = slice_up
+    run(env, "apply", "-f", str(ROOT / "examples/apps/env-monitor.yaml"))
+    apps = wait_json(env, ("get", "app", "env-monitor", "-o", "json"),
+                     lambda a: all(c["status"] == "running" for c in a["components"].values()))
+    assert "running as desired" in run(env, "explain", "env-monitor").stdout
+    victim = apps["components"]["sensor-reader"]["nodes"][0]
+    assert run(env, "sim", "fail-node", victim).returncode == 0
+    text = wait_text(env, ("explain", "app/env-monitor", "sensor-reader"), "moved ", 60)
+    assert "ok sensor-reader (running)" in text and victim in text, text
+    server = apps["components"]["aggregator"]["nodes"][0]      # the only edge_infrastructure node with the label
+    assert run(env, "sim", "slow-node", server, "--factor", "40").returncode == 0
+    text = wait_text(env, ("explain", "app/env-monitor", "aggregator"), "QoS target violated", 60)
+    assert "no other node is feasible" in text and "next:" in text, text
+    assert "not running as desired" in run(env, "explain", "app/env-monitor").stdout

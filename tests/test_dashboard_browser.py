@@ -165,3 +165,44 @@ def _drive_docs(url: str) -> None:
             assert page.get_by_text("/api/v1/apps").count() > 0
         finally:
             browser.close()
+
+
+async def test_the_apps_table_says_why_a_component_does_not_run(demo, tmp_path):
+    rt, url = demo
+    big = tmp_path / "big.yaml"
+    big.write_text("""
+MLSysOpsApp:
+  name: big
+  cluster_placement: {cluster_id: [edge-1]}
+  components:
+    - metadata: {name: cruncher}
+      node_placement: {continuum_layer: [edge]}
+      containers:
+        - image: registry.example.org/cruncher:1
+          platform_requirements: {cpu: {requests: "64"}, memory: {requests: 64Mi}}
+""")
+    rt.apply_file(big)
+    try:
+        await asyncio.to_thread(_drive_why, url)
+    finally:
+        await rt.continuum.remove_app("big")
+
+
+def _drive_why(url: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/dashboard#token={TOKEN}")
+            why = page.locator('tr[data-app="big"][data-component="cruncher"] .why')
+            why.wait_for(timeout=30000)
+            page.wait_for_function("() => document.querySelector("
+                                   "'tr[data-app=\"big\"] .why').textContent.includes('64 cpu cores')", timeout=30000)
+            row = page.locator('tr[data-app="big"][data-component="cruncher"]').inner_text()
+            assert "no node in layer [edge] has 64 cpu cores" in row and "next: lower the cpu request" in row
+        finally:
+            browser.close()

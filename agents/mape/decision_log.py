@@ -44,6 +44,7 @@ OUTCOMES = frozenset(
         "timeout",
         "error",
         "info",
+        "held",   # a policy sees a problem it cannot fix now (unplaceable, QoS violated with nowhere to go)
     }
 )
 
@@ -65,7 +66,11 @@ def digest(
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, str):
-        return value if len(value) <= max_str else value[:max_str] + f"...(+{len(value) - max_str} chars)"
+        if len(value) <= max_str:
+            return value
+        cut = value.rfind(" ", 0, max_str)   # at a word boundary, never mid-word
+        cut = cut if cut > max_str // 2 else max_str
+        return value[:cut] + f" ...(+{len(value) - cut} chars)"
     if depth <= 0:
         if isinstance(value, (dict, list, tuple, set, frozenset)):
             return f"<{type(value).__name__} of {len(value)} items, sha1 {fingerprint(value)}>"
@@ -244,7 +249,8 @@ class DecisionLog:
             inputs=digest(inputs) if inputs is not None else None,
             chosen=digest(chosen) if chosen is not None else None,
             alternatives=digest(alternatives) if alternatives is not None else None,
-            explanation=digest(explanation, max_items=50) if explanation is not None else None,
+            # explanations are what people read: long enough for a whole reason
+            explanation=digest(explanation, max_items=50, max_str=2048) if explanation is not None else None,
         )
         self._records.append(rec)
         self._counts[outcome] = self._counts.get(outcome, 0) + 1

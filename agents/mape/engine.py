@@ -52,6 +52,21 @@ from mlsysops.agents.mape.scheduler import OnExecuted, Plan, PlanResult, PlanSch
 log = logging.getLogger(__name__)
 
 PairKey = tuple[str, str | None]
+HELD_REPEAT_S = 60.0   # an unchanged "held" situation is recorded again after this long
+
+
+def held_reason(explanation: Any) -> str | None:
+    """The problem a policy reports it cannot fix now: `explanation["held"]` (a string or list of them),
+    or the `unplaceable` components of a placement policy (with its `summary`)."""
+    if not isinstance(explanation, dict):
+        return None
+    held = explanation.get("held")
+    if held:
+        return "; ".join(map(str, held)) if isinstance(held, list | tuple) else str(held)
+    unplaceable = explanation.get("unplaceable")
+    if unplaceable:
+        return str(explanation.get("summary") or "unplaceable: " + ", ".join(map(str, unplaceable)))
+    return None
 
 
 @dataclass(eq=False)
@@ -141,6 +156,7 @@ class MAPEEngine:
         scheduler: PlanScheduler | None = None,
     ) -> None:
         self.agent_id = agent_id
+        self._held_last: dict[tuple[str, str | None, str], tuple[str, float]] = {}
         self.knowledge = knowledge
         self.policies = policies
         self.mechanisms = mechanisms
@@ -453,10 +469,11 @@ class MAPEEngine:
             needed, pair.context, explanation = validate_analyze_result(res.value)
         except PluginContractError as exc:
             return self._failure(pair, "analyze", "error", str(exc), inputs)
+        held = None if needed else self._held(pair, "analyze", explanation)
         self.decision_log.record(
             "analyze",
-            "plan_needed" if needed else "no_plan",
-            f"{pair.policy} analyze -> {needed} ({reason})",
+            "held" if held else "plan_needed" if needed else "no_plan",
+            f"{pair.policy}: {held}" if held else f"{pair.policy} analyze -> {needed} ({reason})",
             inputs=inputs,
             explanation=explanation,
             **common,
@@ -486,8 +503,10 @@ class MAPEEngine:
             return self._failure(pair, "plan", "error", str(exc), inputs)
         self.backoff.success((pair.policy, pair.asset))
         if not commands:
+            held = self._held(pair, "plan", explanation)
             self.decision_log.record(
-                "plan", "no_plan", "plan returned no commands", explanation=explanation, **common
+                "plan", "held" if held else "no_plan", f"{pair.policy}: {held}" if held else "plan returned no commands",
+                explanation=explanation, **common
             )
             return "no_plan", "plan: empty", None
         plan = Plan(pair.policy, pair.asset, commands, pol.priority, explanation=explanation)
@@ -507,6 +526,22 @@ class MAPEEngine:
         # Schedule + Execute
         result: PlanResult = await self.scheduler.submit(plan)
         return result.status, result.reason, plan.id
+
+    def _held(self, pair: Any, stage: str, explanation: Any) -> str | None:
+        """What a policy says it cannot fix (`explanation["held"]`, or components it found unplaceable),
+        once per change of the text or per HELD_REPEAT_S: a stuck app leaves a visible record without one
+        per analysis interval."""
+        text = held_reason(explanation)
+        key = (pair.policy, pair.asset, stage)
+        if text is None:
+            self._held_last.pop(key, None)
+            return None
+        now = time.monotonic()
+        last = self._held_last.get(key)
+        if last is not None and last[0] == text and now - last[1] < HELD_REPEAT_S:
+            return None
+        self._held_last[key] = (text, now)
+        return text
 
     async def _on_executed(self, plan: Plan, mechanism: str, outcome: str, detail: Any) -> None:
         await self.refresh_mechanisms([mechanism])  # the next Analyze sees the effect

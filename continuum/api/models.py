@@ -41,6 +41,24 @@ class AppDetail(BaseModel):
     components: dict[str, ComponentStatus]
 
 
+class ComponentExplanation(BaseModel):
+    component: str
+    status: str
+    cluster: str | None = None
+    nodes: list[str] = Field(default_factory=list)
+    converged: bool = Field(description="running as desired (and within its QoS target, as far as known)")
+    reason: str = Field(description="the one dominant reason, in plain words")
+    evidence: list[str] = Field(description="what the reason rests on: filters and their counts, reports, moves")
+    next_step: str | None = Field(description="what an operator can do about it")
+
+
+class AppExplanation(BaseModel):
+    app: str
+    converged: bool
+    summary: str
+    components: list[ComponentExplanation]
+
+
 class AppAccepted(BaseModel):
     name: str
     result: Literal["created", "replaced", "unchanged"]

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from mlsysops.cli.formatting import human_age, node_status
 
 ApiOpt = Annotated[str | None, typer.Option("--api", help="API URL (default: env MLSYSOPS_API or config)")]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token (default: env or config)")]
@@ -91,13 +94,14 @@ def _emit(data: Any, output: Output, columns: list[tuple[str, str]], wide: list[
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text  # cells are text, never markup: "[edge]" in a reason must stay
 
     cols = columns + ((wide or []) if output is Output.wide else [])
     table = Table(title=title, box=None, header_style="bold")
     for header, _ in cols:
         table.add_column(header, overflow="fold")
     for row in data if isinstance(data, list) else [data]:
-        table.add_row(*[_percent(v) if h.endswith("%") else _cell(v)
+        table.add_row(*[Text(_percent(v) if h.endswith("%") else _cell(v))
                         for h, key in cols for v in [_pick(row, key)]])
     Console(width=200 if not sys.stdout.isatty() else None, soft_wrap=False).print(table)
 
@@ -112,25 +116,6 @@ def _pick(row: Any, key: str) -> Any:
     for part in key.split("."):
         row = row.get(part) if isinstance(row, dict) else None
     return row
-
-
-def human_age(seconds: float) -> str:
-    """kubectl-style age: 45s, 5m30s, 42m, 4h53m, 30h, 3d4h, 12d (coarser the older)."""
-    s = int(max(0.0, seconds))
-    m, h, d = s // 60, s // 3600, s // 86400
-    if s < 120:
-        return f"{s}s"
-    if m < 10:
-        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
-    if h < 3:
-        return f"{m}m"
-    if h < 8:
-        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
-    if h < 48:
-        return f"{h}h"
-    if d < 8:
-        return f"{d}d{h % 24}h" if h % 24 else f"{d}d"
-    return f"{d}d"
 
 
 def _cell(value: Any) -> str:
@@ -184,11 +169,6 @@ def split_ref(kind: str, name: str | None) -> tuple[Kind, str | None]:
     if "/" in kind and name is None:
         kind, name = kind.split("/", 1)
     return kind_of(kind), name
-
-
-def node_status(node: dict[str, Any]) -> str:
-    """Ready / NotReady (its cluster says it is down) / Unknown (its cluster agent is lost)."""
-    return {True: "Ready", False: "NotReady"}.get(node.get("alive"), "Unknown")
 
 
 def parse_since(text: str | None) -> float | None:
@@ -383,8 +363,10 @@ def register(app: typer.Typer) -> None:
             else:
                 one = client.call("GET", SINGLE[what] + name)
                 rows = _rows(what, [one])[0] if what is Kind.nodes else one
-                if what is Kind.apps:
-                    rows = {"name": name, **one, "components": len(one.get("components") or {})}
+                if what is Kind.apps and output in (Output.table, Output.wide):   # -o json|yaml: as served
+                    comps = one.get("components") or {}
+                    rows = {"name": name, **one, "components": len(comps),
+                            "status": dict(Counter(c.get("status") for c in comps.values()))}
             text = _render(rows, output, cols, wide)
             if text != last:
                 typer.echo(text, nl=False)
@@ -433,6 +415,24 @@ def register(app: typer.Typer) -> None:
             return
         client.call("DELETE", f"/api/v1/apps/{name}")
         typer.echo(f"app/{name} deleted")
+
+    @app.command()
+    def explain(target: Annotated[str, typer.Argument(help="app/NAME (or NAME)")],
+                component: Annotated[str | None, typer.Argument(help="Only this component")] = None,
+                output: Annotated[Output, typer.Option("-o", "--output", help="table (readable, the default) | "
+                                                       "json | yaml")] = Output.table,
+                api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
+        """Why an app is not running as desired: per component the dominant reason, the evidence and a next
+        step (filters that rejected nodes, a missing dependency, a failure, a QoS target it cannot meet)."""
+        name = target.split("/", 1)[1] if target.startswith(("app/", "apps/")) else target
+        params = {"component": component} if component else None
+        data = Client(api, token, context).call("GET", f"/api/v1/apps/{name}/explain", params=params)
+        if output in (Output.json, Output.yaml):
+            _emit(data, output, [])
+            return
+        from mlsysops.cli.describe_view import render_explanation
+
+        typer.echo(render_explanation(data))
 
     @app.command()
     def events(name: Annotated[str, typer.Argument(help="The app")], output: OutOpt = Output.table,

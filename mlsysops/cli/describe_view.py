@@ -11,12 +11,12 @@ import time
 from collections import Counter
 from typing import Any
 
+from mlsysops.cli.formatting import human_age, node_status
+
 WIDTH = 100
 
 
 def _age(ts: Any) -> str:
-    from mlsysops.cli.client_cmd import human_age
-
     if not isinstance(ts, int | float) or ts <= 0:
         return "-"
     return f"{human_age(time.time() - ts)} ago"
@@ -68,8 +68,6 @@ def render_app(name: str, data: dict[str, Any], events: list[dict[str, Any]] | N
 
 
 def render_node(name: str, data: dict[str, Any]) -> str:
-    from mlsysops.cli.client_cmd import node_status
-
     desc = data.get("description") or {}
     spec = desc.get("spec") if isinstance(desc.get("spec"), dict) else desc
     lines = [_field("Name", name), _field("Cluster", data.get("cluster")),
@@ -87,8 +85,6 @@ def render_node(name: str, data: dict[str, Any]) -> str:
 
 
 def render_cluster(name: str, data: dict[str, Any]) -> str:
-    from mlsysops.cli.client_cmd import node_status
-
     lines = [_field("Name", name), _field("Registered", data.get("registered")),
              _field("Agent", "alive" if data.get("alive") else f"lost: {data.get('lost_reason') or 'no heartbeat'}"),
              _field("Joined", _age(data.get("joined_at"))), _field("Last heartbeat", _age(data.get("last_heartbeat"))),
@@ -98,6 +94,21 @@ def render_cluster(name: str, data: dict[str, Any]) -> str:
                       "-" if n.get("trust") is None else f"{n['trust']:.2f}",
                       ", ".join(f"{c['app']}/{c['component']}" for c in n.get("components") or []) or "-"]
                      for n in data.get("node_status") or []])
+    return "\n".join(lines)
+
+
+def render_explanation(data: dict[str, Any]) -> str:
+    head = (f"app/{data['app']}: running as desired" if data.get("converged")
+            else f"app/{data['app']}: not running as desired")
+    lines = [head]
+    for c in data.get("components") or []:
+        mark = "ok " if c.get("converged") else "!! "
+        lines.append(f"{mark}{c['component']} ({c.get('status')}): {c.get('reason')}")
+        for ev in c.get("evidence") or []:
+            lines.append(textwrap.fill(str(ev), WIDTH, initial_indent="     - ", subsequent_indent="       "))
+        if c.get("next_step"):
+            lines.append(textwrap.fill(c["next_step"], WIDTH, initial_indent="     next: ",
+                                       subsequent_indent="           "))
     return "\n".join(lines)
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from mlsysops.agents.descriptions import DescriptionError, MLSysOpsApp
 from mlsysops.agents.tree_reads import DecisionsQuery
+from mlsysops.continuum.api import views
 from mlsysops.continuum.api.bodies import (
     DESCRIPTION_BODY,
     PERSIST_RESPONSES,
@@ -20,7 +21,14 @@ from mlsysops.continuum.api.bodies import (
 )
 from mlsysops.continuum.api.decision_reads import decision_rows
 from mlsysops.continuum.api.deps import API_PREFIX, MAX_DECISIONS, Backend
-from mlsysops.continuum.api.models import AppAccepted, AppDetail, AppRemoved, AppSummary, ComponentStatus
+from mlsysops.continuum.api.models import (
+    AppAccepted,
+    AppDetail,
+    AppExplanation,
+    AppRemoved,
+    AppSummary,
+    ComponentStatus,
+)
 
 router = APIRouter(tags=["apps"])
 
@@ -89,6 +97,26 @@ async def get_app(name: str, backend: Backend) -> AppDetail:
                      components={c: ComponentStatus(**s) for c, s in cont.app_status(name).items()})
 
 
+@router.get("/apps/{name}/explain", response_model=AppExplanation, responses={404: {}})
+async def explain(name: str, backend: Backend, component: str | None = None) -> AppExplanation:
+    """Why the app (or one component) is or is not running as desired: the dominant reason per component,
+    its evidence and a next step, from the slice's decision records and reports."""
+    from mlsysops.continuum.explain import explain_app
+
+    cont = backend.continuum
+    status = cont.app_status(name)
+    if name not in cont.apps and not status:
+        raise not_found("app", name)
+    if component is not None and component not in status:
+        raise not_found("component", component, set(status))
+    records = await decision_rows(backend, DecisionsQuery(app=name, limit=300, exclude_outcomes=["no_plan"]))
+    plans = await decision_rows(backend, DecisionsQuery(app=name, stage="plan", limit=20))
+    nodes = {n: m for per in cont.cluster_nodes.values() for n, m in per.items()}
+    alive = {n.name: n.alive for n in views.all_nodes(cont).values()}
+    out = explain_app(name, cont.apps.get(name), status, records + plans, nodes, alive, component)
+    return AppExplanation(**out)
+
+
 @router.delete("/apps/{name}", response_model=AppRemoved, status_code=202,
                responses={404: {}, **PERSIST_RESPONSES})
 async def delete_app(name: str, backend: Backend) -> AppRemoved:
@@ -101,7 +129,7 @@ async def delete_app(name: str, backend: Backend) -> AppRemoved:
 @router.get("/apps/{name}/events", responses={404: {}})
 async def app_events(name: str, backend: Backend, stage: str | None = None, outcome: str | None = None,
                      policy: str | None = None, since: float | None = None,
-                     exclude_outcome: list[str] = Query([], max_length=16),
+                     exclude_outcome: Annotated[list[str] | None, Query(max_length=16)] = None,
                      limit: int = Query(100, ge=1, le=MAX_DECISIONS)) -> list[dict[str, Any]]:
     """Decision records about the app of every agent of the slice (read over the protocol), newest last;
     filtered like `/decisions`."""
@@ -109,4 +137,4 @@ async def app_events(name: str, backend: Backend, stage: str | None = None, outc
     if name not in cont.apps and not cont.app_status(name):
         raise not_found("app", name)
     return await decision_rows(backend, DecisionsQuery(app=name, stage=stage, outcome=outcome, policy=policy,
-                                                       since=since, exclude_outcomes=exclude_outcome, limit=limit))
+                                                       since=since, exclude_outcomes=exclude_outcome or [], limit=limit))

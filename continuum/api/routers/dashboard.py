@@ -102,12 +102,29 @@ async def snapshot(backend: Backend, since: float | None) -> tuple[dict[str, Any
     apps = _apps(c, alerts)
     page = await backend.decisions(DecisionsQuery(exclude_outcomes=["no_plan"], limit=MAX_STREAM_DECISIONS))
     records = page.records if since is None else [r for r in page.records if r["ts"] >= since]
+    _add_why(c, apps, page.records)
     alerts += [{"level": "warning", "text": f"decisions of {agent} unavailable: {why}"}
                for agent, why in sorted(page.unanswered.items())]
     body = jsonable({"t": t, "continuum": {"id": c.agent_id, "connected": c.connected},
                      "clusters": clusters, "apps": apps, "decisions": records, "alerts": alerts,
                      "digest_interval": c.settings.digest_interval})
     return body, t if page.as_of is None else min(t, page.as_of)
+
+
+def _add_why(c: Any, apps: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
+    """The "why" of every component not running as desired (`mlsysops explain`), for the apps table."""
+    from mlsysops.continuum.explain import explain_app
+
+    nodes = {n: m for per in c.cluster_nodes.values() for n, m in per.items()}
+    alive = {n.name: n.alive for n in views.all_nodes(c).values()}
+    for app in apps:
+        recs = [r for r in records if r.get("app") == app["name"]]
+        ex = explain_app(app["name"], c.apps.get(app["name"]), c.app_status(app["name"]), recs, nodes, alive)
+        by = {e["component"]: e for e in ex["components"]}
+        for comp in app["components"]:
+            e = by.get(comp["component"])
+            if e is not None and not e["converged"]:
+                comp["why"] = {"reason": e["reason"], "next_step": e["next_step"], "evidence": e["evidence"][:5]}
 
 
 async def state(backend: Backend, since: float | None) -> dict[str, Any]:

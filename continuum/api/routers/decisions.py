@@ -3,7 +3,7 @@ clusters, which answer for themselves and their nodes), the same in both run mod
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
@@ -19,9 +19,9 @@ router = APIRouter(tags=["decisions"])
 async def decisions(backend: Backend, agent: str | None = None, app: str | None = None, policy: str | None = None,
                     stage: str | None = None, outcome: str | None = None, since: float | None = None,
                     until: float | None = None,
-                    exclude_outcome: list[str] = Query([], max_length=16,
-                                                       description="leave these outcomes out (e.g. no_plan: the "
-                                                                   "analyses that found nothing to do)"),
+                    exclude_outcome: Annotated[list[str] | None, Query(
+                        max_length=16, description="leave these outcomes out (e.g. no_plan: the analyses that "
+                                                   "found nothing to do)")] = None,
                     limit: int = Query(100, ge=1, le=MAX_DECISIONS)) -> list[dict[str, Any]]:
     """Decision records of every agent of the slice, newest last; an agent that could not be asked or did
     not answer in time has a row `stage: query, outcome: unanswered` saying why."""
@@ -30,4 +30,4 @@ async def decisions(backend: Backend, agent: str | None = None, app: str | None 
         raise not_found("agent", agent, known)
     return await decision_rows(backend, DecisionsQuery(agent=agent, app=app, policy=policy, stage=stage,
                                                        outcome=outcome, since=since, until=until, limit=limit,
-                                                       exclude_outcomes=exclude_outcome))
+                                                       exclude_outcomes=exclude_outcome or []))

@@ -124,12 +124,18 @@
              `${m.target == null ? "" : " / " + m.target}</span>`;
     }).join("<br>");
   }
+  // `mlsysops explain` for components not running as desired: the reason, the next step, the evidence on hover.
+  function whyCell(c) {
+    if (!c.why) return esc(c.reason);
+    return `<span class="why" title="${esc((c.why.evidence || []).join("\n"))}">${esc(c.why.reason)}</span>` +
+      (c.why.next_step ? `<div class="muted next-step">next: ${esc(c.why.next_step)}</div>` : "");
+  }
   function renderApps(s) {
     const rows = [];
     for (const app of s.apps) for (const c of app.components) {
       rows.push(`<tr data-app="${esc(app.name)}" data-component="${esc(c.component)}"><td>${esc(app.name)}/${esc(c.component)}</td>
         <td><span class="badge ${esc(c.status)}">${esc(c.status)}</span></td><td>${esc(c.cluster)}</td>
-        <td>${esc(c.nodes.join(", "))}</td><td class="num">${qosCell(c.qos)}</td><td>${esc(c.reason)}</td></tr>`);
+        <td>${esc(c.nodes.join(", "))}</td><td class="num">${qosCell(c.qos)}</td><td>${whyCell(c)}</td></tr>`);
     }
     $("apps").tBodies[0].innerHTML = rows.join("") || '<tr><td colspan="6" class="muted">no applications (mlsysops apply -f APP.yaml)</td></tr>';
   }
