@@ -7,13 +7,20 @@ Cluster layer, application scope. Analyze: some component assigned to this clust
 and per component the structured rejections (plugin, code, reason, count of nodes).
 Configuration: `context["placement"]` enables, disables, weights and configures the filters and scorers
 (`mlsysops.policies.placement_plugins`); `context["weights"]` still overrides scorer weights.
+`context["placer"]`: `batch` (default: the app's missing instances placed as a whole,
+`mlsysops.policies.batch_placement`, through the same plugins) or `instance` (one instance at a time,
+`place_app`, the previous default); `context["batch"]` tunes the batch placer (`time_budget_s`, `exact`,
+`max_variables`, `score_weight_ms`). The batch placer runs in a worker thread (HiGHS releases the GIL),
+so a solve does not hold the agent's event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from mlsysops.agents.placement.cluster_view import ClusterState, assigned_requests, instance_id
+from mlsysops.policies.batch_placement import BatchOptions, place_batch, placer_of
 from mlsysops.policies.placement_engine import DependencyCycleError, place_app
 from mlsysops.policies.placement_plugins import placement_config
 
@@ -25,7 +32,7 @@ def initialize() -> dict[str, Any]:
             "configuration": {"analyze_interval": 2.0},
             "mechanisms": [MECHANISM],
             "telemetry": {"metrics": ["system.cpu.utilization"], "system_scrape_interval": 1.0},
-            "weights": None}
+            "weights": None, "placer": "batch", "batch": None}
 
 
 def _missing(system: dict[str, Any], app: str) -> tuple[ClusterState, list, dict[str, list[str]]]:
@@ -59,8 +66,14 @@ async def plan(context, application_description, system_description, mechanisms,
         else:
             req.depends_on = [d for d in req.depends_on if d in local]
             ready.append(req)
+    config = placement_config(context)
     try:
-        result = place_app(ready, state.nodes, placed=placed, config=placement_config(context))
+        if placer_of(context) == "batch":
+            options = BatchOptions.from_mapping(context.get("batch"))
+            result = await asyncio.to_thread(place_batch, ready, state.nodes, placed=placed, config=config,
+                                             options=options)
+        else:
+            result = place_app(ready, state.nodes, placed=placed, config=config)
     except DependencyCycleError as exc:
         context["explanation"] = {"error": str(exc)}
         return {}, context
@@ -81,6 +94,7 @@ async def plan(context, application_description, system_description, mechanisms,
         "rejections": {c: ds[-1].rejection_summary() for c, ds in result.decisions.items() if ds},
         "waiting": waiting,
         "alternatives": {c: [d.ranking()[:3] for d in ds] for c, ds in result.decisions.items()},
+        "placer": result.batch or "instance",
     }
     if not actions:
         return {}, context

@@ -1,0 +1,258 @@
+"""The batch placer's heuristic: regret insertion and scarcity ordering, then local-search repair.
+
+Works on a ``BatchProblem`` (``batch_problem``): feasibility is what the filters allowed, cost is link
+latency + score cost, capacity is shared. Two constructions run and the better one (after repair) wins:
+
+- **regret**: repeatedly place the item that would lose the most by waiting (second-best minus best
+  cost over the nodes it still fits; an item with one option left has infinite regret), on its best node;
+- **scarcity**: repeatedly place the item with the fewest nodes it still fits (ties: larger request).
+
+Repair then loops until nothing improves or the deadline passes: *insert* an unplaced item by moving one
+item out of its way (an ejection chain of length one: more placed always wins), *relocate* one item to
+its best node given the others, *swap* the nodes of two items. An item waits for its in-batch
+dependencies; one whose dependency stayed unplaced is unplaced at the end (``place_app``'s rule).
+Vectorised with numpy over each item's feasible nodes, so a 10-component app at 1,000 nodes takes a few
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from mlsysops.policies.batch_problem import UNPLACED, BatchProblem, Objective
+
+INF = float("inf")
+MAX_PASSES = 20
+EJECT_CANDIDATES = 24   # nodes tried per unplaced item in the insert move, cheapest first
+
+
+class PlacedState:
+    """An assignment with the capacity it leaves."""
+
+    def __init__(self, problem: BatchProblem) -> None:
+        self.p = problem
+        self.assign = [UNPLACED] * problem.size
+        self.cpu_left = problem.cpu_free.copy()
+        self.mem_left = problem.mem_free.copy()
+        self.on_node: dict[int, set[int]] = {}
+
+    def place(self, item: int, node: int) -> None:
+        comp = self.p.item_comp[item]
+        self.assign[item] = node
+        self.cpu_left[node] -= self.p.cpu[comp]
+        self.mem_left[node] -= self.p.mem[comp]
+        self.on_node.setdefault(node, set()).add(item)
+
+    def remove(self, item: int) -> int:
+        node = self.assign[item]
+        comp = self.p.item_comp[item]
+        self.assign[item] = UNPLACED
+        self.cpu_left[node] += self.p.cpu[comp]
+        self.mem_left[node] += self.p.mem[comp]
+        self.on_node[node].discard(item)
+        return node
+
+    def fits(self, item: int, node: int) -> bool:
+        comp = self.p.item_comp[item]
+        return self.cpu_left[node] >= self.p.cpu[comp] and self.mem_left[node] >= self.p.mem[comp]
+
+    def costs(self, item: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cost of ``item`` on each of its feasible nodes given the placed others, and where it fits."""
+        p = self.p
+        comp = p.item_comp[item]
+        cand = p.feasible[comp]
+        cost = p.static_cost[comp].copy()
+        for other in p.partners(item):
+            node = self.assign[other]
+            if node != UNPLACED:
+                cost += p.latency_row(node)[cand]
+        fit = (self.cpu_left[cand] >= p.cpu[comp]) & (self.mem_left[cand] >= p.mem[comp])
+        return cost, fit
+
+    def cost_at(self, item: int, node: int) -> float:
+        p = self.p
+        cost = p.item_static(item, node)
+        for other in p.partners(item):
+            if self.assign[other] != UNPLACED:
+                cost += p.latency(self.assign[other], node)
+        return cost
+
+    def ready(self, item: int) -> bool:
+        return all(self.assign[w] != UNPLACED for w in self.p.item_deps[item])
+
+
+def solve(problem: BatchProblem, deadline: float | None = None) -> tuple[list[int], Objective, str]:
+    """The best assignment found before ``deadline`` (``time.perf_counter()`` value), its objective, and
+    which construction it came from."""
+    best: tuple[list[int], Objective, str] | None = None
+    for rule in ("regret", "scarcity"):
+        state = _construct(problem, rule)
+        _repair(state, deadline)
+        _drop_orphans(state)
+        objective = problem.evaluate(state.assign)
+        if best is None or objective.better_than(best[1]):
+            best = (list(state.assign), objective, rule)
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+    assert best is not None
+    return best
+
+
+def _construct(problem: BatchProblem, rule: str) -> PlacedState:
+    state = PlacedState(problem)
+    open_items = set(range(problem.size))
+    dead: set[int] = set()
+    while open_items:
+        pick: tuple[tuple[float, float], int, int] | None = None
+        for item in sorted(open_items):
+            if not state.ready(item):
+                if any(w in dead for w in problem.item_deps[item]):
+                    dead.add(item)
+                continue
+            cost, fit = state.costs(item)
+            options = int(fit.sum())
+            if options == 0:
+                dead.add(item)
+                continue
+            masked = np.where(fit, cost, INF)
+            best_pos = int(masked.argmin())
+            if rule == "regret":
+                if options == 1:
+                    regret = INF
+                else:
+                    masked[best_pos] = INF
+                    regret = float(masked.min()) - float(cost[best_pos])
+                key = (regret, -options)
+            else:
+                comp = problem.item_comp[item]
+                key = (-float(options), float(problem.cpu[comp]))
+            if pick is None or key > pick[0]:
+                pick = (key, item, int(problem.feasible[problem.item_comp[item]][best_pos]))
+        open_items -= dead
+        if pick is None:
+            break
+        _, item, node = pick
+        state.place(item, node)
+        open_items.discard(item)
+    return state
+
+
+def _repair(state: PlacedState, deadline: float | None) -> None:
+    for _ in range(MAX_PASSES):
+        if deadline is not None and time.perf_counter() > deadline:
+            return
+        changed = _insert(state)
+        changed |= _relocate(state)
+        changed |= _swap(state, deadline)
+        if not changed:
+            return
+
+
+def _insert(state: PlacedState) -> bool:
+    """Place unplaced items, directly or by moving one placed item out of the way."""
+    p = state.p
+    changed = False
+    for item in range(p.size):
+        if state.assign[item] != UNPLACED or not state.ready(item):
+            continue
+        cost, fit = state.costs(item)
+        cand = p.feasible[p.item_comp[item]]
+        if fit.any():
+            state.place(item, int(cand[int(np.where(fit, cost, INF).argmin())]))
+            changed = True
+            continue
+        comp = p.item_comp[item]
+        for pos in np.argsort(cost, kind="stable")[:EJECT_CANDIDATES]:
+            node = int(cand[pos])
+            if _eject_for(state, item, node, comp):
+                changed = True
+                break
+    return changed
+
+
+def _eject_for(state: PlacedState, item: int, node: int, comp: int) -> bool:
+    """Move one item off ``node`` (to its cheapest other node with room) so that ``item`` fits there."""
+    p = state.p
+    short_cpu = p.cpu[comp] - state.cpu_left[node]
+    short_mem = p.mem[comp] - state.mem_left[node]
+    for other in sorted(state.on_node.get(node, ())):
+        o_comp = p.item_comp[other]
+        if p.cpu[o_comp] < short_cpu or p.mem[o_comp] < short_mem:
+            continue
+        state.remove(other)
+        if state.fits(item, node):
+            state.place(item, node)
+            cost, fit = state.costs(other)
+            o_cand = p.feasible[o_comp]
+            fit &= o_cand != node
+            if fit.any():
+                state.place(other, int(o_cand[int(np.where(fit, cost, INF).argmin())]))
+                return True
+            state.remove(item)
+        state.place(other, node)
+    return False
+
+
+def _relocate(state: PlacedState) -> bool:
+    p = state.p
+    changed = False
+    for item in range(p.size):
+        node = state.assign[item]
+        if node == UNPLACED:
+            continue
+        current = state.cost_at(item, node)
+        state.remove(item)
+        cost, fit = state.costs(item)
+        masked = np.where(fit, cost, INF)
+        best = int(masked.argmin())
+        if masked[best] < current - 1e-9:
+            state.place(item, int(p.feasible[p.item_comp[item]][best]))
+            changed = True
+        else:
+            state.place(item, node)
+    return changed
+
+
+def _swap(state: PlacedState, deadline: float | None) -> bool:
+    p = state.p
+    changed = False
+    placed = [i for i in range(p.size) if state.assign[i] != UNPLACED]
+    for x, a in enumerate(placed):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        for b in placed[x + 1:]:
+            na, nb = state.assign[a], state.assign[b]
+            ca, cb = p.item_comp[a], p.item_comp[b]
+            if na == nb or ca == cb or p.position(ca, nb) is None or p.position(cb, na) is None:
+                continue
+            if (state.cpu_left[nb] + p.cpu[cb] < p.cpu[ca] or state.mem_left[nb] + p.mem[cb] < p.mem[ca]
+                    or state.cpu_left[na] + p.cpu[ca] < p.cpu[cb] or state.mem_left[na] + p.mem[ca] < p.mem[cb]):
+                continue
+            before = state.cost_at(a, na) + state.cost_at(b, nb)
+            state.remove(a)
+            state.remove(b)
+            state.place(a, nb)
+            state.place(b, na)
+            after = state.cost_at(a, nb) + state.cost_at(b, na)
+            if after < before - 1e-9:
+                changed = True
+            else:
+                state.remove(a)
+                state.remove(b)
+                state.place(a, na)
+                state.place(b, nb)
+    return changed
+
+
+def _drop_orphans(state: PlacedState) -> None:
+    """Unplace items whose in-batch dependency is unplaced (until none is left)."""
+    p = state.p
+    changed = True
+    while changed:
+        changed = False
+        for item in range(p.size):
+            if state.assign[item] != UNPLACED and not state.ready(item):
+                state.remove(item)
+                changed = True

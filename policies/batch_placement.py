@@ -1,0 +1,246 @@
+"""Place a batch (an app, or several) as a whole: exact within a time budget, a strong heuristic beyond.
+
+``place_batch`` takes what ``place_app`` takes and returns the same ``AppPlacement``; the cluster's
+``filter_score_placement`` uses it by default (``context["placer"] = "instance"`` selects the old
+one-instance-at-a-time path). The problem (``batch_problem``) comes from the same filter and score
+plugins: filters define where an instance may go, scorers and link latency what is better. Then:
+
+1. the heuristic (``batch_heuristic``: regret / scarcity construction, local-search repair) answers in
+   milliseconds; that answer is the fallback whatever happens next;
+2. the exact model (``batch_ilp``, HiGHS) gets what is left of ``time_budget_s`` and starts from the
+   heuristic's answer; its solution wins when it is optimal or better. A model above
+   ``max_variables`` is not built (large clusters: the heuristic alone);
+3. the chosen assignment is replayed instance by instance through the filters on the node views as they
+   fill up: a node a filter refuses at that point (a plugin the model cannot see, such as one that
+   depends on what else landed) is replaced by the per-instance choice, and an instance left out with
+   room still free for it is placed per instance too, so nothing placeable is dropped.
+
+Every placed instance carries the per-instance ``PlacementDecision`` of its component (all candidates,
+scores, rejections) with the batch's choice and a note saying why when that is not the best node alone;
+``AppPlacement.batch`` records the method, solver status, objective and time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from mlsysops.agents.placement.framework import PlacementConfigError
+from mlsysops.agents.placement.types import ComponentRequest, NodeView
+from mlsysops.policies import batch_heuristic, batch_ilp
+from mlsysops.policies.batch_problem import DEFAULT_SCORE_WEIGHT_MS, UNPLACED, BatchProblem, build_problem
+from mlsysops.policies.placement_engine import (
+    AppPlacement,
+    PlacementConfig,
+    PlacementDecision,
+    _prepare,
+    dependency_order,
+    schedule,
+)
+
+PLACERS = ("batch", "instance")
+DEFAULT_PLACER = "batch"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOptions:
+    """``time_budget_s``: wall time for the whole batch decision (the exact model gets what the
+    heuristic left); ``exact``: try the exact model at all; ``max_variables``: largest model built;
+    ``score_weight_ms``: ms of latency one score point is worth (``batch_problem``)."""
+
+    time_budget_s: float = 0.2
+    exact: bool = True
+    max_variables: int = batch_ilp.DEFAULT_MAX_VARIABLES
+    score_weight_ms: float = DEFAULT_SCORE_WEIGHT_MS
+
+    @classmethod
+    def from_mapping(cls, spec: Mapping[str, Any] | None, field: str = "batch") -> BatchOptions:
+        """From a policy context's ``batch`` entry; ``PlacementConfigError`` names a wrong field."""
+        if spec is None:
+            return cls()
+        if not isinstance(spec, Mapping):
+            raise PlacementConfigError(field, f"must be a mapping, got {type(spec).__name__}")
+        known = ("time_budget_s", "exact", "max_variables", "score_weight_ms")
+        if unknown := sorted(set(spec) - set(known)):
+            raise PlacementConfigError(f"{field}.{unknown[0]}", f"unknown key; expected one of {list(known)}")
+        values: dict[str, Any] = {}
+        for key in ("time_budget_s", "score_weight_ms"):
+            if key in spec:
+                v = spec[key]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                    raise PlacementConfigError(f"{field}.{key}", f"must be a finite number >= 0, got {v!r}")
+                values[key] = float(v)
+        if "exact" in spec:
+            if not isinstance(spec["exact"], bool):
+                raise PlacementConfigError(f"{field}.exact", f"must be true or false, got {spec['exact']!r}")
+            values["exact"] = spec["exact"]
+        if "max_variables" in spec:
+            v = spec["max_variables"]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise PlacementConfigError(f"{field}.max_variables", f"must be an integer >= 0, got {v!r}")
+            values["max_variables"] = v
+        return cls(**values)
+
+
+def placer_of(context: Mapping[str, Any]) -> str:
+    """``context["placer"]``: ``batch`` (default) or ``instance``."""
+    placer = context.get("placer") or DEFAULT_PLACER
+    if placer not in PLACERS:
+        raise PlacementConfigError("placer", f"expected one of {list(PLACERS)}, got {placer!r}")
+    return placer
+
+
+def _needed(requests: Sequence[ComponentRequest], nodes: Sequence[NodeView],
+            placed: Mapping[str, Sequence[str]] | None) -> dict[str, int]:
+    out = {}
+    for r in requests:
+        running = len(placed.get(r.name, ())) if placed is not None else sum(n.hosted.get(r.key, 0) for n in nodes)
+        out[r.name] = r.instances - running
+    return out
+
+
+def solve_assignment(problem: BatchProblem, options: BatchOptions, started: float) -> tuple[list[int], dict]:
+    """Heuristic first (the fallback), then the exact model on what remains of the budget."""
+    deadline = started + options.time_budget_s
+    assign, objective, rule = batch_heuristic.solve(problem, deadline)
+    info: dict[str, Any] = {"method": f"heuristic ({rule})", "heuristic": _objective_dict(objective)}
+    heuristic_ms = (time.perf_counter() - started) * 1e3
+    info["heuristic_ms"] = round(heuristic_ms, 2)
+    remaining = deadline - time.perf_counter()
+    if not options.exact:
+        info["exact"] = "off"
+    elif problem.size == 0:
+        info["exact"] = "optimal"
+        info["method"] = "exact"
+    elif remaining <= 0:
+        info["exact"] = "no time left in the budget"
+    else:
+        ilp = batch_ilp.solve(problem, time_limit_s=remaining, start=assign, max_variables=options.max_variables)
+        info["exact"] = ilp.status
+        info["variables"] = ilp.variables
+        if ilp.status == "too_large":
+            info["exact"] = f"not built: {ilp.variables} variables > max_variables {options.max_variables}"
+        if ilp.assign is not None:
+            exact = problem.evaluate(ilp.assign)
+            info["exact_objective"] = _objective_dict(exact)
+            if ilp.gap is not None:
+                info["gap"] = ilp.gap
+            if ilp.status == "optimal" or exact.better_than(objective):
+                assign, objective = ilp.assign, exact
+                info["method"] = "exact" if ilp.status == "optimal" else "exact (time limit, best found)"
+    info["objective"] = _objective_dict(objective)
+    return assign, info
+
+
+def _objective_dict(obj) -> dict[str, Any]:
+    return {"placed": obj.placed, "cost": round(obj.cost, 3), "link_ms_mean": round(obj.mean_link_ms, 3),
+            "links": obj.links}
+
+
+def place_batch(
+    requests: Sequence[ComponentRequest],
+    nodes: Sequence[NodeView],
+    weights: Mapping[str, float] | None = None,
+    *,
+    placed: Mapping[str, Sequence[str]] | None = None,
+    config: PlacementConfig | None = None,
+    options: BatchOptions | None = None,
+) -> AppPlacement:
+    """Place every missing instance of a batch as a whole; pure (inputs are not mutated).
+
+    Same contract as ``place_app`` (``placed``, skipped components, dependency rule, ``AppPlacement``);
+    requests of several apps may be mixed (names must be unique within the batch).
+    """
+    started = time.perf_counter()
+    opts = options or BatchOptions()
+    cfg = config or PlacementConfig()
+    by_name = {r.name: r for r in requests}
+    order = dependency_order(requests)
+    needed = _needed(requests, nodes, placed)
+    problem = build_problem([by_name[n] for n in order], needed, nodes, config=cfg, weights=weights,
+                            score_weight_ms=opts.score_weight_ms)
+    assign, info = solve_assignment(problem, opts, started)
+    result = _replay(problem, assign, order, by_name, needed, nodes, weights, cfg, info["method"])
+    info["fixed_up"] = (result.batch or {}).get("fixed_up", 0)
+    info["ms"] = round((time.perf_counter() - started) * 1e3, 2)
+    info["summary"] = _summary(info, result)
+    result.batch = info
+    return result
+
+
+def _replay(problem: BatchProblem, assign: Sequence[int], order: Sequence[str],
+            by_name: Mapping[str, ComponentRequest], needed: Mapping[str, int], nodes: Sequence[NodeView],
+            weights: Mapping[str, float] | None, cfg: PlacementConfig, method: str) -> AppPlacement:
+    """Land the assignment instance by instance through the filters (module docstring, step 3)."""
+    current = list(nodes)
+    position = {n.name: i for i, n in enumerate(current)}
+    result = AppPlacement(order=list(order))
+    comp_of = {r.name: c for c, r in enumerate(problem.requests)}
+    items_of: dict[int, list[int]] = {}
+    for item, comp in enumerate(problem.item_comp):
+        items_of.setdefault(comp, []).append(item)
+    fixed_up = 0
+    for name in order:
+        request = by_name[name]
+        failed = [d for d in request.depends_on if d in result.unplaceable]
+        if failed:
+            result.unplaceable[name] = [f"dependency {d} unplaceable" for d in failed]
+            continue
+        if needed[name] <= 0:
+            result.skipped.append(name)
+            continue
+        comp = comp_of[name]
+        snapshot = problem.decisions[comp]
+        best_alone = snapshot.ranking()[0] if snapshot.candidates else None
+        _, checks, broken = _prepare(request, cfg.filters)
+        decisions = result.decisions.setdefault(name, [])
+        landed = result.placements.setdefault(name, [])
+        for item in items_of[comp]:
+            node = assign[item]
+            decision: PlacementDecision | None = None
+            if node != UNPLACED and not broken:
+                view = current[node]
+                refused = [s for check in checks if (s := check(view)) is not None]
+                if not refused:
+                    note = None
+                    if view.name != best_alone:
+                        note = (f"chosen by the batch placer ({method}) for the app as a whole; "
+                                f"best alone: {best_alone}")
+                    decision = replace(snapshot, node=view.name, note=note)
+            if decision is None:   # left out, or refused now: the per-instance choice, if any
+                decision = schedule(request, current, weights, config=cfg)
+                if decision.node is not None:
+                    fixed_up += 1
+                    decision.note = "placed per instance after the batch"
+            decisions.append(decision)
+            if decision.node is None:
+                reasons = decision.reason_summary() or ["no nodes"]
+                if needed[name] > 1:
+                    reasons.insert(0, f"placed {len(landed)} of {needed[name]} instances")
+                result.unplaceable[name] = reasons
+                break
+            idx = position[decision.node]
+            current[idx] = current[idx].with_placed(request)
+            landed.append(decision.node)
+        if not landed:
+            del result.placements[name]
+    result.nodes = current
+    if fixed_up:
+        result.batch = {"fixed_up": fixed_up}
+    return result
+
+
+def _summary(info: Mapping[str, Any], result: AppPlacement) -> str:
+    obj = info["objective"]
+    placed = sum(len(v) for v in result.placements.values())
+    text = (f"batch placer: {info['method']} in {info['ms']:.1f} ms (exact model: {info['exact']}); "
+            f"{placed} instances placed, mean link latency {obj['link_ms_mean']:.1f} ms over {obj['links']} "
+            f"links")
+    heuristic = info["heuristic"]
+    if info["method"].startswith("exact"):
+        text += (f"; heuristic alone: {heuristic['placed']} placed, "
+                 f"{heuristic['link_ms_mean']:.1f} ms mean link latency")
+    return text
