@@ -3,11 +3,12 @@
 Placements age: a node that was full frees up, a data source moves, the app was placed one component at
 a time. ``plan_rebalance`` looks at one app whose instances all run and asks the batch placer what it
 would do now (``batch_problem`` objective: link latency + score cost, with the app's own instances
-taken off the nodes). It then moves instances one at a time, each time the single move with the largest
-gain (towards the batch placer's node or the best node given the others), and only while
+taken off the nodes). It then takes steps, each the candidate with the largest gain per moved
+instance: one instance to its best node given the others, or both ends of a link to where the batch
+placer would put them (a chain often gains only as a whole), and only while
 
-- the gain is at least ``min_gain_ms`` **and** at least ``min_gain_ratio`` of the app's current cost
-  (a move disrupts: a restart, a cold cache; small gains are not worth it),
+- the gain per moved instance is at least ``min_gain_ms`` **and** at least ``min_gain_ratio`` of the
+  app's current cost (a move disrupts: a restart, a cold cache; small gains are not worth it),
 - the moves of this plan stay within ``max_moves``,
 - the component has not moved in the last ``cooldown_s``,
 - the target has room with the instance still running where it is (make before break).
@@ -37,7 +38,7 @@ from mlsysops.policies.placement_engine import PlacementConfig
 class RebalanceOptions:
     min_gain_ms: float = 10.0
     min_gain_ratio: float = 0.2
-    max_moves: int = 1
+    max_moves: int = 2
     cooldown_s: float = 600.0
 
     @classmethod
@@ -69,6 +70,8 @@ class Move:
     to_node: str
     before: float
     after: float
+    step: int = 1
+    """Moves of one step go together (a linked pair); ``before``/``after`` are the step's."""
 
     @property
     def gain(self) -> float:
@@ -140,30 +143,47 @@ def plan_rebalance(
     plan.before = before.cost
     plan.threshold = max(opts.min_gain_ms, opts.min_gain_ratio * before.cost)
     state = list(current)
-    moved_components: set[str] = set()
-    for _ in range(opts.max_moves + 1):
-        best = _best_move(problem, state)
+    moved: set[str] = set()
+    step = 0
+    while True:
+        cost = problem.evaluate(state).cost
+        candidates = _candidates(problem, state, proposed)
+        best = None
+        for group, after in candidates:
+            names = {problem.requests[problem.item_comp[item]].name for item, _ in group}
+            blocked = [n for n in names if n in moved or (n in last_moved and now - last_moved[n] < opts.cooldown_s)]
+            per_move = (cost - after) / len(group)
+            if blocked:
+                if per_move >= plan.threshold:
+                    plan.declined.append(f"{_describe(problem, views, state, group)} gain {cost - after:.1f}: "
+                                         f"{', '.join(sorted(blocked))} in cooldown")
+                continue
+            if best is None or per_move > best[2]:
+                best = (group, after, per_move)
         if best is None:
             break
-        item, node, after = best
-        cost = problem.evaluate(state).cost
-        comp = problem.requests[problem.item_comp[item]].name
-        move = Move(comp, views[state[item]].name, views[node].name, cost, after)
-        since = last_moved.get(comp)
-        if move.gain < plan.threshold:
-            plan.declined.append(f"{move.explain()} below threshold {plan.threshold:.1f}")
+        group, after, per_move = best
+        text = f"{_describe(problem, views, state, group)}: app cost {cost:.1f} -> {after:.1f} ms"
+        if per_move < plan.threshold:
+            plan.declined.append(f"{text}, {per_move:.1f} per move below threshold {plan.threshold:.1f}")
             break
-        if len(plan.moves) >= opts.max_moves:
-            plan.declined.append(f"{move.explain()} over the budget of {opts.max_moves} move(s)")
+        if len(plan.moves) + len(group) > opts.max_moves:
+            plan.declined.append(f"{text}, over the budget of {opts.max_moves} move(s)")
             break
-        if comp in moved_components or (since is not None and now - since < opts.cooldown_s):
-            plan.declined.append(f"{move.explain()} in cooldown")
-            break
-        plan.moves.append(move)
-        moved_components.add(comp)
-        state[item] = node
+        step += 1
+        for item, node in group:
+            comp = problem.requests[problem.item_comp[item]].name
+            plan.moves.append(Move(comp, views[state[item]].name, views[node].name, cost, after, step))
+            moved.add(comp)
+            state[item] = node
     plan.after = problem.evaluate(state).cost
     return plan
+
+
+def _describe(problem: BatchProblem, views: Sequence[NodeView], state: Sequence[int],
+              group: Sequence[tuple[int, int]]) -> str:
+    return " + ".join(f"{problem.requests[problem.item_comp[item]].name} {views[state[item]].name} -> "
+                      f"{views[node].name}" for item, node in group)
 
 
 def _current_assignment(problem: BatchProblem, running: Mapping[str, Sequence[str]],
@@ -180,23 +200,47 @@ def _current_assignment(problem: BatchProblem, running: Mapping[str, Sequence[st
     return assign
 
 
-def _best_move(problem: BatchProblem, state: list[int]) -> tuple[int, int, float] | None:
-    """The single-instance move with the lowest resulting cost (None when none lowers it), to a feasible
-    node with room for the instance while it still runs where it is."""
+def _candidates(problem: BatchProblem, state: list[int],
+                proposed: Sequence[int]) -> list[tuple[list[tuple[int, int]], float]]:
+    """Moves that lower the cost, each with the cost after it: per instance its best other node, and
+    per link whose two ends the batch placer would put elsewhere, both moved together (a chain often
+    gains only as a whole). A target must have room while the instances still run where they are."""
     placed = PlacedState(problem)
     for item, node in enumerate(state):
         placed.place(item, node)
     base = problem.evaluate(state).cost
-    best: tuple[int, int, float] | None = None
+    out: list[tuple[list[tuple[int, int]], float]] = []
     for item, node in enumerate(state):
         comp = problem.item_comp[item]
         cost, fit = placed.costs(item)
-        here = cost[problem.position(comp, node)]
-        fit[problem.position(comp, node)] = False
+        here = problem.position(comp, node)
+        fit[here] = False
         if not fit.any():
             continue
         pos = int(np.where(fit, cost, np.inf).argmin())
-        after = base - (here - float(cost[pos]))
-        if after < base - 1e-9 and (best is None or after < best[2]):
-            best = (item, int(problem.feasible[comp][pos]), after)
-    return best
+        if cost[pos] < cost[here] - 1e-9:
+            group = [(item, int(problem.feasible[comp][pos]))]
+            out.append((group, _after(problem, state, group)))
+    for a, b in problem.item_edges:
+        group = [(i, proposed[i]) for i in (a, b) if proposed[i] not in (UNPLACED, state[i])]
+        if len(group) == 2 and _room(problem, placed, group):
+            after = _after(problem, state, group)
+            if after < base - 1e-9:
+                out.append((group, after))
+    return out
+
+
+def _after(problem: BatchProblem, state: Sequence[int], group: Sequence[tuple[int, int]]) -> float:
+    trial = list(state)
+    for item, node in group:
+        trial[item] = node
+    return problem.evaluate(trial).cost
+
+
+def _room(problem: BatchProblem, placed: PlacedState, group: Sequence[tuple[int, int]]) -> bool:
+    need: dict[int, tuple[float, float]] = {}
+    for item, node in group:
+        comp = problem.item_comp[item]
+        cpu, mem = need.get(node, (0.0, 0.0))
+        need[node] = (cpu + problem.cpu[comp], mem + problem.mem[comp])
+    return all(placed.cpu_left[n] >= c and placed.mem_left[n] >= m for n, (c, m) in need.items())

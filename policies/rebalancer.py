@@ -4,9 +4,9 @@ Cluster layer, application scope, priority 5 (relocation, 10, wins a conflict fo
 first). **Off by default**: it is not among the cluster's default policies; a slice turns it on by
 listing it (``policies: {cluster: {enabled: [filter_score_placement, relocation, rebalancer]}}``) and may
 tune it (``settings: {rebalancer: {rebalance: {...}}}``). Once on, its defaults are conservative: every
-60 s, at most one move per app, only for a gain of at least 10 ms *and* 20 % of the app's cost (link
-latency + score cost, ``batch_problem``), a component moved at most once per 10 minutes
-(``rebalance_logic``). Each plan's explanation has the app's cost before and after, the cost of the
+60 s, at most 2 instance moves per app (one linked pair), only for a gain per moved instance of at least
+10 ms *and* 20 % of the app's cost (link latency + score cost, ``batch_problem``), a component moved at
+most once per 10 minutes (``rebalance_logic``). Each plan's explanation has the app's cost before and after, the cost of the
 whole app re-placed now, every move with its gain and the moves declined with why.
 """
 
