@@ -23,7 +23,8 @@ Scenario generator (``make_scenario(nodes, seed, load)``), all from one ``random
 
 Policies, same scenario, apps in arrival order unless said:
 ``default`` = what the cluster agent does (``filter_score_placement``: the batch placer per app, default
-budget); ``batch (all apps)`` = the batch placer on all apps at once; ``per-instance`` = the previous
+budget); ``batch (all apps)`` = the batch placer on all apps at once (default budget, 0.2 s; ``all, 2 s``:
+a 2 s budget); ``per-instance`` = the previous
 default (``place_app``); ``first-fit``, ``random``, ``least-allocated`` (most free cpu+memory),
 ``nearest greedy`` (feasible node with the lowest latency to the placed peers and sources);
 ``optimum`` = the exact model on all apps at once with ``--optimum-limit-s`` (shown only where HiGHS
@@ -56,6 +57,7 @@ GI = 1 << 30
 MI = 1 << 20
 ZONE = 10
 UNKNOWN_MS = 100.0
+OPTIMUM_MAX_VARIABLES = 400_000   # larger models take longer to build than the optimum limit allows
 WHAT_NODES_ARE = tuple(f for f in DEFAULT_FILTERS if f.name not in ("cpu", "memory"))
 
 
@@ -217,7 +219,7 @@ def optimum(nodes, apps, limit_s: float) -> dict[str, dict[str, list[str]]] | No
     order = dependency_order(flat)
     by_name = {r.name: r for r in flat}
     problem = build_problem([by_name[n] for n in order], {r.name: r.instances for r in flat}, nodes)
-    result = batch_ilp.solve(problem, time_limit_s=limit_s, max_variables=2_000_000)
+    result = batch_ilp.solve(problem, time_limit_s=limit_s, max_variables=OPTIMUM_MAX_VARIABLES)
     if result.status != "optimal" or result.assign is None:
         return None
     out: dict[str, dict[str, list[str]]] = {}
@@ -276,7 +278,7 @@ def nearest(c, feasible, nodes, where):
 
 
 # -- run -----------------------------------------------------------------------------------------------
-POLICIES = ("default", "batch (all apps)", "per-instance", "first-fit", "random", "least-allocated",
+POLICIES = ("default", "batch (all apps)", "batch (all, 2 s)", "per-instance", "first-fit", "random", "least-allocated",
             "nearest greedy")
 
 
@@ -292,6 +294,8 @@ def run_size(count: int, seeds: Sequence[int], load: float, optimum_limit_s: flo
                 res = _per_app(nodes, apps, lambda comps, cur: place_batch(comps, cur))
             elif policy == "batch (all apps)":
                 res = _joint(nodes, apps, BatchOptions())
+            elif policy == "batch (all, 2 s)":
+                res = _joint(nodes, apps, BatchOptions(time_budget_s=2.0))
             elif policy == "per-instance":
                 res = _per_app(nodes, apps, lambda comps, cur: place_app(comps, cur))
             else:
