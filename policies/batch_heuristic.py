@@ -5,7 +5,8 @@ latency + score cost, capacity is shared. Two constructions run and the better o
 
 - **regret**: repeatedly place the item that would lose the most by waiting (second-best minus best
   cost over the nodes it still fits; an item with one option left has infinite regret), on its best node;
-- **scarcity**: repeatedly place the item with the fewest nodes it still fits (ties: larger request).
+- **scarcity**: repeatedly place the item with the fewest nodes it still fits (ties: larger request);
+  only when regret left something unplaced (it is about contention).
 
 Repair then loops until nothing improves or the deadline passes: *insert* an unplaced item by moving one
 item out of its way (an ejection chain of length one: more placed always wins), *relocate* one item to
@@ -25,7 +26,8 @@ from mlsysops.policies.batch_problem import UNPLACED, BatchProblem, Objective
 
 INF = float("inf")
 MAX_PASSES = 20
-EJECT_CANDIDATES = 24   # nodes tried per unplaced item in the insert move, cheapest first
+EJECT_CANDIDATES = 24
+PAIR_CANDIDATES = 8     # nodes per end of a link tried by the pair move   # nodes tried per unplaced item in the insert move, cheapest first
 
 
 class PlacedState:
@@ -58,15 +60,16 @@ class PlacedState:
         comp = self.p.item_comp[item]
         return self.cpu_left[node] >= self.p.cpu[comp] and self.mem_left[node] >= self.p.mem[comp]
 
-    def costs(self, item: int) -> tuple[np.ndarray, np.ndarray]:
-        """Cost of ``item`` on each of its feasible nodes given the placed others, and where it fits."""
+    def costs(self, item: int, without: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """Cost of ``item`` on each of its feasible nodes given the placed others (but ``without``), and
+        where it fits."""
         p = self.p
         comp = p.item_comp[item]
         cand = p.feasible[comp]
         cost = p.static_cost[comp].copy()
         for other in p.partners(item):
             node = self.assign[other]
-            if node != UNPLACED:
+            if node != UNPLACED and other != without:
                 cost += p.latency_row(node)[cand]
         fit = (self.cpu_left[cand] >= p.cpu[comp]) & (self.mem_left[cand] >= p.mem[comp])
         return cost, fit
@@ -94,8 +97,8 @@ def solve(problem: BatchProblem, deadline: float | None = None) -> tuple[list[in
         objective = problem.evaluate(state.assign)
         if best is None or objective.better_than(best[1]):
             best = (list(state.assign), objective, rule)
-        if deadline is not None and time.perf_counter() > deadline:
-            break
+        if objective.placed == problem.size or (deadline is not None and time.perf_counter() > deadline):
+            break   # scarcity ordering is for contention: with everything placed, regret is enough
     assert best is not None
     return best
 
@@ -146,8 +149,95 @@ def _repair(state: PlacedState, deadline: float | None) -> None:
         changed = _insert(state)
         changed |= _relocate(state)
         changed |= _swap(state, deadline)
-        if not changed:
+        changed |= _exchange(state, deadline)
+        # the pair move is the costly one: only once the single moves are stuck
+        if not changed and not _move_pairs(state, deadline):
             return
+
+
+def _move_pairs(state: PlacedState, deadline: float | None) -> bool:
+    """Move both ends of a link at once to their best pair of nodes (a chain that should sit elsewhere
+    gains nothing from moving one end alone). Pairs among each end's ``PAIR_CANDIDATES`` cheapest nodes
+    (and the other end's, for sharing a node): a full block would cost |F|^2 latency lookups."""
+    p = state.p
+    changed = False
+    for a, b in p.item_edges:
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        na, nb = state.assign[a], state.assign[b]
+        if na == UNPLACED or nb == UNPLACED:
+            continue
+        current = state.cost_at(a, na) + state.cost_at(b, nb) - p.latency(nb, na)
+        state.remove(a)
+        state.remove(b)
+        ca, cb = p.item_comp[a], p.item_comp[b]
+        cost_a, fit_a = state.costs(a, without=b)
+        cost_b, fit_b = state.costs(b, without=a)
+        top_a = _cheapest(p.feasible[ca], cost_a, fit_a)
+        top_b = _cheapest(p.feasible[cb], cost_b, fit_b)
+        nodes_a = sorted(top_a | {k for k in top_b if p.position(ca, k) is not None and fit_a[p.position(ca, k)]})
+        nodes_b = sorted(top_b | {k for k in top_a if p.position(cb, k) is not None and fit_b[p.position(cb, k)]})
+        best: tuple[float, int, int] | None = None
+        for ka in nodes_a:
+            base = float(cost_a[p.position(ca, ka)])
+            for kb in nodes_b:
+                if ka == kb and (state.cpu_left[ka] < p.cpu[ca] + p.cpu[cb]
+                                 or state.mem_left[ka] < p.mem[ca] + p.mem[cb]):
+                    continue
+                total = base + float(cost_b[p.position(cb, kb)]) + p.latency(ka, kb)
+                if best is None or total < best[0]:
+                    best = (total, ka, kb)
+        if best is not None and best[0] < current - 1e-9:
+            state.place(a, best[1])
+            state.place(b, best[2])
+            changed = True
+        else:
+            state.place(a, na)
+            state.place(b, nb)
+    return changed
+
+
+def _cheapest(cand: np.ndarray, cost: np.ndarray, fit: np.ndarray) -> set[int]:
+    masked = np.where(fit, cost, INF)
+    k = min(PAIR_CANDIDATES, int(fit.sum()))
+    if k == 0:
+        return set()
+    idx = np.argpartition(masked, k - 1)[:k]
+    return {int(cand[i]) for i in idx}
+
+
+def _exchange(state: PlacedState, deadline: float | None) -> bool:
+    """Same count, lower cost: leave out a placed item and place an unplaced one instead (which
+    instances to place is part of the choice when not all fit). Never drops a dependency."""
+    p = state.p
+    changed = False
+    needed = {w for deps in p.item_deps for w in deps}
+    for item in range(p.size):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        if state.assign[item] != UNPLACED or not state.ready(item):
+            continue
+        best: tuple[float, int, int] | None = None
+        for out in range(p.size):
+            node = state.assign[out]
+            if node == UNPLACED or out in needed or out in p.item_deps[item]:
+                continue
+            saved = state.cost_at(out, node)
+            state.remove(out)
+            cost, fit = state.costs(item, without=out)
+            state.place(out, node)
+            if not fit.any():
+                continue
+            pos = int(np.where(fit, cost, INF).argmin())
+            delta = float(cost[pos]) - saved
+            if delta < -1e-9 and (best is None or delta < best[0]):
+                best = (delta, out, int(p.feasible[p.item_comp[item]][pos]))
+        if best is not None:
+            _, out, node = best
+            state.remove(out)
+            state.place(item, node)
+            changed = True
+    return changed
 
 
 def _insert(state: PlacedState) -> bool:

@@ -3,15 +3,15 @@
 Variables, on a ``BatchProblem`` (``batch_problem``):
 
 - ``x[u, k]`` binary: item ``u`` runs on node ``k``, for the nodes its filters allowed;
-- ``y[e, p, q]`` in [0, 1]: the two items of link ``e`` run on ``p`` and ``q`` (the standard
-  linearisation of the product ``x[a, p] x[b, q]``: ``sum_q y[e, p, q] <= x[a, p]``,
-  ``sum_p y[e, p, q] <= x[b, q]``, ``sum y[e] >= sum x[a] + sum x[b] - 1``; with latency >= 0 the
-  cheapest ``y`` is exactly the product).
+  plus ``x[u, none]`` (not placed), one per item, so that every item's columns sum to 1;
+- ``y[e, p, q]`` in [0, 1]: the two items of link ``e`` run on ``p`` and ``q`` (``none`` included), the
+  linearisation of the product ``x[a, p] x[b, q]`` in transportation form: ``sum_q y[e, p, q] =
+  x[a, p]`` and ``sum_p y[e, p, q] = x[b, q]`` (tight in the LP relaxation where inequalities are weak).
 
 Constraints: an item on at most one node; cpu and memory per node within what is free (rows only where
 the items that may go there could overflow it); an item only with every item of its in-batch
-dependencies. Objective: minimise ``sum (static cost - R) x + sum latency y`` with one reward ``R``
-per placed item larger than any cost, so the placed count is maximised first, then the cost.
+dependencies. Objective, lexicographic in two solves: the most items placed (``x`` only), then the
+lowest ``sum static cost x + sum latency y`` among assignments placing that many.
 
 The model grows with the product of the feasible node sets of linked components; above
 ``max_variables`` it is not built (the heuristic answers alone). HiGHS stops at ``time_limit_s``
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from mlsysops.policies.batch_problem import UNPLACED, BatchProblem
 
-DEFAULT_MAX_VARIABLES = 60_000
+DEFAULT_MAX_VARIABLES = 20_000
 
 _banner_lock = threading.Lock()
 _banner_done = False
@@ -48,7 +49,7 @@ class IlpResult:
 
 
 def count_variables(problem: BatchProblem) -> int:
-    sizes = [len(f) for f in problem.feasible]
+    sizes = [len(f) + 1 for f in problem.feasible]   # + "not placed"
     x = sum(sizes[c] for c in problem.item_comp)
     y = sum(sizes[problem.item_comp[a]] * sizes[problem.item_comp[b]] for a, b in problem.item_edges)
     return x + y
@@ -87,7 +88,11 @@ def solve(
     max_variables: int = DEFAULT_MAX_VARIABLES,
     threads: int = 1,
 ) -> IlpResult:
-    """Solve the exact model within ``time_limit_s``; ``start`` is a known assignment to begin from."""
+    """Solve the exact model within ``time_limit_s``; ``start`` is a known assignment to begin from.
+
+    Two phases, lexicographic: the most items that fit (no links: a small model whose bound is what
+    makes the count hard to prove), then the lowest cost among assignments placing that many. The
+    count phase may use up to half of the time."""
     variables = count_variables(problem)
     if variables > max_variables:
         return IlpResult("too_large", None, variables)
@@ -95,14 +100,45 @@ def solve(
         return IlpResult("optimal", [], 0)
     import highspy
 
+    began = time.perf_counter()
     model = _Model(problem)
+    counted = _run(model, highspy, "count", time_limit_s / 2, start, threads)
+    if counted.error:
+        return IlpResult(counted.error, None, variables, None, time.perf_counter() - began)
+    floor = counted.placed
+    if start is not None:
+        floor = max(floor, sum(1 for n in start if n != UNPLACED))
+    begin_from = start if start is not None and sum(1 for n in start if n != UNPLACED) >= floor else counted.assign
+    left = time_limit_s - (time.perf_counter() - began)
+    if left <= 0:
+        return IlpResult("time_limit", begin_from, variables, None, time.perf_counter() - began)
+    costed = _run(model, highspy, "cost", left, begin_from, threads, min_count=floor)
+    seconds = time.perf_counter() - began
+    if costed.error:
+        return IlpResult(costed.error, begin_from, variables, None, seconds)
+    label = "optimal" if counted.optimal and costed.optimal else "time_limit"
+    if costed.assign is None:
+        return IlpResult(label if begin_from is not None else "no_solution", begin_from, variables, None, seconds)
+    return IlpResult(label, costed.assign, variables, 0.0 if label == "optimal" else costed.gap, seconds)
+
+
+@dataclass(slots=True)
+class _Phase:
+    assign: list[int] | None = None
+    placed: int = 0
+    optimal: bool = False
+    gap: float | None = None
+    error: str | None = None
+
+
+def _run(model: _Model, highspy, phase: str, limit_s: float, start: Sequence[int] | None, threads: int,
+         min_count: int = 0) -> _Phase:
     highs = _new_highs()
-    for name, value in (("time_limit", max(time_limit_s, 1e-3)), ("mip_rel_gap", 1e-9),
-                        ("mip_abs_gap", 1e-7), ("threads", threads), ("random_seed", 0)):
+    for name, value in (("time_limit", max(limit_s, 1e-3)), ("mip_rel_gap", 1e-9), ("mip_abs_gap", 1e-7),
+                        ("threads", threads), ("random_seed", 0)):
         highs.setOptionValue(name, value)
-    lp = model.lp(highspy)
-    if highs.passModel(lp) != highspy.HighsStatus.kOk:
-        return IlpResult("error: model rejected by HiGHS", None, variables)
+    if highs.passModel(model.lp(highspy, phase, min_count)) != highspy.HighsStatus.kOk:
+        return _Phase(error="error: model rejected by HiGHS")
     if start is not None:
         sol = highspy.HighsSolution()
         sol.col_value = model.columns_of(start)
@@ -110,23 +146,23 @@ def solve(
     highs.run()
     status = highs.getModelStatus()
     info = highs.getInfo()
-    seconds = highs.getRunTime()
-    has_solution = info.primal_solution_status == highspy.SolutionStatus.kSolutionStatusFeasible
-    if status == highspy.HighsModelStatus.kOptimal:
-        label = "optimal"
-    elif status == highspy.HighsModelStatus.kTimeLimit:
-        label = "time_limit"
-    else:
-        label = f"error: {highs.modelStatusToString(status)}"
-    if not has_solution:
-        return IlpResult(label if label != "optimal" else "no_solution", None, variables, None, seconds)
-    values = np.asarray(highs.getSolution().col_value)
-    gap = float(info.mip_gap) if label != "optimal" else 0.0
-    return IlpResult(label, model.assignment(values), variables, gap, seconds)
+    if status not in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit):
+        return _Phase(error=f"error: {highs.modelStatusToString(status)}")
+    if info.primal_solution_status != highspy.SolutionStatus.kSolutionStatusFeasible:
+        return _Phase()
+    assign = model.assignment(np.asarray(highs.getSolution().col_value))
+    return _Phase(assign, sum(1 for n in assign if n != UNPLACED), status == highspy.HighsModelStatus.kOptimal,
+                  float(info.mip_gap))
 
 
 class _Model:
-    """Column and row layout of the program for one problem."""
+    """Column and row layout of the program for one problem.
+
+    Each item has one column per feasible node and one for "not placed" (``none``), summing to 1; each
+    link a block of ``y`` over (nodes of one end + none) x (nodes of the other + none) whose rows and
+    columns sum to the ends' ``x`` (equalities: the transportation form of the product, much tighter in
+    the LP relaxation than inequalities). Pairs with an end not placed cost 0, as in ``evaluate``.
+    """
 
     def __init__(self, problem: BatchProblem) -> None:
         self.p = problem
@@ -134,23 +170,27 @@ class _Model:
         col = 0
         for comp in problem.item_comp:
             self.x_start.append(col)
-            col += len(problem.feasible[comp])
+            col += len(problem.feasible[comp]) + 1
         self.y_start: list[int] = []
         self.lat: list[np.ndarray] = []
         for a, b in problem.item_edges:
             fa, fb = problem.feasible[problem.item_comp[a]], problem.feasible[problem.item_comp[b]]
             self.y_start.append(col)
-            block = np.stack([problem.latency_row(int(k))[fb] for k in fa]) if len(fa) and len(fb) else (
-                np.zeros((len(fa), len(fb))))
+            block = np.zeros((len(fa) + 1, len(fb) + 1))
+            for i, k in enumerate(fa):
+                block[i, :len(fb)] = problem.latency_row(int(k))[fb]
             self.lat.append(block)
             col += block.size
         self.num_col = col
 
-    def lp(self, highspy):
+    def _width(self, item: int) -> int:
+        return len(self.p.feasible[self.p.item_comp[item]])
+
+    def lp(self, highspy, phase: str, min_count: int = 0):
+        """``count``: maximise placed items (no link rows); ``cost``: minimise the cost with at least
+        ``min_count`` items placed."""
         p = self.p
         cost = np.zeros(self.num_col)
-        reward = 1.0 + sum(float(p.static_cost[c].max()) for c in p.item_comp if len(p.static_cost[c]))
-        reward += sum(float(block.max()) for block in self.lat if block.size)
         rows: list[np.ndarray] = []
         cols: list[np.ndarray] = []
         vals: list[np.ndarray] = []
@@ -165,10 +205,16 @@ class _Model:
             lower.append(lo)
             upper.append(hi)
 
+        real = []
         for item, comp in enumerate(p.item_comp):
-            span = np.arange(self.x_start[item], self.x_start[item] + len(p.feasible[comp]))
-            cost[span] = p.static_cost[comp] - reward
-            add_row(span, np.ones(len(span)), -inf, 1.0)
+            width = self._width(item)
+            cost[self.x_start[item]:self.x_start[item] + width] = -1.0 if phase == "count" else p.static_cost[comp]
+            span = np.arange(self.x_start[item], self.x_start[item] + width + 1)
+            add_row(span, np.ones(len(span)), 1.0, 1.0)
+            real.append(span[:-1])
+        if phase == "cost" and min_count > 0:
+            columns = np.concatenate(real)
+            add_row(columns, np.ones(len(columns)), float(min_count), inf)
         # capacity: per node, the columns of every item that may go there
         by_node: dict[int, list[tuple[int, int]]] = {}
         for item, comp in enumerate(p.item_comp):
@@ -180,26 +226,22 @@ class _Model:
             for demand, free in ((p.cpu[comps], p.cpu_free[node]), (p.mem[comps], p.mem_free[node])):
                 if demand.sum() > free:
                     add_row(c, demand, -inf, float(free))
-        # links
-        for e, (a, b) in enumerate(p.item_edges):
+        # links: rows and columns of each block sum to the ends' columns (none included)
+        for e, (a, b) in enumerate(p.item_edges if phase == "cost" else ()):
             block = self.lat[e]
             na, nb = block.shape
             start = self.y_start[e]
             cost[start:start + block.size] = block.ravel()
             ys = np.arange(start, start + block.size).reshape(na, nb)
             for i in range(na):
-                add_row(np.append(ys[i], self.x_start[a] + i), np.append(np.ones(nb), -1.0), -inf, 0.0)
+                add_row(np.append(ys[i], self.x_start[a] + i), np.append(np.ones(nb), -1.0), 0.0, 0.0)
             for j in range(nb):
-                add_row(np.append(ys[:, j], self.x_start[b] + j), np.append(np.ones(na), -1.0), -inf, 0.0)
-            xa = np.arange(self.x_start[a], self.x_start[a] + na)
-            xb = np.arange(self.x_start[b], self.x_start[b] + nb)
-            add_row(np.concatenate([ys.ravel(), xa, xb]),
-                    np.concatenate([np.ones(block.size), -np.ones(na), -np.ones(nb)]), -1.0, inf)
+                add_row(np.append(ys[:, j], self.x_start[b] + j), np.append(np.ones(na), -1.0), 0.0, 0.0)
         # dependencies: an item only with every item it depends on
         for item, deps in enumerate(p.item_deps):
-            mine = np.arange(self.x_start[item], self.x_start[item] + len(p.feasible[p.item_comp[item]]))
+            mine = np.arange(self.x_start[item], self.x_start[item] + self._width(item))
             for dep in deps:
-                theirs = np.arange(self.x_start[dep], self.x_start[dep] + len(p.feasible[p.item_comp[dep]]))
+                theirs = np.arange(self.x_start[dep], self.x_start[dep] + self._width(dep))
                 add_row(np.concatenate([mine, theirs]),
                         np.concatenate([np.ones(len(mine)), -np.ones(len(theirs))]), -inf, 0.0)
 
@@ -223,8 +265,8 @@ class _Model:
         lp.a_matrix_.index_ = r[order]
         lp.a_matrix_.value_ = v[order]
         integrality = [highspy.HighsVarType.kContinuous] * self.num_col
-        for item, comp in enumerate(p.item_comp):
-            for col in range(self.x_start[item], self.x_start[item] + len(p.feasible[comp])):
+        for item in range(p.size):
+            for col in range(self.x_start[item], self.x_start[item] + self._width(item) + 1):
                 integrality[col] = highspy.HighsVarType.kInteger
         lp.integrality_ = integrality
         return lp
@@ -232,21 +274,20 @@ class _Model:
     def columns_of(self, assign: Sequence[int]) -> list[float]:
         values = np.zeros(self.num_col)
         p = self.p
+        where = []
         for item, node in enumerate(assign):
-            if node != UNPLACED:
-                values[self.x_start[item] + p.position(p.item_comp[item], node)] = 1.0
+            pos = self._width(item) if node == UNPLACED else p.position(p.item_comp[item], node)
+            values[self.x_start[item] + pos] = 1.0
+            where.append(pos)
         for e, (a, b) in enumerate(p.item_edges):
-            if assign[a] != UNPLACED and assign[b] != UNPLACED:
-                i = p.position(p.item_comp[a], assign[a])
-                j = p.position(p.item_comp[b], assign[b])
-                values[self.y_start[e] + i * self.lat[e].shape[1] + j] = 1.0
+            values[self.y_start[e] + where[a] * self.lat[e].shape[1] + where[b]] = 1.0
         return values.tolist()
 
     def assignment(self, values: np.ndarray) -> list[int]:
         p = self.p
         out = []
         for item, comp in enumerate(p.item_comp):
-            span = values[self.x_start[item]:self.x_start[item] + len(p.feasible[comp])]
+            span = values[self.x_start[item]:self.x_start[item] + self._width(item)]
             best = int(span.argmax()) if len(span) else -1
             out.append(int(p.feasible[comp][best]) if best >= 0 and span[best] > 0.5 else UNPLACED)
         return out

@@ -95,9 +95,14 @@ def placer_of(context: Mapping[str, Any]) -> str:
 
 def _needed(requests: Sequence[ComponentRequest], nodes: Sequence[NodeView],
             placed: Mapping[str, Sequence[str]] | None) -> dict[str, int]:
+    hosted: dict[tuple[str, str], int] = {}
+    if placed is None:   # one pass over the nodes, not one per component
+        for n in nodes:
+            for key, count in n.hosted.items():
+                hosted[key] = hosted.get(key, 0) + count
     out = {}
     for r in requests:
-        running = len(placed.get(r.name, ())) if placed is not None else sum(n.hosted.get(r.key, 0) for n in nodes)
+        running = len(placed.get(r.name, ())) if placed is not None else hosted.get(r.key, 0)
         out[r.name] = r.instances - running
     return out
 

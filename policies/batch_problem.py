@@ -92,7 +92,13 @@ class BatchProblem:
         return row
 
     def latency(self, a: int, b: int) -> float:
-        return 0.0 if a == b else float(self.latency_row(a)[b])
+        if a == b:
+            return 0.0
+        row = self._rows.get(a)
+        if row is not None:
+            return float(row[b])
+        src, dst = self.nodes[a], self.nodes[b]
+        return src.latency_ms.get(dst.name, dst.latency_ms.get(src.name, self.unknown_latency_ms))
 
     def position(self, comp: int, node: int) -> int | None:
         """Index of ``node`` in ``feasible[comp]`` (None when infeasible)."""
