@@ -179,7 +179,9 @@ def place_batch(
 def _replay(problem: BatchProblem, assign: Sequence[int], order: Sequence[str],
             by_name: Mapping[str, ComponentRequest], needed: Mapping[str, int], nodes: Sequence[NodeView],
             weights: Mapping[str, float] | None, cfg: PlacementConfig, method: str) -> AppPlacement:
-    """Land the assignment instance by instance through the filters (module docstring, step 3)."""
+    """Land the assignment through the filters (module docstring, step 3): first every instance the
+    solver placed, in dependency order, then, on what capacity is left, the ones it left out or a filter
+    refused, per instance (so a fix-up never takes the room of an instance the solver placed)."""
     current = list(nodes)
     position = {n.name: i for i, n in enumerate(current)}
     result = AppPlacement(order=list(order))
@@ -187,51 +189,61 @@ def _replay(problem: BatchProblem, assign: Sequence[int], order: Sequence[str],
     items_of: dict[int, list[int]] = {}
     for item, comp in enumerate(problem.item_comp):
         items_of.setdefault(comp, []).append(item)
+    landed: dict[str, list[tuple[int, PlacementDecision]]] = {}
+    # pass 1: the solver's choices, each checked by every filter on the views as they fill
+    for name in order:
+        if needed[name] <= 0:
+            continue
+        request = by_name[name]
+        comp = comp_of[name]
+        snapshot = problem.decisions[comp]
+        best_alone = snapshot.ranking()[0] if snapshot.candidates else None
+        _, checks, broken = _prepare(request, cfg.filters)
+        for item in items_of[comp]:
+            node = assign[item]
+            if node == UNPLACED or broken:
+                continue
+            view = current[node]
+            if any(check(view) is not None for check in checks):
+                continue
+            note = None
+            if view.name != best_alone:
+                note = f"chosen by the batch placer ({method}) for the app as a whole; best alone: {best_alone}"
+            landed.setdefault(name, []).append((item, replace(snapshot, node=view.name, note=note)))
+            current[node] = view.with_placed(request)
+    # pass 2: in dependency order, the dependency rule, then per instance what is still missing
     fixed_up = 0
     for name in order:
         request = by_name[name]
+        mine = landed.get(name, [])
         failed = [d for d in request.depends_on if d in result.unplaceable]
-        if failed:
+        if failed and not mine:
             result.unplaceable[name] = [f"dependency {d} unplaceable" for d in failed]
             continue
         if needed[name] <= 0:
             result.skipped.append(name)
             continue
-        comp = comp_of[name]
-        snapshot = problem.decisions[comp]
-        best_alone = snapshot.ranking()[0] if snapshot.candidates else None
-        _, checks, broken = _prepare(request, cfg.filters)
-        decisions = result.decisions.setdefault(name, [])
-        landed = result.placements.setdefault(name, [])
-        for item in items_of[comp]:
-            node = assign[item]
-            decision: PlacementDecision | None = None
-            if node != UNPLACED and not broken:
-                view = current[node]
-                refused = [s for check in checks if (s := check(view)) is not None]
-                if not refused:
-                    note = None
-                    if view.name != best_alone:
-                        note = (f"chosen by the batch placer ({method}) for the app as a whole; "
-                                f"best alone: {best_alone}")
-                    decision = replace(snapshot, node=view.name, note=note)
-            if decision is None:   # left out, or refused now: the per-instance choice, if any
-                decision = schedule(request, current, weights, config=cfg)
-                if decision.node is not None:
-                    fixed_up += 1
-                    decision.note = "placed per instance after the batch"
+        decisions = [d for _, d in mine]
+        hosts = [d.node for d in decisions]
+        while len(hosts) < needed[name] and not failed:
+            decision = schedule(request, current, weights, config=cfg)
             decisions.append(decision)
             if decision.node is None:
-                reasons = decision.reason_summary() or ["no nodes"]
-                if needed[name] > 1:
-                    reasons.insert(0, f"placed {len(landed)} of {needed[name]} instances")
-                result.unplaceable[name] = reasons
                 break
+            fixed_up += 1
+            decision.note = "placed per instance after the batch"
             idx = position[decision.node]
             current[idx] = current[idx].with_placed(request)
-            landed.append(decision.node)
-        if not landed:
-            del result.placements[name]
+            hosts.append(decision.node)
+        result.decisions[name] = decisions
+        if hosts:
+            result.placements[name] = hosts
+        if len(hosts) < needed[name]:
+            reasons = (decisions[-1].reason_summary() if decisions and decisions[-1].node is None else []) or [
+                f"dependency {d} unplaceable" for d in failed] or ["no nodes"]
+            if needed[name] > 1:
+                reasons.insert(0, f"placed {len(hosts)} of {needed[name]} instances")
+            result.unplaceable[name] = reasons
     result.nodes = current
     if fixed_up:
         result.batch = {"fixed_up": fixed_up}

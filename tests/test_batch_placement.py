@@ -130,6 +130,15 @@ def test_respects_every_filter_on_generated_continua(size: int) -> None:
     greedy = place_app(flat, nodes)
     placed = sum(map(len, result.placements.values()))
     assert placed >= sum(map(len, greedy.placements.values()))
+    # what landed is what the solver chose: the landed placement scores the solver's objective
+    problem = build_problem([{r.name: r for r in flat}[n] for n in dependency_order(flat)],
+                            {r.name: r.instances for r in flat}, nodes)
+    index = {n.name: i for i, n in enumerate(nodes)}
+    hosts = {name: list(where) for name, where in result.placements.items()}
+    landed = [index[hosts[problem.requests[c].name].pop(0)] if hosts.get(problem.requests[c].name) else UNPLACED
+              for c in problem.item_comp]
+    if result.batch["fixed_up"] == 0:
+        assert problem.evaluate(landed).cost == pytest.approx(result.batch["objective"]["cost"], abs=1e-2)
 
 
 def test_a_filter_the_model_cannot_see_still_holds() -> None:
@@ -161,7 +170,7 @@ def test_falls_back_to_the_heuristic_within_its_budget() -> None:
     assert none_left.batch["exact"] == "no time left in the budget"
     _assert_respects_filters(flat, nodes, none_left)
     # a model too large to build
-    too_large = place_batch(flat, nodes, options=BatchOptions(max_variables=100))
+    too_large = place_batch(flat, nodes, options=BatchOptions(max_variables=100, time_budget_s=30.0))
     assert too_large.batch["exact"].startswith("not built")
     assert too_large.placements == none_left.placements or too_large.batch["method"].startswith("heuristic")
     # HiGHS stopped by the budget (this model needs seconds to prove optimal): the better answer is kept
