@@ -22,9 +22,10 @@ Scenario generator (``make_scenario(nodes, seed, load)``), all from one ``random
   cpu of the nodes each component may use, so not everything fits and layer/label constraints bind.
 
 Policies, same scenario, apps in arrival order unless said:
-``default`` = what the cluster agent does (``filter_score_placement``: the batch placer per app, default
-budget); ``batch (all apps)`` = the batch placer on all apps at once (default budget, 0.2 s; ``all, 2 s``:
-a 2 s budget); ``per-instance`` = the previous
+``default`` = what the cluster agent's ``filter_score_placement`` does with these apps pending together
+(``place_apps``: the batch placer on all of them at once, default 0.2 s budget; ``batch, 2 s``: the same
+with a 2 s budget); ``batch per app`` = the batch placer one app at a time in arrival order (apps that
+arrive one by one, or ``batch.scope: app``); ``per-instance`` = the previous
 default (``place_app``); ``first-fit``, ``random``, ``least-allocated`` (most free cpu+memory),
 ``nearest greedy`` (feasible node with the lowest latency to the placed peers and sources);
 ``optimum`` = the exact model on all apps at once with ``--optimum-limit-s`` (shown only where HiGHS
@@ -51,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlsysops.agents.placement.types import ComponentRequest, NodeView  # noqa: E402
 from mlsysops.policies import batch_ilp  # noqa: E402
-from mlsysops.policies.batch_placement import BatchOptions, place_batch  # noqa: E402
+from mlsysops.policies.batch_placement import BatchOptions, place_apps, place_batch  # noqa: E402
 from mlsysops.policies.batch_problem import UNPLACED, build_problem  # noqa: E402
 from mlsysops.policies.placement_engine import dependency_order, place_app  # noqa: E402
 from mlsysops.policies.placement_filters import DEFAULT_FILTERS, applicable_filters  # noqa: E402
@@ -189,14 +190,10 @@ def _per_app(nodes, apps, place: Callable) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def _joint(nodes, apps, options: BatchOptions) -> dict[str, dict[str, list[str]]]:
-    flat, owner = _flatten(apps)
-    result = place_batch(flat, nodes, options=options)
-    out: dict[str, dict[str, list[str]]] = {}
-    for name, hosts in result.placements.items():
-        app, comp = owner[name]
-        out.setdefault(app, {})[comp] = hosts
-    return out
+def _together(nodes, apps, options: BatchOptions) -> dict[str, dict[str, list[str]]]:
+    """What the cluster's policy does with these apps pending together (``batch.scope: cluster``)."""
+    results = place_apps({comps[0].app: comps for comps in apps}, nodes, options=options)
+    return {app: result.placements for app, result in results.items()}
 
 
 def _flatten(apps):
@@ -299,7 +296,7 @@ def nearest(c, feasible, nodes, where):
 
 
 # -- run -----------------------------------------------------------------------------------------------
-POLICIES = ("default", "batch (all apps)", "batch (all, 2 s)", "per-instance", "first-fit", "random", "least-allocated",
+POLICIES = ("default", "batch per app", "batch, 2 s", "per-instance", "first-fit", "random", "least-allocated",
             "nearest greedy")
 
 
@@ -312,11 +309,11 @@ def run_size(count: int, seeds: Sequence[int], load: float, optimum_limit_s: flo
             nodes, apps = make_scenario(count, seed, load)
             t0 = time.perf_counter()
             if policy == "default":
+                res = _together(nodes, apps, BatchOptions())
+            elif policy == "batch per app":
                 res = _per_app(nodes, apps, lambda comps, cur: place_batch(comps, cur))
-            elif policy == "batch (all apps)":
-                res = _joint(nodes, apps, BatchOptions())
-            elif policy == "batch (all, 2 s)":
-                res = _joint(nodes, apps, BatchOptions(time_budget_s=2.0))
+            elif policy == "batch, 2 s":
+                res = _together(nodes, apps, BatchOptions(time_budget_s=2.0))
             elif policy == "per-instance":
                 res = _per_app(nodes, apps, lambda comps, cur: place_app(comps, cur))
             else:

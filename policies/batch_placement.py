@@ -42,6 +42,7 @@ from mlsysops.policies.placement_engine import (
 )
 
 PLACERS = ("batch", "instance")
+SCOPES = ("cluster", "app")
 DEFAULT_PLACER = "batch"
 
 
@@ -49,12 +50,15 @@ DEFAULT_PLACER = "batch"
 class BatchOptions:
     """``time_budget_s``: wall time for the whole batch decision (the exact model gets what the
     heuristic left); ``exact``: try the exact model at all; ``max_variables``: largest model built;
-    ``score_weight_ms``: ms of latency one score point is worth (``batch_problem``)."""
+    ``score_weight_ms``: ms of latency one score point is worth (``batch_problem``); ``scope``: what a
+    cluster's policy places together, ``cluster`` (the app with every other app pending placement on the
+    cluster, ``place_apps``; the app takes its share) or ``app`` (the app alone)."""
 
     time_budget_s: float = 0.2
     exact: bool = True
     max_variables: int = batch_ilp.DEFAULT_MAX_VARIABLES
     score_weight_ms: float = DEFAULT_SCORE_WEIGHT_MS
+    scope: str = "cluster"
 
     @classmethod
     def from_mapping(cls, spec: Mapping[str, Any] | None, field: str = "batch") -> BatchOptions:
@@ -63,7 +67,7 @@ class BatchOptions:
             return cls()
         if not isinstance(spec, Mapping):
             raise PlacementConfigError(field, f"must be a mapping, got {type(spec).__name__}")
-        known = ("time_budget_s", "exact", "max_variables", "score_weight_ms")
+        known = ("time_budget_s", "exact", "max_variables", "score_weight_ms", "scope")
         if unknown := sorted(set(spec) - set(known)):
             raise PlacementConfigError(f"{field}.{unknown[0]}", f"unknown key; expected one of {list(known)}")
         values: dict[str, Any] = {}
@@ -82,6 +86,10 @@ class BatchOptions:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise PlacementConfigError(f"{field}.max_variables", f"must be an integer >= 0, got {v!r}")
             values["max_variables"] = v
+        if "scope" in spec:
+            if spec["scope"] not in SCOPES:
+                raise PlacementConfigError(f"{field}.scope", f"expected one of {list(SCOPES)}, got {spec['scope']!r}")
+            values["scope"] = spec["scope"]
         return cls(**values)
 
 
@@ -174,6 +182,55 @@ def place_batch(
     info["summary"] = _summary(info, result)
     result.batch = info
     return result
+
+
+def place_apps(
+    apps: Mapping[str, Sequence[ComponentRequest]],
+    nodes: Sequence[NodeView],
+    weights: Mapping[str, float] | None = None,
+    *,
+    placed: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    config: PlacementConfig | None = None,
+    options: BatchOptions | None = None,
+) -> dict[str, AppPlacement]:
+    """Several apps placed as one batch (what they need competes for the same nodes); each app's
+    ``AppPlacement`` under its own component names. ``placed`` is per app as in ``place_batch``.
+
+    For the solve, components are renamed ``app/component`` (names must be unique in a batch; peers and
+    dependencies are renamed within their app, a running peer outside the batch keeps its name and is
+    found through ``NodeView.hosted``). One consequence: the ``spread`` scorer's "same component counts
+    double" does not see running instances of a component being completed in such a batch."""
+    flat: list[ComponentRequest] = []
+    owner: dict[str, tuple[str, str]] = {}
+    flat_placed: dict[str, Sequence[str]] = {}
+    for app, requests in apps.items():
+        names = {r.name for r in requests}
+        for r in requests:
+            key = f"{app}/{r.name}"
+            owner[key] = (app, r.name)
+            flat.append(replace(
+                r, name=key, interacts_with=[f"{app}/{p}" if p in names else p for p in r.interacts_with],
+                depends_on=[f"{app}/{d}" for d in r.depends_on if d in names]))
+            if placed is not None:
+                flat_placed[key] = placed.get(app, {}).get(r.name, ())
+            else:
+                flat_placed[key] = [n.name for n in nodes for _ in range(n.hosted.get(r.key, 0))]
+    joint = place_batch(flat, nodes, weights, placed=flat_placed, config=config, options=options)
+    out = {app: AppPlacement(order=[], nodes=joint.nodes, batch=dict(joint.batch or {}, apps=sorted(apps)))
+           for app in apps}
+    for key in joint.order:
+        app, name = owner[key]
+        result = out[app]
+        result.order.append(name)
+        if key in joint.placements:
+            result.placements[name] = joint.placements[key]
+        if key in joint.decisions:
+            result.decisions[name] = [replace(d, component=name) for d in joint.decisions[key]]
+        if key in joint.unplaceable:
+            result.unplaceable[name] = [reason.replace(f"{app}/", "") for reason in joint.unplaceable[key]]
+        if key in joint.skipped:
+            result.skipped.append(name)
+    return out
 
 
 def _replay(problem: BatchProblem, assign: Sequence[int], order: Sequence[str],

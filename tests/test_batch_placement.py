@@ -222,3 +222,34 @@ def test_policy_uses_the_batch_placer_and_keeps_the_old_path_selectable() -> Non
     context["placer"] = "ilp"
     with pytest.raises(PlacementConfigError, match=r"^placer: expected one of"):
         plan(context)
+
+
+def test_apps_pending_together_are_placed_together() -> None:
+    from mlsysops.policies.batch_placement import place_apps
+
+    nodes = [node("big", 2.0), node("small", 1.0)]
+    first = [ComponentRequest("a", "light", cpu_cores=1.0)]
+    second = [ComponentRequest("b", "heavy", cpu_cores=2.0)]
+    alone = place_batch(first, nodes, options=EXACT)   # the app alone takes the roomier node
+    assert alone.placements == {"light": ["big"]}
+    assert "heavy" in place_batch(second, alone.nodes, options=EXACT).unplaceable
+    both = place_apps({"a": first, "b": second}, nodes, options=EXACT)
+    assert both["a"].placements == {"light": ["small"]} and both["b"].placements == {"heavy": ["big"]}
+    assert both["a"].decisions["light"][0].component == "light"
+    assert both["a"].batch["apps"] == ["a", "b"]
+
+
+def test_policy_places_with_the_other_pending_apps_of_its_cluster() -> None:
+    from tests.test_placement_policy_config import APP, APP_DESC, cluster_system
+
+    system = cluster_system()
+    system["app_models"]["other"] = APP.model_copy(update={"name": "other"})
+    system["assigned"]["other"] = ["aggregator"]
+    context = filter_score_placement.initialize()
+    commands, context = asyncio.run(filter_score_placement.plan(context, APP_DESC, system, {}, {}, None))
+    (action,) = commands["component_placement"]["actions"]
+    assert action["component"] == "aggregator"
+    assert context["explanation"]["placer"]["apps"] == ["env-monitor", "other"]
+    context["batch"] = {"scope": "app"}
+    _, context = asyncio.run(filter_score_placement.plan(context, APP_DESC, system, {}, {}, None))
+    assert "apps" not in context["explanation"]["placer"]
