@@ -207,8 +207,10 @@ def _cheapest(cand: np.ndarray, cost: np.ndarray, fit: np.ndarray) -> set[int]:
 
 
 def _exchange(state: PlacedState, deadline: float | None) -> bool:
-    """Same count, lower cost: leave out a placed item and place an unplaced one instead (which
-    instances to place is part of the choice when not all fit). Never drops a dependency."""
+    """Same count, lower cost: leave out a placed item and place an unplaced one on its node instead
+    (which instances to place is part of the choice when not all fit). An unplaced item fits nowhere
+    (``_insert`` ran first), so only the node of the item it replaces can take it. Never drops a
+    dependency."""
     p = state.p
     changed = False
     needed = {w for deps in p.item_deps for w in deps}
@@ -217,21 +219,23 @@ def _exchange(state: PlacedState, deadline: float | None) -> bool:
             break
         if state.assign[item] != UNPLACED or not state.ready(item):
             continue
+        comp = p.item_comp[item]
+        cost, _ = state.costs(item)
         best: tuple[float, int, int] | None = None
         for out in range(p.size):
             node = state.assign[out]
             if node == UNPLACED or out in needed or out in p.item_deps[item]:
                 continue
-            saved = state.cost_at(out, node)
-            state.remove(out)
-            cost, fit = state.costs(item, without=out)
-            state.place(out, node)
-            if not fit.any():
+            pos = p.position(comp, node)
+            o_comp = p.item_comp[out]
+            if pos is None or o_comp == comp:
                 continue
-            pos = int(np.where(fit, cost, INF).argmin())
-            delta = float(cost[pos]) - saved
+            if (state.cpu_left[node] + p.cpu[o_comp] < p.cpu[comp]
+                    or state.mem_left[node] + p.mem[o_comp] < p.mem[comp]):
+                continue
+            delta = float(cost[pos]) - state.cost_at(out, node)
             if delta < -1e-9 and (best is None or delta < best[0]):
-                best = (delta, out, int(p.feasible[p.item_comp[item]][pos]))
+                best = (delta, out, node)
         if best is not None:
             _, out, node = best
             state.remove(out)

@@ -38,8 +38,9 @@ def initialize() -> dict[str, Any]:
             "weights": None, "placer": "batch", "batch": None}
 
 
-def _missing(system: dict[str, Any], app: str) -> tuple[ClusterState, list, dict[str, list[str]]]:
-    state = ClusterState.from_system(system)
+def _missing(system: dict[str, Any], app: str,
+             state: ClusterState | None = None) -> tuple[ClusterState, list, dict[str, list[str]]]:
+    state = state or ClusterState.from_system(system)
     requests = assigned_requests(system, app)
     placed: dict[str, list[str]] = {}
     for inst in state.instances:
@@ -59,7 +60,7 @@ async def analyze(context, application_description, system_description, mechanis
 def _ready(system: dict[str, Any], state: ClusterState, app: str) -> tuple[list, dict[str, str], dict]:
     """The app's missing components whose local dependencies run, those still waiting, and where its
     instances are (deploying, running or lost)."""
-    _, missing, placed = _missing(system, app)
+    _, missing, placed = _missing(system, app, state)
     running = {i["component"] for i in state.instances if i["app"] == app and i["status"] == "running"}
     local = {r.name for r in assigned_requests(system, app)}
     ready, waiting = [], {}
