@@ -103,6 +103,17 @@ def solve(problem: BatchProblem, deadline: float | None = None) -> tuple[list[in
     return best
 
 
+def improve(problem: BatchProblem, assign: list[int], deadline: float | None = None) -> tuple[list[int], Objective]:
+    """The local-search repair from a given assignment (e.g. the exact model's when it ran out of time)."""
+    state = PlacedState(problem)
+    for item, node in enumerate(assign):
+        if node != UNPLACED:
+            state.place(item, node)
+    _repair(state, deadline)
+    _drop_orphans(state)
+    return list(state.assign), problem.evaluate(state.assign)
+
+
 def _construct(problem: BatchProblem, rule: str) -> PlacedState:
     state = PlacedState(problem)
     open_items = set(range(problem.size))
@@ -150,9 +161,83 @@ def _repair(state: PlacedState, deadline: float | None) -> None:
         changed |= _relocate(state)
         changed |= _swap(state, deadline)
         changed |= _exchange(state, deadline)
-        # the pair move is the costly one: only once the single moves are stuck
-        if not changed and not _move_pairs(state, deadline):
+        # the pair move and the group re-insertion are the costly ones: only once the single moves are stuck
+        if not changed and not _move_pairs(state, deadline) and not _reinsert_groups(state, deadline):
             return
+
+
+def _groups(problem: BatchProblem) -> list[list[int]]:
+    """Items connected by links (an app's pipeline, say), largest first."""
+    parent = list(range(problem.size))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in problem.item_edges:
+        parent[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for item in range(problem.size):
+        groups.setdefault(find(item), []).append(item)
+    return sorted((g for g in groups.values() if len(g) > 1), key=len, reverse=True)
+
+
+def _reinsert_groups(state: PlacedState, deadline: float | None) -> bool:
+    """Take a whole linked group out and put it back by regret with everything else fixed; kept when
+    the batch is better (a chain sitting in the wrong place moves as a whole, which no move of one or
+    two instances can do)."""
+    p = state.p
+    changed = False
+    for group in _groups(p):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        before = p.evaluate(state.assign)
+        saved = [(item, state.assign[item]) for item in group]
+        for item, node in saved:
+            if node != UNPLACED:
+                state.remove(item)
+        _regret_fill(state, group)
+        if p.evaluate(state.assign).better_than(before):
+            changed = True
+            continue
+        for item in group:
+            if state.assign[item] != UNPLACED:
+                state.remove(item)
+        for item, node in saved:
+            if node != UNPLACED:
+                state.place(item, node)
+    return changed
+
+
+def _regret_fill(state: PlacedState, items: list[int]) -> None:
+    """Place ``items`` (all unplaced) by regret, as the construction does, among the rest fixed."""
+    p = state.p
+    open_items = set(items)
+    while open_items:
+        pick: tuple[float, int, int] | None = None
+        for item in sorted(open_items):
+            if not state.ready(item):
+                continue
+            cost, fit = state.costs(item)
+            options = int(fit.sum())
+            if options == 0:
+                continue
+            masked = np.where(fit, cost, INF)
+            best_pos = int(masked.argmin())
+            if options == 1:
+                regret = INF
+            else:
+                best_cost = float(masked[best_pos])
+                masked[best_pos] = INF
+                regret = float(masked.min()) - best_cost
+            if pick is None or regret > pick[0]:
+                pick = (regret, item, int(p.feasible[p.item_comp[item]][best_pos]))
+        if pick is None:
+            return
+        state.place(pick[1], pick[2])
+        open_items.discard(pick[1])
 
 
 def _move_pairs(state: PlacedState, deadline: float | None) -> bool:

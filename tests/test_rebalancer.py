@@ -70,13 +70,11 @@ def test_never_moves_below_the_threshold() -> None:
 @pytest.mark.parametrize("seed", range(12))
 def test_no_move_without_gain_over_its_threshold_on_random_placements(seed: int) -> None:
     rng = random.Random(seed)
-    base = line(6, cpu=rng.choice((2.0, 3.0, 4.0)))
+    base = line(6, cpu=4.0)   # room for all four on any node: every random placement is valid
     reqs = [ComponentRequest("app", f"c{i}", cpu_cores=rng.choice((0.5, 1.0)),
                              interacts_with=[f"c{i - 1}" if i else "source"]) for i in range(4)]
-    where = {r.name: [rng.choice([n.name for n in base if n.cpu_capacity >= 2])] for r in reqs}
+    where = {r.name: [rng.choice([n.name for n in base])] for r in reqs}
     nodes = running_on(base, reqs, where)
-    if any(n.cpu_allocated > n.cpu_capacity for n in nodes):
-        pytest.skip("random placement overflows a node")
     options = RebalanceOptions(min_gain_ms=rng.choice((0.5, 5.0, 20.0)), min_gain_ratio=rng.choice((0.0, 0.1)),
                                max_moves=3, cooldown_s=0.0)
     plan = plan_rebalance(reqs, where, nodes, options=options)
