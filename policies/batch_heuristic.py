@@ -91,7 +91,7 @@ def solve(problem: BatchProblem, deadline: float | None = None) -> tuple[list[in
     which construction it came from."""
     best: tuple[list[int], Objective, str] | None = None
     for rule in ("regret", "scarcity"):
-        state = _construct(problem, rule)
+        state = _construct(problem, rule, deadline)
         _repair(state, deadline)
         _drop_orphans(state)
         objective = problem.evaluate(state.assign)
@@ -114,11 +114,21 @@ def improve(problem: BatchProblem, assign: list[int], deadline: float | None = N
     return list(state.assign), problem.evaluate(state.assign)
 
 
-def _construct(problem: BatchProblem, rule: str) -> PlacedState:
+def _construct(problem: BatchProblem, rule: str, deadline: float | None = None) -> PlacedState:
+    """One construction; past ``deadline`` the rest is placed in dependency order, each item on its
+    cheapest node with room (one cost vector per item instead of one per item and step)."""
     state = PlacedState(problem)
     open_items = set(range(problem.size))
     dead: set[int] = set()
     while open_items:
+        if deadline is not None and time.perf_counter() > deadline:
+            for item in sorted(open_items):
+                if state.ready(item):
+                    cost, fit = state.costs(item)
+                    if fit.any():
+                        state.place(item, int(problem.feasible[problem.item_comp[item]][
+                            int(np.where(fit, cost, INF).argmin())]))
+            return state
         pick: tuple[tuple[float, float], int, int] | None = None
         for item in sorted(open_items):
             if not state.ready(item):

@@ -296,8 +296,10 @@ def _replay(problem: BatchProblem, assign: Sequence[int], order: Sequence[str],
             continue
         decisions = [d for _, d in mine]
         hosts = [d.node for d in decisions]
+        snapshot = problem.decisions[comp_of[name]]
         while len(hosts) < needed[name] and not failed:
-            decision = schedule(request, current, weights, config=cfg)
+            # no candidate on the snapshot: none now either (capacity only shrinks), its reasons hold
+            decision = snapshot if not snapshot.candidates else schedule(request, current, weights, config=cfg)
             decisions.append(decision)
             if decision.node is None:
                 break
