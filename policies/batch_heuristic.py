@@ -39,10 +39,12 @@ class PlacedState:
         self.cpu_left = problem.cpu_free.copy()
         self.mem_left = problem.mem_free.copy()
         self.on_node: dict[int, set[int]] = {}
+        self.placed_of: dict[int, int] = {}
 
     def place(self, item: int, node: int) -> None:
         comp = self.p.item_comp[item]
         self.assign[item] = node
+        self.placed_of[comp] = self.placed_of.get(comp, 0) + 1
         self.cpu_left[node] -= self.p.cpu[comp]
         self.mem_left[node] -= self.p.mem[comp]
         self.on_node.setdefault(node, set()).add(item)
@@ -51,10 +53,15 @@ class PlacedState:
         node = self.assign[item]
         comp = self.p.item_comp[item]
         self.assign[item] = UNPLACED
+        self.placed_of[comp] -= 1
         self.cpu_left[node] += self.p.cpu[comp]
         self.mem_left[node] += self.p.mem[comp]
         self.on_node[node].discard(item)
         return node
+
+    def count(self, comp: int) -> int:
+        """Placed items of component ``comp``."""
+        return self.placed_of.get(comp, 0)
 
     def fits(self, item: int, node: int) -> bool:
         comp = self.p.item_comp[item]
@@ -302,8 +309,8 @@ def _cheapest(cand: np.ndarray, cost: np.ndarray, fit: np.ndarray) -> set[int]:
 
 
 def _exchange(state: PlacedState, deadline: float | None) -> bool:
-    """Same count, lower cost: leave out a placed item and place an unplaced one on its node instead
-    (which instances to place is part of the choice when not all fit). An unplaced item fits nowhere
+    """Same count, more components covered or a lower cost: leave out a placed item and place an
+    unplaced one on its node instead (which instances to place is part of the choice when not all fit). An unplaced item fits nowhere
     (``_insert`` ran first), so only the node of the item it replaces can take it. Never drops a
     dependency."""
     p = state.p
@@ -316,7 +323,8 @@ def _exchange(state: PlacedState, deadline: float | None) -> bool:
             continue
         comp = p.item_comp[item]
         cost, _ = state.costs(item)
-        best: tuple[float, int, int] | None = None
+        gains = 0 if state.count(comp) else 1   # covering a component beats any cost
+        best: tuple[int, float, int, int] | None = None
         for out in range(p.size):
             node = state.assign[out]
             if node == UNPLACED or out in needed or out in p.item_deps[item]:
@@ -328,11 +336,14 @@ def _exchange(state: PlacedState, deadline: float | None) -> bool:
             if (state.cpu_left[node] + p.cpu[o_comp] < p.cpu[comp]
                     or state.mem_left[node] + p.mem[o_comp] < p.mem[comp]):
                 continue
+            coverage = gains - (1 if state.count(o_comp) == 1 else 0)
             delta = float(cost[pos]) - state.cost_at(out, node)
-            if delta < -1e-9 and (best is None or delta < best[0]):
-                best = (delta, out, node)
+            if coverage < 0 or (coverage == 0 and delta >= -1e-9):
+                continue
+            if best is None or (-coverage, delta) < (-best[0], best[1]):
+                best = (coverage, delta, out, node)
         if best is not None:
-            _, out, node = best
+            _, _, out, node = best
             state.remove(out)
             state.place(item, node)
             changed = True

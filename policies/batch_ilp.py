@@ -105,14 +105,16 @@ def solve(
     counted = _run(model, highspy, "count", time_limit_s / 2, start, threads)
     if counted.error:
         return IlpResult(counted.error, None, variables, None, time.perf_counter() - began)
-    floor = counted.placed
+    floor, covered = counted.placed, counted.covered
+    begin_from = counted.assign
     if start is not None:
-        floor = max(floor, sum(1 for n in start if n != UNPLACED))
-    begin_from = start if start is not None and sum(1 for n in start if n != UNPLACED) >= floor else counted.assign
+        given = problem.evaluate(start)
+        if counted.assign is None or (given.placed, given.covered) >= (floor, covered):
+            floor, covered, begin_from = given.placed, given.covered, list(start)
     left = time_limit_s - (time.perf_counter() - began)
     if left <= 0:
         return IlpResult("time_limit", begin_from, variables, None, time.perf_counter() - began)
-    costed = _run(model, highspy, "cost", left, begin_from, threads, min_count=floor)
+    costed = _run(model, highspy, "cost", left, begin_from, threads, min_count=floor, min_covered=covered)
     seconds = time.perf_counter() - began
     if costed.error:
         return IlpResult(costed.error, begin_from, variables, None, seconds)
@@ -128,20 +130,21 @@ class _Phase:
     placed: int = 0
     optimal: bool = False
     gap: float | None = None
+    covered: int = 0
     error: str | None = None
 
 
 def _run(model: _Model, highspy, phase: str, limit_s: float, start: Sequence[int] | None, threads: int,
-         min_count: int = 0) -> _Phase:
+         min_count: int = 0, min_covered: int = 0) -> _Phase:
     highs = _new_highs()
     for name, value in (("time_limit", max(limit_s, 1e-3)), ("mip_rel_gap", 1e-9), ("mip_abs_gap", 1e-7),
                         ("threads", threads), ("random_seed", 0)):
         highs.setOptionValue(name, value)
-    if highs.passModel(model.lp(highspy, phase, min_count)) != highspy.HighsStatus.kOk:
+    if highs.passModel(model.lp(highspy, phase, min_count, min_covered)) != highspy.HighsStatus.kOk:
         return _Phase(error="error: model rejected by HiGHS")
     if start is not None:
         sol = highspy.HighsSolution()
-        sol.col_value = model.columns_of(start)
+        sol.col_value = model.columns_of(model.first_items_first(start))
         highs.setSolution(sol)
     highs.run()
     status = highs.getModelStatus()
@@ -152,7 +155,7 @@ def _run(model: _Model, highspy, phase: str, limit_s: float, start: Sequence[int
         return _Phase()
     assign = model.assignment(np.asarray(highs.getSolution().col_value))
     return _Phase(assign, sum(1 for n in assign if n != UNPLACED), status == highspy.HighsModelStatus.kOptimal,
-                  float(info.mip_gap))
+                  float(info.mip_gap), model.p.evaluate(assign).covered)
 
 
 class _Model:
@@ -186,9 +189,9 @@ class _Model:
     def _width(self, item: int) -> int:
         return len(self.p.feasible[self.p.item_comp[item]])
 
-    def lp(self, highspy, phase: str, min_count: int = 0):
-        """``count``: maximise placed items (no link rows); ``cost``: minimise the cost with at least
-        ``min_count`` items placed."""
+    def lp(self, highspy, phase: str, min_count: int = 0, min_covered: int = 0):
+        """``count``: maximise placed items, then covered components (no link rows); ``cost``: minimise
+        the cost with at least ``min_count`` items placed and ``min_covered`` components covered."""
         p = self.p
         cost = np.zeros(self.num_col)
         rows: list[np.ndarray] = []
@@ -206,15 +209,29 @@ class _Model:
             upper.append(hi)
 
         real = []
+        firsts = []   # the first item of each component: placing it covers the component
+        # worth less than one item in total, so the count stays first and coverage breaks its ties
+        bonus = 1.0 / (2.0 * (len(p.requests) + 1))
+        seen: set[int] = set()
         for item, comp in enumerate(p.item_comp):
             width = self._width(item)
-            cost[self.x_start[item]:self.x_start[item] + width] = -1.0 if phase == "count" else p.static_cost[comp]
+            first = comp not in seen
+            seen.add(comp)
             span = np.arange(self.x_start[item], self.x_start[item] + width + 1)
+            if phase == "count":
+                cost[span[:-1]] = -1.0 - (bonus if first else 0.0)
+            else:
+                cost[span[:-1]] = p.static_cost[comp]
             add_row(span, np.ones(len(span)), 1.0, 1.0)
             real.append(span[:-1])
+            if first:
+                firsts.append(span[:-1])
         if phase == "cost" and min_count > 0:
             columns = np.concatenate(real)
             add_row(columns, np.ones(len(columns)), float(min_count), inf)
+        if phase == "cost" and min_covered > 0:
+            columns = np.concatenate(firsts)
+            add_row(columns, np.ones(len(columns)), float(min_covered), inf)
         # capacity: per node, the columns of every item that may go there
         by_node: dict[int, list[tuple[int, int]]] = {}
         for item, comp in enumerate(p.item_comp):
@@ -270,6 +287,21 @@ class _Model:
                 integrality[col] = highspy.HighsVarType.kInteger
         lp.integrality_ = integrality
         return lp
+
+    def first_items_first(self, assign: Sequence[int]) -> list[int]:
+        """The same placement with each component's placed nodes on its first items (items of one
+        component are interchangeable; the model counts coverage on the first)."""
+        p = self.p
+        out = list(assign)
+        by_comp: dict[int, list[int]] = {}
+        for item, comp in enumerate(p.item_comp):
+            by_comp.setdefault(comp, []).append(item)
+        for items in by_comp.values():
+            nodes = [assign[i] for i in items if assign[i] != UNPLACED]
+            nodes += [UNPLACED] * (len(items) - len(nodes))
+            for item, node in zip(items, nodes, strict=True):
+                out[item] = node
+        return out
 
     def columns_of(self, assign: Sequence[int]) -> list[float]:
         values = np.zeros(self.num_col)

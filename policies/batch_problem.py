@@ -9,8 +9,9 @@ here from the *same* filter and score plugins as a per-instance decision:
   component on the snapshot, i.e. every configured filter passed (capacity for one instance included).
   Capacity shared by the batch is the one thing modelled outside the filters: the cpu and memory a node
   has free is split among the items placed on it.
-- **objective** (lexicographic): first place as many items as possible, then minimise
-  ``link latency + score cost``:
+- **objective** (lexicographic): first place as many items as possible, then cover as many components
+  as possible (at least one instance each: a component left out entirely costs an app more than a
+  missing replica), then minimise ``link latency + score cost``:
   * *link latency*: for every interaction (``interacts_with`` / ``depends_on``) between two components
     of the batch, the latency between the nodes of the paired items (0 on the same node); for every
     peer that already runs (a data source, a service of another batch), the latency to its nearest
@@ -131,7 +132,8 @@ class BatchProblem:
                 static += latency
                 link_ms += latency
                 links += 1
-        return Objective(placed, static, link_ms, links)
+        covered = len({self.item_comp[item] for item, node in enumerate(assign) if node != UNPLACED})
+        return Objective(placed, static, link_ms, links, covered)
 
     source_links: list[int] = field(default_factory=list)
     """Per component, how many running peers outside the batch it talks to (one link each)."""
@@ -139,17 +141,21 @@ class BatchProblem:
 
 @dataclass(frozen=True, slots=True)
 class Objective:
-    """``placed`` items (more is better), then ``cost`` (link latency + score cost, lower is better);
-    ``link_ms`` / ``links`` is the latency part alone (for reports)."""
+    """``placed`` items (more is better), then ``covered`` components (with at least one instance: an
+    app with every component running beats one with a third replica), then ``cost`` (link latency +
+    score cost, lower is better); ``link_ms`` / ``links`` is the latency part alone (for reports)."""
 
     placed: int
     cost: float
     link_ms: float
     links: int
+    covered: int = 0
 
     def better_than(self, other: Objective, tol: float = 1e-6) -> bool:
         if self.placed != other.placed:
             return self.placed > other.placed
+        if self.covered != other.covered:
+            return self.covered > other.covered
         return self.cost < other.cost - tol
 
     @property

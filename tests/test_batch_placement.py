@@ -253,3 +253,14 @@ def test_policy_places_with_the_other_pending_apps_of_its_cluster() -> None:
     context["batch"] = {"scope": "app"}
     _, context = asyncio.run(filter_score_placement.plan(context, APP_DESC, system, {}, {}, None))
     assert "apps" not in context["explanation"]["placer"]
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_covers_every_component_before_a_replica(exact: bool) -> None:
+    # room for 3 of the 4 instances: a third replica of c, or d at all? same count, d runs
+    nodes = [node("a", 4.0)]
+    reqs = [ComponentRequest("app", "c", cpu_cores=1.0, instances=3),
+            ComponentRequest("app", "d", cpu_cores=2.0, interacts_with=["c"])]
+    result = place_batch(reqs, nodes, options=BatchOptions(time_budget_s=30.0, exact=exact))
+    assert result.placements == {"c": ["a", "a"], "d": ["a"]}
+    assert result.unplaceable["c"][0] == "placed 2 of 3 instances"
