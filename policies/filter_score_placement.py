@@ -7,17 +7,27 @@ Cluster layer, application scope. Analyze: some component assigned to this clust
 and per component the structured rejections (plugin, code, reason, count of nodes).
 Configuration: `context["placement"]` enables, disables, weights and configures the filters and scorers
 (`mlsysops.policies.placement_plugins`); `context["weights"]` still overrides scorer weights.
+`context["placer"]`: `batch` (default: the app's missing instances placed as a whole,
+`mlsysops.policies.batch_placement`, through the same plugins) or `instance` (one instance at a time,
+`place_app`, the previous default); `context["batch"]` tunes the batch placer (`time_budget_s`, `exact`,
+`max_variables`, `score_weight_ms`, `scope`). With `scope: cluster` (default) the app is placed together
+with every other app of this cluster that has components ready to place (they compete for the same
+nodes), and takes its share; `scope: app` places it alone. The batch placer runs in a worker thread (HiGHS releases the GIL),
+so a solve does not hold the agent's event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from mlsysops.agents.placement.cluster_view import ClusterState, assigned_requests, instance_id
-from mlsysops.policies.placement_engine import DependencyCycleError, place_app
+from mlsysops.policies.batch_placement import BatchOptions, place_apps, place_batch, placer_of
+from mlsysops.policies.placement_engine import AppPlacement, DependencyCycleError, dependency_order, place_app
 from mlsysops.policies.placement_plugins import placement_config
 
 MECHANISM = "component_placement"
+POLICY = "filter_score_placement"
 
 
 def initialize() -> dict[str, Any]:
@@ -25,11 +35,12 @@ def initialize() -> dict[str, Any]:
             "configuration": {"analyze_interval": 2.0},
             "mechanisms": [MECHANISM],
             "telemetry": {"metrics": ["system.cpu.utilization"], "system_scrape_interval": 1.0},
-            "weights": None}
+            "weights": None, "placer": "batch", "batch": None}
 
 
-def _missing(system: dict[str, Any], app: str) -> tuple[ClusterState, list, dict[str, list[str]]]:
-    state = ClusterState.from_system(system)
+def _missing(system: dict[str, Any], app: str,
+             state: ClusterState | None = None) -> tuple[ClusterState, list, dict[str, list[str]]]:
+    state = state or ClusterState.from_system(system)
     requests = assigned_requests(system, app)
     placed: dict[str, list[str]] = {}
     for inst in state.instances:
@@ -46,11 +57,12 @@ async def analyze(context, application_description, system_description, mechanis
     return bool(missing), context
 
 
-async def plan(context, application_description, system_description, mechanisms, telemetry, ml_connector):
-    app = application_description["name"]
-    state, missing, placed = _missing(system_description, app)
+def _ready(system: dict[str, Any], state: ClusterState, app: str) -> tuple[list, dict[str, str], dict]:
+    """The app's missing components whose local dependencies run, those still waiting, and where its
+    instances are (deploying, running or lost)."""
+    _, missing, placed = _missing(system, app, state)
     running = {i["component"] for i in state.instances if i["app"] == app and i["status"] == "running"}
-    local = {r.name for r in assigned_requests(system_description, app)}
+    local = {r.name for r in assigned_requests(system, app)}
     ready, waiting = [], {}
     for req in missing:
         pending = [d for d in req.depends_on if d in local and d not in running]
@@ -59,8 +71,49 @@ async def plan(context, application_description, system_description, mechanisms,
         else:
             req.depends_on = [d for d in req.depends_on if d in local]
             ready.append(req)
+    return ready, waiting, placed
+
+
+def _pending_elsewhere(system: dict[str, Any], state: ClusterState, app: str) -> dict[str, tuple[list, dict]]:
+    """Other apps of this cluster with ready components to place, managed by this policy (their
+    `policies` unset or naming it), whose batch is well formed: they compete for the same nodes."""
+    out = {}
+    for other in sorted(system.get("assigned", {})):
+        model = system.get("app_models", {}).get(other)
+        if other == app or model is None or (model.policies and POLICY not in model.policies):
+            continue
+        ready, _, placed = _ready(system, state, other)
+        if not ready:
+            continue
+        try:
+            dependency_order(ready)
+        except ValueError:   # a broken app is its own plan's error, not ours
+            continue
+        out[other] = (ready, placed)
+    return out
+
+
+def _place(context: dict[str, Any], system: dict[str, Any], state: ClusterState, app: str, ready: list,
+           placed: dict) -> AppPlacement:
+    config = placement_config(context)
+    if placer_of(context) != "batch":
+        return place_app(ready, state.nodes, placed=placed, config=config)
+    options = BatchOptions.from_mapping(context.get("batch"))
+    others = _pending_elsewhere(system, state, app) if options.scope == "cluster" and ready else {}
+    if not others:
+        return place_batch(ready, state.nodes, placed=placed, config=config, options=options)
+    apps = {app: ready, **{name: batch for name, (batch, _) in others.items()}}
+    where = {app: placed, **{name: p for name, (_, p) in others.items()}}
+    return place_apps(apps, state.nodes, placed=where, config=config, options=options)[app]
+
+
+async def plan(context, application_description, system_description, mechanisms, telemetry, ml_connector):
+    app = application_description["name"]
+    state = ClusterState.from_system(system_description)
+    ready, waiting, placed = _ready(system_description, state, app)
     try:
-        result = place_app(ready, state.nodes, placed=placed, config=placement_config(context))
+        # a worker thread: the exact model runs in HiGHS, which releases the GIL
+        result = await asyncio.to_thread(_place, context, system_description, state, app, ready, placed)
     except DependencyCycleError as exc:
         context["explanation"] = {"error": str(exc)}
         return {}, context
@@ -81,6 +134,7 @@ async def plan(context, application_description, system_description, mechanisms,
         "rejections": {c: ds[-1].rejection_summary() for c, ds in result.decisions.items() if ds},
         "waiting": waiting,
         "alternatives": {c: [d.ranking()[:3] for d in ds] for c, ds in result.decisions.items()},
+        "placer": result.batch or "instance",
     }
     if not actions:
         return {}, context

@@ -106,6 +106,9 @@ class PlacementDecision:
     rejections: Mapping[str, Status | Sequence[Status]]
     incumbent: str | None = None
     errors: list[Status] = field(default_factory=list)
+    note: str | None = None
+    """Why the chosen node is not simply the best total, when another placer chose it (the batch
+    placer: the app's latency as a whole); shown at the end of ``explain()``."""
     _scores: dict[str, NodeScore] | None = field(default=None, repr=False, compare=False)
     _statuses: dict[str, list[Status]] | None = field(default=None, repr=False, compare=False)
     _rejected: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
@@ -200,6 +203,8 @@ class PlacementDecision:
         if hidden > 0:
             pieces.append(f"+{hidden} more rejected: {', '.join(self.reason_summary()[:3])}")
         pieces.extend(f"{error.plugin} {error.reason}" for error in self.errors)
+        if self.note:
+            pieces.append(self.note)
         return "; ".join(pieces)
 
 
@@ -353,13 +358,15 @@ class AppPlacement:
     skipped: list[str] = field(default_factory=list)
     nodes: list[NodeView] = field(default_factory=list)
     """Node views after the batch landed (allocations and ``hosted`` updated)."""
+    batch: dict[str, Any] | None = None
+    """How the batch placer decided (method, solver status, objective, time); None per instance."""
 
     @property
     def ok(self) -> bool:
         return not self.unplaceable
 
     def explain(self) -> str:
-        lines: list[str] = []
+        lines: list[str] = [self.batch["summary"]] if self.batch else []
         for name in self.order:
             if name in self.skipped:
                 lines.append(f"{name}: already placed")
