@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable
@@ -75,12 +76,15 @@ class FarEdgeAgent(ClientXMPP):
                  monitor_interval: float = 1.0, report_interval: float = 5.0, register_timeout: float = 2.0,
                  backoff: float = 0.2, backoff_max: float = 5.0, telemetry_buffer: int = 120,
                  event_buffer: int = 200, cpufreq_root: str | None = None, proc: str = "/proc",
-                 sys: str = "/sys") -> None:
+                 sys: str = "/sys", verify_tls: bool = True) -> None:
         super().__init__(jid, password)
+        if not verify_tls:   # a slice's own server with a self-signed certificate (as SPADE agents accept)
+            self.ssl_context.check_hostname = False
+            self.ssl_context.verify_mode = ssl.CERT_NONE
         self.parent = _bare(parent)
         self.node = node or JID(jid).user
         self.agent_id = self.node
-        self.server = server or JID(jid).host
+        self.xmpp_host = server or JID(jid).host
         self.port = port
         self.description = description or {"name": self.node}
         self.permitted_actions = sorted(permitted_actions or [])
@@ -136,7 +140,7 @@ class FarEdgeAgent(ClientXMPP):
     async def start(self, timeout: float | None = None) -> None:
         """Connect, start the components and the loops. With `timeout`, wait that long for the session."""
         self._stopping = False
-        self.connect(host=self.server, port=self.port)
+        self.connect(host=self.xmpp_host, port=self.port)
         await self.supervisor.start_all()
         self._spawn(self._membership(), "membership")
         self._spawn(self._monitor(), "monitor")
@@ -181,7 +185,7 @@ class FarEdgeAgent(ClientXMPP):
         self._session.set()
         self._conn_event.set()
         self._reregister.set()            # a new session: register again (the cluster may not know us)
-        log.info("[%s] connected to %s:%d", self.node, self.server, self.port)
+        log.info("[%s] connected to %s:%d", self.node, self.xmpp_host, self.port)
 
     def _on_connection_failed(self, _event: Any) -> None:
         self._conn_event.set()
@@ -207,7 +211,7 @@ class FarEdgeAgent(ClientXMPP):
             if self._stopping or self.session_up:
                 return
             self._conn_event.clear()
-            self.connect(host=self.server, port=self.port)
+            self.connect(host=self.xmpp_host, port=self.port)
             try:
                 await asyncio.wait_for(self._conn_event.wait(), timeout=10.0)
             except TimeoutError:
@@ -394,6 +398,7 @@ class FarEdgeAgent(ClientXMPP):
         while True:
             try:
                 now = time.time()
+                self.supervisor.poll()
                 metrics = self.host.sample()
                 self._last_metrics = metrics
                 for name, value in metrics.items():
@@ -455,7 +460,7 @@ class FarEdgeAgent(ClientXMPP):
         text = encode_text(msg_id, reply_to, body, kind=str(kind), performative=performative.value)
         if not self.session_up:
             raise RequestFailed("not connected")
-        msg = self.make_message(mto=to or self.parent, mbody=text, mtype="chat")
+        msg = self.make_message(mto=to or self.parent, mbody=text, mtype="chat", mfrom=self.boundjid.bare)   # pyjabber routes only this (SPADE) form
         msg.xml.append(metadata_form(metadata(str(kind), performative)))
         msg.send()
         return msg_id

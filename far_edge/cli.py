@@ -29,7 +29,7 @@ from mlsysops.far_edge.components import Component, ComponentError
 PASSWORD_ENV = "MLSYSOPS_XMPP_PASSWORD"
 FIELDS = {"jid", "parent", "node", "server", "port", "password_file", "permitted_actions", "report_interval",
           "monitor_interval", "telemetry_buffer", "event_buffer", "components", "description", "cpufreq_root",
-          "backoff_max"}
+          "backoff_max", "verify_tls"}
 
 
 class ConfigError(ValueError):
@@ -50,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor-interval", type=float, help="seconds between host samples")
     p.add_argument("--telemetry-buffer", type=int, help="digests kept while disconnected")
     p.add_argument("--cpufreq-root", help="cpufreq sysfs root (default /sys/devices/system/cpu)")
+    p.add_argument("--insecure-tls", action="store_true", default=None,
+                   help="accept the server's certificate unverified (a slice's self-signed server)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -73,6 +75,8 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key)
         if value is not None:
             cfg[key] = str(value) if isinstance(value, Path) else value
+    if args.insecure_tls:
+        cfg["verify_tls"] = False
     for key in ("jid", "parent"):
         if not cfg.get(key):
             raise ConfigError(f"{key}: required (--{key} or \"{key}\" in the config file)")
@@ -109,7 +113,8 @@ def build(cfg: dict[str, Any]) -> Any:
     if len(set(names)) != len(names):
         raise ConfigError(f"components: names must be unique, got {names}")
     kw = {k: cfg[k] for k in ("server", "port", "permitted_actions", "report_interval", "monitor_interval",
-                              "telemetry_buffer", "event_buffer", "description", "cpufreq_root", "backoff_max")
+                              "telemetry_buffer", "event_buffer", "description", "cpufreq_root", "backoff_max",
+                              "verify_tls")
           if cfg.get(k) is not None}
     return FarEdgeAgent(cfg["jid"], password(cfg), parent=cfg["parent"], node=node, components=comps, **kw)
 

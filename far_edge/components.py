@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,7 +83,6 @@ class Supervisor:
     def __init__(self, components: list[Component], on_change: Callable[[Component], None]) -> None:
         self.components = {c.name: c for c in components}
         self.on_change = on_change
-        self._waiters: set[asyncio.Task[None]] = set()
 
     def _set(self, comp: Component, state: str, reason: str | None = None) -> None:
         comp.state, comp.reason, comp.since = state, reason, time.time()
@@ -94,32 +94,31 @@ class Supervisor:
             return
         self._set(comp, "starting")
         try:
-            proc = await asyncio.create_subprocess_exec(*comp.command, stdin=asyncio.subprocess.DEVNULL,
-                                                        stdout=asyncio.subprocess.DEVNULL,
-                                                        stderr=asyncio.subprocess.DEVNULL,
-                                                        start_new_session=True)
+            # Popen, polled every monitor tick: no asyncio child watcher (absent under some loop policies)
+            proc = subprocess.Popen(comp.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
         except OSError as exc:
             comp.pid, comp.exit_code = None, None
             self._set(comp, "failed", f"could not start {comp.command[0]}: {exc.strerror or exc}")
             return
         comp._proc, comp.pid, comp.exit_code, comp._cpu = proc, proc.pid, None, None
         self._set(comp, "running")
-        task = asyncio.ensure_future(self._wait(comp, proc))
-        self._waiters.add(task)
-        task.add_done_callback(self._waiters.discard)
 
-    async def _wait(self, comp: Component, proc: Any) -> None:
-        code = await proc.wait()
-        if comp._proc is not proc:
-            return
-        comp._proc, comp.pid, comp.exit_code = None, None, code
-        if comp.state == "stopped":      # we stopped it
-            return
-        if code == 0:
-            self._set(comp, "stopped", "exited with status 0")
-        else:
-            why = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            self._set(comp, "failed", why)
+    def poll(self) -> None:
+        """Notice exits (called every monitor tick)."""
+        for comp in self.components.values():
+            proc = comp._proc
+            if proc is None or proc.poll() is None:
+                continue
+            code = proc.returncode
+            comp._proc, comp.pid, comp.exit_code = None, None, code
+            if comp.state == "stopped":
+                continue
+            if code == 0:
+                self._set(comp, "stopped", "exited with status 0")
+            else:
+                why = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+                self._set(comp, "failed", why)
 
     async def start_all(self) -> None:
         for name in self.components:
@@ -131,18 +130,18 @@ class Supervisor:
         if comp.state not in ("starting", "running") and proc is None:
             return
         self._set(comp, "stopped", "stopped by the agent")
-        if proc is not None and proc.returncode is None:
+        if proc is not None and proc.poll() is None:
             proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.poll() is None:
                 proc.kill()
-                await proc.wait()
+                proc.wait()
+        comp._proc, comp.pid = None, None
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(n) for n in self.components), return_exceptions=True)
-        for task in list(self._waiters):
-            task.cancel()
 
     def instances(self) -> list[dict[str, Any]]:
         return [c.view() for c in self.components.values()]
