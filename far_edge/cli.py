@@ -119,7 +119,8 @@ def build(cfg: dict[str, Any]) -> Any:
     return FarEdgeAgent(cfg["jid"], password(cfg), parent=cfg["parent"], node=node, components=comps, **kw)
 
 
-async def run(agent: Any) -> None:
+async def run(cfg: dict[str, Any]) -> None:
+    agent = build(cfg)   # inside the loop: slixmpp binds the loop that exists when the client is made
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -135,9 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("slixmpp").setLevel(logging.WARNING)
     try:
-        agent = build(load(args))
+        cfg = load(args)
+        password(cfg)
     except ConfigError as exc:
         print(f"far-edge agent: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(run(agent))
+    try:
+        asyncio.run(run(cfg))
+    except ConfigError as exc:
+        print(f"far-edge agent: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -187,16 +187,16 @@ class CpuFrequencyMechanism:
             return self._limits(path, p, new_min, new_max)
         # set_speed
         hz = _hz(cmd, "hz", None)
-        switch = cmd.get("governor") == "userspace" and p["governor"] != "userspace"
-        if switch and "userspace" in p["governors"] and p["setspeed"]:
-            _in_range(name, "hz", hz, p["min_hz"], p["max_hz"])
-            return [(path / "scaling_governor", "userspace"), (path / "scaling_setspeed", _khz(hz))]
-        if p["governor"] != "userspace" or not p["setspeed"]:
+        switch = cmd.get("governor") == "userspace" and p["governor"] != "userspace" \
+            and "userspace" in p["governors"] and p["setspeed"]
+        if not switch and (p["governor"] != "userspace" or not p["setspeed"]):
             raise KnobError(f"set_speed needs the userspace governor on {name} (governor is {p['governor']!r}"
                             f"{'' if p['setspeed'] else ', and scaling_setspeed is absent'})")
         _in_range(name, "hz", hz, p["min_hz"], p["max_hz"])
         if p["frequencies_hz"] and not any(abs(f - hz) < KHZ for f in p["frequencies_hz"]):
             raise KnobError(f"hz: {hz:g} is not an available frequency of {name} ({p['frequencies_hz']})")
+        if switch:
+            return [(path / "scaling_governor", "userspace"), (path / "scaling_setspeed", _khz(hz))]
         return [(path / "scaling_setspeed", _khz(hz))]
 
     @staticmethod

@@ -130,11 +130,11 @@ async def test_registers_heartbeats_reports_and_keeps_its_component_through_an_o
         await fe.stop()
 
 
-async def test_refuses_strangers_and_answers_garbage(cluster: Any, make_agent: Any) -> None:
+async def test_refuses_strangers_and_answers_garbage(cluster: Any, make_agent: Any, prosody: Any) -> None:
     edge = await cluster["start"]()
     fe = far_edge(cluster, [])
     await fe.start(timeout=10)
-    stranger = await make_agent(MLSysOpsAgent, "stranger")
+    stranger = await make_agent(MLSysOpsAgent, "stranger", server=prosody)
     try:
         await until(lambda: fe.registered, 15, "registered")
         with pytest.raises(RequestFailed, match="not authorized"):
@@ -177,17 +177,21 @@ async def test_process_is_lost_on_kill(cluster: Any, tmp_path: Path) -> None:
     cfg.write_text(json.dumps({"jid": cluster["fe_jid"], "parent": cluster["parent"], "node": NODE,
                                "server": "127.0.0.1", "port": cluster["server"].port, "password_file": str(pw),
                                "report_interval": 0.5, "verify_tls": False}))
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "mlsysops.far_edge", "--config", str(cfg),
-                                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = (tmp_path / "far-edge.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlsysops.far_edge", "--config", str(cfg)], cwd=ROOT,
+                            stdout=out, stderr=subprocess.STDOUT)
     try:
-        await until(lambda: child(edge) is not None and child(edge).alive and child(edge).seq > 2, 30,
-                    "the far-edge process registered and heartbeats")
+        try:
+            await until(lambda: child(edge) is not None and child(edge).alive and child(edge).seq > 2, 30,
+                        "the far-edge process registered and heartbeats")
+        except AssertionError:
+            raise AssertionError((tmp_path / "far-edge.log").read_text()[-3000:]) from None
         proc.kill()
-        await proc.wait()
+        proc.wait(10)
         await until(lambda: not child(edge).alive, 20, "the cluster declared the killed far-edge node lost")
         assert child(edge).lost_reason
     finally:
-        if proc.returncode is None:
+        if proc.poll() is None:
             proc.kill()
-            await proc.wait()
+            proc.wait(10)
         await edge.stop()
