@@ -1,0 +1,93 @@
+"""The far-edge agent's import closure (a fresh interpreter) and its bad-input paths without a server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlsysops.far_edge.cli import ConfigError, build, load, parser
+from mlsysops.far_edge.components import Component, ComponentError
+from mlsysops.far_edge.outbox import Outbox
+from tests.support import ROOT
+
+FORBIDDEN = ("spade", "pydantic", "numpy", "kubernetes", "opentelemetry", "psutil", "aiohttp", "fastapi", "typer")
+
+
+def test_import_closure_has_none_of_the_heavy_packages() -> None:
+    code = ("import sys, mlsysops.far_edge.agent, mlsysops.far_edge.cli\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+            "print(sorted(m for m in sys.modules if m.startswith('mlsysops')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    tops, ours = (json.loads(line.replace("'", '"')) for line in out.splitlines())
+    assert "slixmpp" in tops
+    assert not [m for m in FORBIDDEN if m in tops], tops
+    assert "mlsysops.agents.protocol" not in ours and "mlsysops.agents.mape" not in ours
+
+
+def test_module_entry_point_explains_a_missing_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"jid": "a@b", "parent": "c@b", "components": [{"name": "x", "command": "ls"}]}))
+    r = subprocess.run([sys.executable, "-m", "mlsysops.far_edge", "--config", str(cfg)], cwd=ROOT,
+                       capture_output=True, text=True, env={"MLSYSOPS_XMPP_PASSWORD": "pw", "PATH": "/usr/bin"})
+    assert r.returncode == 2 and "components[0].command: expected a non-empty list of strings" in r.stderr
+
+
+@pytest.mark.parametrize("raw, where", [
+    ({"jid": "a@b"}, "parent: required"),
+    ({"jid": "a@b", "parent": "c@b", "turbo": True}, "unknown field(s) ['turbo']"),
+])
+def test_config_errors(tmp_path: Path, raw: dict, where: str) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=__import__("re").escape(where)):
+        load(parser().parse_args(["--config", str(cfg)]))
+
+
+def test_garbage_json_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text("{nope")
+    with pytest.raises(ConfigError, match="invalid JSON"):
+        load(parser().parse_args(["--config", str(cfg)]))
+
+
+def test_component_definitions_are_checked() -> None:
+    with pytest.raises(ComponentError, match=r"c\.restart: expected one of"):
+        Component.parse({"name": "x", "command": ["true"], "restart": "sometimes"}, "n", "c")
+    with pytest.raises(ComponentError, match=r"c\.name"):
+        Component.parse({"command": ["true"]}, "n", "c")
+
+
+def test_full_buffer_drops_oldest_counts_it_and_says_so() -> None:
+    box = Outbox(telemetry_limit=2, event_limit=2)
+    for i in range(5):
+        box.telemetry.push({"t": i})
+    assert [b["t"] for b in box.telemetry.items] == [3, 4]
+    assert box.dropped() == {"telemetry": 3}
+    for i in range(10):   # instance states coalesce: they never overflow
+        box.instance_changed({"instance_id": "a", "state": "failed" if i % 2 else "running"})
+    assert len(box.take_states()) == 1
+
+
+def test_offline_agent_buffers_and_records_a_full_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLSYSOPS_XMPP_PASSWORD", "pw")
+    async def scenario() -> None:
+        args = parser().parse_args(["--jid", "n@example.invalid", "--parent", "c@example.invalid"])
+        agent = build(load(args) | {"telemetry_buffer": 2})
+        for i in range(4):
+            agent._record("x", {"node": agent.node}, float(i))
+            await agent._report(float(i))
+        assert len(agent.outbox.telemetry) == 2 and agent.outbox.dropped() == {"telemetry": 2}
+        assert any(d["policy"] == "far_edge.buffer" and d["outcome"] == "error" for d in agent.decisions)
+        assert agent.digest()["dropped"] == {"telemetry": 2}
+    asyncio.run(scenario())
+
+
+def test_mlsysops_agent_far_edge_entry_point() -> None:
+    r = subprocess.run([sys.executable, "-c", "import sys; sys.argv=['mlsysops','agent','far-edge','--help'];"
+                        "from mlsysops.cli.main import main; main()"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and "--parent" in r.stdout and "--password-file" in r.stdout
