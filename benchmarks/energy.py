@@ -51,6 +51,8 @@ async def run(mode: str, seed: int, seconds: int, factor: float) -> dict[str, fl
     events = schedule(seed, seconds)
     violations = samples = changes = 0
     rts: list[float] = []
+    last_rt: dict[str, float] = {}
+    last_util = 0.0
     i = 0
     for t in range(seconds):
         while i < len(events) and events[i][0] == t:
@@ -64,27 +66,30 @@ async def run(mode: str, seed: int, seconds: int, factor: float) -> dict[str, fl
                 sim.remove(args[0])
             else:
                 sim.load_spike("b1", args[0], args[1])
-        sim.advance(1.0)
-        metrics = sim.node_metrics("b1")
-        insts = [x for x in sim.instances(node="b1") if str(x.state) == "running"]
-        views = []
-        for inst in insts:
-            rt = sim.component_metrics(inst.instance_id)["response_time_ms"]
-            samples += 1
-            rts.append(rt)
-            violations += rt > targets[f"app/{inst.component}"]
-            views.append({"instance_id": inst.instance_id, "app": "app", "component": inst.component,
-                          "state": "running", "response_time_ms": rt, "cpu_usage_cores": 0.0})
-        if mode == "policy":
+        if mode == "policy":   # the node agent sees the instance table (a new one is `starting`) and decides
             ctx["targets"] = targets
+            views = [{"instance_id": x.instance_id, "app": "app", "component": x.component, "state": str(x.state),
+                      "response_time_ms": last_rt.get(x.instance_id) if str(x.state) == "running" else None,
+                      "cpu_usage_cores": 0.0} for x in sim.instances(node="b1") if not x.state.terminal]
             system = {"node": "b1", "now": float(t), "cpu_frequency_hz": sim.cpu_frequency("b1"),
-                      "cpu_utilization": [metrics["system.cpu.utilization"]], "instances": views}
+                      "cpu_utilization": [last_util], "instances": views}
             mechs = {"cpu_frequency": {"state": mech.get_state(), "options": mech.get_options()}}
             needed, ctx = await frequency_scaling.analyze(ctx, None, system, mechs, None, None)
             if needed:
                 cmds = (await frequency_scaling.plan(ctx, None, system, mechs, None, None))[0]
                 if "cpu_frequency" in cmds and (await mech.apply(cmds["cpu_frequency"]))["ok"]:
                     changes += 1
+        sim.advance(1.0)
+        last_util = sim.node_metrics("b1")["system.cpu.utilization"]
+        last_rt = {}
+        for inst in sim.instances(node="b1"):
+            if str(inst.state) != "running":
+                continue
+            rt = sim.component_metrics(inst.instance_id)["response_time_ms"]
+            last_rt[inst.instance_id] = rt
+            samples += 1
+            rts.append(rt)
+            violations += rt > targets[f"app/{inst.component}"]
     return {"energy_j": sim.energy_joules("b1"), "violations": violations, "samples": samples,
             "p95_rt": statistics.quantiles(rts, n=20)[-1] if len(rts) > 20 else float("nan"), "changes": changes}
 

@@ -10,6 +10,10 @@ queueing factor of a single-server queue). That overestimates a component whose 
 which errs on the side of QoS. Lowering waits for `lower_after` consecutive analyses that agree (noise
 must not make the clock flap); raising acts at once.
 
+A component that is starting, or running but not measured yet, has an unknown demand: the node goes to
+its top step until it has been measured (and then comes down step by step as above), so an arrival is
+not served at a clock chosen for the components that were there before it.
+
 A node that cannot meet a target even at its top step says so upward: it proposes relocating the
 component furthest over its target (`relocation_proposal`; the cluster decides), with a cooldown.
 
@@ -74,6 +78,9 @@ def _evaluate(context: dict[str, Any], system: dict[str, Any], mechanisms: dict[
     watched = [(i, _target(context, i)) for i in system.get("instances", [])
                if i.get("state") == "running" and i.get("response_time_ms") is not None]
     watched = [(i, t) for i, t in watched if t is not None]
+    unmeasured = [f"{i['app']}/{i['component']}" for i in system.get("instances", [])
+                  if (i.get("state") == "starting" or (i.get("state") == "running" and i.get("response_time_ms") is None))
+                  and _target(context, i) is not None]
     table = []
     for f in steps:
         worst, u_f = 0.0, util * f_now / f
@@ -83,6 +90,8 @@ def _evaluate(context: dict[str, Any], system: dict[str, Any], mechanisms: dict[
         ok = u_f <= umax and worst <= 1.0 - margin
         table.append({"hz": f, "utilization": round(u_f, 3), "worst_rt_over_target": round(worst, 3), "ok": ok})
     chosen = next((row for row in table if row["ok"]), None)
+    if unmeasured and chosen is not None:
+        chosen = dict(table[-1], ok=True, unmeasured=unmeasured)   # unknown demand: top step until measured
     over = sorted(((float(i["response_time_ms"]) / t, i) for i, t in watched), key=lambda p: -p[0])
     return {"act": True, "f_now": f_now, "util": util, "table": table, "chosen": chosen, "over": over,
             "top": steps[-1]}
@@ -139,9 +148,13 @@ async def plan(context, application_description, system_description, mechanisms,
             ("; proposing a relocation" if RELOCATE in commands else "")
     else:
         direction = "raise" if chosen["hz"] > f_now else "lower"
-        summary = (f"{direction} CPU {f_now / 1e9:.2f} -> {chosen['hz'] / 1e9:.2f} GHz: the lowest step with "
-                   f"every target met with a {context['margin']:.0%} margin (predicted worst rt/target "
-                   f"{chosen['worst_rt_over_target']:.2f}, utilisation {chosen['utilization']:.0%})")
+        if chosen.get("unmeasured"):
+            summary = (f"{direction} CPU {f_now / 1e9:.2f} -> {chosen['hz'] / 1e9:.2f} GHz (top step): "
+                       f"{', '.join(chosen['unmeasured'])} not measured yet, its demand is unknown")
+        else:
+            summary = (f"{direction} CPU {f_now / 1e9:.2f} -> {chosen['hz'] / 1e9:.2f} GHz: the lowest step with "
+                       f"every target met with a {context['margin']:.0%} margin (predicted worst rt/target "
+                       f"{chosen['worst_rt_over_target']:.2f}, utilisation {chosen['utilization']:.0%})")
         commands[KNOB] = {"command": "set_speed", "hz": chosen["hz"], "governor": "userspace"}
     context["lower_votes"] = 0
     return commands, context, {"summary": summary, "inputs": inputs, "alternatives": alternatives,

@@ -163,7 +163,7 @@ class Kind(StrEnum):
 COLUMNS: dict[Kind, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     Kind.apps: ([("NAME", "name"), ("COMPONENTS", "components"), ("STATUS", "status"), ("AGE", "submitted")], []),
     Kind.nodes: ([("NAME", "name"), ("CLUSTER", "cluster"), ("ALIVE", "alive"), ("CPU", "cpu_utilization"),
-                  ("COMPONENTS", "components")], [("LAST HEARTBEAT", "last_heartbeat")]),
+                  ("COMPONENTS", "components")], [("WATTS", "power_watts"), ("LAST HEARTBEAT", "last_heartbeat")]),
     Kind.clusters: ([("NAME", "id"), ("REGISTERED", "registered"), ("ALIVE", "alive"), ("NODES", "nodes"),
                      ("NODES ALIVE", "nodes_alive")], [("LAST HEARTBEAT", "last_heartbeat"),
                                                        ("LOST REASON", "lost_reason")]),
@@ -313,7 +313,8 @@ def register(app: typer.Typer) -> None:
             data = [rows[k] for k in sorted(rows)]
             if what == "nodes":
                 cols = [("NODE", "node"), ("CLUSTER", "cluster"), ("CPU%", "system.cpu.utilization"),
-                        ("MEM%", "system.memory.utilization"), ("RUNNING", "running")]
+                        ("MEM%", "system.memory.utilization"), ("WATTS", "hw.power"), ("JOULES", "hw.energy"),
+                        ("RUNNING", "running")]
             else:
                 cols = [("APP", "app"), ("COMPONENT", "component"), ("NODE", "node"), ("CPU", "cpu_usage_cores"),
                         ("RESPONSE MS", "response_time_ms")]

@@ -22,7 +22,7 @@ from mlsysops.continuum.api.bodies import jsonable
 from mlsysops.continuum.api.deps import Backend
 
 DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "dashboard"
-NODE_SERIES = ("system.cpu.utilization", "system.memory.utilization")
+NODE_SERIES = ("system.cpu.utilization", "system.memory.utilization", "hw.power", "hw.energy")
 MAX_STREAM_DECISIONS = 50
 
 router = APIRouter(tags=["dashboard"])
@@ -47,7 +47,8 @@ def _topology(c: Any, alerts: list[dict[str, str]]) -> list[dict[str, Any]]:
         for n in d.node_status:
             metrics = {m: k.latest(m, node=n.name, cluster=cid) for m in NODE_SERIES}
             nodes.append({"name": n.name, "alive": n.alive, "cpu": metrics[NODE_SERIES[0]],
-                          "mem": metrics[NODE_SERIES[1]], "components": [h.model_dump() for h in n.components]})
+                          "mem": metrics[NODE_SERIES[1]], "power": metrics["hw.power"],
+                          "energy": metrics["hw.energy"], "components": [h.model_dump() for h in n.components]})
             if n.alive is False:
                 alerts.append({"level": "error", "text": f"node {n.name} ({cid}) is down"})
         clusters.append({"id": cid, "alive": d.alive, "registered": d.registered, "nodes": nodes})
