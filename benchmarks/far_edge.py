@@ -5,8 +5,9 @@ child processes join the cluster's XMPP server: the far-edge agent (`python -m m
 `sleep` component), the node agent of `edge-rpi-1` (SPADE, the MAPE engine, an in-process simulated node)
 and a bare slixmpp client that only stays connected (the floor of any Python XMPP agent). After a warm-up,
 each is sampled for `--seconds`: peak RSS (VmHWM of /proc/<pid>/status) and CPU (utime+stime over the
-window, % of one core). `--memory-max 64M` starts the far-edge agent under `systemd-run --scope -p
-MemoryMax=` (where systemd is available) and reports whether it survived the window.
+window, % of one core). `--memory-max 64M` starts the far-edge agent in a child cgroup v2 with
+`memory.max` where the memory controller is enabled, else under `systemd-run --scope -p MemoryMax=`, and reports whether it survived the window (and memory.events);
+where neither exists it says so and measures without the limit.
 
 Last line: far_edge_rss_mb=<peak RSS, MB> far_edge_cpu_pct=<% of one core>.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -57,6 +59,30 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
+
+
+def cgroup_v2(limit: str) -> tuple[Path | None, str]:
+    """A child cgroup with memory.max = limit under this process's cgroup v2, or (None, why not)."""
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.split()[2] == "cgroup2"]
+    own = next((line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::")), None)
+    if not mounts or own is None:
+        return None, "no cgroup v2 hierarchy"
+    base = Path(mounts[0]) / own.lstrip("/")
+    controllers = (base / "cgroup.controllers").read_text().split() if (base / "cgroup.controllers").exists() else []
+    if "memory" not in controllers:
+        return None, f"the memory controller is not enabled in cgroup v2 ({base}; it is bound to cgroup v1 here)"
+    child = base / f"mlsysops-bench-{uuid.uuid4().hex[:6]}"
+    try:
+        child.mkdir()
+        (child / "memory.max").write_text(str(parse_size(limit)))
+    except OSError as exc:
+        return None, f"cannot create {child}: {exc.strerror}"
+    return child, f"cgroup v2 memory.max={limit} ({child})"
 
 
 def rss_peak_mb(pid: int) -> float:
@@ -112,14 +138,18 @@ async def main() -> None:
         "port": server.port, "password_file": str(tmp / "pw"), "verify_tls": False,
         "components": [{"name": "sleep", "app": "bench", "command": ["sleep", "100000"]}]}))
     fe_cmd = [sys.executable, "-m", "mlsysops.far_edge", "--config", str(tmp / "fe.json"), "--log-level", "WARNING"]
-    limit_note = "none"
+    limit_note, cgroup = "none", None
     if a.memory_max:
-        if shutil.which("systemd-run") and subprocess.run(["systemd-run", "--scope", "--quiet", "true"],
-                                                          capture_output=True).returncode == 0:
+        cgroup, why = cgroup_v2(a.memory_max)
+        if cgroup is not None:   # the shell joins the cgroup, then becomes the agent (same pid)
+            fe_cmd = ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh", *fe_cmd]
+            limit_note = why
+        elif shutil.which("systemd-run") and subprocess.run(["systemd-run", "--scope", "--quiet", "true"],
+                                                            capture_output=True).returncode == 0:
             fe_cmd = ["systemd-run", "--scope", "--quiet", "-p", f"MemoryMax={a.memory_max}", *fe_cmd]
             limit_note = f"MemoryMax={a.memory_max} (systemd-run --scope)"
         else:
-            limit_note = f"MemoryMax={a.memory_max} NOT applied: systemd-run --scope is unavailable here"
+            limit_note = f"{a.memory_max} NOT applied: {why}; systemd-run --scope unavailable"
     procs = {
         "far-edge agent": subprocess.Popen(fe_cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         "node agent (SPADE)": subprocess.Popen([sys.executable, "-c", NODE_SCRIPT, str(demo), PW, suffix,
@@ -138,9 +168,6 @@ async def main() -> None:
         joined = {c.agent_id for c in cluster.children.children(alive_only=True)}
         await asyncio.sleep(a.warmup)
         pids = {name: p.pid for name, p in procs.items()}
-        if a.memory_max and limit_note.startswith("MemoryMax") and "NOT" not in limit_note:
-            # systemd-run --scope execs the command in place: the pid is the agent's
-            pass
         start = {name: cpu_seconds(pid) for name, pid in pids.items()}
         t0 = time.monotonic()
         await asyncio.sleep(a.seconds)
@@ -158,6 +185,9 @@ async def main() -> None:
             print(f"{name:<22} {rss:>12.1f} {cpu:>11.2f} {state:>10}")
         fe, node, bare = rows["far-edge agent"], rows["node agent (SPADE)"], rows["bare slixmpp client"]
         print(f"ratios: far-edge/node RSS {fe[0] / node[0]:.2f}, far-edge - bare client RSS {fe[0] - bare[0]:+.1f} MB")
+        if cgroup is not None:
+            events = (cgroup / "memory.events").read_text()
+            print(f"under the limit: {rows['far-edge agent'][2]}; memory.events: {' '.join(events.split())}")
         print(f"far_edge_rss_mb={fe[0]:.1f} far_edge_cpu_pct={fe[1]:.2f}")
     finally:
         for p in procs.values():
@@ -166,6 +196,9 @@ async def main() -> None:
         await cluster.stop()
         server.stop_sync()
         shutil.rmtree(tmp, ignore_errors=True)
+        if cgroup is not None:
+            with contextlib.suppress(OSError):
+                cgroup.rmdir()
 
 
 if __name__ == "__main__":
