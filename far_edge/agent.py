@@ -292,9 +292,12 @@ class FarEdgeAgent(ClientXMPP):
                     return True
                 log.warning("[%s] registration refused or malformed: %s", self.node, body)
             except (RequestFailed, TimeoutError) as exc:
-                log.info("[%s] registration with %s failed: %s", self.node, self.parent, exc)
-            await asyncio.sleep(delay * random.uniform(0.8, 1.0))
-            delay = min(delay * 2, self.backoff_max)
+                log.info("[%s] registration with %s failed: %s", self.node, self.parent, exc or "no answer")
+            try:   # the backoff ends early when the cluster's presence comes back (or a new session starts)
+                await asyncio.wait_for(self._reregister.wait(), delay * random.uniform(0.8, 1.0))
+                delay = self.backoff
+            except TimeoutError:
+                delay = min(delay * 2, self.backoff_max)
         return False
 
     async def _heartbeats(self) -> None:
