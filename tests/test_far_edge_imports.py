@@ -91,3 +91,30 @@ def test_mlsysops_agent_far_edge_entry_point() -> None:
     r = subprocess.run([sys.executable, "-c", "import sys; sys.argv=['mlsysops','agent','far-edge','--help'];"
                         "from mlsysops.cli.main import main; main()"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and "--parent" in r.stdout and "--password-file" in r.stdout
+
+
+def test_host_metrics_from_proc_and_sysfs_trees(tmp_path: Path) -> None:
+    """/proc and sysfs read without psutil (a tree of the same layout stands in for the board's)."""
+    from mlsysops.far_edge.hostmetrics import HostMetrics
+
+    proc, sysfs = tmp_path / "proc", tmp_path / "sys"
+    proc.mkdir()
+    (proc / "meminfo").write_text("MemTotal:  1000 kB\nMemFree: 100 kB\nMemAvailable:  250 kB\n")
+    (proc / "loadavg").write_text("0.50 0.40 0.30 1/100 42\n")
+    (proc / "stat").write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 100 0 100 800 0 0 0 0 0 0\n")
+    rapl = sysfs / "class/powercap/intel-rapl:0"
+    rapl.mkdir(parents=True)
+    (rapl / "energy_uj").write_text("5000000\n")
+    freq = sysfs / "devices/system/cpu/cpu0/cpufreq"
+    freq.mkdir(parents=True)
+    (freq / "scaling_cur_freq").write_text("1200000\n")
+    host = HostMetrics(proc, sysfs)
+    first = host.sample()
+    assert "system.cpu.utilization" not in first             # no reference window yet: absent, not invented
+    assert first["system.memory.utilization"] == 0.75 and first["system.cpu.load_average.1m"] == 0.5
+    assert first["system.cpu.frequency"] == 1.2e9 and first["hw.energy"] == 5.0
+    (proc / "stat").write_text("cpu  150 0 150 900 0 0 0 0 0 0\n")   # 100 busy of 200 jiffies
+    (rapl / "energy_uj").write_text("7000000\n")
+    second = host.sample()
+    assert second["system.cpu.utilization"] == 0.5 and second["hw.energy"] == 7.0 and second["hw.power"] > 0
+    assert HostMetrics(tmp_path / "none", tmp_path / "none").sample().keys() == {"system.cpu.logical.count"}
