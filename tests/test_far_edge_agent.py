@@ -142,15 +142,20 @@ async def test_refuses_strangers_and_answers_garbage(cluster: Any, make_agent: A
         assert fe.mode == "heuristic"
         # an invalid body from the cluster itself: FAILURE naming the field, the agent keeps running
         with pytest.raises(RequestFailed, match="mode: expected one of"):
-            await _raw_config(edge, cluster["fe_jid"])
+            await _raw(edge, cluster["fe_jid"], "config.update", None)
+        with pytest.raises(RequestFailed, match="unknown kind 'warp.drive'"):
+            await _raw(edge, cluster["fe_jid"], "warp.drive", None)
+        # garbage on the wire: no id to answer to, so the FAILURE cannot reference it; counted, nothing crashes
+        await _raw(edge, cluster["fe_jid"], "node.knob", "{not json", wait=False)
+        await until(lambda: fe.invalid == 2, 10, "the garbage frame was seen and refused")
         assert fe.registered and fe.session_up
     finally:
         await fe.stop()
         await edge.stop()
 
 
-async def _raw_config(edge: Any, jid: str) -> None:
-    """A config.update whose body the cluster's own encoder would refuse: sent as raw frame text."""
+async def _raw(edge: Any, jid: str, kind: str, text: str | None, wait: bool = True) -> None:
+    """A request the cluster's own encoder would refuse (bad body, garbage text, unknown kind), sent raw."""
     from spade.message import Message
 
     from mlsysops.agents.agent_base import _Pending
@@ -159,10 +164,15 @@ async def _raw_config(edge: Any, jid: str) -> None:
     msg_id = new_id()
     fut = asyncio.get_running_loop().create_future()
     edge._pending[msg_id] = _Pending(fut, jid.lower())
-    msg = Message(to=jid, sender=str(edge.jid), body=encode_text(msg_id, None, {"mode": "turbo"}))
-    for k, v in metadata("config.update", "request").items():
+    if text is None:
+        text = encode_text(msg_id, None, {"mode": "turbo"})
+    msg = Message(to=jid, sender=str(edge.jid), body=text)
+    for k, v in metadata(kind, "request").items():
         msg.set_metadata(k, v)
     edge._deliver(msg)
+    if not wait:
+        edge._pending.pop(msg_id, None)
+        return
     reply = await asyncio.wait_for(fut, 10)
     edge._pending.pop(msg_id, None)
     raise RequestFailed(str(reply.body.get("reason")))
