@@ -43,7 +43,9 @@ from mlsysops.agents.wire import (
     metadata,
     new_id,
 )
+from mlsysops.far_edge import handlers
 from mlsysops.far_edge.components import Component, Supervisor
+from mlsysops.far_edge.handlers import RequestFailed
 from mlsysops.far_edge.hostmetrics import HostMetrics
 from mlsysops.far_edge.outbox import Outbox
 from mlsysops.far_edge.rules import LocalRules
@@ -54,15 +56,8 @@ from mlsysops.mechanisms.knob_gate import PermittedKnob
 log = logging.getLogger("mlsysops.far_edge")
 
 UNKNOWN_CHILD = "unknown child"
-MODES = ("heuristic", "ml")
 KNOWN_KINDS = frozenset(k.value for k in Kind)
 DIGEST_ROWS_PER_PART = 200
-
-
-class RequestFailed(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _bare(jid: Any) -> str:
@@ -543,62 +538,7 @@ class FarEdgeAgent(ClientXMPP):
             log.warning("[%s] could not answer %s: %s", self.node, kind, exc)
 
     async def _dispatch(self, frame: Frame) -> dict[str, Any]:
-        b = frame.body
-        if frame.kind == Kind.PING:
-            sent = b.get("sent_at")
-            if isinstance(sent, bool) or not isinstance(sent, int | float):
-                raise RequestFailed(f"invalid body for ping/request: sent_at: expected a number, got {sent!r}")
-            return {"sent_at": float(sent), "received_at": time.time()}
-        if frame.kind == Kind.CONFIG_UPDATE:
-            return self._config_update(b)
-        if frame.kind == Kind.NODE_KNOB:
-            return await self._knob(b)
-        raise RequestFailed(f"no handler for {frame.kind}/{frame.performative.value}")
-
-    def _config_update(self, b: dict[str, Any]) -> dict[str, Any]:
-        mode, tele = b.get("mode"), b.get("telemetry")
-        if mode is not None and mode not in MODES:
-            raise RequestFailed(f"invalid body for config.update/request: mode: expected one of {list(MODES)}, "
-                                f"got {mode!r}")
-        if tele is not None:
-            if not isinstance(tele, dict) or set(tele) - {"metrics", "interval"}:
-                raise RequestFailed("invalid body for config.update/request: telemetry: expected "
-                                    "{metrics: [names], interval: seconds}")
-            metrics, interval = tele.get("metrics", []), tele.get("interval")
-            if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
-                raise RequestFailed("invalid body for config.update/request: telemetry.metrics: expected a list "
-                                    "of metric names")
-            if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int | float)
-                                         or interval <= 0):
-                raise RequestFailed(f"invalid body for config.update/request: telemetry.interval: expected a "
-                                    f"number > 0, got {interval!r}")
-        out: dict[str, Any] = {"agent": self.agent_id}
-        if tele is not None:
-            self.wanted_metrics = sorted(set(tele.get("metrics", [])))
-            if tele.get("interval"):
-                self.monitor_interval = min(float(tele["interval"]), self.report_interval)
-            out["telemetry"] = {"metrics": self.wanted_metrics, "interval": self.monitor_interval,
-                                "note": "a far-edge agent sends every metric it reads"}
-        if mode is not None:
-            before, self.mode = self.mode, mode
-            self.decide("config", f"management mode {before} -> {mode} (no ML policy runs on a far-edge agent)")
-            out.update({"mode": mode, "paused": []})
-        return out
-
-    async def _knob(self, b: dict[str, Any]) -> dict[str, Any]:
-        knob, command = b.get("knob"), b.get("command", {})
-        if not isinstance(knob, str) or not isinstance(command, dict):
-            raise RequestFailed("invalid body for node.knob/request: expected {knob: name, command: {...}}")
-        gate = self._gates.get(knob)
-        if gate is None:
-            raise RequestFailed(f"knob: {knob!r} is not a knob of node {self.node} (knobs: {sorted(self._gates)})")
-        result = await gate.apply(command)
-        self.decide("knob", f"{knob} {command.get('command')} from the cluster: "
-                    f"{'done' if result.get('ok') else 'refused'}: {result.get('detail')}",
-                    inputs={"command": command}, outcome="info" if result.get("ok") else "error")
-        if not result.get("ok"):
-            raise RequestFailed(f"{knob}: {result.get('detail')}")
-        return {"ok": True, "detail": result.get("detail"), "state": await gate.get_state()}
+        return await handlers.dispatch(self, frame)
 
 
 def _r(value: float) -> float:
