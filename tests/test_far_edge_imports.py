@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,3 +119,32 @@ def test_host_metrics_from_proc_and_sysfs_trees(tmp_path: Path) -> None:
     second = host.sample()
     assert second["system.cpu.utilization"] == 0.5 and second["hw.energy"] == 7.0 and second["hw.power"] > 0
     assert HostMetrics(tmp_path / "none", tmp_path / "none").sample().keys() == {"system.cpu.logical.count"}
+
+
+def test_idle_rule_lowers_and_restores_the_governor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local `idle_frequency` rule on a cpufreq tree: powersave while idle, performance when busy, and
+    inactive (said once, with the reason) where `cpu_frequency` is not permitted."""
+    from tests.test_node_knobs import sysfs_tree
+
+    monkeypatch.setenv("MLSYSOPS_XMPP_PASSWORD", "pw")
+    root = sysfs_tree(tmp_path / "cpu")
+    governor = root / "cpufreq/policy0/scaling_governor"
+
+    async def scenario(permitted: list[str]) -> Any:
+        cfg = load(parser().parse_args(["--jid", "n@example.invalid", "--parent", "c@example.invalid"]))
+        agent = build(cfg | {"cpufreq_root": str(root), "permitted_actions": permitted})
+        for _ in range(5):
+            await agent.rules.run({"system.cpu.utilization": 0.05})
+        idle = governor.read_text().strip()
+        await agent.rules.run({"system.cpu.utilization": 0.9})
+        return agent, idle, governor.read_text().strip()
+
+    agent, idle, busy = asyncio.run(scenario(["cpu_frequency"]))
+    assert (idle, busy) == ("powersave", "performance")
+    assert [d["chosen"] for d in agent.decisions if d["policy"] == "far_edge.idle_frequency"] == \
+        [{"governor": "powersave"}, {"governor": "performance"}]
+    governor.write_text("schedutil")
+    agent, idle, busy = asyncio.run(scenario([]))
+    assert (idle, busy) == ("schedutil", "schedutil")
+    said = [d["reason"] for d in agent.decisions if d["policy"] == "far_edge.idle_frequency"]
+    assert said == ["rule inactive: permitted_actions do not include cpu_frequency"]
