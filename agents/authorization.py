@@ -2,7 +2,7 @@
 
 The rules (one table, :data:`RULES`; checked by ``MLSysOpsAgent`` before any handler runs):
 
-* requests that command an agent (``app.deploy``, ``app.remove``, ``config.update``) and queries
+* requests that command an agent (``app.deploy``, ``app.remove``, ``config.update``, ``node.knob``) and queries
   (``decisions.query``, ``telemetry.config.query``) come only from its **parent** (the JID the slice gives
   it: the continuum for a cluster, the cluster for a node);
 * reports (``status.report``, ``telemetry.report``, ``plan.propose``) come only from a **registered child**;
@@ -72,6 +72,7 @@ RULES: dict[str, Rule] = {
     Kind.STATUS_REPORT: FROM_CHILDREN,
     Kind.TELEMETRY_REPORT: FROM_CHILDREN,
     Kind.CONFIG_UPDATE: FROM_PARENT,
+    Kind.NODE_KNOB: FROM_PARENT,
     Kind.PING: FROM_PARENT_OR_SLICE,
     Kind.DECISIONS_QUERY: FROM_PARENT,
     Kind.SIM_FAULT: FROM_NOBODY,

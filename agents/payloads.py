@@ -99,6 +99,20 @@ class PlanProposal(_Body):
     reason: str
 
 
+class KnobCommand(_Body):
+    """Cluster -> node: drive one of the node's knobs (`cpu_frequency`, `gpu_frequency`, ...) with the
+    command its mechanism takes. The node refuses a knob its `permitted_actions` do not list."""
+
+    knob: str = Field(min_length=1, max_length=64)
+    command: dict[str, Any] = Field(default_factory=dict)
+
+
+class KnobResult(_Body):
+    ok: bool
+    detail: Any = None
+    state: dict[str, Any] = Field(default_factory=dict)
+
+
 register_payload(Kind.APP_DEPLOY, Performative.REQUEST, AppDeploy)
 register_payload(Kind.APP_DEPLOY, Performative.INFORM, Accepted)
 register_payload(Kind.APP_REMOVE, Performative.REQUEST, AppRemove)
@@ -107,3 +121,5 @@ register_payload(Kind.STATUS_REPORT, Performative.INFORM, StatusReport)
 register_payload(Kind.TELEMETRY_REPORT, Performative.INFORM, TelemetryReport)
 register_payload(Kind.PLAN_PROPOSE, Performative.REQUEST, PlanProposal)
 register_payload(Kind.PLAN_PROPOSE, Performative.INFORM, Accepted)
+register_payload(Kind.NODE_KNOB, Performative.REQUEST, KnobCommand)
+register_payload(Kind.NODE_KNOB, Performative.INFORM, KnobResult)

@@ -11,75 +11,40 @@ A kind is *known* when it is a :class:`Kind` member or has a registered payload.
 model for the given performative carry a free-form dict. FAILURE and REFUSE always carry
 :class:`ErrorBody`. Bodies above :data:`MAX_MESSAGE_BYTES` are rejected on both ends: prosody and ejabberd
 kill the sender's stream above 256 KiB, and nothing in the control plane should be that large.
+
+The frame itself (constants, kinds, performatives, the JSON body and its checks) is in
+:mod:`mlsysops.agents.wire`, which needs nothing but the standard library: the far-edge agent speaks the
+same bytes without pydantic or SPADE.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from spade.message import Message
 
-ONTOLOGY = "mlsysops"
-PROTOCOL_VERSION = 1
-MAX_MESSAGE_BYTES = 64 * 1024
-MAX_DIGEST_BYTES = 8 * 1024
-
-META_ONTOLOGY = "ontology"
-META_PERFORMATIVE = "performative"
-META_KIND = "kind"
-META_PROTOCOL = "protocol"
-
-
-class ProtocolError(Exception):
-    """A message violates the protocol. ``reason`` is precise enough to send back to the peer.
-
-    ``msg_id``/``sender``/``kind`` are filled when they could be recovered, so the receiver can still
-    answer with a FAILURE that references the offending request.
-    """
-
-    def __init__(self, reason: str, *, msg_id: str | None = None, sender: str | None = None,
-                 kind: str | None = None, performative: str | None = None,
-                 reply_to: str | None = None) -> None:
-        super().__init__(reason)
-        self.reply_to = reply_to
-        self.reason = reason
-        self.msg_id = msg_id
-        self.sender = sender
-        self.kind = kind
-        self.performative = performative
-
-
-class Performative(StrEnum):
-    REQUEST = "request"
-    AGREE = "agree"
-    REFUSE = "refuse"
-    INFORM = "inform"
-    FAILURE = "failure"
-    SUBSCRIBE = "subscribe"
-    CANCEL = "cancel"
-
-
-class Kind(StrEnum):
-    REGISTER = "register"
-    HEARTBEAT = "heartbeat"
-    APP_DEPLOY = "app.deploy"
-    APP_REMOVE = "app.remove"
-    APP_STATUS = "app.status"
-    PLAN_PROPOSE = "plan.propose"
-    STATUS_REPORT = "status.report"
-    TELEMETRY_REPORT = "telemetry.report"
-    CONFIG_UPDATE = "config.update"
-    PING = "ping"
-    DECISIONS_QUERY = "decisions.query"
-    SIM_FAULT = "sim.fault"
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
+# The frame (constants, kinds, performatives, JSON body) is dependency-free: the far-edge agent uses it too.
+from mlsysops.agents.wire import (  # noqa: F401 - re-exported: this module is where callers import them from
+    ERROR_PERFORMATIVES,
+    MAX_DIGEST_BYTES,
+    MAX_MESSAGE_BYTES,
+    META_KIND,
+    META_ONTOLOGY,
+    META_PERFORMATIVE,
+    META_PROTOCOL,
+    ONTOLOGY,
+    PROTOCOL_VERSION,
+    Kind,
+    Performative,
+    ProtocolError,
+    Role,
+    decode_frame,
+    encode_text,
+    metadata,
+    new_id,
+)
 
 
 class Envelope(BaseModel):
@@ -122,7 +87,7 @@ def register_payload(kind: str | Kind, performative: Performative | str | None,
     _REGISTRY[(str(kind), perf)] = model
 
 
-_ERROR_PERFORMATIVES = (Performative.FAILURE, Performative.REFUSE)
+_ERROR_PERFORMATIVES = ERROR_PERFORMATIVES
 
 
 def payload_model(kind: str, performative: Performative) -> type[BaseModel] | None:
@@ -168,83 +133,25 @@ def validate_body(kind: str, performative: Performative,
 def encode(env: Envelope, to: str, sender: str | None = None) -> Message:
     """Envelope -> SPADE message. Validates the body first so bugs surface at the sender."""
     body, _ = validate_body(env.kind, env.performative, env.body)
-    text = json.dumps({"v": env.version, "id": env.id, "reply_to": env.reply_to, "body": body},
-                      separators=(",", ":"), default=str)
-    size = len(text.encode())
-    if size > MAX_MESSAGE_BYTES:
-        raise ProtocolError(
-            f"message too large: {size} bytes > {MAX_MESSAGE_BYTES} (send a reference, not the data)",
-            msg_id=env.id, kind=env.kind, performative=env.performative.value,
-        )
+    text = encode_text(env.id, env.reply_to, body, version=env.version, kind=env.kind,
+                       performative=env.performative.value)
     msg = Message(to=to, sender=sender or env.sender or None, body=text)
-    msg.set_metadata(META_ONTOLOGY, ONTOLOGY)
-    msg.set_metadata(META_PERFORMATIVE, env.performative.value)
-    msg.set_metadata(META_KIND, env.kind)
-    msg.set_metadata(META_PROTOCOL, str(env.version))
+    for key, value in metadata(env.kind, env.performative, env.version).items():
+        msg.set_metadata(key, value)
     return msg
 
 
 def decode(msg: Message) -> Envelope:
     """SPADE message -> validated Envelope, or ProtocolError with a precise reason."""
     sender = str(msg.sender) if msg.sender else None
-    kind = msg.get_metadata(META_KIND)
-    perf_raw = msg.get_metadata(META_PERFORMATIVE)
-    text = msg.body or ""
-
-    # Recover the id early so even a rejected request can be answered.
-    msg_id: str | None = None
-    reply_to_hint: str | None = None
-    data: Any = None
-    json_error: str | None = None
-    if len(text.encode()) > MAX_MESSAGE_BYTES:
-        json_error = f"message too large: {len(text.encode())} bytes > {MAX_MESSAGE_BYTES}"
-    else:
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            json_error = f"invalid JSON body: {exc.msg} at position {exc.pos}"
-    if isinstance(data, dict):
-        if isinstance(data.get("id"), str):
-            msg_id = data["id"]
-        if isinstance(data.get("reply_to"), str):
-            reply_to_hint = data["reply_to"]
-
-    def fail(reason: str) -> ProtocolError:
-        return ProtocolError(reason, msg_id=msg_id, sender=sender, kind=kind, performative=perf_raw,
-                             reply_to=reply_to_hint)
-
-    if msg.get_metadata(META_ONTOLOGY) != ONTOLOGY:
-        raise fail(f"wrong ontology {msg.get_metadata(META_ONTOLOGY)!r}, expected {ONTOLOGY!r}")
-    version = msg.get_metadata(META_PROTOCOL)
-    if version != str(PROTOCOL_VERSION):
-        raise fail(f"unsupported protocol version {version!r}, expected {PROTOCOL_VERSION}")
-    if not kind:
-        raise fail("missing kind")
+    meta = {key: msg.get_metadata(key) for key in (META_ONTOLOGY, META_PERFORMATIVE, META_KIND, META_PROTOCOL)}
+    frame = decode_frame(meta, msg.body, sender, is_known_kind)
     try:
-        performative = Performative(perf_raw)
-    except ValueError:
-        raise fail(f"unknown performative {perf_raw!r}") from None
-    if performative not in _ERROR_PERFORMATIVES and not is_known_kind(kind):
-        raise fail(f"unknown kind {kind!r}")
-    if json_error is not None:
-        raise fail(json_error)
-    if not isinstance(data, dict):
-        raise fail(f"body must be a JSON object, got {type(data).__name__}")
-    if data.get("v") != PROTOCOL_VERSION:
-        raise fail(f"unsupported body version {data.get('v')!r}, expected {PROTOCOL_VERSION}")
-    if msg_id is None or not msg_id:
-        raise fail("missing or invalid 'id'")
-    reply_to = data.get("reply_to")
-    if reply_to is not None and not isinstance(reply_to, str):
-        raise fail("'reply_to' must be a string or null")
-    payload = data.get("body", {})
-    if not isinstance(payload, dict):
-        raise fail(f"'body' must be a JSON object, got {type(payload).__name__}")
-    try:
-        body, inst = validate_body(kind, performative, payload)
+        body, inst = validate_body(frame.kind, frame.performative, frame.body)
     except ProtocolError as exc:
-        raise fail(exc.reason) from None
-    env = Envelope(kind=kind, performative=performative, id=msg_id, reply_to=reply_to,
+        raise ProtocolError(exc.reason, msg_id=frame.id, sender=sender, kind=frame.kind,
+                            performative=meta[META_PERFORMATIVE], reply_to=frame.reply_to) from None
+    env = Envelope(kind=frame.kind, performative=frame.performative, id=frame.id, reply_to=frame.reply_to,
                    version=PROTOCOL_VERSION, sender=sender or "", body=body)
     env._payload = inst
     return env
@@ -253,13 +160,6 @@ def decode(msg: Message) -> Envelope:
 # ------------------------------------------------------------------------------------------------
 # built-in payloads
 # ------------------------------------------------------------------------------------------------
-class Role(StrEnum):
-    CONTINUUM = "continuum"
-    CLUSTER = "cluster"
-    NODE = "node"
-    FAR_EDGE = "far_edge"
-
-
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -24,6 +24,7 @@ from mlsysops.agents.telemetry import COMPONENT_DEFAULTS, NODE_DEFAULTS
 from mlsysops.agents.telemetry import digest as digests
 from mlsysops.agents.telemetry.io_counters import IoCounters
 from mlsysops.mechanisms.relocation_proposal import RelocationProposalMechanism
+from mlsysops.node.knobs import register_knobs
 
 DEFAULT_POLICIES = ["mlsysops.policies.node_overload"]
 _STATE_MAP = {"starting": "starting", "running": "running", "failed": "failed", "stopped": "stopped"}
@@ -56,6 +57,8 @@ class NodeAgent(ManagedAgent):
                                           digest=self._digest)
         self.membership.on_registered(self._on_registered)
         self.mechanisms.register("relocation_proposal", RelocationProposalMechanism(self))
+        permitted = [str(a) for a in description.permitted_actions or []]
+        self.knobs = register_knobs(self, substrate, permitted)   # cpu/gpu frequency behind permitted_actions
 
     async def setup(self) -> None:
         await self.membership.start()
@@ -67,9 +70,12 @@ class NodeAgent(ManagedAgent):
         window = self.knowledge.window("system.cpu.utilization", {"node": self.node})
         return {"node": self.node, "now": time.time(),
                 "cpu_utilization": [v for _, v in window][-60:],
+                "cpu_frequency_hz": self.knowledge.latest("system.cpu.frequency", node=self.node),
+                "power_watts": self.knowledge.latest("hw.power", node=self.node),
                 "instances": [{"instance_id": i["instance_id"], "app": i["app"], "component": i["component"],
                                "state": i["state"],
-                               "cpu_usage_cores": i["metrics"].get("cpu_usage_cores", 0.0)}
+                               "cpu_usage_cores": i["metrics"].get("cpu_usage_cores", 0.0),
+                               "response_time_ms": i["metrics"].get("response_time_ms")}
                               for i in self._instances]}
 
     async def monitor(self) -> None:

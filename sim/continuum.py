@@ -42,6 +42,7 @@ from .faults import FaultBook
 from .model import LAYERS, EventKind, FaultRecord, InstanceState, SimEvent, SimInstance, SimNodeSpec
 from .network import NetworkModel
 from .noise import smooth_noise
+from .power import EnergyMeter
 from .qos import response_time_ms
 from .records import InstanceRecord, NodeRecord
 from .resources import NodeLoad, instance_cpu_cores, instance_memory_bytes, node_load
@@ -66,7 +67,9 @@ NODE_METRICS: dict[str, str] = {
     "system.network.io.receive": "received bytes per second (a rate, not OTel's cumulative counter)",
     "system.network.io.transmit": "transmitted bytes per second (a rate)",
     "sim.node.slowdown": "product of active slowdown factors (1 = none)",
-    "sim.node.power": "estimated power draw, watts",
+    "sim.node.power": "estimated power draw, watts (same as hw.power; kept for older readers)",
+    "hw.power": "power draw, watts (mlsysops.sim.power: idle + dynamic ~ utilisation x f^3)",
+    "hw.energy": "energy used since the node was first read, joules (a monotonic counter)",
     "sim.instances.running": "running instances on the node",
     "sim.instances.starting": "starting instances on the node",
 }
@@ -112,6 +115,7 @@ class SimContinuum:
         self._version = 0
         self._load_cache: dict[str, tuple[float, int, NodeLoad]] = {}
         self._subscribers: list[EventCallback] = []
+        self._energy = EnergyMeter(start=self.clock.now())
         self._outbox: deque[SimEvent] = deque()
         self._dispatching = False
         for spec in specs:
@@ -165,6 +169,11 @@ class SimContinuum:
 
     def cpu_frequency(self, name: str) -> float | None:
         return self._node(name).freq_hz
+
+    def energy_joules(self, name: str) -> float:
+        """Joules the node used so far (sampled now: see `mlsysops.sim.power`)."""
+        self._node(name)
+        return self._energy.joules(name, self._now())
 
     def _node(self, name: str) -> NodeRecord:
         try:
@@ -429,6 +438,8 @@ class SimContinuum:
             "system.network.io.transmit": load.tx_bytes_s,
             "sim.node.slowdown": load.slowdown,
             "sim.node.power": load.power_watts,
+            "hw.power": load.power_watts,
+            "hw.energy": self._energy.joules(spec.name, now),
             "sim.instances.running": float(load.running),
             "sim.instances.starting": float(load.starting),
         }
@@ -637,6 +648,8 @@ class SimContinuum:
         pending = self._pending
         while pending and pending[0][0] <= now:
             due, _, iid, gen = heapq.heappop(pending)
+            if self._energy.next_point() < due:   # grid points before the transition see the state before it
+                self._energy.advance(due, self._nodes, self._power_at, inclusive=False)
             rec = self._instances.get(iid)
             if rec is None or rec.generation != gen or rec.state is not InstanceState.STARTING:
                 continue
@@ -645,7 +658,19 @@ class SimContinuum:
             self._version += 1
             self._emit(SimEvent(due, EventKind.INSTANCE_RUNNING, rec.node, iid,
                                 {"app": rec.app, "component": rec.component}))
+        if self._energy.next_point() <= now:
+            self._energy.advance(now, self._nodes, self._power_at)
         return now
+
+    def _power_at(self, name: str, t: float) -> float:
+        """The node's power at sim time `t` (its state now, the time-varying parts at `t`)."""
+        node = self._nodes[name]
+        if not node.up:
+            return 0.0
+        if t == self.clock.now():
+            return self._load(node, t).power_watts
+        return node_load(node, t, self.config, spike_cores=self._faults.spike_cores(name, t),
+                         slowdown=self._faults.slowdown(name, t)).power_watts
 
     def _emit(self, event: SimEvent) -> None:
         self._outbox.append(event)

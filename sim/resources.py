@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .config import SimConfig
 from .model import InstanceState
 from .noise import smooth_noise
+from .power import node_power_watts
 from .records import InstanceRecord, NodeRecord
 
 _MEMORY_SALT = 0x5BD1E995
@@ -75,7 +76,7 @@ def node_load(
     util = used / spec.cpu_cores
     rx = cfg.background_net_bytes_s + cfg.net_rx_bytes_per_core_s * inst_cores
     tx = cfg.background_net_bytes_s + cfg.net_rx_bytes_per_core_s * cfg.net_tx_ratio * inst_cores
-    power = spec.cpu_cores * (cfg.idle_watts_per_core + cfg.dynamic_watts_per_core * util * fr * fr)
+    power = node_power_watts(spec.cpu_cores, util, fr, cfg)
     return NodeLoad(
         demand_cores=demand,
         used_cores=used,

@@ -81,6 +81,14 @@ def test_apply_get_describe_events_delete(slice_up):
                           lambda rows: any(r["node"] == "edge-server-1" and r.get("running") for r in rows))
     assert any(r["node"] == "edge-server-1" and 0 <= r["system.cpu.utilization"] <= 1 and r["cluster"] == "edge-1"
                for r in top_nodes)
+    # energy: the sim's power model -> node telemetry (hw.power W, hw.energy J) -> digests -> API and `top nodes`
+    wait_json(env, ("top", "nodes", "-o", "json"),
+              lambda rows: any(r["node"] == "edge-server-1" and r.get("hw.power", 0) > 0 and r.get("hw.energy", 0) > 0
+                               for r in rows))
+    wait_json(env, ("get", "nodes", "-o", "json"),
+              lambda ns: any(n["name"] == "edge-server-1" and (n.get("power_watts") or 0) > 0
+                             and (n.get("energy_joules") or 0) > 0 for n in ns))
+    assert "WATTS" in run(env, "top", "nodes").stdout
     wait_json(env, ("top", "apps", "-o", "json"),
               lambda rows: any(r["component"] == "aggregator" and r.get("response_time_ms", 0) > 0 for r in rows))
     yaml_out = run(env, "get", "clusters", "-o", "yaml")

@@ -120,6 +120,11 @@ async def test_dashboard_state_and_stream(slice_api):
     state = (await client.get(f"{V1}/dashboard/state")).json()
     assert {c["id"] for c in state["clusters"]} == {"cloud-1", "edge-1"}
     assert {n["name"] for c in state["clusters"] for n in c["nodes"]} == set(rt.spec.nodes)
+
+    async def powered() -> bool:   # node energy (sim power model -> telemetry digests) in the dashboard's snapshot
+        s = (await client.get(f"{V1}/dashboard/state")).json()
+        return any((n.get("power") or 0) > 0 and (n.get("energy") or 0) > 0 for c in s["clusters"] for n in c["nodes"])
+    await until(powered, 20, "node power and energy in the dashboard state")
     async with client.stream("GET", f"{V1}/stream", params={"interval": 0.2}) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
         events = 0

@@ -17,6 +17,7 @@ NODE_DEFAULTS = frozenset({
     "system.cpu.utilization", "system.cpu.logical.count", "system.cpu.frequency",
     "system.memory.usage", "system.memory.limit", "system.memory.utilization",
     "system.network.io", "system.disk.io",
+    "hw.power", "hw.energy",            # watts and the joules counter (sim power model, RAPL on hosts)
 })
 COMPONENT_DEFAULTS = frozenset({"running", "response_time_ms", "cpu_usage_cores", "memory_usage_bytes"})
 

@@ -15,7 +15,7 @@ RATES: dict[str, tuple[str, dict[str, str]]] = {   # substrate rate -> (counter,
     "system.disk.io.read": ("system.disk.io", {"disk.io.direction": "read"}),
     "system.disk.io.write": ("system.disk.io", {"disk.io.direction": "write"}),
 }
-COUNTERS = frozenset(counter for counter, _ in RATES.values())
+COUNTERS = frozenset(counter for counter, _ in RATES.values()) | {"hw.energy"}   # joules since start
 
 IoSample = tuple[str, dict[str, str], float]
 

@@ -82,6 +82,9 @@ class NodeSummary(BaseModel):
     cluster: str
     alive: bool | None = Field(description="as last reported by its cluster; null while the cluster agent is lost")
     cpu_utilization: float | None
+    power_watts: float | None = Field(None, description="latest hw.power of the node (W), from its telemetry")
+    energy_joules: float | None = Field(None, description="latest hw.energy counter of the node (J since its "
+                                                          "agent or simulator started)")
     last_heartbeat: float | None = Field(description="time of the node agent's last heartbeat to its cluster "
                                                      "(as the cluster last reported it)")
     trust: float | None = Field(None, description="the cluster's trust in the node, 0..1 (1: nothing held "

@@ -35,10 +35,20 @@ def nodes_of(cont: Any, cid: str, where: Hosted) -> Iterator[NodeDetail]:
         alive = digest.get("nodes", {}).get(name) if rec is not None and rec.alive else None
         # the digest names only nodes something is held against: [score, main reason]
         score, reason = digest.get("trust", {}).get(name) or ((1.0, None) if alive is not None else (None, None))
+        energy = _energy(cont, name, cid)
         yield NodeDetail(name=name, cluster=cid, alive=alive, cpu_utilization=digest.get("cpu", {}).get(name),
+                         power_watts=energy[0], energy_joules=energy[1],
                          last_heartbeat=digest.get("seen", {}).get(name),
                          trust=score, trust_reason=reason,
                          components=where.get((cid, name), []), description=to_k8s(model))
+
+
+def _energy(cont: Any, node: str, cid: str) -> tuple[float | None, float | None]:
+    """(watts, joules) the node's telemetry last carried (None where its substrate measures no power)."""
+    k = getattr(cont, "slice_telemetry", None)
+    if k is None:
+        return None, None
+    return k.latest("hw.power", node=node, cluster=cid), k.latest("hw.energy", node=node, cluster=cid)
 
 
 def all_nodes(cont: Any) -> dict[str, NodeDetail]:

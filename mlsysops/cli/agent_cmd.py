@@ -302,7 +302,9 @@ def register(app: typer.Typer) -> None:
                                                                 "$MLSYSOPS_XMPP_PASSWORD)")] = None,
         verbose: Annotated[bool, typer.Option("-v", help="Log at INFO level (default: warnings only)")] = False,
     ) -> None:
-        """Run one agent of the slice as its own process (the per-layer launch used in production)."""
+        """Run one agent of the slice as its own process (the per-layer launch used in production).
+
+        `mlsysops agent far-edge --help`: the lightweight far-edge agent (its own flags, JSON config)."""
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
         raise typer.Exit(asyncio.run(_run(layer, config, ident, sim, xmpp_port, apply, api_port, host, push_port,

@@ -213,7 +213,7 @@ COLUMNS: dict[Kind, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     Kind.apps: ([("NAME", "name"), ("COMPONENTS", "components"), ("STATUS", "status"), ("AGE", "submitted")], []),
     Kind.nodes: ([("NAME", "name"), ("CLUSTER", "cluster"), ("STATUS", "status"), ("CPU%", "cpu_utilization"),
                   ("TRUST", "trust"), ("LAST HEARTBEAT", "last_heartbeat"), ("COMPONENTS", "components")],
-                 [("TRUST REASON", "trust_reason")]),
+                 [("WATTS", "power_watts"), ("TRUST REASON", "trust_reason")]),
     Kind.clusters: ([("NAME", "id"), ("REGISTERED", "registered"), ("ALIVE", "alive"), ("NODES", "nodes"),
                      ("NODES ALIVE", "nodes_alive")], [("LAST HEARTBEAT", "last_heartbeat"),
                                                        ("LOST REASON", "lost_reason")]),
@@ -491,7 +491,7 @@ def register(app: typer.Typer) -> None:
             if what == "nodes":
                 cols = [("NODE", "node"), ("CLUSTER", "cluster"), ("STATUS", "status"),
                         ("CPU%", "system.cpu.utilization"), ("MEM%", "system.memory.utilization"),
-                        ("RUNNING", "running")]
+                        ("WATTS", "hw.power"), ("JOULES", "hw.energy"), ("RUNNING", "running")]
             else:
                 cols = [("APP", "app"), ("COMPONENT", "component"), ("NODE", "node"), ("CPU", "cpu_usage_cores"),
                         ("RESPONSE MS", "response_time_ms")]

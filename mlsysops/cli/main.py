@@ -31,6 +31,13 @@ for _module in COMMAND_MODULES:
 
 
 def main() -> None:
+    import sys
+
+    if sys.argv[1:3] == ["agent", "far-edge"]:
+        # the far-edge agent has its own flags (no slice YAML on a board): `python -m mlsysops.far_edge`
+        from mlsysops.far_edge.cli import main as far_edge_main
+
+        raise SystemExit(far_edge_main(sys.argv[3:]))
     app()
 
 

@@ -22,7 +22,7 @@ from mlsysops.continuum.api.bodies import jsonable
 from mlsysops.continuum.api.deps import Backend
 
 DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "dashboard"
-NODE_SERIES = ("system.cpu.utilization", "system.memory.utilization")
+NODE_SERIES = ("system.cpu.utilization", "system.memory.utilization", "hw.power", "hw.energy")
 MAX_STREAM_DECISIONS = 50
 
 router = APIRouter(tags=["dashboard"])
@@ -47,7 +47,8 @@ def _topology(c: Any, alerts: list[dict[str, str]]) -> list[dict[str, Any]]:
         for n in d.node_status:
             metrics = {m: k.latest(m, node=n.name, cluster=cid) for m in NODE_SERIES}
             nodes.append({"name": n.name, "alive": n.alive, "cpu": metrics[NODE_SERIES[0]],
-                          "mem": metrics[NODE_SERIES[1]], "trust": n.trust, "trust_reason": n.trust_reason,
+                          "mem": metrics[NODE_SERIES[1]], "power": metrics["hw.power"],
+                          "energy": metrics["hw.energy"], "trust": n.trust, "trust_reason": n.trust_reason,
                           "components": [h.model_dump() for h in n.components]})
             if n.trust is not None and n.trust < 0.5:
                 alerts.append({"level": "warning", "text": f"node {n.name} ({cid}) trust {n.trust:.2f}: "

@@ -86,6 +86,7 @@
   }
   const pct = (v) => `${(v * 100).toFixed(0)}%`;
   const charts = {cpu: new SeriesChart($("chart-cpu"), "1", pct), mem: new SeriesChart($("chart-mem"), "1", pct),
+                  power: new SeriesChart($("chart-power"), "W", (v) => v.toFixed(1)),
                   qos: new SeriesChart($("chart-qos"), "ms", (v) => Intl.NumberFormat("en", {maximumFractionDigits: 1}).format(v)),
                   ccpu: new SeriesChart($("chart-ccpu"), "cores", (v) => v.toFixed(2)),
                   cmem: new SeriesChart($("chart-cmem"), "By", (v) => Intl.NumberFormat("en", {notation: "compact", style: "unit", unit: "byte"}).format(v))};
@@ -104,7 +105,8 @@
     const node = (n) => `<li class="${nodeState(n)}" data-node="${esc(n.name)}" data-state="${nodeState(n)}">
       <span class="label"><span class="dot ${nodeState(n)}"></span><span class="kind">node</span>
       <span class="name">${esc(n.name)}</span>
-      <span class="metric">${n.cpu == null ? "" : "cpu " + pct(n.cpu)} ${n.mem == null ? "" : "mem " + pct(n.mem)}</span>
+      <span class="metric">${n.cpu == null ? "" : "cpu " + pct(n.cpu)} ${n.mem == null ? "" : "mem " + pct(n.mem)}
+      ${n.power == null ? "" : n.power.toFixed(1) + " W"} ${n.energy == null ? "" : (n.energy / 1000).toFixed(2) + " kJ"}</span>
       ${n.alive === false ? '<span class="badge failed">down</span>' : ""}
       ${n.trust != null && n.trust < 0.995 ? `<span class="badge trust" data-trust="${n.trust}" title="${esc(n.trust_reason || "")}">trust ${n.trust.toFixed(2)}</span>` : ""}</span>
       <ul class="tree">${n.components.map(comp).join("")}</ul></li>`;
@@ -174,6 +176,7 @@
     for (const c of s.clusters) for (const n of c.nodes) {
       if (n.alive === false) continue;
       charts.cpu.add(n.name, s.t, n.cpu); charts.mem.add(n.name, s.t, n.mem);
+      if (n.power != null) charts.power.add(n.name, s.t, n.power);
     }
     for (const app of s.apps) for (const c of app.components) {
       const key = `${app.name}/${c.component}`;
@@ -187,7 +190,8 @@
   async function loadHistory() {
     const rows = await api(`/api/v1/telemetry?window=${HISTORY_S}&limit=5000`);
     for (const r of rows) {
-      const ch = r.metric === "system.cpu.utilization" ? charts.cpu : r.metric === "system.memory.utilization" ? charts.mem : null;
+      const ch = r.metric === "system.cpu.utilization" ? charts.cpu : r.metric === "system.memory.utilization" ? charts.mem
+        : r.metric === "hw.power" ? charts.power : null;
       if (ch && r.labels.node && !r.labels.app) for (const [t, v] of r.points || []) ch.add(r.labels.node, t, v);
       if (r.metric === "response_time_ms" && r.labels.app) {
         for (const [t, v] of r.points || []) charts.qos.add(`${r.labels.app}/${r.labels.component}`, t, v);
