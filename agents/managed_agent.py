@@ -26,6 +26,7 @@ from mlsysops.agents.mape import (
     PlanScheduler,
     PolicyRegistry,
 )
+from mlsysops.agents.ml.client import MLConnectorClient
 from mlsysops.agents.protocol import Envelope, Kind, Performative, register_payload
 from mlsysops.agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
 from mlsysops.agents.tree_reads import (  # noqa: F401 - DecisionsQuery, MAX_EXPORT_BYTES: their old home
@@ -107,6 +108,9 @@ class ManagedAgent(MLSysOpsAgent):
         self.policies = PolicyRegistry([str(d) for d in self.settings.policy_dirs],
                                        modules=self.settings.policies, agent_id=self.agent_id)
         self.mechanisms = MechanismRegistry(agent_id=self.agent_id)
+        # every policy's `ml_connector`; the continuum attaches the registry service to it
+        self.ml_connector = MLConnectorClient(
+            self, cache_dir=self.settings.state_dir / "model-cache" if self.settings.state_dir else None)
         # one scheduler for the agent's lifetime: the engine's plans and the agent's own (execute()) share it,
         # so a mechanism runs one command at a time whoever asked, even before the engine starts
         self.scheduler = PlanScheduler(self.mechanisms, self.decision_log,
@@ -326,7 +330,7 @@ class ManagedAgent(MLSysOpsAgent):
     def start_engine(self) -> MAPEEngine:
         self.engine = MAPEEngine(
             self.agent_id, self.knowledge, self.policies, self.mechanisms, self.decision_log,
-            assets=self.assets, system_description=self.system_description,
+            assets=self.assets, system_description=self.system_description, ml_connector=self.ml_connector,
             default_analyze_interval=self.settings.analyze, plugin_timeout=self.settings.plugin_timeout,
             execute_timeout=self.settings.execute_timeout, monitor=self._monitor_tick,
             monitor_interval=self.settings.monitor, on_executed=self.on_executed, scheduler=self.scheduler)
