@@ -18,6 +18,9 @@ class ModelError(ValueError):
         where = f"model {model or '?'}" + (f" version {version}" if version is not None else "")
         super().__init__(f"{where}: {field}: {message}")
 
+    def __reduce__(self):  # noqa: ANN204 - crosses the training worker's process boundary intact
+        return (type(self), (self.model, self.version, self.field, self.message))
+
     def to_dict(self) -> dict[str, object]:
         return {"model": self.model, "version": self.version, "field": self.field, "message": self.message,
                 "error": str(self)}

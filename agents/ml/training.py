@@ -30,6 +30,7 @@ import asyncio
 import importlib
 import logging
 import multiprocessing
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -111,7 +112,7 @@ def run_job(name: str, trainer_ref: str, rows: list[dict[str, Any]], seed: int, 
     }
     return {"format": model.format, "artifact": model.to_bytes(), "card": card, "metrics": metrics,
             "production_metrics": prod_metrics, "production_error": prod_error, "held_rows": len(held_rows),
-            "train_rows": len(train_rows), "train_seconds": time.perf_counter() - started}
+            "train_rows": len(train_rows), "train_seconds": time.perf_counter() - started, "pid": os.getpid()}
 
 
 Recorder = Callable[[str, str, dict[str, Any]], None]   # (outcome, reason, inputs) -> decision record
@@ -220,7 +221,8 @@ class TrainingService:
         job.update(status="succeeded", finished=time.time(), version=info.version, promoted=promote,
                    detail={**job["detail"], "reason": why, "metrics": result["metrics"],
                            "production_metrics": result["production_metrics"], "train_rows": result["train_rows"],
-                           "held_rows": result["held_rows"], "train_seconds": result["train_seconds"]})
+                           "held_rows": result["held_rows"], "train_seconds": result["train_seconds"],
+                           "worker_pid": result["pid"]})
         self.registry.save_job(job)
         self.record("info", f"trained {name} v{info.version} ({job['trainer']}, seed {job['seed']}): "
                     + ("promoted" if promote else "kept as candidate") + f": {why}",
