@@ -57,6 +57,7 @@ class TinyDataset:
     X: np.ndarray
     y: np.ndarray
     feature_names: list[str]
+    ts: np.ndarray
     window: tuple[float, float]
 
 
@@ -98,7 +99,8 @@ class TinyTrainer:
             raise ValueError("no observation rows")
         X = np.array([[r["features"][f] for f in FEATURES] for r in obs], dtype=np.float64)
         y = np.array([r["observed"] for r in obs], dtype=np.float64)
-        return TinyDataset(X, y, list(FEATURES), (obs[0]["ts"], obs[-1]["ts"]))
+        ts = np.array([r["ts"] for r in obs], dtype=np.float64)
+        return TinyDataset(X, y, list(FEATURES), ts, (ts[0], ts[-1]))
 
     def fit(self, ds: TinyDataset, seed: int) -> TinyLinear:
         rng = np.random.default_rng(seed)          # a seeded bootstrap: same seed, same model

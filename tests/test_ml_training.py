@@ -58,7 +58,7 @@ async def test_training_from_recorded_telemetry_promotes_only_a_better_version(t
         info, model = svc.registry.load("rt")
         assert np.allclose(model.predict(np.array([[1.0, 1.0]])), [6.0], atol=0.1)    # 2 + 3 + 1
         card = info.card
-        assert card["trainer"] == TINY and card["seed"] == 7 and card["training_data"]["rows"] == 240
+        assert card["trainer"] == TINY and card["seed"] == 7 and card["training_data"] == {"start": 1000.0, "end": 1224.0, "rows": 225}
         assert card["inputs"] == [{"name": "cpu", "unit": "", "type": "cont", "description": ""},
                                   {"name": "load", "unit": "", "type": "cont", "description": ""}]
         assert card["metrics"]["score"] < 0.1
@@ -96,7 +96,7 @@ async def test_failing_training_is_recorded_and_production_keeps_serving(tmp_pat
         few = _service(tmp_path / "few")
         few.registry.add_observations(observations(3), agent="c")
         job = await few.training.wait(few.train("rt", trainer=TINY)["id"])
-        assert job["status"] == "failed" and "rows: 3 telemetry rows, at least 8 needed" in job["detail"]["error"]
+        assert job["status"] == "failed" and "rows: 3 training examples in 3 telemetry rows, at least 8" in job["detail"]["error"]
         unknown = await few.training.wait(few.train("rt", trainer="no_such_trainer")["id"])
         assert "trainer: " in unknown["detail"]["error"] and "unknown trainer 'no_such_trainer'" in unknown["detail"]["error"]
         await few.stop()

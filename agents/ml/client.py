@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlsysops.agents.agent_base import HandlerError, RequestError
+from mlsysops.agents.agent_base import HandlerError, RequestError, RequestFailed
 from mlsysops.agents.ml import wire
 from mlsysops.agents.ml.card import ModelCard, check_features
 from mlsysops.agents.ml.errors import ModelError
@@ -104,18 +104,23 @@ class MLConnectorClient:
         entry = self._last.get(name) or self._production.get(name)
         return None if entry is None else entry.model
 
-    async def submit_training(self, name: str, seed: int = 0, trainer: str | None = None) -> dict[str, Any]:
+    async def submit_training(self, name: str, seed: int = 0, trainer: str | None = None, *,
+                              _remote: bool = False) -> dict[str, Any]:
         if self.service is not None:
-            return self.service.training.submit(name, seed=seed, trainer=trainer)
+            return self.service.train(name, seed=seed, trainer=trainer, remote=_remote)
         reply = await self.agent.request(self.agent.parent, wire.MODEL_TRAIN,
                                          wire.ModelTrain(name=name, seed=seed, trainer=trainer))
         return reply.body
 
     async def report(self, name: str, version: int | None, features: Any, prediction: float | None,
                      observed: float) -> None:
-        if not isinstance(features, dict):
-            names = getattr(self.cached(name), "feature_names", None) or [f"x{i}" for i in range(len(features))]
-            features = dict(zip(names, (float(v) for v in features)))
+        if not isinstance(features, dict):     # values in the order of the model's inputs
+            names = getattr(self.cached(name), "feature_names", None)
+            values = [float(v) for v in features]
+            if names is None or len(names) != len(values):
+                raise ModelError(name, version, "features", f"{len(values)} values without names: give a "
+                                 "{name: value} dict" + ("" if names is None else f" or values for {names}"))
+            features = dict(zip(names, values))
         self._queue([{"name": name, "version": version, "ts": time.time(),
                       "features": {str(k): float(v) for k, v in features.items()},
                       "prediction": None if prediction is None else float(prediction), "observed": float(observed)}])
@@ -147,13 +152,14 @@ class MLConnectorClient:
                     return current
                 raise
             except (RequestError, OSError) as exc:
+                why = (f"the parent refused the transfer: {exc.reason}" if isinstance(exc, RequestFailed)
+                       else f"parent unreachable ({exc or type(exc).__name__})")
                 if current is not None:
                     current.checked = time.monotonic()
-                    self._say(name, f"model {name}: parent unreachable ({exc or type(exc).__name__}); serving "
-                              f"cached v{current.version}", "error", {"model": name, "version": current.version})
+                    self._say(name, f"model {name}: {why}; serving cached v{current.version}", "error",
+                              {"model": name, "version": current.version})
                     return current
-                raise ModelError(name, version, "transfer",
-                                 f"cannot fetch from {self.agent.parent}: {exc or type(exc).__name__}") from None
+                raise ModelError(name, version, "transfer", why) from None
             return entry
 
     async def _fetch(self, name: str, version: int | None, current: Cached | None) -> Cached:
@@ -318,7 +324,7 @@ class MLConnectorClient:
         q = env.payload
         assert isinstance(q, wire.ModelTrain)
         try:
-            return await self.submit_training(q.name, seed=q.seed, trainer=q.trainer)
+            return await self.submit_training(q.name, seed=q.seed, trainer=q.trainer, _remote=True)
         except ModelError as exc:
             raise HandlerError(str(exc)) from None
 

@@ -16,6 +16,14 @@ from mlsysops.agents.ml.registry import ModelRegistry, check_name
 from mlsysops.agents.ml.training import TrainingService
 
 
+def builtin_trainers() -> list[str]:
+    try:
+        from mlsysops.agents.ml.trainers import TRAINERS  # mlpol's; absent until merged
+    except ModuleNotFoundError:
+        return []
+    return sorted(TRAINERS)
+
+
 class MLConnectorService:
     def __init__(self, agent: Any, root: Path | None, *, telemetry: Any = None) -> None:
         self.agent = agent
@@ -74,12 +82,29 @@ class MLConnectorService:
                      {"model": name, "version": info.version, "previous": before})
         return info.to_dict()
 
-    def train(self, name: str, *, seed: int = 0, trainer: str | None = None) -> dict[str, Any]:
+    def train(self, name: str, *, seed: int = 0, trainer: str | None = None, remote: bool = False) -> dict[str, Any]:
+        """Queue a job. `remote` (REST, XMPP): the trainer must be a built-in name or the model's own."""
         check_name(name)
+        if remote:
+            self._check_remote_trainer(name, trainer)
         return self.training.submit(name, seed=seed, trainer=trainer)
 
-    def schedule(self, name: str, every: float | None, *, trainer: str | None = None, seed: int = 0) -> dict[str, Any]:
+    def _check_remote_trainer(self, name: str, trainer: str | None) -> None:
+        """A remote caller may not make this process import a module of its choosing: only the names of
+        `TRAINERS`, or the `module:attribute` a version of the model already records (set in-process)."""
+        if trainer is None:
+            return
+        recorded = {v.card.get("trainer") for v in self.registry.versions(name)}
+        if trainer in recorded or trainer in builtin_trainers():
+            return
+        raise ModelError(name, None, "trainer", f"unknown trainer {trainer!r}; built-in: {builtin_trainers()}"
+                         + (f", this model's: {sorted(t for t in recorded if t)}" if any(recorded) else ""))
+
+    def schedule(self, name: str, every: float | None, *, trainer: str | None = None, seed: int = 0,
+                 remote: bool = False) -> dict[str, Any]:
         check_name(name)
+        if remote:
+            self._check_remote_trainer(name, trainer)
         self.training.set_schedule(name, every, trainer=trainer, seed=seed)
         return {"name": name, "every": every, "trainer": trainer, "seed": seed}
 

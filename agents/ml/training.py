@@ -10,11 +10,12 @@ registry so it survives a restart) runs like this:
    "observed"}`) followed by the slice's telemetry windows (`{"kind": "sample", "metric", "labels", "ts",
    "value"}`), each group oldest first;
 2. in a worker process (`spawn`, so nothing of the agent's loop or threads is inherited): the rows are
-   sorted by `ts`; the newest `holdout` fraction is held back (a time split: the model is judged on data
-   newer than what it learnt from, as it will be used). The trainer (`TRAINERS[name]` of
-   `mlsysops.agents.ml.trainers`, or `"module:attribute"`) builds a `Dataset` from each part
-   (`dataset_from_telemetry`), fits on the older part with the job's seed, and `evaluate`s the new model
-   and the current production model on the held-back part (same data, same trainer);
+   sorted by `ts` and the trainer (`TRAINERS[name]` of `mlsysops.agents.ml.trainers`, or
+   `"module:attribute"`) builds one `Dataset` from them (`dataset_from_telemetry`, rows kept in time
+   order). Its newest `holdout` fraction is held back (a time split: the model is judged on data newer
+   than what it learnt from, as it will be used; the Dataset is cut by slicing every field as long as `y`,
+   or by its own `subset(start, stop)`). The trainer fits on the older part with the job's seed and
+   `evaluate`s the new model and the current production model on the held-back part (same rows);
 3. back on the loop, the new version is stored as a candidate and promoted only if there is no production
    version or its `score` (lower is better) is strictly below production's. The job (scores, reason, data
    window) is stored and recorded as a decision event.
@@ -27,6 +28,7 @@ Reproducible: the same rows, trainer and seed give the same artifact (the traine
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import logging
 import multiprocessing
@@ -76,14 +78,15 @@ def run_job(name: str, trainer_ref: str, rows: list[dict[str, Any]], seed: int, 
     except Exception as exc:  # noqa: BLE001
         raise ModelError(name, None, "trainer", str(exc)) from None
     rows = sorted(rows, key=lambda r: float(r.get("ts") or 0.0))
-    if len(rows) < MIN_ROWS:
-        raise ModelError(name, None, "rows", f"{len(rows)} telemetry rows, at least {MIN_ROWS} needed")
-    cut = min(len(rows) - 1, max(1, int(round(len(rows) * (1.0 - holdout)))))
-    train_rows, held_rows = rows[:cut], rows[cut:]
     stage = "dataset_from_telemetry"
     try:
-        train_ds = trainer.dataset_from_telemetry(train_rows)
-        held_ds = trainer.dataset_from_telemetry(held_rows)
+        dataset = trainer.dataset_from_telemetry(rows)
+        n = len(dataset.y)
+        if n < MIN_ROWS:
+            raise ModelError(name, None, "rows", f"{n} training examples in {len(rows)} telemetry rows, "
+                             f"at least {MIN_ROWS} needed")
+        cut = min(n - 1, max(1, int(round(n * (1.0 - holdout)))))
+        train_ds, held_ds = _subset(dataset, 0, cut), _subset(dataset, cut, n)
         stage = "fit"
         model = trainer.fit(train_ds, seed)
         stage = "evaluate"
@@ -102,17 +105,44 @@ def run_job(name: str, trainer_ref: str, rows: list[dict[str, Any]], seed: int, 
         except Exception as exc:  # noqa: BLE001 - recorded; the candidate is then not promoted automatically
             prod_error = f"{type(exc).__name__}: {exc}"
     units = dict(getattr(train_ds, "units", None) or {})
+    window = _window(train_ds, rows)
     card = {
         "inputs": [{"name": f, "unit": str(units.get(f, ""))} for f in model.feature_names],
         "output": {"name": model.output_name, "unit": str(units.get(model.output_name, ""))},
-        "training_data": {"start": train_rows[0].get("ts"), "end": train_rows[-1].get("ts"), "rows": len(train_rows)},
+        "training_data": {"start": window[0], "end": window[1], "rows": cut},
         "metrics": metrics, "trainer": trainer_ref, "seed": seed, "owner": "mlsysops training",
-        "description": f"trained by {trainer_ref} (seed {seed}) on {len(train_rows)} rows, "
-                       f"judged on the newest {len(held_rows)}",
+        "description": f"trained by {trainer_ref} (seed {seed}) on {cut} examples, judged on the newest {n - cut}",
     }
     return {"format": model.format, "artifact": model.to_bytes(), "card": card, "metrics": metrics,
-            "production_metrics": prod_metrics, "production_error": prod_error, "held_rows": len(held_rows),
-            "train_rows": len(train_rows), "train_seconds": time.perf_counter() - started, "pid": os.getpid()}
+            "production_metrics": prod_metrics, "production_error": prod_error, "held_rows": n - cut,
+            "train_rows": cut, "train_seconds": time.perf_counter() - started, "pid": os.getpid()}
+
+
+def _subset(ds: Any, start: int, stop: int) -> Any:
+    """Rows [start, stop) of a Dataset: every array field as long as `y` is sliced (X, y, timestamps ...)."""
+    if hasattr(ds, "subset"):
+        return ds.subset(start, stop)
+    if not dataclasses.is_dataclass(ds):
+        raise TypeError(f"a Dataset must be a dataclass or have subset(start, stop), not {type(ds).__name__}")
+    n = len(ds.y)
+    changes = {}
+    for f in dataclasses.fields(ds):
+        value = getattr(ds, f.name)
+        if hasattr(value, "__len__") and hasattr(value, "__getitem__") and not isinstance(value, (str, dict)) \
+                and f.name != "feature_names" and len(value) == n:
+            changes[f.name] = value[start:stop]
+    ts = changes.get("ts", changes.get("timestamps"))
+    if ts is not None and len(ts) and any(f.name == "window" for f in dataclasses.fields(ds)):
+        changes["window"] = (float(ts[0]), float(ts[-1]))
+    return dataclasses.replace(ds, **changes)
+
+
+def _window(ds: Any, rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    window = getattr(ds, "window", None)
+    if isinstance(window, (tuple, list)) and len(window) == 2:
+        return (None if window[0] is None else float(window[0]), None if window[1] is None else float(window[1]))
+    stamps = [float(r["ts"]) for r in rows if r.get("ts") is not None]
+    return (min(stamps), max(stamps)) if stamps else (None, None)
 
 
 Recorder = Callable[[str, str, dict[str, Any]], None]   # (outcome, reason, inputs) -> decision record
