@@ -13,6 +13,7 @@ node/component metrics, inject faults, and subscribe to state-transition events:
 from .clock import SimClock
 from .config import SimConfig
 from .continuum import COMPONENT_METRICS, NODE_METRICS, SimContinuum
+from .qos_profile import NodeDrift, QosProfile
 from .errors import (
     DuplicateInstanceError,
     InstanceNotActiveError,
@@ -45,6 +46,8 @@ __all__ = [
     "InstanceState",
     "InsufficientCapacityError",
     "NodeDownError",
+    "NodeDrift",
+    "QosProfile",
     "SimClock",
     "SimConfig",
     "SimContinuum",

@@ -144,9 +144,10 @@ class PolynomialRidge:
     @classmethod
     def fit(cls, X: np.ndarray, y: np.ndarray, *, name: str, feature_names: Sequence[str],
             output_name: str, terms: Sequence[Sequence[int]] | None = None, alpha: float = 1.0,
-            version: int = 0) -> PolynomialRidge:
+            version: int = 0, sample_weight: np.ndarray | None = None) -> PolynomialRidge:
         """Least squares with an L2 penalty `alpha` on standardised term columns (so the penalty does
-        not depend on feature units); deterministic (closed form, no randomness)."""
+        not depend on feature units); deterministic (closed form, no randomness). `sample_weight`
+        (relative, e.g. recency) weighs rows."""
         names = list(feature_names)
         X = as_matrix(X, len(names), name)
         y = np.asarray(y, dtype=float).ravel()
@@ -156,18 +157,23 @@ class PolynomialRidge:
         for t in term_list:
             if not t or any(i < 0 or i >= len(names) for i in t):
                 raise ValueError(f"{name}: term {t} must name features 0..{len(names) - 1}")
+        sw = np.ones(y.size) if sample_weight is None else np.asarray(sample_weight, dtype=float).ravel()
+        if sw.size != y.size or np.any(sw < 0) or sw.sum() <= 0:
+            raise ValueError(f"{name}: sample_weight must be {y.size} non-negative numbers, not all 0")
+        sw = sw * (y.size / sw.sum())   # mean weight 1: alpha keeps its meaning
         phi = _term_matrix(X, term_list)
-        mean = phi.mean(axis=0)
-        scale = phi.std(axis=0)
+        mean = (sw @ phi) / sw.sum()
+        scale = np.sqrt((sw @ (phi - mean) ** 2) / sw.sum())
         scale[scale < 1e-12] = 1.0
         z = (phi - mean) / scale
-        y_mean = float(y.mean())
-        a = z.T @ z + alpha * np.eye(z.shape[1])
+        y_mean = float(sw @ y / sw.sum())
+        zw = z * sw[:, None]
+        a = zw.T @ z + alpha * np.eye(z.shape[1])
         a_inv = np.linalg.inv(a)
-        w = a_inv @ (z.T @ (y - y_mean))
+        w = a_inv @ (zw.T @ (y - y_mean))
         resid = y - y_mean - z @ w
-        dof = max(1, y.size - min(y.size - 1, z.shape[1]))
-        sigma = float(math.sqrt(float(resid @ resid) / dof))
+        dof = max(1.0, float(sw.sum()) - min(y.size - 1, z.shape[1]))
+        sigma = float(math.sqrt(float(sw @ resid ** 2) / dof))
         coef = w / scale
         intercept = y_mean - float(coef @ mean)
         return cls(name, version, names, output_name, term_list, coef, intercept, sigma, mean, scale, a_inv)

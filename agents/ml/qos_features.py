@@ -9,7 +9,7 @@ instance table, latencies) - no simulator internals, so the same code runs on Ku
 | `kind=<kind>` | 1 for the node's kind: its `node-type:` (or `kind:`) label, else its layer |
 | `node=<name>` | 1 for the node itself (lets a retrained model learn one node's own behaviour) |
 | `queue` | `1 / (1 - min(u, 0.95))`, u the node's CPU utilisation with this instance on it |
-| `coloc=<app>/<component>` | instances of other components sharing the node (interference) |
+| `coloc=<component>` | instances of other components (by component name, any app) sharing the node (interference) |
 | `net_ms` | sum over the peers it calls of the latency to the nearest node running that peer |
 
 `qos_terms` turns the feature names present in the data into the model's terms: per component, its
@@ -64,7 +64,8 @@ def candidate_features(request: ComponentRequest, view: NodeView, *, hosting: bo
     }
     for key, count in colocated.items():
         if count > 0:
-            feats[f"coloc={key}"] = float(count)
+            name = key.rsplit("/", 1)[-1]
+            feats[f"coloc={name}"] = feats.get(f"coloc={name}", 0.0) + float(count)
     return feats
 
 

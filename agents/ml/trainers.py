@@ -115,8 +115,11 @@ class QosTrainer:
     the interaction terms `qos_terms` picks from the feature names the data has."""
 
     name: str = "qos-response-time"
-    alpha: float = 1.0
+    alpha: float = 3.0
     min_rows: int = 20
+    half_life_s: float | None = 60.0
+    """Recency weighting: a row `half_life_s` older than the newest one counts half (None: all equal),
+    so a retrained model follows a node whose behaviour changed instead of averaging old and new."""
 
     def dataset_from_telemetry(self, rows: Iterable[Mapping[str, Any]]) -> Dataset:
         return rows_to_dataset(rows)
@@ -124,9 +127,22 @@ class QosTrainer:
     def fit(self, dataset: Dataset, seed: int) -> Model:
         if len(dataset) < self.min_rows:
             raise ValueError(f"model {self.name}: training data: {len(dataset)} rows, need >= {self.min_rows}")
+        model = self._fit(dataset)
+        # the spread it reports is the one measured on data it was not fitted on (in-sample residuals
+        # of a 60-term model are optimistic), so confidence and the drift detectors read it right
+        fit_part, held = dataset.split(0.25)
+        if len(fit_part) >= self.min_rows and len(held) >= 5:
+            probe = self._fit(fit_part)
+            model.sigma = max(model.sigma, regression_metrics(probe, held)["rmse"])
+        return model
+
+    def _fit(self, dataset: Dataset) -> PolynomialRidge:
+        weight = None
+        if self.half_life_s is not None and dataset.t.size == len(dataset):
+            weight = np.power(0.5, (dataset.t.max() - dataset.t) / self.half_life_s)
         return PolynomialRidge.fit(dataset.X, dataset.y, name=self.name, feature_names=dataset.feature_names,
                                    output_name=QOS_OUTPUT, terms=qos_terms(dataset.feature_names),
-                                   alpha=self.alpha)
+                                   alpha=self.alpha, sample_weight=weight)
 
     def evaluate(self, model: Model, dataset: Dataset) -> dict[str, float]:
         return regression_metrics(model, dataset)
