@@ -105,6 +105,8 @@ class Result:
     interval: float = 1.0
     transitions: list[dict[str, Any]] = field(default_factory=list)
     explanations: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    final_version: int | None = None
 
     @property
     def fallback_intervals(self) -> float | None:
@@ -324,6 +326,7 @@ def run(name: str, mode: str, seed: int, *, seconds: float = 300.0, drift_at: fl
             if keep_explanations and commands:
                 result.explanations.append(expl)
             actions = commands.get(policy.MECHANISM, {}).get("actions", [])
+            result.actions.extend((cluster.now - start, app, dict(a)) for a in actions)
             result.relocations += cluster.apply(actions, app)
             state = (expl.get("management", {}).get("auto") or {}).get("state")
             if state and state != seen_state.get(app):
@@ -336,4 +339,6 @@ def run(name: str, mode: str, seed: int, *, seconds: float = 300.0, drift_at: fl
                     result.restored_t = rel
                 seen_state[app] = state
     result.training_s += connector.training_s
+    final = inner.cached(policy.MODEL)
+    result.final_version = final.version if final is not None else None
     return result

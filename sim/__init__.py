@@ -13,7 +13,6 @@ node/component metrics, inject faults, and subscribe to state-transition events:
 from .clock import SimClock
 from .config import SimConfig
 from .continuum import COMPONENT_METRICS, NODE_METRICS, SimContinuum
-from .qos_profile import NodeDrift, QosProfile
 from .errors import (
     DuplicateInstanceError,
     InstanceNotActiveError,
@@ -33,6 +32,7 @@ from .model import (
     SimInstance,
     SimNodeSpec,
 )
+from .qos_profile import NodeDrift, QosProfile
 
 __all__ = [
     "COMPONENT_METRICS",
