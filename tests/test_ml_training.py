@@ -132,3 +132,27 @@ async def test_a_job_cut_short_by_a_restart_is_marked_failed(tmp_path):
     assert job["status"] == "failed" and "restarted" in job["detail"]["error"]
     reg.close()
     await asyncio.sleep(0)
+
+
+async def test_the_built_in_trainer_by_model_name_reproducible_and_promoted_on_drift(tmp_path):
+    """mlsysops.agents.ml.trainers.TRAINERS["linear"] (mlpol's ridge, format mlsysops-linear), found by the
+    model's name, on observations in the rows the continuum supplies."""
+    svc = _service(tmp_path)
+    try:
+        svc.registry.add_observations(observations(300, name="linear", seed=4), agent="cluster-1")
+        job = await svc.training.wait(svc.train("linear", seed=0)["id"])
+        assert job["status"] == "succeeded" and job["trainer"] == "linear" and job["promoted"], job["detail"]
+        info, model = svc.registry.load("linear")
+        assert info.format == "mlsysops-linear" and model.feature_names == ["cpu", "load"]
+        assert np.allclose(model.predict(np.array([[1.0, 1.0]])), [6.0], atol=0.2)
+        assert info.card["training_data"]["rows"] == 225 and info.card["training_data"]["start"] == 1000.0
+        x, base = np.array([1.0, 2.0]), np.array([0.5, 1.0])
+        phi = model.attributions(x, base)
+        assert np.isclose(phi.sum(), model.predict(x[None])[0] - model.predict(base[None])[0])
+        again = await svc.training.wait(svc.train("linear", seed=0)["id"])
+        assert svc.registry.get("linear", 2).sha256 == info.sha256 and again["promoted"] is False
+        svc.registry.add_observations(observations(300, name="linear", w=(-1.0, 4.0), b=0.0, t0=9000.0), agent="c")
+        drift = await svc.training.wait(svc.train("linear", seed=0)["id"])
+        assert drift["promoted"] is True and svc.registry.production_version("linear") == 3, drift["detail"]
+    finally:
+        await svc.stop()

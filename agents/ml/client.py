@@ -13,7 +13,8 @@ What a policy sees:
   heuristics". A fetched version that fails its checks is refused and the previous cached version keeps
   serving. `features` (optional) is the policy's feature list: a card with other inputs is refused.
   A production lookup reuses the cached model for `refresh_interval` seconds (no round trip per decision).
-* `cached(name)`: sync, the last model loaded for `name` (or None), for hot paths.
+* `cached(name)`: sync, the last model loaded for `name` (or None), for hot paths; a production model
+  older than `refresh_interval` is refreshed in the background, so a promotion reaches hot paths too.
 * `await submit_training(name, seed=0, trainer=None)`: the job's row (a training job at the continuum).
 * `await report(name, version, features, prediction, observed)`: buffered (never waits for the network),
   flushed every `report_interval`; if the buffer overflows, the oldest are dropped *and* that is recorded.
@@ -78,6 +79,7 @@ class MLConnectorClient:
         self._reports: deque[dict[str, Any]] = deque()
         self.reports_dropped = 0
         self._flusher: asyncio.Task[None] | None = None
+        self._refreshing: dict[str, asyncio.Task[Any]] = {}
         self.stats = {"fetches": 0, "chunks": 0, "bytes": 0, "unchanged": 0, "refused": 0}
         self._load_disk_cache()
         agent.on(wire.MODEL_FETCH, self._handle_fetch)
@@ -101,8 +103,16 @@ class MLConnectorClient:
         return entry.model
 
     def cached(self, name: str) -> Any:
+        """The last model loaded for `name`, without waiting; when it is the production one and older than
+        `refresh_interval`, a refresh runs in the background (the next call sees a newly promoted version)."""
         entry = self._last.get(name) or self._production.get(name)
-        return None if entry is None else entry.model
+        if entry is None:
+            return None
+        if entry.production and time.monotonic() - entry.checked >= self.refresh_interval:
+            task = self._refreshing.get(name)
+            if task is None or task.done():
+                self._refreshing[name] = self.agent.spawn(self.get_model(name), name=f"ml-refresh:{name}")
+        return entry.model
 
     async def submit_training(self, name: str, seed: int = 0, trainer: str | None = None, *,
                               _remote: bool = False) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 A format is a name (`"onnx"`, `"mlsysops-linear"`, ...) and a loader `(artifact: bytes, card: dict) -> Model`
 (usually a `Model.from_bytes` classmethod). Formats register themselves with `register_format` when their
-module is imported; `load_model` imports the modules that ship formats on first use, so a registry or a
-cluster agent can load any built-in format without knowing where it lives.
+module is imported (or list themselves in a module-level `BUILTIN_FORMATS` table); `load_model` imports
+the modules that ship formats on first use, so a registry or a cluster agent can load any built-in format
+without knowing where it lives.
 
 `load_model` is the one gate every artifact passes (upload, training result, transfer to an agent): a loader
 that raises, or a model whose `feature_names` are not the card's inputs, is a `ModelError` naming the model,
@@ -41,10 +42,13 @@ def _discover() -> None:
     _discovered = True
     for mod in FORMAT_MODULES:
         try:
-            importlib.import_module(mod)
+            module = importlib.import_module(mod)
         except ModuleNotFoundError as exc:
             if exc.name != mod:       # the module exists but something it needs does not: say so
                 log.warning("format module %s could not be imported: %s", mod, exc)
+            continue
+        for name, loader in (getattr(module, "BUILTIN_FORMATS", None) or {}).items():
+            _FORMATS.setdefault(name, loader)     # a module's table of formats, if it keeps one
 
 
 def formats() -> list[str]:

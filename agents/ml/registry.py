@@ -272,7 +272,8 @@ class ModelRegistry:
     def observations(self, name: str, since: float | None = None, limit: int = MAX_OBSERVATIONS) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT version, ts, agent, features, prediction, observed FROM observations "
                                "WHERE name=? AND ts>=? ORDER BY ts, id LIMIT ?", (name, since or 0.0, limit))
-        return [{"kind": "observation", "model": name, "version": r["version"], "ts": r["ts"], "agent": r["agent"],
+        return [{"kind": "observation", "model": name, "version": r["version"], "ts": r["ts"], "t": r["ts"],
+                 "agent": r["agent"],
                  "features": json.loads(r["features"]), "prediction": r["prediction"], "observed": r["observed"]}
                 for r in rows]
 

@@ -6,7 +6,7 @@ registry so it survives a restart) runs like this:
 
 1. rows = `rows_for(name)` on the agent's loop (a copy: the worker never sees live state). The rows the
    continuum supplies (`MLConnectorService.training_rows`): the observations agents reported for the model
-   (`{"kind": "observation", "model", "version", "ts", "agent", "features": {name: value}, "prediction",
+   (`{"kind": "observation", "model", "version", "ts", "t" (= ts), "agent", "features": {name: value}, "prediction",
    "observed"}`) followed by the slice's telemetry windows (`{"kind": "sample", "metric", "labels", "ts",
    "value"}`), each group oldest first;
 2. in a worker process (`spawn`, so nothing of the agent's loop or threads is inherited): the rows are
@@ -14,7 +14,7 @@ registry so it survives a restart) runs like this:
    `"module:attribute"`) builds one `Dataset` from them (`dataset_from_telemetry`, rows kept in time
    order). Its newest `holdout` fraction is held back (a time split: the model is judged on data newer
    than what it learnt from, as it will be used; the Dataset is cut by slicing every field as long as `y`,
-   or by its own `subset(start, stop)`). The trainer fits on the older part with the job's seed and
+   or by its own `subset(slice)`). The trainer fits on the older part with the job's seed and
    `evaluate`s the new model and the current production model on the held-back part (same rows);
 3. back on the loop, the new version is stored as a candidate and promoted only if there is no production
    version or its `score` (lower is better) is strictly below production's. The job (scores, reason, data
@@ -120,10 +120,10 @@ def run_job(name: str, trainer_ref: str, rows: list[dict[str, Any]], seed: int, 
 
 def _subset(ds: Any, start: int, stop: int) -> Any:
     """Rows [start, stop) of a Dataset: every array field as long as `y` is sliced (X, y, timestamps ...)."""
-    if hasattr(ds, "subset"):
-        return ds.subset(start, stop)
+    if callable(getattr(ds, "subset", None)):
+        return ds.subset(slice(start, stop))
     if not dataclasses.is_dataclass(ds):
-        raise TypeError(f"a Dataset must be a dataclass or have subset(start, stop), not {type(ds).__name__}")
+        raise TypeError(f"a Dataset must be a dataclass or have subset(slice), not {type(ds).__name__}")
     n = len(ds.y)
     changes = {}
     for f in dataclasses.fields(ds):
@@ -139,6 +139,9 @@ def _subset(ds: Any, start: int, stop: int) -> Any:
 
 def _window(ds: Any, rows: list[dict[str, Any]]) -> tuple[float | None, float | None]:
     window = getattr(ds, "window", None)
+    if callable(window):                  # mlsysops.agents.ml.trainers.Dataset: window() -> {start, end, rows}
+        w = window()
+        window = (w.get("start"), w.get("end")) if isinstance(w, dict) else w
     if isinstance(window, (tuple, list)) and len(window) == 2:
         return (None if window[0] is None else float(window[0]), None if window[1] is None else float(window[1]))
     stamps = [float(r["ts"]) for r in rows if r.get("ts") is not None]
@@ -183,10 +186,16 @@ class TrainingService:
         return dict(job)
 
     def _trainer_of(self, name: str) -> str:
+        """The trainer the model's latest version names, else the built-in one of that name."""
         for info in reversed(self.registry.versions(name)):
             if info.card.get("trainer"):
                 return str(info.card["trainer"])
-        raise ModelError(name, None, "trainer", "no version of this model names its trainer: give one")
+        try:
+            resolve_trainer(name)
+        except KeyError:
+            raise ModelError(name, None, "trainer", "no version of this model names its trainer and no "
+                             "built-in trainer has its name: give one") from None
+        return name
 
     async def wait(self, job_id: str) -> dict[str, Any]:
         task = self._tasks.get(job_id)
