@@ -204,9 +204,9 @@ async def test_rest_and_cli(served, client, tmp_path: Path):
     # refused input: the error names model, version and field; nothing is stored
     card_file.write_text(json.dumps(original_card(["cpu", "load", "extra"], "response_ms")))
     out = await asyncio.to_thread(cli, url, ADMIN, "model", "upload", "web-rt", str(onnx_file), "--card", str(card_file))
-    assert out.exit_code == 1 and "model web-rt version 3: card.inputs:" in out.output, out.output
+    assert out.exit_code == 1 and "error: 422 model web-rt version 3\n  card.inputs: " in out.output, out.output
     out = await asyncio.to_thread(cli, url, ADMIN, "model", "train", "web-rt")
-    assert out.exit_code == 1 and "model web-rt: trainer: no version of this model names its trainer" in out.output
+    assert out.exit_code == 1 and "model web-rt\n  trainer: no version of this model names its trainer" in out.output
     out = await asyncio.to_thread(cli, url, READER, "model", "promote", "web-rt", "2")
     assert out.exit_code == 1 and "403" in out.output                        # mutations need an admin token
 

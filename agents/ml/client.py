@@ -12,7 +12,8 @@ What a policy sees:
   is no usable one - then the agent records, once per change, "no model NAME (why): deciding with
   heuristics". A fetched version that fails its checks is refused and the previous cached version keeps
   serving. `features` (optional) is the policy's feature list: a card with other inputs is refused.
-  A production lookup reuses the cached model for `refresh_interval` seconds (no round trip per decision).
+  A production lookup reuses the cached model for `refresh_interval` seconds (no round trip per decision),
+  and a lookup that found nothing is not retried for as long (a new model is seen within that time).
 * `cached(name)`: sync, the last model loaded for `name` (or None), for hot paths; a production model
   older than `refresh_interval` is refreshed in the background, so a promotion reaches hot paths too.
 * `await submit_training(name, seed=0, trainer=None)`: the job's row (a training job at the continuum).
@@ -80,6 +81,7 @@ class MLConnectorClient:
         self.reports_dropped = 0
         self._flusher: asyncio.Task[None] | None = None
         self._refreshing: dict[str, asyncio.Task[Any]] = {}
+        self._misses: dict[tuple[str, int | None], tuple[float, ModelError]] = {}   # recent failed fetches
         self.stats = {"fetches": 0, "chunks": 0, "bytes": 0, "unchanged": 0, "refused": 0}
         self._load_disk_cache()
         agent.on(wire.MODEL_FETCH, self._handle_fetch)
@@ -146,13 +148,16 @@ class MLConnectorClient:
         current = self._production.get(name) if version is None else None
         if current is not None and time.monotonic() - current.checked < self.refresh_interval:
             return current
+        miss = self._misses.get((name, version))
+        if current is None and miss is not None and time.monotonic() - miss[0] < self.refresh_interval:
+            raise miss[1]      # asked again too soon: no round trip per decision while there is no model
         lock = self._locks.setdefault((name, version), asyncio.Lock())
         async with lock:
             current = self._production.get(name) if version is None else None
             if current is not None and time.monotonic() - current.checked < self.refresh_interval:
                 return current
             try:
-                entry = await self._fetch(name, version, current)
+                entry = await self._fetch_or_miss(name, version, current)
             except ModelError as exc:
                 self.stats["refused"] += 1
                 if current is not None:     # the previous version keeps serving
@@ -162,8 +167,7 @@ class MLConnectorClient:
                     return current
                 raise
             except (RequestError, OSError) as exc:
-                why = (f"the parent refused the transfer: {exc.reason}" if isinstance(exc, RequestFailed)
-                       else f"parent unreachable ({exc or type(exc).__name__})")
+                why = _why(exc)
                 if current is not None:
                     current.checked = time.monotonic()
                     self._say(name, f"model {name}: {why}; serving cached v{current.version}", "error",
@@ -171,6 +175,17 @@ class MLConnectorClient:
                     return current
                 raise ModelError(name, version, "transfer", why) from None
             return entry
+
+    async def _fetch_or_miss(self, name: str, version: int | None, current: Cached | None) -> Cached:
+        try:
+            entry = await self._fetch(name, version, current)
+        except (ModelError, RequestError, OSError) as exc:
+            if current is None:
+                self._misses[(name, version)] = (time.monotonic(), exc if isinstance(exc, ModelError) else
+                                                 ModelError(name, version, "transfer", _why(exc)))
+            raise
+        self._misses.pop((name, version), None)
+        return entry
 
     async def _fetch(self, name: str, version: int | None, current: Cached | None) -> Cached:
         """Fetch a version chunk by chunk from the parent (restarting once if it changed in between)."""
@@ -355,3 +370,9 @@ class MLConnectorClient:
                            for e in self._models.values()],
                 "in_use": {n: e.version for n, e in self._last.items()}, "pending_reports": len(self._reports),
                 "reports_dropped": self.reports_dropped, **self.stats}
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RequestFailed):
+        return f"the parent refused the transfer: {exc.reason}"
+    return f"parent unreachable ({exc or type(exc).__name__})"

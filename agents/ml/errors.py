@@ -22,5 +22,8 @@ class ModelError(ValueError):
         return (type(self), (self.model, self.version, self.field, self.message))
 
     def to_dict(self) -> dict[str, object]:
-        return {"model": self.model, "version": self.version, "field": self.field, "message": self.message,
-                "error": str(self)}
+        """The REST error body: `message` + `errors: [{path, message}]` as for descriptions (the CLI prints
+        both), and the parts on their own."""
+        where = f"model {self.model or '?'}" + (f" version {self.version}" if self.version is not None else "")
+        return {"message": where, "errors": [{"path": self.field, "message": self.message}],
+                "model": self.model, "version": self.version, "field": self.field, "error": str(self)}
