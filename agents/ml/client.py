@@ -118,14 +118,27 @@ class MLConnectorClient:
 
     async def submit_training(self, name: str, seed: int = 0, trainer: str | None = None, *,
                               _remote: bool = False) -> dict[str, Any]:
-        if self.service is not None:
-            return self.service.train(name, seed=seed, trainer=trainer, remote=_remote)
-        reply = await self.agent.request(self.agent.parent, wire.MODEL_TRAIN,
-                                         wire.ModelTrain(name=name, seed=seed, trainer=trainer))
-        return reply.body
+        """The job's row (`status` queued ...), or `{"status": "refused", "error": ...}` when it could not be
+        asked for (no trainer, parent unreachable): recorded, never raised into the policy."""
+        try:
+            if self.service is not None:
+                return self.service.train(name, seed=seed, trainer=trainer, remote=_remote)
+            if self.agent.parent is None:
+                raise ModelError(name, None, "transfer", "this agent has no parent to ask for training")
+            reply = await self.agent.request(self.agent.parent, wire.MODEL_TRAIN,
+                                             wire.ModelTrain(name=name, seed=seed, trainer=trainer))
+            return reply.body
+        except (ModelError, RequestError) as exc:
+            if _remote and isinstance(exc, ModelError):
+                raise                                  # a child's request: the FAILURE carries the reason
+            why = str(exc) if isinstance(exc, ModelError) else _why(exc).replace("transfer", "training request")
+            record = getattr(self.agent, "record_event", None)
+            if record is not None:
+                record(f"training of {name} not started: {why}", outcome="error", inputs={"model": name})
+            return {"name": name, "status": "refused", "error": why}
 
     async def report(self, name: str, version: int | None, features: Any, prediction: float | None,
-                     observed: float) -> None:
+                     observed: float, t: float | None = None) -> None:
         if not isinstance(features, dict):     # values in the order of the model's inputs
             names = getattr(self.cached(name), "feature_names", None)
             values = [float(v) for v in features]
@@ -133,7 +146,7 @@ class MLConnectorClient:
                 raise ModelError(name, version, "features", f"{len(values)} values without names: give a "
                                  "{name: value} dict" + ("" if names is None else f" or values for {names}"))
             features = dict(zip(names, values))
-        self._queue([{"name": name, "version": version, "ts": time.time(),
+        self._queue([{"name": name, "version": version, "ts": time.time() if t is None else float(t),
                       "features": {str(k): float(v) for k, v in features.items()},
                       "prediction": None if prediction is None else float(prediction), "observed": float(observed)}])
 
@@ -297,7 +310,12 @@ class MLConnectorClient:
 
     async def flush_reports(self) -> None:
         while self._reports:
-            batch = [self._reports[i] for i in range(min(wire.MAX_REPORT_BATCH, len(self._reports)))]
+            batch, size = [], 0
+            for row in self._reports:    # by count and by bytes: a batch stays well under the message limit
+                size += len(json.dumps(row, default=str)) + 1
+                if batch and (len(batch) >= wire.MAX_REPORT_BATCH or size > wire.MAX_REPORT_BYTES):
+                    break
+                batch.append(row)
             try:
                 if self.service is not None:
                     self.service.registry.add_observations(batch, agent=self.agent.agent_id)

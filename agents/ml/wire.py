@@ -27,6 +27,7 @@ MODEL_REPORT = "model.report"
 MODEL_TRAIN = "model.train"
 CHUNK_BYTES = 32 * 1024          # raw bytes per chunk: 43.7 KB of base64, under the 64 KiB message limit
 MAX_REPORT_BATCH = 200
+MAX_REPORT_BYTES = 40 * 1024       # of JSON rows per batch (the envelope adds little)
 
 
 class _Body(BaseModel):
