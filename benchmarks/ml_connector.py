@@ -240,7 +240,7 @@ async def bench_distribution(args: argparse.Namespace) -> float:
                 return float("nan")
             await asyncio.sleep(0.1)
         artifact = onnx_forest()
-        rt.continuum.ml_service.upload("rf", "onnx", artifact, card("variable"), promote=True)
+        await rt.continuum.ml_service.upload("rf", "onnx", artifact, card("variable"), promote=True)
         client = cluster.ml_connector
         for _ in range(args.transfers):
             client._models.clear()

@@ -59,6 +59,18 @@ CREATE TABLE IF NOT EXISTS schedules (
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A checked version not stored yet (`ModelRegistry.prepare` -> `commit`)."""
+
+    name: str
+    version: int
+    format: str
+    artifact: bytes
+    card: ModelCard
+    model: Any
+
+
+@dataclass(frozen=True)
 class VersionInfo:
     name: str
     version: int
@@ -113,35 +125,48 @@ class ModelRegistry:
                     source: str = "upload", stage: str = "candidate") -> VersionInfo:
         """Store a new version after loading it once (a model that does not load is refused)."""
         check_name(name)
-        if stage not in STAGES:
-            raise ModelError(name, None, "stage", f"expected one of {list(STAGES)}, got {stage!r}")
-        version = self._next_version(name)
+        return self.commit(self.prepare(name, format, artifact, card, self.next_version(name)),
+                           source=source, stage=stage)
+
+    def prepare(self, name: str, format: str, artifact: bytes, card: dict[str, Any], version: int) -> Prepared:
+        """The checks of a new version (card, size, loading it): no database access, so it may run in a
+        worker thread (`MLConnectorService.upload` does, to keep the agent's loop free)."""
+        check_name(name)
         if not isinstance(artifact, (bytes, bytearray)) or not artifact:
             raise ModelError(name, version, "artifact", "empty")
         if len(artifact) > MAX_ARTIFACT_BYTES:
             raise ModelError(name, version, "artifact", f"{len(artifact)} bytes, at most {MAX_ARTIFACT_BYTES}")
         parsed = parse_card(card, name=name, format=format, version=version)
-        parsed = parsed.model_copy(update={"version": version})
-        load_model(format, bytes(artifact), parsed)          # raises ModelError naming the field
+        model = load_model(format, bytes(artifact), parsed)          # raises ModelError naming the field
+        return Prepared(name, version, format, bytes(artifact), parsed, model)
+
+    def commit(self, p: Prepared, *, source: str = "upload", stage: str = "candidate") -> VersionInfo:
+        """Write a prepared version (artifact first, then its row) and give it its stage."""
+        if stage not in STAGES:
+            raise ModelError(p.name, p.version, "stage", f"expected one of {list(STAGES)}, got {stage!r}")
+        if self.next_version(p.name) != p.version:
+            raise ModelError(p.name, p.version, "version", "another upload took this version number: retry")
+        name, version, artifact = p.name, p.version, p.artifact
         digest = hashlib.sha256(artifact).hexdigest()
-        path = self.artifacts / name / f"v{version}.{re.sub(r'[^A-Za-z0-9_-]', '_', format)}"
-        _write_atomic(path, bytes(artifact))
+        path = self.artifacts / name / f"v{version}.{re.sub(r'[^A-Za-z0-9_-]', '_', p.format)}"
+        _write_atomic(path, artifact)
         now = time.time()
         try:
             self.db.execute("INSERT INTO versions VALUES (?,?,?,?,?,?,?,?,?,?)",
-                            (name, version, format, "candidate", digest, len(artifact), str(path),
-                             parsed.model_dump_json(), source, now))
+                            (name, version, p.format, "candidate", digest, len(artifact), str(path),
+                             p.card.model_dump_json(), source, now))
         except sqlite3.Error:
             path.unlink(missing_ok=True)
             raise
-        self._history(name, "add", version, None, f"{source}: {format}, {len(artifact)} bytes, sha256 {digest[:12]}")
+        self._loaded[(name, version)] = (digest, p.model)
+        self._history(name, "add", version, None, f"{source}: {p.format}, {len(artifact)} bytes, sha256 {digest[:12]}")
         if stage == "production":
             self.promote(name, version, reason=f"{source}: first version" if version == 1 else source)
         elif stage == "archived":
             self._set_stage(name, version, "archived")
         return self.get(name, version)
 
-    def _next_version(self, name: str) -> int:
+    def next_version(self, name: str) -> int:
         row = self.db.execute("SELECT MAX(version) FROM versions WHERE name=?", (name,)).fetchone()
         return int(row[0] or 0) + 1
 
@@ -206,7 +231,8 @@ class ModelRegistry:
         current = self.production_version(name)
         if current == version:
             return info
-        self.load(name, version)     # a version that no longer loads (corrupt file) is not promoted
+        self.artifact(name, version)  # what agents will be sent: a file that changed on disk is not promoted
+        self.load(name, version)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             if current is not None:
@@ -230,7 +256,8 @@ class ModelRegistry:
             raise ModelError(name, current, "stage", "nothing to roll back to: this version was the first in "
                              "production")
         previous = int(row["previous"])
-        self.load(name, previous)    # the version to return to must still load
+        self.artifact(name, previous)   # the version to return to must still be intact and load
+        self.load(name, previous)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self._set_stage(name, current, "archived")

@@ -8,6 +8,7 @@ windows (what the continuum keeps from the clusters' digests, `ContinuumAgent.sl
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,15 @@ class MLConnectorService:
         return rows
 
     # -- what the REST API drives ----------------------------------------------------------------------
-    def upload(self, name: str, format: str, artifact: bytes, card: dict[str, Any], *, promote: bool = False,
-               owner: str = "") -> dict[str, Any]:
+    async def upload(self, name: str, format: str, artifact: bytes, card: dict[str, Any], *,
+                     promote: bool = False, owner: str = "") -> dict[str, Any]:
+        """Check the version in a worker thread (loading a large ONNX graph takes a while), store it here."""
+        check_name(name)
         if owner and isinstance(card, dict):
             card = {**card, "owner": card.get("owner") or owner}
-        info = self.registry.add_version(name, format, artifact, card, source="upload")
+        prepared = await asyncio.to_thread(self.registry.prepare, name, format, artifact, card,
+                                           self.registry.next_version(name))
+        info = self.registry.commit(prepared, source="upload")
         self._record("info", f"model {name} v{info.version} uploaded ({format}, {info.size} bytes)",
                      {"model": name, "version": info.version, "sha256": info.sha256})
         if promote:

@@ -226,7 +226,7 @@ class TrainingService:
             except BrokenProcessPool:
                 self._pool = None
                 raise ModelError(name, None, "worker", "the training process died (out of memory or killed)") from None
-            self._finish(job, result, production)
+            await self._finish(job, result, production)
         except asyncio.CancelledError:
             job.update(status="failed", finished=time.time(), detail={**job["detail"], "error": "cancelled"})
             self.registry.save_job(job)
@@ -241,9 +241,11 @@ class TrainingService:
             self._tasks.pop(job["id"], None)
         return job
 
-    def _finish(self, job: dict[str, Any], result: dict[str, Any], production: Any) -> None:
+    async def _finish(self, job: dict[str, Any], result: dict[str, Any], production: Any) -> None:
         name = job["name"]
-        info = self.registry.add_version(name, result["format"], result["artifact"], result["card"], source="training")
+        prepared = await asyncio.to_thread(self.registry.prepare, name, result["format"], result["artifact"],
+                                           result["card"], self.registry.next_version(name))
+        info = self.registry.commit(prepared, source="training")
         new, old = result["metrics"]["score"], (result["production_metrics"] or {}).get("score")
         current = production[2]["version"] if production is not None else None
         if current is None:

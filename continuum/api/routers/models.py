@@ -103,7 +103,7 @@ async def upload_version(name: ModelName, body: ModelUpload, backend: Backend) -
     except (binascii.Error, ValueError):
         raise refused(ModelError(name, None, "artifact", "not valid base64")) from None
     try:
-        return jsonable(_service(backend).upload(name, body.format, artifact, body.card, promote=body.promote))
+        return jsonable(await _service(backend).upload(name, body.format, artifact, body.card, promote=body.promote))
     except ModelError as exc:
         raise refused(exc) from None
 
