@@ -223,7 +223,7 @@ class MLConnectorClient:
                 parts.append(piece)
                 got += len(piece)
             else:
-                return self._accept(first, b"".join(parts), version is None)
+                return await self._accept(first, b"".join(parts), version is None)
         raise ModelError(name, version, "transfer", "the version changed twice during the transfer")
 
     async def _chunk(self, name: str, version: int | None, offset: int, have: str | None) -> wire.ModelChunk:
@@ -235,7 +235,7 @@ class MLConnectorClient:
         self.stats["bytes"] += len(chunk.data)
         return chunk
 
-    def _accept(self, first: wire.ModelChunk, data: bytes, production: bool) -> Cached:
+    async def _accept(self, first: wire.ModelChunk, data: bytes, production: bool) -> Cached:
         digest = hashlib.sha256(data).hexdigest()
         if len(data) != first.size or digest != first.sha256:
             raise ModelError(first.name, first.version, "artifact",
@@ -246,7 +246,7 @@ class MLConnectorClient:
         card = ModelCard.model_validate(first.card)
         if card.name != first.name or card.version != first.version:
             raise ModelError(first.name, first.version, "card", f"the card is for {card.name} v{card.version}")
-        model = load_model(first.format, data, card)
+        model = await asyncio.to_thread(load_model, first.format, data, card)   # off the loop: may take a while
         entry = Cached(first.name, first.version, first.format, digest, card.model_dump(), data, model,
                        time.monotonic(), production)
         self._models[(first.name, first.version)] = entry
