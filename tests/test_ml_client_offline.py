@@ -53,3 +53,30 @@ async def test_unreachable_parent_no_model_and_a_cached_one_after_restart(make_a
     assert await client.get_model("other") is None     # asked again at once: no new round trip
     assert client.stats["fetches"] == fetches and len(_events(agent, "no model other")) == 1
     reg.close()
+
+
+async def test_a_transfer_that_does_not_match_its_announced_sha256_or_card_is_refused(make_agent, tmp_path):
+    import base64
+
+    from mlsysops.agents.ml import wire
+    from mlsysops.agents.ml.errors import ModelError
+
+    agent = await make_agent(ManagedAgent, "transfer", settings=AgentSettings(state_dir=tmp_path))
+    data = onnx_linear([1.0, 2.0], 0.0)
+    good = hashlib.sha256(data).hexdigest()
+    crd = {**card(), "name": "lin", "version": 4, "format": "onnx"}
+
+    def chunk(**kw):
+        base = {"name": "lin", "version": 4, "format": "onnx", "size": len(data), "sha256": good, "offset": 0,
+                "data": base64.b64encode(data).decode(), "card": crd}
+        return wire.ModelChunk(**{**base, **kw})
+
+    with pytest.raises(ModelError, match="model lin version 4: artifact: transfer check failed"):
+        await agent.ml_connector._accept(chunk(sha256="0" * 64), data, True)
+    with pytest.raises(ModelError, match="model lin version 4: artifact: transfer check failed"):
+        await agent.ml_connector._accept(chunk(), data[:-1], True)
+    with pytest.raises(ModelError, match="card: the card is for lin v3"):
+        await agent.ml_connector._accept(chunk(card={**crd, "version": 3}), data, True)
+    assert agent.ml_connector.cached("lin") is None              # nothing refused was kept
+    ok = await agent.ml_connector._accept(chunk(), data, True)
+    assert ok.version == 4 and (tmp_path / "model-cache" / "lin-v4.bin").read_bytes() == data
