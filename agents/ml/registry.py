@@ -13,7 +13,8 @@ before the call returns; artifacts are written to a temporary file, fsynced and 
 exists, so a crash never leaves a row without its file.
 
 Observations (`add_observations`: features, prediction, observed outcome, reported by the agents that
-decide) are kept too: they are retraining data and give each version's live error (`metrics`).
+decide) are kept too, the newest `MAX_OBSERVATIONS` per model: they are retraining data and give each
+version's live error (`metrics`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from mlsysops.agents.ml.formats import load_model
 
 STAGES = ("candidate", "production", "archived")
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
-MAX_OBSERVATIONS = 200_000      # per model; the oldest beyond it are deleted (counted in `metrics`)
+MAX_OBSERVATIONS = 200_000      # retention per model: the oldest beyond it are deleted (like telemetry windows)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -287,13 +288,19 @@ class ModelRegistry:
         """Store reported outcomes (name, version, ts, features, prediction, observed); returns how many."""
         if not rows:
             return 0
-        self.db.executemany(
-            "INSERT INTO observations (name, version, ts, agent, features, prediction, observed) VALUES (?,?,?,?,?,?,?)",
-            [(r["name"], r.get("version"), float(r.get("ts") or time.time()), agent,
-              json.dumps(r.get("features") or {}), r.get("prediction"), float(r["observed"])) for r in rows])
-        for name in {r["name"] for r in rows}:
-            self.db.execute("DELETE FROM observations WHERE name=? AND id <= (SELECT id FROM observations "
-                            "WHERE name=? ORDER BY id DESC LIMIT 1 OFFSET ?)", (name, name, MAX_OBSERVATIONS))
+        values = [(r["name"], r.get("version"), float(r.get("ts") or time.time()), agent,
+                   json.dumps(r.get("features") or {}), r.get("prediction"), float(r["observed"])) for r in rows]
+        self.db.execute("BEGIN IMMEDIATE")     # one transaction (one sync) per batch, not one per row
+        try:
+            self.db.executemany("INSERT INTO observations (name, version, ts, agent, features, prediction, observed) "
+                                "VALUES (?,?,?,?,?,?,?)", values)
+            for name in {r["name"] for r in rows}:
+                self.db.execute("DELETE FROM observations WHERE name=? AND id <= (SELECT id FROM observations "
+                                "WHERE name=? ORDER BY id DESC LIMIT 1 OFFSET ?)", (name, name, MAX_OBSERVATIONS))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
         return len(rows)
 
     def observations(self, name: str, since: float | None = None, limit: int = MAX_OBSERVATIONS) -> list[dict[str, Any]]:
