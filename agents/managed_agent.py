@@ -110,8 +110,8 @@ class ManagedAgent(MLSysOpsAgent):
                                        modules=self.settings.policies, agent_id=self.agent_id)
         self.mechanisms = MechanismRegistry(agent_id=self.agent_id)
         # every policy's `ml_connector`; the continuum attaches the registry service to it
-        self.ml_connector = MLConnectorClient(
-            self, cache_dir=self.settings.state_dir / "model-cache" if self.settings.state_dir else None)
+        self.ml_connector = MLConnectorClient(   # (agents of one layer may share a state directory)
+            self, cache_dir=self.settings.state_dir / "model-cache" / self.agent_id if self.settings.state_dir else None)
         # one scheduler for the agent's lifetime: the engine's plans and the agent's own (execute()) share it,
         # so a mechanism runs one command at a time whoever asked, even before the engine starts
         self.scheduler = PlanScheduler(self.mechanisms, self.decision_log,

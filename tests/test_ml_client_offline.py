@@ -25,7 +25,7 @@ async def test_unreachable_parent_no_model_and_a_cached_one_after_restart(make_a
     reg = ModelRegistry(tmp_path / "continuum")
     info, data = reg.artifact("lin", reg.add_version("lin", "onnx", onnx_linear([1.0, 2.0], 0.0), card(),
                                                      stage="production").version)
-    cache = tmp_path / "cluster" / "model-cache"
+    cache = tmp_path / "cluster" / "model-cache" / "edge-x"
 
     class _Writer:            # what an earlier run of this agent left in its cache
         agent_id = "earlier"
@@ -36,7 +36,7 @@ async def test_unreachable_parent_no_model_and_a_cached_one_after_restart(make_a
     (cache / "bad-v1.json").write_text('{"name": "bad", "version": 1, "format": "onnx", "sha256": "00", "card": {}}')
     (cache / "bad-v1.bin").write_bytes(b"rotten")
 
-    agent = await make_agent(ManagedAgent, "offline", parent=parent,
+    agent = await make_agent(ManagedAgent, "offline", parent=parent, agent_id="edge-x",
                              settings=AgentSettings(state_dir=tmp_path / "cluster"))
     client = agent.ml_connector
     client.fetch_timeout = 0.5
@@ -61,7 +61,7 @@ async def test_a_transfer_that_does_not_match_its_announced_sha256_or_card_is_re
     from mlsysops.agents.ml import wire
     from mlsysops.agents.ml.errors import ModelError
 
-    agent = await make_agent(ManagedAgent, "transfer", settings=AgentSettings(state_dir=tmp_path))
+    agent = await make_agent(ManagedAgent, "transfer", agent_id="edge-y", settings=AgentSettings(state_dir=tmp_path))
     data = onnx_linear([1.0, 2.0], 0.0)
     good = hashlib.sha256(data).hexdigest()
     crd = {**card(), "name": "lin", "version": 4, "format": "onnx"}
@@ -79,4 +79,4 @@ async def test_a_transfer_that_does_not_match_its_announced_sha256_or_card_is_re
         await agent.ml_connector._accept(chunk(card={**crd, "version": 3}), data, True)
     assert agent.ml_connector.cached("lin") is None              # nothing refused was kept
     ok = await agent.ml_connector._accept(chunk(), data, True)
-    assert ok.version == 4 and (tmp_path / "model-cache" / "lin-v4.bin").read_bytes() == data
+    assert ok.version == 4 and (tmp_path / "model-cache" / "edge-y" / "lin-v4.bin").read_bytes() == data
