@@ -224,3 +224,30 @@ async def test_rest_and_cli(served, client, tmp_path: Path):
         assert r.status_code == code, (path, r.status_code, r.text)
     r = await client.post(f"{V1}/models/web-rt/promote", json={"version": 9})
     assert r.json()["detail"]["field"] == "version" and r.json()["detail"]["version"] == 9
+
+
+async def test_qos_model_trained_at_the_continuum_from_what_a_cluster_reported(served):
+    """The chain an ML policy uses, over the wire: outcomes reported by a cluster agent, a training request
+    from a node (relayed by its cluster), the built-in QoS trainer at the continuum, and the promoted
+    version reaching the cluster's hot path (`cached`)."""
+    rt, _ = served
+    cluster, node = a_cluster_and_its_node(rt)
+    rng = np.random.default_rng(11)
+    for i in range(80):
+        kind = "jetson" if i % 2 else "server"
+        util = float(rng.uniform(0.1, 0.8))
+        queue = 1.0 / (1.0 - util)
+        observed = (40.0 if kind == "jetson" else 15.0) * queue + float(rng.normal(0, 0.5))
+        feats = {"comp=probe/web": 1.0, f"kind={kind}": 1.0, f"node=n{i % 4}": 1.0, "queue": queue, "net_ms": 2.0}
+        await cluster.ml_connector.report("qos-response-time", None, feats, None, observed)
+    reg = rt.continuum.ml_service.registry
+    await until(lambda: len(reg.observations("qos-response-time")) == 80, 20, "reports did not arrive")
+    job = await node.ml_connector.submit_training("qos-response-time")
+    assert job["trainer"] == "qos-response-time", job           # TRAINERS[name], found by the model's name
+    done = await rt.continuum.ml_service.training.wait(job["id"])
+    assert done["status"] == "succeeded" and done["promoted"], done["detail"]
+    model = await cluster.ml_connector.get_model("qos-response-time")
+    assert model is not None and model.format == "mlsysops-linear" and model.version == done["version"]
+    x = {"comp=probe/web": 1.0, "kind=jetson": 1.0, "node=n1": 1.0, "queue": 2.0, "net_ms": 2.0}
+    pred = model.predict(np.array([[x.get(f, 0.0) for f in model.feature_names]]))[0]
+    assert pred == pytest.approx(80.0, rel=0.15)                # 40 ms x queue 2, learnt from the reports

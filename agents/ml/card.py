@@ -24,7 +24,7 @@ from mlsysops.agents.ml.errors import ModelError
 
 MAX_CARD_BYTES = 16 * 1024
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-FEATURE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,127}$"
+FEATURE_PATTERN = r"^[^\s\x00-\x1f][^\x00-\x1f]{0,127}$"   # any printable name: "queue", "kind=jetson", ...
 ORIGINAL_KEYS = frozenset({"modelname", "modelkind", "featurelist", "modelperformance", "hyperparameter",
                            "trainingresource", "runresource", "inference", "modeltags"})
 
