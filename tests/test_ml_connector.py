@@ -144,8 +144,8 @@ async def until_model(agent, name, version):
     raise AssertionError(f"{agent.agent_id} never got {name} v{version}")
 
 
-async def test_reports_and_training_requests_travel_up_to_the_continuum(served):
-    rt, _ = served
+async def test_reports_and_training_requests_travel_up_to_the_continuum(served, client):
+    rt, url = served
     cluster, node = a_cluster_and_its_node(rt)
     reg = rt.continuum.ml_service.registry
     wide = {f"kind=node-{i:03d}": 1.0 for i in range(200)}   # 30 rows of 5 KB: batches are cut by size too
@@ -168,6 +168,18 @@ async def test_reports_and_training_requests_travel_up_to_the_continuum(served):
     assert job["trainer"] == "tests.ml_support:TINY"
     done = await rt.continuum.ml_service.training.wait(job["id"])
     assert done["status"] == "succeeded", done
+    # the same through the CLI (the model's own trainer) and the job through the API
+    out = await asyncio.to_thread(cli, url, ADMIN, "model", "train", "rt", "--seed", "2", "--every", "1h")
+    assert out.exit_code == 0 and "for rt queued (trainer tests.ml_support:TINY, seed 2); retrained every 1h" \
+        in out.output, out.output
+    job_id = out.output.split()[2]
+    await rt.continuum.ml_service.training.wait(job_id)
+    r = await client.get(f"{V1}/models/rt/jobs/{job_id}")
+    assert r.status_code == 200 and r.json()["status"] == "succeeded" and r.json()["detail"]["train_rows"] == 30
+    described = (await client.get(f"{V1}/models/rt")).json()
+    assert described["schedule"]["every"] == 3600 and described["jobs"][0]["id"] == job_id
+    assert (await client.delete(f"{V1}/models/rt/schedule")).status_code == 200
+    assert (await client.get(f"{V1}/models/rt")).json()["schedule"] is None
 
 
 def cli(url: str, token: str, *args: str):
