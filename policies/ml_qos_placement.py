@@ -58,7 +58,8 @@ def initialize() -> dict[str, Any]:
             "mechanisms": [MECHANISM],
             "telemetry": {"metrics": [METRIC, "system.cpu.utilization"], "system_scrape_interval": 1.0},
             "act_fraction": 0.9, "min_gain": 0.25, "cooldown_s": 30.0, "min_confidence": 0.0,
-            "retrain_min_rows": 60, "validate_min_rows": 20, "seed": 0,
+            "retrain_min_rows": 60, "validate_min_rows": 20, "bootstrap_rows": 300, "evidence_min_rows": 10,
+            "seed": 0,
             "drift": {"ph_delta": 1.0, "ph_threshold": 20.0, "ks_window": 60, "ks_alpha": 0.001},
             "last_moved": {},
             "heuristic": {"relocation": relocation.initialize(), "placement": filter_score_placement.initialize()}}
@@ -77,6 +78,8 @@ class _State:
     drifted_model: Any = None
     candidate: int | None = None            # the retrained version being validated
     rejected: set[int] = field(default_factory=set)
+    reported: int = 0                       # outcomes reported (for the first training)
+    bootstrap_at: int = 0
     quarantine: dict[str, str] = field(default_factory=dict)
     """Nodes the model may not choose (node -> why): an alarm's node the retrained version has too few
     outcomes from to be trusted on; cleared once it explains enough of them."""
@@ -180,6 +183,7 @@ async def _observe(context: dict[str, Any], st: _State, app: str, view: _View, t
         if st.auto.state == "fallback" and (st.auto.alarm or {}).get("node") == inst["node"]:
             st.evidence.append((feats, observed))
         await connector.report(MODEL, getattr(model, "version", None), feats, prediction, observed)
+        st.reported += 1
     return alarm
 
 
@@ -208,6 +212,10 @@ async def _manage(context: dict[str, Any], st: _State, mode: str, model: Any, co
         st.drift = _new_monitor(context, model)
     if alarm is not None:
         st.last_alarm = alarm
+    if model is None and mode != "heuristic" and st.reported - st.bootstrap_at >= int(context.get("bootstrap_rows", 300)):
+        # no model yet: the heuristics act and their outcomes are the training data; ask for a first one
+        st.bootstrap_at = st.reported
+        await connector.submit_training(MODEL, seed=int(context.get("seed", 0)))
     if mode != "auto":
         return model
     auto = st.auto
@@ -258,6 +266,12 @@ async def _manage(context: dict[str, Any], st: _State, mode: str, model: Any, co
 
 
 # -- the ML decision ----------------------------------------------------------------------------------
+def _score(pred: float, std: float, target: float | None) -> float:
+    """The ML scorer's 0..100: mostly the probability of meeting the target, then a lower prediction."""
+    p_ok = 1.0 - violation_probability(pred, std, target) if target else 0.0
+    return 90.0 * p_ok + 10.0 / (1.0 + max(pred, 0.0) / 100.0)
+
+
 def _ml_registry(model: Any, view: _View, record: dict[str, Any]) -> Any:
     registry = NODE_PLUGINS.copy()
 
@@ -270,8 +284,7 @@ def _ml_registry(model: Any, view: _View, record: dict[str, Any]) -> Any:
                 feats = view.features(request, cand, hosting_instance=None)
                 pred, std, x = _predict(model, feats)
                 opts[cand.name] = Option(cand.name, x, pred, std)
-                p_ok = 1.0 - violation_probability(pred, std, target) if target else 0.0
-                out.append(90.0 * p_ok + 10.0 / (1.0 + pred / 100.0))
+                out.append(_score(pred, std, target))
             return out
         return ScorerPlugin(SCORER, score)
 
@@ -300,7 +313,8 @@ def _explain(model: Any, record: dict[str, Any], component: str, chosen: str, ta
     options = list(record.get(component, {}).values())
     if not any(o.name == chosen for o in options):
         return {}
-    return explain_options(model, options, chosen, target=target)
+    return explain_options(model, options, chosen, target=target,
+                           score=lambda pred, std: _score(pred, std, target))
 
 
 def _ml_decide(context: dict[str, Any], app: str, view: _View, model: Any, now: float, *, commit: bool,
@@ -399,6 +413,25 @@ async def _heuristic(context: dict[str, Any], app_desc: Any, system: dict[str, A
     return actions, explanation
 
 
+def _summary(mode: str, notes: list[dict[str, Any]], management: dict[str, Any]) -> str:
+    """One line per decision: the choice, the model's prediction and interval, the counterfactual."""
+    if not notes:
+        return f"{mode}: the model keeps things as they are ({management.get('why')})"
+    parts = []
+    for n in notes:
+        ml = n.get("ml") or {}
+        chosen = ml.get("chosen") or {}
+        lo, hi = chosen.get("interval_90", [None, None])
+        text = f"{n['component']} -> {n['node']}"
+        if chosen:
+            text += (f" ({ml['model']} v{ml['version']}: predicted {chosen['prediction']:.1f} ms, 90% "
+                     f"[{lo:.1f}, {hi:.1f}], p(violation) {chosen.get('p_violation', 0):.2f})")
+        if ml.get("counterfactual"):
+            text += f"; {ml['counterfactual']}"
+        parts.append(text)
+    return f"{mode}: " + "; ".join(parts)
+
+
 def _targets(actions: list[dict[str, Any]]) -> dict[str, str]:
     return {a["component"]: a.get("to") or a.get("node") for a in actions}
 
@@ -444,7 +477,7 @@ async def _cycle(context, application_description, system_description, mechanism
         management["acting"] = "ml"
         management["why"] = "model trusted" if mode == "ml" else st.auto.reason
         return ml_actions, {"management": management, "decisions": notes, "needed": bool(ml_actions),
-                            "summary": "; ".join(f"{n['component']} -> {n['node']}" for n in notes) or "no change"}
+                            "summary": _summary(mode, notes, management)}
     actions, heur = await _heuristic(context, application_description, system_description, mechanisms,
                                      telemetry, planning)
     management["acting"] = "heuristic"
@@ -453,6 +486,7 @@ async def _cycle(context, application_description, system_description, mechanism
                          "shadow: the model only records" if mode == "shadow" else
                          "low confidence" if management.get("low_confidence") else st.auto.reason)
     explanation: dict[str, Any] = {"management": management, "heuristic": heur,
+                                   "summary": f"{mode}: the heuristics decide ({management['why']})",
                                    "needed": bool(actions) or _wants_plan(heur) or (mode == "shadow" and bool(ml_actions))}
     if mode == "shadow" and decide_with is not None and planning:
         ml_t, h_t = _targets(ml_actions), _targets(actions)
@@ -472,6 +506,9 @@ async def _cycle(context, application_description, system_description, mechanism
             compare.append(row)
         explanation["shadow"] = {"would_do": ml_actions, "decisions": notes, "agrees": agree,
                                  "compare": compare, "agreement": dict(st.shadow)}
+        if notes:
+            explanation["summary"] = (f"shadow: the heuristics act; the model would {'agree' if agree else 'differ'}: "
+                                      + _summary(mode, notes, management).removeprefix("shadow: "))
     return actions, explanation
 
 
