@@ -98,6 +98,9 @@ class Result:
     decisions: int = 0
     decide_s: float = 0.0
     inference_ms: list[float] = field(default_factory=list)
+    inference_cpu_ms: list[float] = field(default_factory=list)
+    false_alarms: int = 0               # fallbacks before the drift
+    drift_visible: bool | None = None   # something ran on the drifted node when it drifted
     training_s: float = 0.0
     drift_t: float | None = None
     fallback_t: float | None = None
@@ -107,6 +110,7 @@ class Result:
     explanations: list[dict[str, Any]] = field(default_factory=list)
     actions: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
     final_version: int | None = None
+    violations: list[tuple[float, str, str, str]] = field(default_factory=list)   # (t, app, component, node)
 
     @property
     def fallback_intervals(self) -> float | None:
@@ -151,7 +155,8 @@ class Cluster:
             self.knowledge.record("response_time_ms", m["response_time_ms"],
                                   {"node": inst.node, "app": inst.app, "component": inst.component,
                                    "instance": inst.instance_id}, ts=now)
-            observed[inst.instance_id] = {"app": inst.app, "component": inst.component, "rt": m["response_time_ms"]}
+            observed[inst.instance_id] = {"app": inst.app, "component": inst.component, "node": inst.node,
+                                          "rt": m["response_time_ms"]}
         for new, old in list(self.moving):
             if self.sim.instance(new).state.value == "running":
                 self.sim.remove(old)
@@ -249,33 +254,38 @@ def warm_up(cluster: Cluster, connector: LocalMLConnector, seconds: float, seed:
 class _TimedModel:
     """Wraps a model to time every inference call (the policy code is unchanged)."""
 
-    def __init__(self, model: Any, sink: list[float]) -> None:
-        self._m, self._sink = model, sink
+    def __init__(self, model: Any, sink: list[float], cpu_sink: list[float]) -> None:
+        self._m, self._sink, self._cpu = model, sink, cpu_sink
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._m, name)
 
     def predict_with_uncertainty(self, X: Any) -> Any:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         out = self._m.predict_with_uncertainty(X)
         self._sink.append((time.perf_counter() - t) * 1000.0)
+        self._cpu.append((time.thread_time() - c) * 1000.0)
         return out
 
 
 class _TimedConnector:
-    def __init__(self, inner: LocalMLConnector, sink: list[float]) -> None:
-        self.inner, self.sink = inner, sink
+    def __init__(self, inner: LocalMLConnector, sink: list[float], cpu_sink: list[float]) -> None:
+        self.inner, self.sink, self.cpu_sink = inner, sink, cpu_sink
         self.training_s = 0.0
 
     def cached(self, name: str) -> Any:
         m = self.inner.cached(name)
-        return _TimedModel(m, self.sink) if m is not None else None
+        return _TimedModel(m, self.sink, self.cpu_sink) if m is not None else None
 
     async def get_model(self, name: str, version: int | None = None) -> Any:
         return self.cached(name)
 
     async def report(self, *args: Any, **kw: Any) -> None:
+        t = time.perf_counter()
+        runs = len(self.inner.runs)
         await self.inner.report(*args, t=kw.pop("t", None), **kw)
+        if len(self.inner.runs) > runs:      # a scheduled retraining ran
+            self.training_s += time.perf_counter() - t
 
     async def submit_training(self, name: str, *, seed: int = 0) -> Any:
         t = time.perf_counter()
@@ -286,9 +296,11 @@ class _TimedConnector:
 
 def run(name: str, mode: str, seed: int, *, seconds: float = 300.0, drift_at: float | None = 150.0,
         warmup_s: float = 120.0, interval: float = 1.0, context_overrides: dict[str, Any] | None = None,
-        keep_explanations: bool = False) -> Result:
+        keep_explanations: bool = False, retrain_every_s: float | None = 60.0,
+        trainer: QosTrainer | None = None) -> Result:
     cluster = Cluster(seed, None if drift_at is None else warmup_s + drift_at)
-    inner = LocalMLConnector(trainers={policy.MODEL: QosTrainer()}, clock=lambda: cluster.now)
+    inner = LocalMLConnector(trainers={policy.MODEL: trainer or QosTrainer()}, clock=lambda: cluster.now,
+                             retrain_every_s=retrain_every_s)
     result = Result(name, seed, interval=interval)
     warm_up(cluster, inner, warmup_s, seed)
     if mode != "heuristic":
@@ -297,7 +309,7 @@ def run(name: str, mode: str, seed: int, *, seconds: float = 300.0, drift_at: fl
         result.training_s = time.perf_counter() - t
         if not run0.promoted:
             raise RuntimeError(f"initial training failed: {run0.error}")
-    connector = _TimedConnector(inner, result.inference_ms)
+    connector = _TimedConnector(inner, result.inference_ms, result.inference_cpu_ms)
     contexts = {app: {**policy.initialize(), **(context_overrides or {})} for app in APPS}
     start = cluster.now
     if drift_at is not None:
@@ -306,13 +318,21 @@ def run(name: str, mode: str, seed: int, *, seconds: float = 300.0, drift_at: fl
     seen_state: dict[str, str] = {}
     for _ in range(steps):
         observed = cluster.step(interval)
-        worst: dict[tuple[str, str], float] = {}
+        if drift_at is not None and result.drift_visible is None and cluster.now - start >= drift_at:
+            result.drift_visible = any(o["node"] == DRIFT_NODE for o in observed.values())
+        worst: dict[tuple[str, str], tuple[float, str]] = {}
         for o in observed.values():
             key = (o["app"], o["component"])
-            worst[key] = max(worst.get(key, 0.0), o["rt"])
-        result.violation_s += interval * sum(1 for (_, comp), rt in worst.items() if rt > TARGET_MS[comp])
-        system = cluster.system_description()
+            if o["rt"] > worst.get(key, (0.0, ""))[0]:
+                worst[key] = (o["rt"], o["node"])
+        for (app, comp), (rt, node) in worst.items():
+            if rt > TARGET_MS[comp]:
+                result.violation_s += interval
+                result.violations.append((cluster.now - start, app, comp, node))
         for app in APPS:
+            # what the cluster agent does: its instance table follows each executed plan, so the next
+            # app's policy sees the instances the previous one just placed
+            system = cluster.system_description()
             desc = {"name": app, "management_mode": mode}
             ctx = contexts[app]
             t = time.perf_counter()
@@ -333,7 +353,9 @@ def run(name: str, mode: str, seed: int, *, seconds: float = 300.0, drift_at: fl
                 rel = cluster.now - start
                 result.transitions.append({"t": rel, "app": app, "state": state,
                                            "reason": expl["management"]["auto"]["reason"]})
-                if state == "fallback" and result.fallback_t is None:
+                if state == "fallback" and drift_at is not None and rel < drift_at:
+                    result.false_alarms += 1
+                elif state == "fallback" and result.fallback_t is None:
                     result.fallback_t = rel
                 if state == "ml" and app in seen_state and result.fallback_t is not None and result.restored_t is None:
                     result.restored_t = rel

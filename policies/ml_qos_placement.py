@@ -33,9 +33,11 @@ from mlsysops.agents.ml.modes import AutoController, check_mode
 from mlsysops.agents.ml.qos_features import candidate_features
 from mlsysops.agents.ml.trainers import vectorize
 from mlsysops.agents.placement.cluster_view import ClusterState, assigned_requests, instance_id
+from mlsysops.agents.placement.framework import Status
 from mlsysops.agents.placement.types import ComponentRequest, NodeView
 from mlsysops.policies import filter_score_placement, relocation
 from mlsysops.policies.placement_engine import PlacementConfig, place_app, schedule
+from mlsysops.policies.placement_filters import FilterPlugin
 from mlsysops.policies.placement_plugins import NODE_PLUGINS, placement_config
 from mlsysops.policies.placement_scorers import ScorerPlugin
 
@@ -43,6 +45,7 @@ MODEL = "qos-response-time"
 MECHANISM = "component_placement"
 METRIC = "response_time_ms"
 SCORER = "predicted_qos"
+QUARANTINE = "ml_quarantine"
 CONTINUOUS = ("queue", "net_ms")
 
 _LOCAL = LocalMLConnector()
@@ -55,8 +58,9 @@ def initialize() -> dict[str, Any]:
             "mechanisms": [MECHANISM],
             "telemetry": {"metrics": [METRIC, "system.cpu.utilization"], "system_scrape_interval": 1.0},
             "act_fraction": 0.9, "min_gain": 0.25, "cooldown_s": 30.0, "min_confidence": 0.0,
-            "retrain_min_rows": 40, "validate_min_rows": 20, "seed": 0,
-            "drift": {"ph_delta": 0.5, "ph_threshold": 20.0, "ks_window": 60, "ks_alpha": 0.001},
+            "retrain_min_rows": 60, "validate_min_rows": 20, "bootstrap_rows": 300, "evidence_min_rows": 10,
+            "seed": 0,
+            "drift": {"ph_delta": 1.0, "ph_threshold": 20.0, "ks_window": 60, "ks_alpha": 0.001},
             "last_moved": {},
             "heuristic": {"relocation": relocation.initialize(), "placement": filter_score_placement.initialize()}}
 
@@ -72,6 +76,15 @@ class _State:
     shadow: dict[str, int] = field(default_factory=lambda: {"decisions": 0, "agreed": 0})
     last_alarm: dict[str, Any] | None = None
     drifted_model: Any = None
+    candidate: int | None = None            # the retrained version being validated
+    rejected: set[int] = field(default_factory=set)
+    reported: int = 0                       # outcomes reported (for the first training)
+    bootstrap_at: int = 0
+    quarantine: dict[str, str] = field(default_factory=dict)
+    """Nodes the model may not choose (node -> why): an alarm's node the retrained version has too few
+    outcomes from to be trusted on; cleared once it explains enough of them."""
+    evidence: deque[tuple[dict[str, float], float]] = field(default_factory=lambda: deque(maxlen=200))
+    """Outcomes on the alarm's node since the alarm: a retrained version must explain them too."""
 
 
 def _state(context: dict[str, Any]) -> _State:
@@ -162,7 +175,15 @@ async def _observe(context: dict[str, Any], st: _State, app: str, view: _View, t
                     alarm = {**fired.as_dict(), "summary": str(fired), "node": inst["node"],
                              "component": inst["component"], "version": model.version}
         st.unseen.append((feats, observed))
+        if inst["node"] in st.quarantine and model is not None and st.auto.state == "ml":
+            st.evidence.append((feats, observed))
+            if len(st.evidence) >= int(context.get("evidence_min_rows", 10)) and \
+                    _validate(model, list(st.evidence))["z"] < 2.5:
+                del st.quarantine[inst["node"]]
+        if st.auto.state == "fallback" and (st.auto.alarm or {}).get("node") == inst["node"]:
+            st.evidence.append((feats, observed))
         await connector.report(MODEL, getattr(model, "version", None), feats, prediction, observed)
+        st.reported += 1
     return alarm
 
 
@@ -191,6 +212,10 @@ async def _manage(context: dict[str, Any], st: _State, mode: str, model: Any, co
         st.drift = _new_monitor(context, model)
     if alarm is not None:
         st.last_alarm = alarm
+    if model is None and mode != "heuristic" and st.reported - st.bootstrap_at >= int(context.get("bootstrap_rows", 300)):
+        # no model yet: the heuristics act and their outcomes are the training data; ask for a first one
+        st.bootstrap_at = st.reported
+        await connector.submit_training(MODEL, seed=int(context.get("seed", 0)))
     if mode != "auto":
         return model
     auto = st.auto
@@ -198,34 +223,55 @@ async def _manage(context: dict[str, Any], st: _State, mode: str, model: Any, co
         auto.fall_back(alarm, model.version if model is not None else None, now)
         st.drifted_model = model
         st.unseen.clear()
+        st.evidence.clear()
     if auto.state != "fallback":
         return model
-    retrain_rows = int(context.get("retrain_min_rows", 40))
+    retrain_rows = int(context.get("retrain_min_rows", 60))
     latest = connector.cached(MODEL)
-    retrained = latest is not None and latest.version != auto.drifted_version
-    if not retrained and len(st.unseen) >= retrain_rows:
-        # first request once enough post-drift outcomes exist; again while no version was promoted
-        auto.training_requested_at = now
-        st.unseen.clear()           # outcomes from now on are unseen by the version being trained
-        await connector.submit_training(MODEL, seed=int(context.get("seed", 0)))
-        return None
-    if retrained and auto.training_requested_at is not None \
-            and len(st.unseen) >= int(context.get("validate_min_rows", 20)):
+    if latest is not None and latest.version != auto.drifted_version and latest.version not in st.rejected:
+        if st.candidate != latest.version:
+            st.candidate = latest.version    # judged only on outcomes from now on: unseen by its training
+            st.unseen.clear()
+            return None
+        if len(st.unseen) < int(context.get("validate_min_rows", 20)):
+            return None
         rows = list(st.unseen)
         check = _validate(latest, rows)
         if st.drifted_model is not None:
             check["drifted_version_mae"] = _validate(st.drifted_model, rows)["mae"]
+        explains = True
+        if st.evidence:   # it must have learnt what raised the alarm, not just be right elsewhere
+            ev = _validate(latest, list(st.evidence))
+            check["alarm_node"] = {"node": auto.alarm.get("node") if auto.alarm else None, **ev}
+            explains = ev["z"] < 2.5
         auto.validation = check
-        if check["z"] < 2.5 and check["mae"] <= check.get("drifted_version_mae", float("inf")):
+        if explains and check["z"] < 2.5 and check["mae"] <= check.get("drifted_version_mae", float("inf")):
+            node = (auto.alarm or {}).get("node")
+            if node and len(st.evidence) < int(context.get("evidence_min_rows", 10)):
+                st.quarantine[node] = (f"drift alarm of version {auto.drifted_version} on {node}; version "
+                                       f"{latest.version} validated on {len(st.evidence)} outcomes there")
             auto.restore(latest.version, check, now)
             st.drift = _new_monitor(context, latest)
             st.drifted_model = None
             return latest
-        st.unseen.clear()           # not yet: judge again on the next unseen outcomes
+        st.rejected.add(latest.version)      # not this one: train again on more outcomes
+        st.unseen.clear()
+        return None
+    if len(st.unseen) >= retrain_rows:
+        # enough outcomes since the drift (or since the last rejected version): ask for a version
+        auto.training_requested_at = now
+        st.unseen.clear()
+        await connector.submit_training(MODEL, seed=int(context.get("seed", 0)))
     return None
 
 
 # -- the ML decision ----------------------------------------------------------------------------------
+def _score(pred: float, std: float, target: float | None) -> float:
+    """The ML scorer's 0..100: mostly the probability of meeting the target, then a lower prediction."""
+    p_ok = 1.0 - violation_probability(pred, std, target) if target else 0.0
+    return 90.0 * p_ok + 10.0 / (1.0 + max(pred, 0.0) / 100.0)
+
+
 def _ml_registry(model: Any, view: _View, record: dict[str, Any]) -> Any:
     registry = NODE_PLUGINS.copy()
 
@@ -238,18 +284,28 @@ def _ml_registry(model: Any, view: _View, record: dict[str, Any]) -> Any:
                 feats = view.features(request, cand, hosting_instance=None)
                 pred, std, x = _predict(model, feats)
                 opts[cand.name] = Option(cand.name, x, pred, std)
-                p_ok = 1.0 - violation_probability(pred, std, target) if target else 0.0
-                out.append(90.0 * p_ok + 10.0 / (1.0 + pred / 100.0))
+                out.append(_score(pred, std, target))
             return out
         return ScorerPlugin(SCORER, score)
 
     registry.register_scorer(SCORER, factory, weight=1.0)
+
+    def quarantine(args: Any) -> FilterPlugin:
+        banned = dict(args.get("nodes") or {})
+        return FilterPlugin(QUARANTINE, lambda request: (lambda node: Status.unresolvable(
+            QUARANTINE, f"quarantined by the ML policy: {banned[node.name]}") if node.name in banned else None)
+            if banned else None)
+
+    registry.register_filter(QUARANTINE, quarantine)
     return registry
 
 
 def _ml_config(context: dict[str, Any], model: Any, view: _View, record: dict[str, Any]) -> PlacementConfig:
     spec = dict(context.get("placement") or {})
     spec["scorers"] = {"disable": ["*"], "enable": [SCORER]}
+    filters = dict(spec.get("filters") or {})
+    filters[QUARANTINE] = {"args": {"nodes": dict(_state(context).quarantine)}}
+    spec["filters"] = filters
     return placement_config({"placement": spec}, _ml_registry(model, view, record))
 
 
@@ -257,7 +313,8 @@ def _explain(model: Any, record: dict[str, Any], component: str, chosen: str, ta
     options = list(record.get(component, {}).values())
     if not any(o.name == chosen for o in options):
         return {}
-    return explain_options(model, options, chosen, target=target)
+    return explain_options(model, options, chosen, target=target,
+                           score=lambda pred, std: _score(pred, std, target))
 
 
 def _ml_decide(context: dict[str, Any], app: str, view: _View, model: Any, now: float, *, commit: bool,
@@ -356,6 +413,25 @@ async def _heuristic(context: dict[str, Any], app_desc: Any, system: dict[str, A
     return actions, explanation
 
 
+def _summary(mode: str, notes: list[dict[str, Any]], management: dict[str, Any]) -> str:
+    """One line per decision: the choice, the model's prediction and interval, the counterfactual."""
+    if not notes:
+        return f"{mode}: the model keeps things as they are ({management.get('why')})"
+    parts = []
+    for n in notes:
+        ml = n.get("ml") or {}
+        chosen = ml.get("chosen") or {}
+        lo, hi = chosen.get("interval_90", [None, None])
+        text = f"{n['component']} -> {n['node']}"
+        if chosen:
+            text += (f" ({ml['model']} v{ml['version']}: predicted {chosen['prediction']:.1f} ms, 90% "
+                     f"[{lo:.1f}, {hi:.1f}], p(violation) {chosen.get('p_violation', 0):.2f})")
+        if ml.get("counterfactual"):
+            text += f"; {ml['counterfactual']}"
+        parts.append(text)
+    return f"{mode}: " + "; ".join(parts)
+
+
 def _targets(actions: list[dict[str, Any]]) -> dict[str, str]:
     return {a["component"]: a.get("to") or a.get("node") for a in actions}
 
@@ -383,6 +459,8 @@ async def _cycle(context, application_description, system_description, mechanism
         management["detectors"] = {k: round(v, 4) for k, v in st.drift.last_statistics.items()}
     if st.last_alarm is not None:
         management["last_alarm"] = st.last_alarm
+    if st.quarantine:
+        management["quarantine"] = dict(st.quarantine)
     ml_actions: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
     if decide_with is not None and mode != "heuristic":
@@ -399,7 +477,7 @@ async def _cycle(context, application_description, system_description, mechanism
         management["acting"] = "ml"
         management["why"] = "model trusted" if mode == "ml" else st.auto.reason
         return ml_actions, {"management": management, "decisions": notes, "needed": bool(ml_actions),
-                            "summary": "; ".join(f"{n['component']} -> {n['node']}" for n in notes) or "no change"}
+                            "summary": _summary(mode, notes, management)}
     actions, heur = await _heuristic(context, application_description, system_description, mechanisms,
                                      telemetry, planning)
     management["acting"] = "heuristic"
@@ -408,6 +486,7 @@ async def _cycle(context, application_description, system_description, mechanism
                          "shadow: the model only records" if mode == "shadow" else
                          "low confidence" if management.get("low_confidence") else st.auto.reason)
     explanation: dict[str, Any] = {"management": management, "heuristic": heur,
+                                   "summary": f"{mode}: the heuristics decide ({management['why']})",
                                    "needed": bool(actions) or _wants_plan(heur) or (mode == "shadow" and bool(ml_actions))}
     if mode == "shadow" and decide_with is not None and planning:
         ml_t, h_t = _targets(ml_actions), _targets(actions)
@@ -427,6 +506,9 @@ async def _cycle(context, application_description, system_description, mechanism
             compare.append(row)
         explanation["shadow"] = {"would_do": ml_actions, "decisions": notes, "agrees": agree,
                                  "compare": compare, "agreement": dict(st.shadow)}
+        if notes:
+            explanation["summary"] = (f"shadow: the heuristics act; the model would {'agree' if agree else 'differ'}: "
+                                      + _summary(mode, notes, management).removeprefix("shadow: "))
     return actions, explanation
 
 

@@ -10,7 +10,7 @@ continuous feature whose change would have flipped the choice, and the value it 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,9 +54,15 @@ def attributions_dict(model: Model, x: np.ndarray, baseline: np.ndarray) -> dict
 
 
 def counterfactual(model: Model, chosen: Option, rejected: Option, *, lower_is_better: bool = True,
-                   continuous: Sequence[str] = ("queue", "net_ms")) -> str | None:
+                   continuous: Sequence[str] = ("queue", "net_ms"),
+                   score: Callable[[float, float], float] | None = None) -> str | None:
     """"<rejected> would have been chosen if its <feature> were below <value> (now <value>)", for the
-    continuous feature with the largest attribution gap, found by bisection on the model itself."""
+    continuous feature with the largest attribution gap, found by bisection on the model itself.
+    `score(prediction, std)` (higher wins) is the decision's own rule; by default the prediction."""
+    if score is None:
+        def score(pred: float, std: float) -> float:
+            return -pred if lower_is_better else pred
+    target_score = score(chosen.prediction, chosen.std)
     gaps = model.attributions(rejected.x, chosen.x)
     best = None
     for j, name in enumerate(model.feature_names):
@@ -73,10 +79,10 @@ def counterfactual(model: Model, chosen: Option, rejected: Option, *, lower_is_b
 
     def beats(value: float) -> bool:
         trial[best] = value
-        pred = float(model.predict(trial)[0])
-        return pred < chosen.prediction if lower_is_better else pred > chosen.prediction
+        mean, std = model.predict_with_uncertainty(trial.reshape(1, -1))
+        return score(float(mean[0]), float(std[0])) > target_score
 
-    if not beats(floor):
+    if not beats(floor) or beats(current):
         return None
     lo, hi = floor, current     # beats(lo) is True, beats(hi) is False
     for _ in range(40):
@@ -88,19 +94,23 @@ def counterfactual(model: Model, chosen: Option, rejected: Option, *, lower_is_b
 
 
 def explain_options(model: Model, options: Sequence[Option], chosen: str, *, target: float | None = None,
-                    lower_is_better: bool = True) -> dict[str, Any]:
-    """The `ml` part of a decision record for choosing `chosen` among `options`."""
+                    lower_is_better: bool = True,
+                    score: Callable[[float, float], float] | None = None) -> dict[str, Any]:
+    """The `ml` part of a decision record for choosing `chosen` among `options` (`score(prediction,
+    std)`, higher wins, is the rule the choice used: it ranks the rejected options too)."""
     by_name = {o.name: o for o in options}
     pick = by_name[chosen]
-    others = sorted((o for o in options if o.name != chosen),
-                    key=lambda o: o.prediction if lower_is_better else -o.prediction)
+    rank = (lambda o: -score(o.prediction, o.std)) if score is not None else (
+        lambda o: o.prediction if lower_is_better else -o.prediction)
+    others = sorted((o for o in options if o.name != chosen), key=rank)
+    floor = 0.0 if model.output_name.endswith(("_ms", "_s", "_bytes")) else -math.inf
     baseline = np.mean([o.x for o in options], axis=0)
     base_pred = float(model.predict(baseline)[0])
 
     def side(o: Option) -> dict[str, Any]:
         out: dict[str, Any] = {
             "option": o.name, "prediction": round(o.prediction, 3),
-            "interval_90": [round(o.prediction - Z_90 * o.std, 3), round(o.prediction + Z_90 * o.std, 3)],
+            "interval_90": [round(max(floor, o.prediction - Z_90 * o.std), 3), round(o.prediction + Z_90 * o.std, 3)],
             "attributions": attributions_dict(model, o.x, baseline),
         }
         if target is not None:
@@ -114,7 +124,7 @@ def explain_options(model: Model, options: Sequence[Option], chosen: str, *, tar
     }
     if others:
         out["best_rejected"] = side(others[0])
-        cf = counterfactual(model, pick, others[0], lower_is_better=lower_is_better)
+        cf = counterfactual(model, pick, others[0], lower_is_better=lower_is_better, score=score)
         if cf:
             out["counterfactual"] = cf
     return out

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from mlsysops.agents.ml.model import Model
 from mlsysops.agents.ml.trainers import TRAINERS, Trainer
 
@@ -41,6 +43,10 @@ class LocalMLConnector:
     rows: dict[str, deque[dict[str, Any]]] = field(default_factory=dict)
     runs: list[TrainingRun] = field(default_factory=list)
     clock: Any = time.time
+    retrain_every_s: float | None = None
+    """Scheduled retraining: train again once this much (clock) time passed since the last run."""
+    _last_trained: dict[str, float] = field(default_factory=dict)
+    _trained_until: dict[str, float] = field(default_factory=dict)
 
     async def get_model(self, name: str, version: int | None = None) -> Model | None:
         model = self.models.get(name)
@@ -54,19 +60,36 @@ class LocalMLConnector:
     async def report(self, name: str, version: int | None, features: Mapping[str, float],
                      prediction: float | None, observed: float, t: float | None = None) -> None:
         buf = self.rows.setdefault(name, deque(maxlen=self.max_rows))
-        buf.append({"t": self.clock() if t is None else t, "features": dict(features), "observed": observed,
+        now = self.clock() if t is None else t
+        buf.append({"t": now, "features": dict(features), "observed": observed,
                     "version": version, "prediction": prediction})
+        last = self._last_trained.get(name)
+        if self.retrain_every_s is not None and name in self.models and last is not None \
+                and now - last >= self.retrain_every_s:
+            self._last_trained[name] = now
+            await asyncio.to_thread(self.train_now, name, 0)
 
     async def submit_training(self, name: str, *, seed: int = 0) -> TrainingRun:
         """Train on the outcomes reported so far; promote only if it beats the serving version on the
-        newest `holdout` of them (which the candidate was not fitted on)."""
+        `holdout` fraction of them held back from the candidate's fit."""
         return await asyncio.to_thread(self.train_now, name, seed)
 
     def train_now(self, name: str, seed: int = 0) -> TrainingRun:
         trainer = self.trainers[name]
         started = time.perf_counter()
+        self._last_trained[name] = self.clock()
         data = trainer.dataset_from_telemetry(list(self.rows.get(name, ())))
-        fit_part, held = data.split(self.holdout)
+        # held back: every k-th of the outcomes the serving version was not trained on, so the
+        # comparison is fair to it and the candidate learns from the rest of them (after a change, the
+        # outcomes since the change are the ones that matter)
+        k = max(2, round(1 / self.holdout))
+        since = self._trained_until.get(name, -np.inf) if name in self.models else -np.inf
+        recent = data.t > since
+        held_rows = recent & (np.cumsum(recent) % k == 0)
+        if held_rows.sum() < 5:
+            fit_part, held = data.split(self.holdout)
+        else:
+            fit_part, held = data.subset(~held_rows), data.subset(held_rows)
         current = self.models.get(name)
         try:
             candidate = trainer.fit(fit_part, seed)
@@ -81,6 +104,7 @@ class LocalMLConnector:
             candidate = trainer.fit(data, seed)     # the promoted version learns from all of it
             candidate.version = (current.version if current is not None else 0) + 1
             self.models[name] = candidate
+            self._trained_until[name] = float(data.t.max()) if data.t.size else -np.inf
         run = TrainingRun(name, candidate.version if promoted else None, promoted, metrics, previous,
                           time.perf_counter() - started, len(data))
         self.runs.append(run)

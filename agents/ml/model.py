@@ -137,6 +137,9 @@ class PolynomialRidge:
     term_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     term_scale: np.ndarray = field(default_factory=lambda: np.ones(0))
     a_inv: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    unseen_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Per term: the spread (in output units per unit of the term) added for a term that was never
+    active in the training data - the fit knows nothing about it, and says so."""
     card: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT_LINEAR
 
@@ -144,10 +147,13 @@ class PolynomialRidge:
     @classmethod
     def fit(cls, X: np.ndarray, y: np.ndarray, *, name: str, feature_names: Sequence[str],
             output_name: str, terms: Sequence[Sequence[int]] | None = None, alpha: float = 1.0,
-            version: int = 0, sample_weight: np.ndarray | None = None) -> PolynomialRidge:
+            version: int = 0, sample_weight: np.ndarray | None = None,
+            fit_intercept: bool = True) -> PolynomialRidge:
         """Least squares with an L2 penalty `alpha` on standardised term columns (so the penalty does
         not depend on feature units); deterministic (closed form, no randomness). `sample_weight`
-        (relative, e.g. recency) weighs rows."""
+        (relative, e.g. recency) weighs rows. `fit_intercept=False` makes the prediction exactly the sum
+        of the terms (a response time that is work x queueing has no constant part; an intercept would
+        let the fit go negative outside the load range it saw)."""
         names = list(feature_names)
         X = as_matrix(X, len(names), name)
         y = np.asarray(y, dtype=float).ravel()
@@ -162,11 +168,11 @@ class PolynomialRidge:
             raise ValueError(f"{name}: sample_weight must be {y.size} non-negative numbers, not all 0")
         sw = sw * (y.size / sw.sum())   # mean weight 1: alpha keeps its meaning
         phi = _term_matrix(X, term_list)
-        mean = (sw @ phi) / sw.sum()
+        mean = (sw @ phi) / sw.sum() if fit_intercept else np.zeros(phi.shape[1])
         scale = np.sqrt((sw @ (phi - mean) ** 2) / sw.sum())
         scale[scale < 1e-12] = 1.0
         z = (phi - mean) / scale
-        y_mean = float(sw @ y / sw.sum())
+        y_mean = float(sw @ y / sw.sum()) if fit_intercept else 0.0
         zw = z * sw[:, None]
         a = zw.T @ z + alpha * np.eye(z.shape[1])
         a_inv = np.linalg.inv(a)
@@ -176,7 +182,10 @@ class PolynomialRidge:
         sigma = float(math.sqrt(float(sw @ resid ** 2) / dof))
         coef = w / scale
         intercept = y_mean - float(coef @ mean)
-        return cls(name, version, names, output_name, term_list, coef, intercept, sigma, mean, scale, a_inv)
+        never = ~np.any(phi != 0, axis=0)
+        unseen = np.where(never, float(np.sqrt(sw @ (y - y.mean()) ** 2 / sw.sum())), 0.0)
+        return cls(name, version, names, output_name, term_list, coef, intercept, sigma, mean, scale, a_inv,
+                   unseen)
 
     # -- the protocol -------------------------------------------------------------------------------
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -191,7 +200,10 @@ class PolynomialRidge:
             return mean, np.full(mean.shape, self.sigma)
         z = (phi - self.term_mean) / self.term_scale
         leverage = np.einsum("ij,jk,ik->i", z, self.a_inv, z)
-        return mean, self.sigma * np.sqrt(1.0 + np.maximum(leverage, 0.0))
+        var = self.sigma ** 2 * (1.0 + np.maximum(leverage, 0.0))
+        if self.unseen_scale.size == phi.shape[1]:
+            var = var + (np.abs(phi) @ self.unseen_scale) ** 2
+        return mean, np.sqrt(var)
 
     def attributions(self, x: np.ndarray, baseline: np.ndarray) -> np.ndarray:
         """Exact Shapley values: per term, the exact split of the product's change between its
@@ -216,7 +228,7 @@ class PolynomialRidge:
             "feature_names": self.feature_names, "output_name": self.output_name,
             "terms": [list(t) for t in self.terms], "coef": self.coef.tolist(), "intercept": self.intercept,
             "sigma": self.sigma, "term_mean": self.term_mean.tolist(), "term_scale": self.term_scale.tolist(),
-            "a_inv": self.a_inv.tolist(),
+            "a_inv": self.a_inv.tolist(), "unseen_scale": self.unseen_scale.tolist(),
         }
         return json.dumps(body, separators=(",", ":")).encode()
 
@@ -245,6 +257,7 @@ class PolynomialRidge:
                 term_scale=np.asarray(body.get("term_scale", []), dtype=float),
                 a_inv=np.asarray(body.get("a_inv", []), dtype=float).reshape(
                     (len(terms), len(terms)) if body.get("a_inv") else (0, 0)),
+                unseen_scale=np.asarray(body.get("unseen_scale", []), dtype=float),
                 card=card)
         except (KeyError, TypeError, ValueError) as exc:
             field_name = exc.args[0] if isinstance(exc, KeyError) else type(exc).__name__

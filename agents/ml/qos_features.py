@@ -12,8 +12,9 @@ instance table, latencies) - no simulator internals, so the same code runs on Ku
 | `coloc=<component>` | instances of other components (by component name, any app) sharing the node (interference) |
 | `net_ms` | sum over the peers it calls of the latency to the nearest node running that peer |
 
-`qos_terms` turns the feature names present in the data into the model's terms: per component, its
-base level, `kind x queue`, `node x queue` and `coloc x queue` interactions, plus `net_ms`. So the
+`qos_terms` turns the feature names present in the data into the model's terms: per component,
+`kind x queue`, `node x queue` and `coloc x queue` interactions; `kind x queue` and `coloc x queue`
+shared by all components (what a kind or a neighbour does to anyone); `net_ms`; no constant. So the
 model is "response time = per-component work / speed-of-that-kind-or-node x queueing x interference +
 network", which is the shape of queueing behaviour, learnt without being told any speed.
 """
@@ -102,11 +103,13 @@ def qos_terms(feature_names: Sequence[str]) -> list[tuple[int, ...]]:
     q = index.get("queue")
     for c in comps:
         ci = index[c]
-        terms.append((ci,))
         if q is None:
+            terms.append((ci,))
             continue
         for group in (kinds, node_ids, colocs):
             terms.extend((ci, index[g], q) for g in group)
+    if q is not None:   # shared across components: what a kind or a neighbour does to anyone
+        terms.extend((index[g], q) for g in (*kinds, *colocs))
     if "net_ms" in index:
         terms.append((index["net_ms"],))
     return terms

@@ -169,7 +169,7 @@ COLUMNS: dict[Kind, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
                                                        ("LOST REASON", "lost_reason")]),
     Kind.decisions: ([("AGE", "ts"), ("AGENT", "agent"), ("STAGE", "stage"), ("OUTCOME", "outcome"),
                       ("POLICY", "policy"), ("APP", "app"), ("REASON", "reason")],
-                     [("PLAN", "plan_id"), ("ALTERNATIVES", "alternatives")]),
+                     [("PLAN", "plan_id"), ("ALTERNATIVES", "alternatives"), ("WHY", "explanation.summary")]),
     Kind.policies: ([("AGENT", "agent"), ("NAME", "name"), ("ENABLED", "enabled"), ("SCOPE", "scope"),
                      ("INTERVAL", "interval")], [("SOURCE", "source"), ("LAST ERROR", "last_error")]),
 }
