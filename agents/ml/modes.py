@@ -32,7 +32,7 @@ def check_mode(mode: Any, field_name: str = "mode") -> str:
 @dataclass
 class AutoController:
     state: Literal["ml", "fallback"] = "ml"
-    reason: str = "model trusted"
+    reason: str = "no drift detected"
     since: float = 0.0
     alarm: dict[str, Any] | None = None
     drifted_version: int | None = None

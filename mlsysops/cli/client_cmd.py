@@ -339,7 +339,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{aid}\t{st.get('mode')}" + (f"\t(apps: {overrides})" if overrides else ""))
                 for a, m in sorted(st.get("apps", {}).items()):
                     auto = m.get("auto") or {}
-                    typer.echo(f"  {a}\t{m.get('mode')}\tacting: {m.get('acting')}\t{auto.get('reason') or m.get('why', '')}")
+                    typer.echo(f"  {a}\t{m.get('mode')}\tacting: {m.get('acting')}\t{m.get('why') or auto.get('reason', '')}")
             return
         out = client.call("PUT", "/api/v1/mode", json={"mode": value, "agent": agent, "app": app_name})
 

@@ -225,9 +225,9 @@
         <td>${esc(st.mode)}</td><td></td><td class="muted">${esc(Object.entries(overrides).map(([a, m]) => a + "=" + m).join(", "))}</td></tr>`);
       for (const [app, m] of apps) {
         const auto = m.auto || {};
-        const why = auto.reason || m.why || "";
+        const why = m.why || auto.reason || "";
         rows.push(`<tr data-agent="${esc(agent)}" data-app="${esc(app)}" data-acting="${esc(m.acting)}"><td>${esc(agent)}</td>
-          <td>${esc(app)}</td><td>${esc(m.mode)}${auto.state ? " · " + esc(auto.state) : ""}</td>
+          <td>${esc(app)}</td><td>${esc(m.mode)}${auto.state === "fallback" ? " · fallback" : ""}</td>
           <td><span class="badge ${m.acting === "ml" ? "running" : "deploying"}">${esc(m.acting)}</span></td><td>${esc(why)}</td></tr>`);
       }
     }
