@@ -26,6 +26,8 @@ from mlsysops.agents.mape import (
     PlanScheduler,
     PolicyRegistry,
 )
+from mlsysops.agents.ml.client import MLConnectorClient
+from mlsysops.agents.ml.modes import MODES, check_mode  # noqa: F401 - MODES: its old home was here
 from mlsysops.agents.protocol import Envelope, Kind, Performative, register_payload
 from mlsysops.agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
 from mlsysops.agents.tree_reads import (  # noqa: F401 - DecisionsQuery, MAX_EXPORT_BYTES: their old home
@@ -64,7 +66,6 @@ class AgentSettings:
     otlp_interval: float = 10.0
 
 
-MODES = ("heuristic", "ml")
 
 
 class TelemetryRequest(BaseModel):
@@ -79,7 +80,8 @@ class ConfigUpdate(BaseModel):
     """Parent -> child: change the management mode (forwarded down the tree when `propagate`) and/or
     the telemetry the parent asks for."""
 
-    mode: Literal["heuristic", "ml"] | None = None
+    mode: Literal["heuristic", "ml", "auto", "shadow"] | None = None
+    app: str | None = Field(None, max_length=253)   # the mode of this app only (None: the slice's)
     propagate: bool = True
     telemetry: TelemetryRequest | None = None
 
@@ -107,6 +109,9 @@ class ManagedAgent(MLSysOpsAgent):
         self.policies = PolicyRegistry([str(d) for d in self.settings.policy_dirs],
                                        modules=self.settings.policies, agent_id=self.agent_id)
         self.mechanisms = MechanismRegistry(agent_id=self.agent_id)
+        # every policy's `ml_connector`; the continuum attaches the registry service to it
+        self.ml_connector = MLConnectorClient(   # (agents of one layer may share a state directory)
+            self, cache_dir=self.settings.state_dir / "model-cache" / self.agent_id if self.settings.state_dir else None)
         # one scheduler for the agent's lifetime: the engine's plans and the agent's own (execute()) share it,
         # so a mechanism runs one command at a time whoever asked, even before the engine starts
         self.scheduler = PlanScheduler(self.mechanisms, self.decision_log,
@@ -114,6 +119,7 @@ class ManagedAgent(MLSysOpsAgent):
         self.engine: MAPEEngine | None = None
         self.started_at = time.time()
         self.mode = "heuristic"
+        self.app_modes: dict[str, str] = {}   # per-app overrides of the slice's mode
         self._mode_paused: set[str] = set()
         self.telemetry = AgentTelemetry(self.agent_id, self.role, slice_name=self.settings.slice_name,
                                         prometheus=self.settings.prometheus,
@@ -210,9 +216,12 @@ class ManagedAgent(MLSysOpsAgent):
         """Pause the policies the mode excludes; returns their names.
 
         A policy says which family it is in its context (`mode: heuristic | ml`; heuristic when silent).
-        heuristic mode: ML policies are paused. ml mode: ML policies run, and a heuristic policy is paused
-        only where an enabled ML policy plans for one of its mechanisms - so the slice keeps being
-        managed where no ML policy exists. Policies an operator disabled stay disabled.
+        ML policies are paused only when the slice and every app are in `heuristic` mode. Where an
+        enabled ML policy plans for a heuristic policy's mechanisms, the heuristic one is paused - so the
+        slice keeps being managed where no ML policy exists, and where one does it decides alone; it
+        reads each app's mode (`management_mode` in its application description) and delegates to the
+        heuristics' code in `heuristic`, `shadow` and an `auto` fallback (`mlsysops.agents.ml.modes`).
+        Policies an operator disabled stay disabled.
         """
         for name in list(self._mode_paused):
             if self.policies.get(name) is not None:
@@ -222,32 +231,60 @@ class ManagedAgent(MLSysOpsAgent):
         ml_mechanisms = {m for p in pols if p.enabled and p.context.get("mode") == "ml" for m in p.mechanisms}
         for pol in pols:
             family = pol.context.get("mode", "heuristic")
-            pause = ((self.mode == "heuristic" and family == "ml") or
-                     (self.mode == "ml" and family != "ml" and set(pol.mechanisms) & ml_mechanisms))
+            pause = ((family == "ml" and not self._ml_wanted()) or
+                     (family != "ml" and self._ml_wanted() and set(pol.mechanisms) & ml_mechanisms))
             if pol.enabled and pause:
                 self.policies.disable(pol.name)
                 self._mode_paused.add(pol.name)
         return sorted(self._mode_paused)
 
-    def set_mode(self, mode: str) -> dict[str, Any]:
-        if mode not in MODES:
-            raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}")
-        before, self.mode = self.mode, mode
-        paused = self.apply_mode()
-        self.record_event(f"management mode {before} -> {mode}; paused policies: {paused or 'none'}")
-        self.trigger(reason=f"mode {mode}")
-        return {"agent": self.agent_id, "mode": mode, "paused": paused}
+    def _ml_wanted(self) -> bool:
+        return self.mode != "heuristic" or any(m != "heuristic" for m in self.app_modes.values())
 
-    async def set_mode_tree(self, mode: str) -> dict[str, Any]:
+    def effective_mode(self, app: str | None) -> str:
+        return self.app_modes.get(app, self.mode) if app is not None else self.mode
+
+    def set_mode(self, mode: str, app: str | None = None) -> dict[str, Any]:
+        """The slice's mode here, or (with `app`) that app's; `app` with mode None-like "slice" is not a
+        thing: set the app back to the slice's mode by giving the slice's mode."""
+        check_mode(mode)
+        if app is None:
+            before, self.mode = self.mode, mode
+        else:
+            before = self.effective_mode(app)
+            self.app_modes[app] = mode
+        paused = self.apply_mode()
+        where = f"app {app}" if app is not None else "slice"
+        self.record_event(f"management mode of {where} {before} -> {mode}; paused policies: {paused or 'none'}",
+                          app=app)
+        self.trigger(app, reason=f"mode {mode}")
+        out: dict[str, Any] = {"agent": self.agent_id, "mode": mode, "paused": paused}
+        if app is not None:
+            out["app"] = app
+        return out
+
+    def mode_status(self) -> dict[str, Any]:
+        """The slice's mode, the per-app overrides and, per app, what its ML policy last said about who
+        acts and why (the `management` part of its latest analyze record: auto state, alarm, detectors)."""
+        ml = {p.name for p in (self.policies.get(d["name"]) for d in self.policies.list())
+              if p is not None and p.context.get("mode") == "ml"}
+        apps: dict[str, Any] = {}
+        for rec in reversed(self.decision_log.query(stage="analyze", limit=500)):
+            if rec.policy in ml and rec.app and rec.app not in apps and isinstance(rec.explanation, dict) \
+                    and isinstance(rec.explanation.get("management"), dict):
+                apps[rec.app] = {"policy": rec.policy, "ts": rec.ts, **rec.explanation["management"]}
+        return {"agent": self.agent_id, "mode": self.mode, "app_modes": dict(self.app_modes), "apps": apps}
+
+    async def set_mode_tree(self, mode: str, app: str | None = None) -> dict[str, Any]:
         """Set the mode here and on every live child (which forward it to theirs) over XMPP."""
-        out = self.set_mode(mode)
+        out = self.set_mode(mode, app)
         children = getattr(self, "children", None)
         if children is None:
             return out
         results: dict[str, Any] = {}
         for child in children.children(alive_only=True):
             try:
-                reply = await self.request(child.jid, Kind.CONFIG_UPDATE, ConfigUpdate(mode=mode))
+                reply = await self.request(child.jid, Kind.CONFIG_UPDATE, ConfigUpdate(mode=mode, app=app))
                 results[child.agent_id] = reply.body
             except Exception as exc:   # noqa: BLE001 - report per child; one unreachable child is not fatal
                 results[child.agent_id] = {"error": str(exc) or type(exc).__name__}
@@ -263,7 +300,8 @@ class ManagedAgent(MLSysOpsAgent):
             self.refresh_collection()
             out["telemetry"] = self.collection.describe()
         if update.mode is not None:
-            out.update(await self.set_mode_tree(update.mode) if update.propagate else self.set_mode(update.mode))
+            out.update(await self.set_mode_tree(update.mode, update.app) if update.propagate
+                       else self.set_mode(update.mode, update.app))
         return out
 
     # -- telemetry collection -----------------------------------------------------------------------
@@ -326,12 +364,18 @@ class ManagedAgent(MLSysOpsAgent):
     def start_engine(self) -> MAPEEngine:
         self.engine = MAPEEngine(
             self.agent_id, self.knowledge, self.policies, self.mechanisms, self.decision_log,
-            assets=self.assets, system_description=self.system_description,
+            assets=self._assets_with_mode, system_description=self.system_description,
+            ml_connector=self.ml_connector,
             default_analyze_interval=self.settings.analyze, plugin_timeout=self.settings.plugin_timeout,
             execute_timeout=self.settings.execute_timeout, monitor=self._monitor_tick,
             monitor_interval=self.settings.monitor, on_executed=self.on_executed, scheduler=self.scheduler)
         self.engine.start()
         return self.engine
+
+    def _assets_with_mode(self) -> dict[str, dict[str, Any]]:
+        """The layer's assets, each app's carrying its effective management mode for the policies."""
+        return {name: ({**asset, "management_mode": self.effective_mode(name)} if isinstance(asset, dict) else asset)
+                for name, asset in self.assets().items()}
 
     async def execute(self, mechanism: str, command: dict[str, Any], *, reason: str, app: str | None = None,
                       operation: str = "apply", policy: str = AGENT_POLICY, priority: int = AGENT_PLAN_PRIORITY,

@@ -52,7 +52,8 @@ from mlsysops.cluster.instance_table import InstanceTable
 from mlsysops.mechanisms.placement_commands import PlacementAction
 from mlsysops.plugins import Capability
 
-DEFAULT_POLICIES = ["mlsysops.policies.filter_score_placement", "mlsysops.policies.relocation", "mlsysops.policies.static_placement"]
+DEFAULT_POLICIES = ["mlsysops.policies.filter_score_placement", "mlsysops.policies.relocation", "mlsysops.policies.static_placement",
+                    "mlsysops.policies.ml_qos_placement"]   # paused unless a mode other than heuristic asks
 DISABLED_BY_DEFAULT = ["static_placement"]   # opt-in per app with `policies: [static_placement]`
 QOS_WINDOW = 10
 VANISH_GRACE_S = 5.0   # an active row absent from the substrate this long (on a live node) has failed

@@ -35,6 +35,7 @@ from mlsysops.agents.descriptions import (
 from mlsysops.agents.managed_agent import AgentSettings, ManagedAgent
 from mlsysops.agents.mape import Knowledge
 from mlsysops.agents.membership import ChildRecord, ParentMembership
+from mlsysops.agents.ml.service import MLConnectorService
 from mlsysops.agents.payloads import StatusReport, TelemetryReport
 from mlsysops.agents.protocol import Envelope, Kind, Performative
 from mlsysops.agents.telemetry import digest as digests
@@ -86,6 +87,9 @@ class ContinuumAgent(ManagedAgent):
         self._dispatch_error: str | None = None   # the status-reporting dispatch is unreachable
         db = settings.state_dir / "desired-state.db" if settings.state_dir is not None else None
         self.store = DesiredStateStore(db)
+        self.ml_service = MLConnectorService(self, settings.state_dir / "models" if settings.state_dir else None,
+                                             telemetry=self.slice_telemetry)
+        self.ml_connector.service = self.ml_service
         self._restore()
 
     def _restore(self) -> None:
@@ -121,6 +125,7 @@ class ContinuumAgent(ManagedAgent):
         await self._adopt_placements()
         self.load_policies()
         self.start_engine()
+        self.ml_service.start()
 
     async def _adopt_placements(self) -> None:
         """The dispatch mechanism's server is the truth after a restart: take its placements as ours."""
@@ -365,6 +370,7 @@ class ContinuumAgent(ManagedAgent):
 
     async def stop(self) -> None:
         await super().stop()
+        await self.ml_service.stop()
         self.store.close()
 
     async def monitor(self) -> None:

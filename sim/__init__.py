@@ -32,6 +32,7 @@ from .model import (
     SimInstance,
     SimNodeSpec,
 )
+from .qos_profile import NodeDrift, QosProfile
 
 __all__ = [
     "COMPONENT_METRICS",
@@ -45,6 +46,8 @@ __all__ = [
     "InstanceState",
     "InsufficientCapacityError",
     "NodeDownError",
+    "NodeDrift",
+    "QosProfile",
     "SimClock",
     "SimConfig",
     "SimContinuum",

@@ -44,6 +44,7 @@ from .network import NetworkModel
 from .noise import smooth_noise
 from .power import EnergyMeter
 from .qos import response_time_ms
+from .qos_profile import QosProfile
 from .records import InstanceRecord, NodeRecord
 from .resources import NodeLoad, instance_cpu_cores, instance_memory_bytes, node_load
 
@@ -96,8 +97,10 @@ class SimContinuum:
         seed: int = 0,
         clock: SimClock | None = None,
         config: SimConfig | None = None,
+        qos: QosProfile | None = None,
     ) -> None:
         self.seed = seed
+        self.qos = qos if qos is not None else QosProfile()
         self.clock = clock if clock is not None else SimClock.realtime()
         self.config = config if config is not None else SimConfig()
         self._rng = random.Random(seed)
@@ -129,8 +132,9 @@ class SimContinuum:
         seed: int = 0,
         clock: SimClock | None = None,
         config: SimConfig | None = None,
+        qos: QosProfile | None = None,
     ) -> SimContinuum:
-        return cls(specs, seed=seed, clock=clock, config=config)
+        return cls(specs, seed=seed, clock=clock, config=config, qos=qos)
 
     # ------------------------------------------------------------------ nodes
 
@@ -456,7 +460,7 @@ class SimContinuum:
             node,
             now,
             self.config,
-            spike_cores=self._faults.spike_cores(name, now),
+            spike_cores=self._faults.spike_cores(name, now) + self.qos.diurnal_cores(node.spec, now),
             slowdown=self._faults.slowdown(name, now),
         )
         self._load_cache[name] = (now, self._version, load)
@@ -476,9 +480,11 @@ class SimContinuum:
         node = self._nodes[rec.node]
         load = self._load(node, now)
         network_ms, missing = self._peer_latency(rec, now)
+        colocated = [r.component for r in node.active.values()
+                     if r is not rec and r.state is InstanceState.RUNNING]
         rt = response_time_ms(
-            base_ms=rec.base_response_ms,
-            speed=load.speed,
+            base_ms=rec.base_response_ms * self.qos.interference_factor(rec.component, colocated),
+            speed=load.speed * self.qos.hidden_speed(node.spec, now),
             utilization=load.utilization,
             demand_ratio=load.demand_cores / node.spec.cpu_cores,
             network_ms=network_ms,

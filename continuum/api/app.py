@@ -36,6 +36,7 @@ from mlsysops.continuum.api.routers import (
     health,
     infrastructure,
     management,
+    models,
     sim,
     telemetry,
 )
@@ -43,7 +44,7 @@ from mlsysops.continuum.api_auth import READ_METHODS, Role, TokenAuth
 from mlsysops.continuum.store import PersistError
 
 V1_ROUTERS = (apps.router, infrastructure.router, decisions.router, management.router, sim.router,
-              telemetry.router, dashboard.router)
+              telemetry.router, dashboard.router, models.router)
 
 
 def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bool = False) -> FastAPI:

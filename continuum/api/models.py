@@ -138,8 +138,9 @@ class NodeRemoved(BaseModel):
 
 
 class ModeRequest(BaseModel):
-    mode: Literal["heuristic", "ml"]
+    mode: Literal["heuristic", "ml", "auto", "shadow"]
     agent: str | None = Field(None, description="one agent of this process; omitted: the whole slice")
+    app: str | None = Field(None, description="the mode of this app only; omitted: the slice's mode")
 
 
 class PingRequest(BaseModel):

@@ -219,7 +219,7 @@ COLUMNS: dict[Kind, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
                                                        ("LOST REASON", "lost_reason")]),
     Kind.decisions: ([("AGE", "ts"), ("AGENT", "agent"), ("STAGE", "stage"), ("OUTCOME", "outcome"),
                       ("POLICY", "policy"), ("APP", "app"), ("REASON", "reason")],
-                     [("PLAN", "plan_id"), ("ALTERNATIVES", "alternatives")]),
+                     [("PLAN", "plan_id"), ("ALTERNATIVES", "alternatives"), ("WHY", "explanation.summary")]),
     Kind.policies: ([("AGENT", "agent"), ("NAME", "name"), ("ENABLED", "enabled"), ("SCOPE", "scope"),
                      ("INTERVAL", "interval")], [("SOURCE", "source"), ("LAST ERROR", "last_error")]),
 }
@@ -507,19 +507,26 @@ def register(app: typer.Typer) -> None:
                 return
 
     @app.command()
-    def mode(value: Annotated[str | None, typer.Argument(help="heuristic | ml (omit to show)")] = None,
+    def mode(value: Annotated[str | None, typer.Argument(help="heuristic | ml | auto | shadow (omit to show)")] = None,
              agent: Annotated[str | None, typer.Option(help="Only this agent (default: the whole slice)")] = None,
+             app_name: Annotated[str | None, typer.Option("--app", help="Only this app (default: the slice's mode)")] = None,
              api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
-        """Show or set the management mode: heuristic policies, or ML policies where they exist."""
+        """Show or set the management mode: heuristic policies, ML policies (ml), ML with automatic
+        fallback on drift (auto), or ML beside the heuristics without acting (shadow)."""
         client = Client(api, token, context)
         if value is None:
-            for aid, m in sorted(client.call("GET", "/api/v1/mode").items()):
-                typer.echo(f"{aid}\t{m}")
+            for aid, st in sorted(client.call("GET", "/api/v1/mode/status").items()):
+                overrides = ", ".join(f"{a}={m}" for a, m in sorted(st.get("app_modes", {}).items()))
+                typer.echo(f"{aid}\t{st.get('mode')}" + (f"\t(apps: {overrides})" if overrides else ""))
+                for a, m in sorted(st.get("apps", {}).items()):
+                    auto = m.get("auto") or {}
+                    typer.echo(f"  {a}\t{m.get('mode')}\tacting: {m.get('acting')}\t{m.get('why') or auto.get('reason', '')}")
             return
-        out = client.call("PUT", "/api/v1/mode", json={"mode": value, "agent": agent})
+        out = client.call("PUT", "/api/v1/mode", json={"mode": value, "agent": agent, "app": app_name})
 
         def show(node: dict, depth: int = 0) -> None:
             typer.echo(f"{'  ' * depth}{node.get('agent')}: {node.get('mode', node.get('error'))}"
+                       + (f" (app {node['app']})" if node.get("app") else "")
                        + (f" (paused: {', '.join(node['paused'])})" if node.get("paused") else ""))
             for child in (node.get("children") or {}).values():
                 show(child, depth + 1)

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "mlsysops.cli.up_cmd",
     "mlsysops.cli.agent_cmd",
     "mlsysops.cli.client_cmd",
+    "mlsysops.cli.model_cmd",
     "mlsysops.cli.deploy_cmd",
     "mlsysops.cli.xmpp_cmd",
 ]

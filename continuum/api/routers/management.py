@@ -64,8 +64,15 @@ async def set_policy(agent: str, name: str, action: Literal["enable", "disable"]
 
 @router.get("/mode")
 async def get_mode(backend: Backend) -> dict[str, str]:
-    """Management mode (heuristic | ml) of every agent of this process."""
+    """Management mode (heuristic | ml | auto | shadow) of every agent of this process."""
     return {aid: a.mode for aid, a in backend.agents().items()}
+
+
+@router.get("/mode/status")
+async def get_mode_status(backend: Backend) -> dict[str, Any]:
+    """Per agent of this process: the slice's mode, per-app overrides, and per app what its ML policy
+    last reported (who acts, why: auto state, the drift alarm with detector, feature and statistic)."""
+    return jsonable({aid: a.mode_status() for aid, a in backend.agents().items()})
 
 
 @router.put("/mode", responses={404: {}, 422: {}})
@@ -73,11 +80,11 @@ async def put_mode(body: ModeRequest, backend: Backend) -> dict[str, Any]:
     """Set the management mode slice-wide (continuum, then every cluster and node over XMPP), or of
     one agent of this process."""
     if body.agent is None:
-        return jsonable(await backend.continuum.set_mode_tree(body.mode))
+        return jsonable(await backend.continuum.set_mode_tree(body.mode, body.app))
     agents = backend.agents()
     if body.agent not in agents:
         raise not_found("agent", body.agent, agents)
-    return jsonable(agents[body.agent].set_mode(body.mode))
+    return jsonable(agents[body.agent].set_mode(body.mode, body.app))
 
 
 @router.put("/policies/{agent}/{name}", responses={404: {}, 422: {}},

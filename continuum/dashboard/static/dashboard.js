@@ -226,8 +226,34 @@
     }
   }
 
+  // -- management modes (GET /api/v1/mode/status every 5 s) -----------------------------------------------
+  function renderManagement(status) {
+    const rows = [];
+    for (const [agent, st] of Object.entries(status || {})) {
+      const apps = Object.entries(st.apps || {});
+      const overrides = st.app_modes || {};
+      if (!apps.length) rows.push(`<tr data-agent="${esc(agent)}"><td>${esc(agent)}</td><td class="muted">(slice)</td>
+        <td>${esc(st.mode)}</td><td></td><td class="muted">${esc(Object.entries(overrides).map(([a, m]) => a + "=" + m).join(", "))}</td></tr>`);
+      for (const [app, m] of apps) {
+        const auto = m.auto || {};
+        const why = m.why || auto.reason || "";
+        rows.push(`<tr data-agent="${esc(agent)}" data-app="${esc(app)}" data-acting="${esc(m.acting)}"><td>${esc(agent)}</td>
+          <td>${esc(app)}</td><td>${esc(m.mode)}${auto.state === "fallback" ? " · fallback" : ""}</td>
+          <td><span class="badge ${m.acting === "ml" ? "running" : "deploying"}">${esc(m.acting)}</span></td><td>${esc(why)}</td></tr>`);
+      }
+    }
+    $("management").tBodies[0].innerHTML = rows.join("") || '<tr><td colspan="5" class="muted">no agent in this process</td></tr>';
+  }
+  async function pollManagement() {
+    for (;;) {
+      try { renderManagement(await api("/api/v1/mode/status")); } catch (e) { /* shown on the next poll */ }
+      await new Promise((res) => setTimeout(res, 5000));
+    }
+  }
+
   token = readToken();
   if (!token) { askToken(null); return; }
   $("main").hidden = false;
+  pollManagement();
   loadHistory().catch(() => {}).finally(stream);
 })();
