@@ -193,7 +193,7 @@ def _latest(recs: list[Mapping[str, Any]], match: Any, now: float) -> Mapping[st
 
 def _moved(record: Mapping[str, Any], comp: str) -> bool:
     text = str(record.get("reason")) + str(record.get("chosen"))
-    return "move" in text and comp in text
+    return re.search(r"\bmove\b|'move'", text) is not None and comp in text
 
 
 def _held_text(record: Mapping[str, Any], app: str, comp: str) -> str:

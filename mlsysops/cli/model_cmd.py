@@ -89,7 +89,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"model {name} v{out['version']} uploaded ({out['stage']}, sha256 {out['sha256'][:12]})")
 
     @model.command("train")
-    def model_train(name: str, seed: int = 0,
+    def model_train(name: Annotated[str, typer.Argument(help="The model")],
+                    seed: Annotated[int, typer.Option(help="Random seed: the same data and seed give the same "
+                                                           "artifact")] = 0,
                     trainer: Annotated[str | None, typer.Option(help="default: the model's own")] = None,
                     every: Annotated[str | None, typer.Option(help="also retrain on this schedule, e.g. 10m")] = None,
                     api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
@@ -100,7 +102,10 @@ def register(app: typer.Typer) -> None:
                    + (f"; retrained every {every}" if every else ""))
 
     @model.command("promote")
-    def model_promote(name: str, version: int, reason: str = "operator", api: ApiOpt = None,
+    def model_promote(name: Annotated[str, typer.Argument(help="The model")],
+                      version: Annotated[int, typer.Argument(help="The version to serve")],
+                      reason: Annotated[str, typer.Option(help="Kept in the model's history")] = "operator",
+                      api: ApiOpt = None,
                       token: TokenOpt = None, context: CtxOpt = None) -> None:
         """Make a version the one agents are served."""
         out = Client(api, token, context).call("POST", f"/api/v1/models/{name}/promote",
@@ -108,7 +113,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"model {name} v{out['version']} is in production")
 
     @model.command("rollback")
-    def model_rollback(name: str, reason: str = "operator", api: ApiOpt = None, token: TokenOpt = None,
+    def model_rollback(name: Annotated[str, typer.Argument(help="The model")],
+                       reason: Annotated[str, typer.Option(help="Kept in the model's history")] = "operator",
+                       api: ApiOpt = None, token: TokenOpt = None,
                        context: CtxOpt = None) -> None:
         """Undo the last promotion: the version it replaced serves again."""
         out = Client(api, token, context).call("POST", f"/api/v1/models/{name}/rollback", json={"reason": reason})
