@@ -87,6 +87,9 @@ def test_agents_in_separate_processes_form_the_hierarchy_and_heal(prosody, tmp_p
         worker = lambda: _get(f"{api}/api/v1/apps/solo", token)["components"]["worker"]  # noqa: E731
         until_blocking(lambda: worker()["status"] == "running", 60, "app did not run across processes",
                        ignoring=WORKER_NOT_YET)
+        # the continuum wrote a CLI context (like `up`): the CLI works with no flags
+        listed = subprocess.run([*_cmd(), "get", "apps"], env=env, capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0 and "solo" in listed.stdout, listed.stderr
         victim = worker()["nodes"][0]
         cluster = _get(f"{api}/api/v1/clusters/edge-1", token)   # infrastructure from registrations alone
         assert cluster["alive"] and {n["name"] for n in cluster["node_status"]} == \

@@ -155,7 +155,15 @@ async def _run_continuum(assembly: Any, stop: asyncio.Event, apply: list[Path], 
         url = await api.start()
     hint = f"token: cat {token_file}" if token_file else "tokens: api.token_file / $MLSYSOPS_API_TOKENS"
     typer.echo(f"continuum agent {agent.jid} up; API: {url}  (docs: {url}/docs; {hint})")
-    typer.echo(f"Dashboard: {url}/dashboard")
+    fragment = ""
+    if token_file is not None:   # the generated local token: a CLI context and a dashboard link that work
+        from mlsysops.cli.client_config import save_context
+
+        token = token_file.read_text().strip()
+        cfg = save_context(spec.config.slice, url, token)
+        typer.echo(f"CLI context '{spec.config.slice}' written to {cfg} (try: mlsysops get apps)")
+        fragment = f"#token={token}"   # in the fragment: never sent to the server or logged
+    typer.echo(f"Dashboard: {url}/dashboard{fragment}")
     typer.echo(f"Metrics: {url}/metrics")
     for path in apply:
         try:
