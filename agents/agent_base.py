@@ -53,6 +53,17 @@ from mlsysops.agents.protocol import (
 from mlsysops.agents.xmpp_tls import TlsVerification
 
 logger = logging.getLogger(__name__)
+
+
+class _HarmlessSlixmppNoise(logging.Filter):
+    """slixmpp warns on the root logger for every roster push that carries RFC 6121's `ask` attribute
+    (`Unknown stanza interface: ask`), once per stanza: a pending subscription, nothing to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.WARNING and record.getMessage() == "Unknown stanza interface: ask")
+
+
+logging.getLogger().addFilter(_HarmlessSlixmppNoise())
 xmpp_escape.install()   # slixmpp's per-character escape was the largest cost of a large message
 
 RECEIVE_TIMEOUT = 0.3  # seconds; bounds how long stop() waits for behaviours
