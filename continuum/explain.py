@@ -67,13 +67,10 @@ def _component(app: str, comp: str, st: dict[str, Any], req: ComponentRequest | 
                     "evidence": [_held_text(qos, app, comp)],
                     "next_step": "add capacity close to its peers, relax the QoS target, or look at the node it "
                                  f"runs on ({', '.join(where) or '?'}): `mlsysops describe node NAME`"}
-        move = _latest(recs, lambda r: r.get("stage") == "execute" and r.get("outcome") == "completed"
-                       and _moved(r, comp), now)
         evidence = [f"running on {', '.join(where) or '?'} in {st.get('cluster') or '?'}"]
-        if move is not None:
-            lost = _latest(recs, lambda r: "lost" in str(r.get("reason")) and r.get("stage") == "event", now)
-            evidence.append(f"moved {_ago(move, now)}: {move.get('reason')}"
-                            + (f" (after: {lost.get('reason')})" if lost is not None else ""))
+        moved = _relocation(recs, app, comp, where, now)
+        if moved:
+            evidence.append(moved)
         return {**base, "converged": True, "reason": "running", "evidence": evidence, "next_step": None}
     if "waits for" in reason_text or "depends_on" in reason_text:
         deps = [d for d in (req.depends_on if req else []) if (status.get(d) or {}).get("status") != "running"]
@@ -191,9 +188,31 @@ def _latest(recs: list[Mapping[str, Any]], match: Any, now: float) -> Mapping[st
     return None
 
 
-def _moved(record: Mapping[str, Any], comp: str) -> bool:
-    text = str(record.get("reason")) + str(record.get("chosen"))
-    return re.search(r"\bmove\b|'move'", text) is not None and comp in text
+_TRANSITION = re.compile(r": (\S+) -> (\S+) on (\S+) \[(.*)\]$")
+
+
+def _relocation(recs: list[Mapping[str, Any]], app: str, comp: str, where: list[str], now: float) -> str | None:
+    """"moved 12s ago from edge-rpi-1 (node edge-rpi-1 lost: missed 3 heartbeats)", from the continuum's
+    status transitions of the component (whatever policy did the repair: relocation or a new placement)."""
+    prefix = f"{app}/{comp}: "
+    seen: list[tuple[Mapping[str, Any], set[str]]] = []
+    for r in recs:
+        text = str(r.get("reason") or "")
+        m = _TRANSITION.search(text) if text.startswith(prefix) else None
+        if m:
+            seen.append((r, {n.strip(" '\"") for n in m.group(4).split(",") if n.strip(" '\"")}))
+    now_on = set(where)
+    for i in range(len(seen) - 1, 0, -1):
+        rec, nodes = seen[i]
+        before = seen[i - 1][1]
+        if nodes == now_on and before and before != nodes:
+            if now - float(rec.get("ts") or 0.0) > RECENT_S:
+                return None
+            gone = sorted(before - nodes)
+            lost = next((str(r.get("reason")) for r in reversed(recs) if gone
+                         and str(r.get("reason")).startswith(f"node {gone[0]} lost")), None)
+            return (f"moved {_ago(rec, now)} from {', '.join(gone) or '?'}" + (f" ({lost})" if lost else ""))
+    return None
 
 
 def _held_text(record: Mapping[str, Any], app: str, comp: str) -> str:

@@ -376,9 +376,26 @@ def test_explain_a_relocation_after_a_crash_and_a_qos_target_it_cannot_meet(slic
     victim = apps["components"]["sensor-reader"]["nodes"][0]
     assert run(env, "sim", "fail-node", victim).returncode == 0
     text = wait_text(env, ("explain", "app/env-monitor", "sensor-reader"), "moved ", 60)
-    assert "ok sensor-reader (running)" in text and victim in text, text
+    assert "ok sensor-reader (running)" in text and f"from {victim} (node {victim} lost" in text, text
     server = apps["components"]["aggregator"]["nodes"][0]      # the only edge_infrastructure node with the label
     assert run(env, "sim", "slow-node", server, "--factor", "40").returncode == 0
     text = wait_text(env, ("explain", "app/env-monitor", "aggregator"), "QoS target violated", 60)
     assert "no other node is feasible" in text and "next:" in text, text
     assert "not running as desired" in run(env, "explain", "app/env-monitor").stdout
+
+
+def test_the_example_policy_uploads_and_reports_hot_spots(slice_up):
+    env = slice_up
+    example = ROOT / "examples/policies/hot_spot_report.py"
+    out = run(env, "policy", "upload", "edge-1", str(example))
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(run(env, "policy", "list", "-o", "json").stdout)
+    assert any(r["agent"] == "edge-1" and r["name"] == "hot_spot_report" and r["enabled"] for r in rows)
+    run(env, "apply", "-f", str(ROOT / "examples/apps/env-monitor.yaml"))
+    apps = wait_json(env, ("get", "app", "env-monitor", "-o", "json"),
+                     lambda a: all(c["status"] == "running" for c in a["components"].values()))
+    server = apps["components"]["aggregator"]["nodes"][0]
+    assert run(env, "sim", "load-spike", server, "--duration", "30").returncode == 0
+    wait_json(env, ("events", "env-monitor", "--policy", "hot_spot_report", "-o", "json"),
+              lambda rows: any(r["outcome"] == "held" and f"aggregator on {server}" in r["reason"] for r in rows),
+              timeout=60)

@@ -157,6 +157,7 @@ class MAPEEngine:
     ) -> None:
         self.agent_id = agent_id
         self._held_last: dict[tuple[str, str | None, str], tuple[str, float]] = {}
+        self._held_repeats: dict[tuple[str, str | None], bool] = {}   # the last plan of the pair was held
         self.knowledge = knowledge
         self.policies = policies
         self.mechanisms = mechanisms
@@ -470,10 +471,14 @@ class MAPEEngine:
         except PluginContractError as exc:
             return self._failure(pair, "analyze", "error", str(exc), inputs)
         held = None if needed else self._held(pair, "analyze", explanation)
+        # While its plan keeps ending in the same held situation, "analyze -> True" every interval says
+        # nothing new: that analysis is recorded as no_plan (hidden unless asked for with --all).
+        repeat = needed and self._held_repeats.get((pair.policy, pair.asset), False)
         self.decision_log.record(
             "analyze",
-            "held" if held else "plan_needed" if needed else "no_plan",
-            f"{pair.policy}: {held}" if held else f"{pair.policy} analyze -> {needed} ({reason})",
+            "held" if held else "no_plan" if repeat else "plan_needed" if needed else "no_plan",
+            f"{pair.policy}: {held}" if held else f"{pair.policy} analyze -> {needed} ({reason})"
+            + (" (the plan is held, as before)" if repeat else ""),
             inputs=inputs,
             explanation=explanation,
             **common,
@@ -509,6 +514,7 @@ class MAPEEngine:
                 explanation=explanation, **common
             )
             return "no_plan", "plan: empty", None
+        self._held_repeats.pop((pair.policy, pair.asset), None)
         plan = Plan(pair.policy, pair.asset, commands, pol.priority, explanation=explanation)
         self.decision_log.record(
             "plan",
@@ -535,10 +541,15 @@ class MAPEEngine:
         key = (pair.policy, pair.asset, stage)
         if text is None:
             self._held_last.pop(key, None)
+            if stage == "plan":
+                self._held_repeats.pop((pair.policy, pair.asset), None)
             return None
         now = time.monotonic()
         last = self._held_last.get(key)
-        if last is not None and last[0] == text and now - last[1] < HELD_REPEAT_S:
+        repeat = last is not None and last[0] == text and now - last[1] < HELD_REPEAT_S
+        if stage == "plan":
+            self._held_repeats[(pair.policy, pair.asset)] = True
+        if repeat:
             return None
         self._held_last[key] = (text, now)
         return text

@@ -111,9 +111,12 @@ async def explain(name: str, backend: Backend, component: str | None = None) -> 
         raise not_found("component", component, set(status))
     records = await decision_rows(backend, DecisionsQuery(app=name, limit=300, exclude_outcomes=["no_plan"]))
     plans = await decision_rows(backend, DecisionsQuery(app=name, stage="plan", limit=20))
+    # node losses are the clusters' events, about no app
+    losses = [r for r in await decision_rows(backend, DecisionsQuery(stage="event", limit=200))
+              if " lost" in str(r.get("reason"))]
     nodes = {n: m for per in cont.cluster_nodes.values() for n, m in per.items()}
     alive = {n.name: n.alive for n in views.all_nodes(cont).values()}
-    out = explain_app(name, cont.apps.get(name), status, records + plans, nodes, alive, component)
+    out = explain_app(name, cont.apps.get(name), status, records + plans + losses, nodes, alive, component)
     return AppExplanation(**out)
 
 
