@@ -42,6 +42,7 @@ OUTCOMES = frozenset(
         "completed",
         "failed",
         "timeout",
+        "memory_exceeded",
         "error",
         "info",
     }

@@ -9,6 +9,14 @@ Every call into a policy or mechanism goes through `call_plugin()`:
 - a sync function that returns an awaitable has it awaited within the remaining time;
 - exceptions become a one-line summary plus the innermost frames; nothing propagates to the caller.
 
+Policies do not use `call_plugin` directly: `Policy.call()` (plugins.py) runs a file policy in its worker
+process (`sandbox.PolicyWorker`) and a built-in one (module, entry point, registered object: code installed
+with the agent) on its own `PolicyLoop`: a thread with its own event loop, so a blocking call, also inside
+`async def`, stalls that policy and never the agent's loop. A call that overruns is abandoned with outcome
+"timeout"; while the thread is still stuck in it, further calls are refused at once (also "timeout") rather
+than queued behind it. A thread cannot be killed nor its memory bounded: that is what the worker process is
+for, and why files and uploads use it.
+
 Backoff (`FailureBackoff`): after `threshold` consecutive failures of a key (the engine uses (policy, asset)),
 the key is blocked for base * 2**(failures - threshold) seconds, capped at `cap`. One success resets it.
 """
@@ -27,7 +35,8 @@ from typing import Any, Literal
 from mlsysops.agents.contracts.errors import PluginContractError
 from mlsysops.agents.contracts.explanation import Explanation, normalize_explanation
 
-__all__ = ["CallResult", "FailureBackoff", "PluginContractError", "call_plugin", "outstanding_threads",
+__all__ = ["CallResult", "FailureBackoff", "PluginContractError", "PolicyLoop", "call_plugin",
+           "outstanding_threads",
            "summarize_exception", "validate_analyze_result", "validate_plan_result"]
 
 MAX_STUCK_THREADS = 32
@@ -37,13 +46,16 @@ _outstanding_lock = threading.Lock()
 
 @dataclass(slots=True)
 class CallResult:
-    """Outcome of one isolated call: status "ok" (value set), "error" or "timeout" (reason set)."""
+    """Outcome of one isolated call: status "ok" (value set), "error", "timeout" or "memory_exceeded"
+    (reason set; for the last two `limit` is the bound, seconds or MiB, and `measured` what was seen)."""
 
-    status: Literal["ok", "error", "timeout"]
+    status: Literal["ok", "error", "timeout", "memory_exceeded"]
     value: Any = None
     reason: str = ""
     traceback: str = ""
     duration: float = 0.0
+    limit: float | None = None
+    measured: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -136,6 +148,75 @@ async def call_plugin(
         summary, tb = summarize_exception(exc)
         return CallResult("error", reason=summary, traceback=tb, duration=time.monotonic() - start)
     return CallResult("ok", value=value, duration=time.monotonic() - start)
+
+
+class PolicyLoop:
+    """A daemon thread running an event loop of its own for one in-process policy (see module docstring)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._stuck: tuple[threading.Event, float, str] | None = None   # (finished, since, function)
+        self.calls = 0
+
+    def _ensure(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name=f"policy:{self.name}", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    async def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> CallResult:
+        fname = getattr(fn, "__name__", "call")
+        start = time.monotonic()
+        if self._stuck is not None:
+            finished, since, stuck_fn = self._stuck
+            if not finished.is_set():
+                return CallResult("timeout", reason=(
+                    f"{fname} not called: {self.name} is still inside {stuck_fn}, which overran its {timeout:g}s "
+                    f"{time.monotonic() - since:.0f}s ago (a blocking call)"), limit=timeout,
+                    measured=round(time.monotonic() - since, 3))
+            self._stuck = None
+        finished = threading.Event()
+
+        async def invoke() -> Any:
+            try:
+                value = fn(*args)
+                if inspect.isawaitable(value):
+                    value = await value
+                return value
+            finally:
+                finished.set()
+
+        self.calls += 1
+        cfut = asyncio.run_coroutine_threadsafe(invoke(), self._ensure())
+        try:
+            value = await asyncio.wait_for(asyncio.wrap_future(cfut), timeout)
+        except TimeoutError:
+            cfut.cancel()
+            self._stuck = (finished, start, fname)
+            return CallResult("timeout", reason=f"{fname} did not return within {timeout:g}s",
+                              duration=time.monotonic() - start, limit=timeout,
+                              measured=round(time.monotonic() - start, 3))
+        except asyncio.CancelledError:
+            cfut.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolation is the point: summarise, never propagate
+            summary, tb = summarize_exception(exc)
+            return CallResult("error", reason=summary, traceback=tb, duration=time.monotonic() - start)
+        return CallResult("ok", value=value, duration=time.monotonic() - start)
+
+    def close(self) -> None:
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+
+    def describe(self) -> dict[str, Any]:
+        stuck = self._stuck is not None and not self._stuck[0].is_set()
+        return {"kind": "thread", "calls": self.calls, "stuck": stuck}
 
 
 def _is_bool(value: Any) -> bool:

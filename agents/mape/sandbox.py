@@ -1,0 +1,372 @@
+"""Policies in a worker process: the agent side (`PolicyWorker`); the worker is `sandbox_worker`.
+
+One worker per loaded policy, started when the policy is loaded (the module body and initialize() run
+there, never in the agent). Calls to one policy are serialised; each has the engine's `timeout`, counted
+from when the worker receives it. A watchdog (the deadline of the I/O thread that carries the call) kills
+the worker's whole process group when the call overruns, and the next call starts a fresh worker (module
+loaded and initialize() run again; the pair's context lives in the agent, so nothing is lost). Memory is
+bounded by the worker's RLIMIT_AS: an allocation past it raises MemoryError in the policy, reported as
+`memory_exceeded` with the limit and the measured peak, and the worker is replaced.
+
+What crosses the wire: the context, descriptions and mechanism states by value (pickled by the agent);
+objects that must stay in the agent (the telemetry view, an ml_connector object) as stand-ins whose calls
+come back as callbacks and run on the agent's event loop. Replies are unpickled by
+`sandbox_wire.safe_loads` (plain data only).
+
+The I/O of a call runs in a thread of `_IO_POOL`, never on the event loop, so a policy that blocks (also
+inside `async def`) or never answers cannot delay the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlsysops.agents.mape.isolation import CallResult
+from mlsysops.agents.mape.sandbox_wire import HEADER, MAX_FRAME, ProxyRef, UnsafeFrame, encode, safe_loads
+
+log = logging.getLogger(__name__)
+
+_IO_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="policy-io")
+_SECRET_ENV = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|PRIVATE|_KEY$|^KEY", re.I)
+_MAPPING_METHODS = ("__getitem__", "__iter__", "__len__", "__contains__")
+_PLAIN = (type(None), bool, int, float, str, bytes, dict, list, tuple, set, frozenset)
+
+
+@dataclass(slots=True)
+class SandboxLimits:
+    """Per-worker limits: address space (MiB) and how long loading (module body + initialize) may take."""
+
+    memory_mb: int = 1024
+    load_timeout: float = 15.0
+
+
+class SandboxError(Exception):
+    """A failure inside the worker, already summarised there (summary + short traceback)."""
+
+    def __init__(self, summary: str, traceback: str = "", status: str = "error") -> None:
+        super().__init__(summary)
+        self.summary, self.traceback, self.status = summary, traceback, status
+
+
+class _Deadline(Exception):
+    pass
+
+
+def worker_env() -> dict[str, str]:
+    """The agent's environment minus anything that looks like a secret, plus the import path of this
+    mlsysops and single-threaded numeric libraries (their thread pools would eat the address-space limit)."""
+    env = {k: v for k, v in os.environ.items() if not _SECRET_ENV.search(k)}
+    import mlsysops
+
+    pkg_parent = str(Path(mlsysops.__file__).parent.parent)   # the folder that holds this `mlsysops`
+    paths = [pkg_parent] + [p for p in sys.path if p and os.path.isdir(p)]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        env[var] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+class PolicyWorker:
+    """The worker process of one policy file (see module docstring)."""
+
+    def __init__(self, name: str, path: str | Path, limits: SandboxLimits | None = None,
+                 agent_id: str = "") -> None:
+        self.name, self.path, self.agent_id = name, str(path), agent_id
+        self.limits = limits or SandboxLimits()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.tmpdir: str | None = None
+        self.functions: dict[str, bool] = {}
+        self.confinement = ""
+        self.restarts = 0
+        self.calls = 0
+        self._lock = threading.Lock()
+        self._handles: dict[int, Any] = {}
+        self._closed = False
+        self.last_pid: int | None = None
+
+    # -- process -----------------------------------------------------------------------------------------
+    def _spawn(self) -> None:
+        self.tmpdir = tempfile.mkdtemp(prefix=f"mlsysops-policy-{self.name}-")
+        env = worker_env()
+        env["TMPDIR"] = self.tmpdir
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlsysops.agents.mape.sandbox_worker", str(self.limits.memory_mb * 2**20)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, cwd=self.tmpdir, env=env,
+            start_new_session=True, close_fds=True)
+        self.last_pid = self.proc.pid
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        os.set_blocking(self.proc.stdin.fileno(), False)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+
+    def load(self) -> dict[str, Any]:
+        """Start the worker and load the policy there; returns its initialize() context (sync, blocking up
+        to `limits.load_timeout`). Raises SandboxError with the worker's reason."""
+        with self._lock:
+            return self._load_locked()
+
+    def _load_locked(self) -> dict[str, Any]:
+        self.kill()
+        self._spawn()
+        deadline = time.monotonic() + self.limits.load_timeout
+        try:
+            self._send(("load", {"path": self.path, "name": self.name, "tmpdir": self.tmpdir}), deadline)
+            op, payload = self._recv(deadline)
+        except _Deadline:
+            self.kill()
+            raise SandboxError(f"TimeoutError: loading {Path(self.path).name} (module body and initialize()) "
+                               f"did not finish within {self.limits.load_timeout:g}s; worker killed",
+                               status="timeout") from None
+        except (EOFError, UnsafeFrame) as exc:
+            code = self.kill()
+            raise SandboxError(f"worker exited while loading {Path(self.path).name} ({exc or code})") from None
+        if op == "memory":
+            self.kill()
+            raise SandboxError(_memory_reason("loading", payload), status="memory_exceeded")
+        if op != "loaded":
+            self.kill()
+            raise SandboxError(payload.get("summary", str(payload)), payload.get("traceback", ""))
+        self.functions = payload["functions"]
+        self.confinement = payload.get("confinement", "")
+        return payload["context"]
+
+    def kill(self) -> int | None:
+        """Kill the worker's process group and reap it; returns its exit code (None if none ran)."""
+        proc, self.proc = self.proc, None
+        code = None
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                code = proc.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
+            for stream in (proc.stdin, proc.stdout):
+                try:
+                    stream.close()  # type: ignore[union-attr]
+                except OSError:
+                    pass
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+        return code
+
+    def close(self) -> None:
+        self._closed = True
+        self.kill()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    # -- frames ------------------------------------------------------------------------------------------
+    def _send(self, message: Any, deadline: float) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        data = memoryview(encode(message))
+        fd = self.proc.stdin.fileno()
+        while data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Deadline
+            _, writable, _ = select.select([], [fd], [], left)
+            if writable:
+                try:
+                    n = os.write(fd, data)
+                except BrokenPipeError:
+                    raise EOFError("worker closed its input") from None
+                data = data[n:]
+
+    def _read(self, n: int, deadline: float) -> bytes:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        chunks, got = [], 0
+        while got < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Deadline
+            readable, _, _ = select.select([fd], [], [], left)
+            if readable:
+                chunk = os.read(fd, min(n - got, 1 << 20))
+                if not chunk:
+                    raise EOFError("")
+                chunks.append(chunk)
+                got += len(chunk)
+        return b"".join(chunks)
+
+    def _recv(self, deadline: float) -> tuple[str, Any]:
+        (size,) = HEADER.unpack(self._read(HEADER.size, deadline))
+        if size > MAX_FRAME:
+            raise UnsafeFrame(f"the worker sent a {size}-byte frame; at most {MAX_FRAME} are accepted")
+        message = safe_loads(self._read(size, deadline))
+        if not (isinstance(message, tuple) and len(message) == 2 and isinstance(message[0], str)):
+            raise UnsafeFrame("the worker sent a malformed frame")
+        return message
+
+    # -- calls -------------------------------------------------------------------------------------------
+    async def call(self, fn: str, args: tuple[Any, ...], timeout: float) -> CallResult:
+        """Call `fn` (analyze or plan) in the worker; never raises (except on cancellation, which kills a
+        busy worker so a removed policy stops at once)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(_IO_POOL, self._call_sync, fn, args, timeout, loop)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            if not fut.done():
+                self.kill()
+            raise
+
+    def _call_sync(self, fn: str, args: tuple[Any, ...], timeout: float,
+                   loop: asyncio.AbstractEventLoop) -> CallResult:
+        with self._lock:
+            if self._closed:
+                return CallResult("error", reason=f"policy {self.name} was unloaded")
+            if self.proc is None or self.proc.poll() is not None:
+                try:
+                    self._load_locked()
+                    self.restarts += 1
+                except SandboxError as exc:
+                    return CallResult("error", reason=f"worker restart failed: {exc.summary}",
+                                      traceback=exc.traceback)
+            self.calls += 1
+            start = time.monotonic()
+            try:
+                return self._exchange(fn, args, timeout, loop, start)
+            finally:
+                self._handles.clear()
+
+    def _exchange(self, fn: str, args: tuple[Any, ...], timeout: float, loop: asyncio.AbstractEventLoop,
+                  start: float) -> CallResult:
+        deadline = start + timeout
+        try:
+            sent = tuple(self._export(a) for a in args)
+            self._send(("call", {"fn": fn, "args": sent}), deadline)
+        except _Deadline:
+            pass
+        except (TypeError, AttributeError, ValueError) as exc:   # an argument pickle refused
+            return CallResult("error", reason=f"{fn}: an argument cannot be sent to the worker: "
+                                              f"{type(exc).__name__}: {exc}", duration=time.monotonic() - start)
+        try:
+            while True:
+                op, payload = self._recv(deadline)
+                if op != "callback":
+                    break
+                self._answer_callback(payload, loop, deadline)
+        except _Deadline:
+            pid = self.pid
+            self.kill()
+            return CallResult("timeout", reason=f"{fn} did not return within {timeout:g}s; worker (pid {pid}) "
+                                                "killed, a fresh one serves the next call",
+                              duration=time.monotonic() - start, limit=timeout,
+                              measured=round(time.monotonic() - start, 3))
+        except (EOFError, UnsafeFrame, OSError) as exc:
+            code = self.kill()
+            return CallResult("error", reason=f"{fn}: worker failed ({exc or f'exit code {code}'})",
+                              duration=time.monotonic() - start)
+        duration = time.monotonic() - start
+        if op == "result":
+            return CallResult("ok", value=payload, duration=duration)
+        if op == "memory":
+            self.kill()
+            return CallResult("memory_exceeded", reason=_memory_reason(fn, payload) + "; worker replaced",
+                              duration=duration, limit=payload.get("limit_mb"),
+                              measured=payload.get("peak_vm_mb") or payload.get("peak_rss_mb"))
+        if op == "error":
+            return CallResult("error", reason=str(payload.get("summary")), traceback=str(payload.get("traceback")),
+                              duration=duration)
+        self.kill()
+        return CallResult("error", reason=f"{fn}: unexpected reply {op!r} from the worker", duration=duration)
+
+    # -- objects that stay in the agent ---------------------------------------------------------------------
+    def _export(self, value: Any) -> Any:
+        """By value when it is plain data, else a stand-in (ProxyRef) the worker calls back into."""
+        if isinstance(value, _PLAIN):
+            return value
+        handle = len(self._handles) + 1
+        self._handles[handle] = value
+        if callable(value) and not hasattr(value, "__getitem__"):
+            return ProxyRef(handle, type(value).__name__, {}, is_async=_is_async(value))
+        methods = {}
+        for attr in dir(type(value)):
+            if attr.startswith("_"):
+                continue
+            member = getattr(value, attr, None)
+            if callable(member):
+                methods[attr] = _is_async(member)
+        return ProxyRef(handle, type(value).__name__, methods, mapping=hasattr(value, "__getitem__"))
+
+    def _answer_callback(self, req: Any, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        try:
+            obj = self._handles[req["handle"]]
+            method = req["method"]
+            if method == "__call__":
+                target: Callable[..., Any] = obj
+            elif method in _MAPPING_METHODS:
+                target = {"__getitem__": obj.__getitem__, "__iter__": lambda: list(obj),
+                          "__len__": lambda: len(obj), "__contains__": lambda k: k in obj}[method]
+            elif method.startswith("_") or not callable(getattr(obj, method, None)):
+                raise AttributeError(f"{type(obj).__name__} has no method {method!r} a policy may call")
+            else:
+                target = getattr(obj, method)
+            left = max(0.001, deadline - time.monotonic())
+            value = asyncio.run_coroutine_threadsafe(
+                _on_loop(target, tuple(req.get("args") or ()), dict(req.get("kwargs") or {})), loop
+            ).result(left)
+        except concurrent.futures.TimeoutError:
+            raise _Deadline from None
+        except Exception as exc:  # noqa: BLE001 - the agent's object raised: the policy sees it
+            self._send(("callback_error", f"{type(exc).__name__}: {exc}"), deadline)
+            return
+        try:
+            frame_value = value if _picklable(value) else self._export(value)
+        except Exception:  # noqa: BLE001
+            frame_value = repr(value)
+        self._send(("callback_result", frame_value), deadline)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "process", "pid": self.pid, "memory_limit_mb": self.limits.memory_mb,
+                "confinement": self.confinement, "restarts": self.restarts, "calls": self.calls}
+
+
+async def _on_loop(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    value = fn(*args, **kwargs)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+def _picklable(value: Any) -> bool:
+    if callable(value):
+        return False
+    try:
+        encode(value)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def _memory_reason(what: str, payload: dict[str, Any]) -> str:
+    return (f"{what} exceeded the memory limit of {payload.get('limit_mb', 0):g} MiB (address space peak "
+            f"{payload.get('peak_vm_mb')} MiB, resident peak {payload.get('peak_rss_mb')} MiB)")
