@@ -335,6 +335,7 @@ class PolicyRegistry:
         sandbox_files: bool = True,
     ) -> None:
         self.directories = [Path(d) for d in directories]
+        self.upload_directories: list[Path] = []   # loaded after every other source, so uploads win
         self.sandbox = sandbox or SandboxLimits()
         self.sandbox_files = sandbox_files   # False: files run in-process like built-ins (trusted dirs only)
         self.modules = list(modules)
@@ -359,6 +360,9 @@ class PolicyRegistry:
             changes.extend(self.load_entry_points(self.entry_point_group))
         for mod in self.modules:
             changes.append(self.load_module(mod))
+        for d in self.upload_directories:
+            for path in self._policy_files(d):
+                changes.append(self._install_file(path, self._stat(path)))
         return changes
 
     def load_module(self, module_name: str, name: str | None = None) -> PluginChange:
@@ -392,6 +396,11 @@ class PolicyRegistry:
     def load_file(self, path: str | Path) -> PluginChange:
         path = Path(path)
         return self._install_file(path, self._stat(path))
+
+    def install_loaded(self, pol: Policy) -> PluginChange:
+        """Install a policy already built from its file (an upload checked in a worker, then moved)."""
+        assert pol.path is not None
+        return self._install_file(Path(pol.path), self._stat(Path(pol.path)), pol)
 
     @staticmethod
     def _policy_files(directory: Path) -> list[Path]:
@@ -484,7 +493,7 @@ class PolicyRegistry:
         async with self._rescan_lock:
             changes: list[PluginChange] = []
             present: dict[str, float] = {}
-            for d in self.directories:
+            for d in self.directories + self.upload_directories:
                 for path in self._policy_files(d):
                     present[str(path)] = self._stat(path)
             for spath, mtime in present.items():
