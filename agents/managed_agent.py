@@ -167,9 +167,10 @@ class ManagedAgent(MLSysOpsAgent):
 
     @property
     def upload_dir(self) -> Path:
-        """Where uploaded policies are kept: the state directory when there is one (reloaded at start)."""
+        """Where uploaded policies are kept: the state directory when there is one (reloaded at start); one
+        folder per agent, as agents of a layer may share the layer's state directory."""
         if self.settings.state_dir is not None:
-            return self.settings.state_dir / "uploaded-policies"
+            return self.settings.state_dir / "uploaded-policies" / self.agent_id
         return Path(tempfile.gettempdir()) / f"mlsysops-policies-{self.agent_id}"
 
     async def install_policy(self, name: str, source: str | bytes) -> dict[str, Any]:
@@ -183,10 +184,13 @@ class ManagedAgent(MLSysOpsAgent):
         the reason otherwise; the running policies are untouched.
         """
         from mlsysops.agents.mape.plugins import build_sandboxed_policy
-        from mlsysops.agents.mape.policy_source import check_policy_source, policy_name
+        from mlsysops.agents.mape.policy_source import PolicySourceError, check_policy_source, policy_name
 
-        name = policy_name(name)
-        text = check_policy_source(name, source)
+        try:
+            name = policy_name(name)
+            text = check_policy_source(name, source)
+        except PolicySourceError as exc:
+            raise PolicySourceError(f"policy {name} rejected: {exc}") from None
         target_dir = self.upload_dir
         target_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target_dir))
