@@ -250,3 +250,33 @@ async def test_a_blocking_builtin_policy_runs_on_its_own_thread_not_the_agent_lo
     finally:
         release.set()
         await engine.stop()
+
+
+async def test_original_contract_telemetry_dict_with_an_async_query_works_in_the_worker(tmp_path) -> None:
+    """The original framework hands `telemetry` as a dict whose "query" is an async function of the agent;
+    in the worker it is a stand-in: reading keys and awaiting query() call back into the agent."""
+    from mlsysops.agents.mape.sandbox import PolicyWorker
+
+    write(tmp_path, "original", """
+        async def analyze(context, app, system, mechanisms, telemetry, ml_connector):
+            rows = await telemetry["query"](latest=True)
+            return True, {"endpoint": telemetry["prometheus_endpoint"], "rows": rows}
+    """)
+    calls = []
+
+    async def query(latest: bool = False) -> list[dict]:
+        calls.append(asyncio.get_running_loop())
+        return [{"metric": "cpu", "value": 0.5, "latest": latest}]
+
+    agent_loop = asyncio.get_running_loop()
+    telemetry = {"prometheus_endpoint": "http://localhost:9090", "query": query}
+    worker = PolicyWorker("original", tmp_path / "original.py")
+    try:
+        await asyncio.to_thread(worker.load)
+        res = await worker.call("analyze", ({}, {}, {}, {}, telemetry, None), 10.0)
+        assert res.ok, res.reason
+        assert res.value == (True, {"endpoint": "http://localhost:9090",
+                                    "rows": [{"metric": "cpu", "value": 0.5, "latest": True}]})
+        assert calls == [agent_loop]          # query ran in the agent, on its loop
+    finally:
+        worker.close()

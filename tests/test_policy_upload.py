@@ -36,9 +36,11 @@ async def plan(context, application_description, system_description, mechanisms,
 
 
 @contextlib.asynccontextmanager
-async def slice_with_api(port: int, state: Path, suffix: str) -> AsyncIterator[tuple[SliceRuntime, str]]:
+async def slice_with_api(port: int, state: Path, suffix: str, overrides: dict[str, dict[str, Any]] | None = None
+                         ) -> AsyncIterator[tuple[SliceRuntime, str]]:
+    merged = {k: dict(v) for k, v in FAST.items()} | (overrides or {})
     rt = SliceRuntime(load_slice(DEMO), xmpp_port=port, force_xmpp=True, jid_suffix=suffix, state_dir=state,
-                      overrides={k: dict(v) for k, v in FAST.items()})
+                      overrides=merged)
     rt.assembly.password = AGENT_PASSWORD    # the accounts outlive the first runtime on the session prosody
     await rt.start()
     server = ApiServer(create_app(ApiBackend(runtime=rt), {ADMIN: Role.admin, READER: Role.read}), port=0)
@@ -51,8 +53,8 @@ async def slice_with_api(port: int, state: Path, suffix: str) -> AsyncIterator[t
         await rt.stop()
 
 
-def analyses(agent: Any, since: float) -> list[Any]:
-    return agent.decision_log.query(policy="probe", stage="analyze", since=since)
+def analyses(agent: Any, since: float, policy: str = "probe") -> list[Any]:
+    return agent.decision_log.query(policy=policy, stage="analyze", since=since)
 
 
 async def test_upload_is_checked_without_running_it_and_survives_a_restart(prosody, tmp_path) -> None:
@@ -105,3 +107,37 @@ async def test_upload_is_checked_without_running_it_and_survives_a_restart(proso
         assert pol is not None and pol.worker is not None, "upload not reloaded after the restart"
         await until(lambda: analyses(edge, restarted), 30, "the reloaded upload did not run")
         assert rt.clusters["cloud-1"].policies.get("probe") is None   # uploaded to edge-1 only
+
+
+BLOCKING = GOOD.replace("    context[\"runs\"]", "    import time\n    time.sleep(20)\n    context[\"runs\"]")
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+async def test_an_uploaded_policy_blocking_20s_does_not_stall_its_agent(prosody, tmp_path) -> None:
+    assert "time.sleep(20)" in BLOCKING
+    async with slice_with_api(prosody.port, tmp_path / "state", "-" + uuid.uuid4().hex[:6],
+                              {"cluster": {"plugin_timeout": 60.0}}) as (rt, url):
+        edge = rt.clusters["edge-1"]
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30) as c:
+            assert (await c.put(f"{URL}/sleepy", content=BLOCKING)).status_code == 200
+            await until(lambda: edge.policies.get("sleepy").worker.busy, 30, "the policy did not start")
+            worker = edge.policies.get("sleepy").worker
+            seen_by_parent = next(ch for ch in rt.continuum.children.children() if ch.agent_id == "edge-1")
+            first = seen_by_parent.last_heartbeat
+            # edge-1 answers requests over XMPP and keeps heartbeating while its policy sleeps in analyze
+            for _ in range(3):
+                r = await c.post("/api/v1/ping", json={"agent": "edge-1"})
+                assert r.status_code == 200 and r.json()["transport"] == "xmpp", r.text
+            await until(lambda: seen_by_parent.last_heartbeat >= first + 3, 30, "edge-1 stopped heartbeating")
+            assert seen_by_parent.alive and worker.busy and not analyses(edge, 0, "sleepy")
+            # disabling it takes effect at once: the call is abandoned and the worker killed
+            pid = worker.pid
+            assert (await c.post(f"{URL}/sleepy/disable")).status_code == 200
+            await until(lambda: gone(pid), 30, "the stuck worker was not killed")
+            assert not analyses(edge, 0, "sleepy")

@@ -150,6 +150,17 @@ async def call_plugin(
     return CallResult("ok", value=value, duration=time.monotonic() - start)
 
 
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Body of a PolicyLoop thread: serve until stopped, then drop what is pending and close the loop."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.close()
+
+
 class PolicyLoop:
     """A daemon thread running an event loop of its own for one in-process policy (see module docstring)."""
 
@@ -164,7 +175,7 @@ class PolicyLoop:
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name=f"policy:{self.name}", daemon=True).start()
+                threading.Thread(target=_run_loop, args=(loop,), name=f"policy:{self.name}", daemon=True).start()
                 self._loop = loop
             return self._loop
 

@@ -24,6 +24,7 @@ import concurrent.futures
 import inspect
 import logging
 import os
+import pickle
 import re
 import select
 import shutil
@@ -178,6 +179,11 @@ class PolicyWorker:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
+    @property
+    def busy(self) -> bool:
+        """A call (or a load) is in progress."""
+        return self._lock.locked()
+
     # -- frames ------------------------------------------------------------------------------------------
     def _send(self, message: Any, deadline: float) -> None:
         assert self.proc is not None and self.proc.stdin is not None
@@ -257,11 +263,16 @@ class PolicyWorker:
                   start: float) -> CallResult:
         deadline = start + timeout
         try:
-            sent = tuple(self._export(a) for a in args)
-            self._send(("call", {"fn": fn, "args": sent}), deadline)
+            sent, nested = self._export_args(args, self._export)
+            try:
+                encode(sent)
+            except (TypeError, AttributeError, ValueError, pickle.PickleError):
+                self._handles.clear()   # unpicklable parts stay in the agent as stand-ins
+                sent, nested = self._export_args(args, self._export_deep)
+            self._send(("call", {"fn": fn, "args": sent, "nested": nested}), deadline)
         except _Deadline:
             pass
-        except (TypeError, AttributeError, ValueError) as exc:   # an argument pickle refused
+        except (TypeError, AttributeError, ValueError, pickle.PickleError) as exc:   # an argument pickle refused
             return CallResult("error", reason=f"{fn}: an argument cannot be sent to the worker: "
                                               f"{type(exc).__name__}: {exc}", duration=time.monotonic() - start)
         try:
@@ -297,7 +308,10 @@ class PolicyWorker:
 
     # -- objects that stay in the agent ---------------------------------------------------------------------
     def _export(self, value: Any) -> Any:
-        """By value when it is plain data, else a stand-in (ProxyRef) the worker calls back into."""
+        """By value when it is plain data, else a stand-in (ProxyRef) the worker calls back into. A mapping's
+        callable values (the original contract's `telemetry["query"]`) are stand-ins too: they run here."""
+        if isinstance(value, dict) and any(callable(v) for v in value.values()):
+            return {k: self._export(v) if callable(v) else v for k, v in value.items()}
         if isinstance(value, _PLAIN):
             return value
         handle = len(self._handles) + 1
@@ -312,6 +326,25 @@ class PolicyWorker:
             if callable(member):
                 methods[attr] = _is_async(member)
         return ProxyRef(handle, type(value).__name__, methods, mapping=hasattr(value, "__getitem__"))
+
+    def _export_args(self, args: tuple[Any, ...], export: Callable[[Any], Any]) -> tuple[tuple[Any, ...], list[int]]:
+        """The exported arguments and the indices of those holding stand-ins inside (the worker rebuilds
+        only those, so plain descriptions are not walked on every call)."""
+        sent, nested = [], []
+        for i, arg in enumerate(args):
+            before = len(self._handles)
+            out = export(arg)
+            if len(self._handles) > before and not isinstance(out, ProxyRef):
+                nested.append(i)
+            sent.append(out)
+        return tuple(sent), nested
+
+    def _export_deep(self, value: Any, depth: int = 0) -> Any:
+        if isinstance(value, dict) and depth < 8:
+            return {k: self._export_deep(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)) and depth < 8:
+            return type(value)(self._export_deep(v, depth + 1) for v in value)
+        return value if _picklable(value) else self._export(value)
 
     def _answer_callback(self, req: Any, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         try:

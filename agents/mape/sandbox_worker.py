@@ -179,8 +179,14 @@ class _Worker:
             raise RuntimeError(payload)
         return self._rebuild(payload)
 
-    def _rebuild(self, value: Any) -> Any:
-        return _Remote(self, value) if isinstance(value, ProxyRef) else value
+    def _rebuild(self, value: Any, deep: bool = False) -> Any:
+        if isinstance(value, ProxyRef):
+            return _Remote(self, value)
+        if deep and isinstance(value, dict):
+            return {k: self._rebuild(v, True) for k, v in value.items()}
+        if deep and isinstance(value, (list, tuple)):
+            return type(value)(self._rebuild(v, True) for v in value)
+        return value
 
     def _settle(self, value: Any) -> Any:
         if inspect.isawaitable(value):
@@ -208,7 +214,8 @@ class _Worker:
 
     def call(self, payload: dict[str, Any]) -> None:
         fn = getattr(self.module, payload["fn"])
-        args = [self._rebuild(a) for a in payload["args"]]
+        nested = set(payload.get("nested") or ())
+        args = [self._rebuild(a, i in nested) for i, a in enumerate(payload["args"])]
         value = self._settle(fn(*args))
         self.wire.send("result", value)
 
