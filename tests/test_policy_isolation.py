@@ -280,3 +280,47 @@ async def test_original_contract_telemetry_dict_with_an_async_query_works_in_the
         assert calls == [agent_loop]          # query ran in the agent, on its loop
     finally:
         worker.close()
+
+
+async def test_agent_objects_handed_to_a_builtin_are_used_on_the_agent_loop() -> None:
+    """A built-in runs on its own loop thread; the telemetry view and an ml_connector whose async client is
+    bound to the agent's loop are still used there (no race with the agent, no foreign-loop error)."""
+    agent_thread = threading.current_thread()
+    ready = asyncio.Event()              # bound to the agent's loop
+    used_in: list[threading.Thread] = []
+
+    class Connector:
+        async def predict(self, x: float) -> float:
+            used_in.append(threading.current_thread())
+            ready.set()
+            await asyncio.wait_for(ready.wait(), 1)
+            return x * 2
+
+    class UsesAgentObjects:
+        def initialize(self) -> dict:
+            return {"scope": "global", "configuration": {"analyze_interval": 0.05}, "mechanisms": ["placement"]}
+
+        async def analyze(self, context, app, system, mechanisms, telemetry, ml):
+            context["n"] = [await ml.predict(telemetry.latest("cpu_load", node="n1")), sorted(telemetry),
+                            threading.current_thread() is not agent_thread]
+            return True, context
+
+        async def plan(self, context, *rest):
+            return {"placement": {"n": context["n"]}}, context
+
+    reg = PolicyRegistry([], entry_point_group=None)
+    reg.register("builtin", UsesAgentObjects())
+    mechs = MechanismRegistry()
+    rec = Recorder()
+    mechs.register("placement", rec)
+    k = Knowledge()
+    k.record("cpu_load", 0.25, {"node": "n1"})
+    engine = MAPEEngine("iso", k, reg, mechs, DecisionLog("iso"), assets=dict, system_description=dict,
+                        ml_connector=Connector(), plugin_timeout=5, default_analyze_interval=0.05)
+    engine.start()
+    try:
+        await until(lambda: rec.commands)
+        assert rec.commands[0] == {"n": [0.5, ["cpu_load"], True]}
+        assert used_in == [agent_thread]
+    finally:
+        await engine.stop()

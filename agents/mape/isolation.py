@@ -14,7 +14,8 @@ process (`sandbox.PolicyWorker`) and a built-in one (module, entry point, regist
 with the agent) on its own `PolicyLoop`: a thread with its own event loop, so a blocking call, also inside
 `async def`, stalls that policy and never the agent's loop. A call that overruns is abandoned with outcome
 "timeout"; while the thread is still stuck in it, further calls are refused at once (also "timeout") rather
-than queued behind it. A thread cannot be killed nor its memory bounded: that is what the worker process is
+than queued behind it. The agent's objects among its arguments (telemetry, ml_connector) are `AgentBound`:
+their calls run on the agent's loop. A thread cannot be killed nor its memory bounded: that is what the worker process is
 for, and why files and uploads use it.
 
 Backoff (`FailureBackoff`): after `threshold` consecutive failures of a key (the engine uses (policy, asset)),
@@ -35,7 +36,8 @@ from typing import Any, Literal
 from mlsysops.agents.contracts.errors import PluginContractError
 from mlsysops.agents.contracts.explanation import Explanation, normalize_explanation
 
-__all__ = ["CallResult", "FailureBackoff", "PluginContractError", "PolicyLoop", "call_plugin",
+__all__ = ["AgentBound", "CallResult", "FailureBackoff", "PluginContractError", "PolicyLoop", "bind_to_agent",
+           "call_plugin",
            "outstanding_threads",
            "summarize_exception", "validate_analyze_result", "validate_plan_result"]
 
@@ -150,6 +152,66 @@ async def call_plugin(
     return CallResult("ok", value=value, duration=time.monotonic() - start)
 
 
+_PLAIN = (type(None), bool, int, float, str, bytes, dict, list, tuple, set, frozenset)
+
+
+class AgentBound:
+    """What a policy on a PolicyLoop gets for an object of the agent (the telemetry view, an ml_connector):
+    every call runs on the agent's loop, so it never races the agent's own use of the object (Knowledge is
+    not thread-safe) and a client bound to the agent's loop keeps working. Async methods stay awaitable;
+    callables found in it (the original contract's `telemetry["query"]`) are bound the same way."""
+
+    __slots__ = ("_obj", "_loop")
+
+    def __init__(self, obj: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._obj, self._loop = obj, loop
+
+    def _sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        async def run() -> Any:
+            value = fn(*args, **kwargs)
+            return await value if inspect.isawaitable(value) else value
+
+        value = asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+        return bind_to_agent(value, self._loop) if callable(value) else value
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+            async def call_async(*args: Any, **kwargs: Any) -> Any:
+                fut = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self._loop)
+                return await asyncio.wrap_future(fut)
+            return call_async
+        return lambda *args, **kwargs: self._sync(fn, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._obj, name)
+        return self._wrap(attr) if callable(attr) else attr
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._wrap(self._obj)(*args, **kwargs)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._sync(self._obj.__getitem__, key)
+
+    def __iter__(self) -> Any:
+        return iter(self._sync(lambda: list(self._obj)))
+
+    def __len__(self) -> int:
+        return self._sync(len, self._obj)
+
+    def __contains__(self, key: Any) -> bool:
+        return self._sync(lambda: key in self._obj)
+
+
+def bind_to_agent(value: Any, loop: asyncio.AbstractEventLoop) -> Any:
+    """An argument for a policy on a PolicyLoop: plain data as is (the engine passes copies), agent objects
+    and a mapping's callable values as AgentBound."""
+    if isinstance(value, dict) and any(callable(v) for v in value.values()):
+        return {k: bind_to_agent(v, loop) if callable(v) else v for k, v in value.items()}
+    if isinstance(value, _PLAIN):
+        return value
+    return AgentBound(value, loop)
+
+
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Body of a PolicyLoop thread: serve until stopped, then drop what is pending and close the loop."""
     asyncio.set_event_loop(loop)
@@ -202,6 +264,8 @@ class PolicyLoop:
                 finished.set()
 
         self.calls += 1
+        agent_loop = asyncio.get_running_loop()
+        args = tuple(bind_to_agent(a, agent_loop) for a in args)
         cfut = asyncio.run_coroutine_threadsafe(invoke(), self._ensure())
         try:
             value = await asyncio.wait_for(asyncio.wrap_future(cfut), timeout)
