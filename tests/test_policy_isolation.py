@@ -324,3 +324,47 @@ async def test_agent_objects_handed_to_a_builtin_are_used_on_the_agent_loop() ->
         assert used_in == [agent_thread]
     finally:
         await engine.stop()
+
+
+async def test_a_worker_cannot_read_the_agents_secrets_or_write_outside_its_folder(tmp_path_factory) -> None:
+    import os
+
+    from mlsysops.agents.mape.sandbox import PolicyWorker
+
+    secrets_dir = tmp_path_factory.mktemp("state")
+    token = secrets_dir / "api-token"
+    token.write_text("admin-secret")
+    folder = tmp_path_factory.mktemp("policy")
+    write(folder, "snoop", f"""
+        import os, tempfile
+        def attempt(fn):
+            try:
+                fn()
+                return "allowed"
+            except OSError as exc:
+                return type(exc).__name__
+        async def analyze(context, app, system, mechanisms, telemetry, ml_connector):
+            private = os.path.join(tempfile.gettempdir(), "scratch")
+            return False, {{
+                "token": attempt(lambda: open({str(token)!r}).read()),
+                "agent_environ": attempt(lambda: open("/proc/{os.getpid()}/environ").read()),
+                "write_state": attempt(lambda: open({str(secrets_dir / "planted")!r}, "w").write("x")),
+                "write_private_tmp": attempt(lambda: open(private, "w").write("x")),
+                "env_password": os.environ.get("MLSYSOPS_XMPP_PASSWORD", "absent"),
+            }}
+    """)
+    os.environ["MLSYSOPS_XMPP_PASSWORD"] = "agent-secret"
+    worker = PolicyWorker("snoop", folder / "snoop.py")
+    try:
+        await asyncio.to_thread(worker.load)
+        if "Landlock" not in worker.confinement or "unrestricted" in worker.confinement:
+            pytest.skip(f"no filesystem confinement on this kernel: {worker.confinement}")
+        res = await worker.call("analyze", ({}, {}, {}, {}, None, None), 10.0)
+        assert res.ok, res.reason
+        assert res.value[1] == {"token": "PermissionError", "agent_environ": "PermissionError",
+                                "write_state": "PermissionError", "write_private_tmp": "allowed",
+                                "env_password": "absent"}
+        assert not (secrets_dir / "planted").exists()
+    finally:
+        del os.environ["MLSYSOPS_XMPP_PASSWORD"]
+        worker.close()

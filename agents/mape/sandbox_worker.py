@@ -2,8 +2,10 @@
 
 Started by `mlsysops.agents.mape.sandbox.PolicyWorker`. Before any policy code runs it bounds its address
 space (RLIMIT_AS, soft = hard, so the policy cannot raise it), disables core dumps and, where the kernel
-has Landlock, confines the filesystem: read-only to the interpreter, the import path and the policy's
-folder, read-write only to its private temporary folder. It then serves one request at a time over the
+has Landlock, confines the filesystem: read-only to the interpreter, the import path, the policy's folder
+and what the standard library needs of /etc and /proc; read-write only to its private temporary folder.
+Landlock also keeps it from ptrace-ing (reading the memory of) processes outside its domain, the agent
+included. It then serves one request at a time over the
 frames of `sandbox_wire` on its stdin/stdout (the policy's own prints go to stderr), and exits on EOF or
 when its parent goes away.
 """
@@ -75,9 +77,19 @@ def _landlock(read_paths: list[str], write_paths: list[str]) -> str:
         return f"filesystem unrestricted ({type(exc).__name__}: {exc})"
 
 
+# /etc and /proc only in part: /etc holds mounted secrets in a deployment (/etc/mlsysops-api, -xmpp), and
+# /proc/<agent pid>/environ the agent's environment
+_ETC = ("localtime", "timezone", "zoneinfo", "ssl", "ca-certificates", "pki", "hosts", "resolv.conf",
+        "nsswitch.conf", "host.conf", "gai.conf", "services", "protocols", "passwd", "group", "mime.types",
+        "os-release", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "machine-id")
+_PROC = ("self", "thread-self", "cpuinfo", "meminfo", "stat", "loadavg", "uptime", "sys/kernel", "sys/vm")
+
+
 def _read_paths(policy_dir: str) -> list[str]:
-    paths = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc", "/proc", "/sys", "/dev/urandom",
-             "/dev/random", "/dev/null", sys.prefix, sys.base_prefix, sys.exec_prefix, policy_dir}
+    paths = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sys", "/dev/urandom", "/dev/random", "/dev/null",
+             sys.prefix, sys.base_prefix, sys.exec_prefix, policy_dir}
+    paths.update(f"/etc/{name}" for name in _ETC)
+    paths.update(f"/proc/{name}" for name in _PROC)
     paths.update(p for p in sys.path if p)
     return sorted(paths | {os.path.realpath(p) for p in paths})
 
