@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import textwrap
 import threading
 import time
@@ -137,6 +138,15 @@ async def test_a_blocking_policy_is_recorded_as_timeout_backed_off_then_disabled
         # the other policy kept running throughout
         await until(lambda: len([r for r in log.query(stage="analyze", outcome="no_plan")
                                  if r.policy == "fine"]) >= 3)
+        # a new version of the file gets a fresh start
+        fixed = write(tmp_path, "sleepy", """
+            async def analyze(context, app, system, mechanisms, telemetry, ml_connector):
+                return False, context
+        """)
+        os.utime(fixed, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+        await until(lambda: engine.policies.get("sleepy").enabled, message="new version not enabled")
+        assert engine.policies.get("sleepy").disabled_reason is None
+        await until(lambda: [r for r in log.query(stage="analyze", outcome="no_plan") if r.policy == "sleepy"])
     finally:
         await engine.stop()
 

@@ -63,7 +63,8 @@ def check_policy_source(name: str, source: str | bytes) -> str:
     try:
         tree = ast.parse(source, filename=where)
     except SyntaxError as exc:
-        raise PolicySourceError(f"{where} line {exc.lineno}, column {exc.offset}: SyntaxError: {exc.msg}") from None
+        at = f" line {exc.lineno}, column {exc.offset}" if exc.lineno else ""
+        raise PolicySourceError(f"{where}{at}: SyntaxError: {exc.msg}") from None
     except (ValueError, RecursionError, MemoryError) as exc:   # null bytes, absurd nesting
         raise PolicySourceError(f"{where}: cannot be parsed: {type(exc).__name__}: {exc}") from None
     defs = {node.name: node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}

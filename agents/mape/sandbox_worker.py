@@ -4,8 +4,7 @@ Started by `mlsysops.agents.mape.sandbox.PolicyWorker`. Before any policy code r
 space (RLIMIT_AS, soft = hard, so the policy cannot raise it), disables core dumps and, where the kernel
 has Landlock, confines the filesystem: read-only to the interpreter, the import path, the policy's folder
 and what the standard library needs of /etc and /proc; read-write only to its private temporary folder.
-Landlock also keeps it from ptrace-ing (reading the memory of) processes outside its domain, the agent
-included. It then serves one request at a time over the
+(The kernel documents that Landlock also keeps a sandboxed process from ptrace-ing processes outside it.) It then serves one request at a time over the
 frames of `sandbox_wire` on its stdin/stdout (the policy's own prints go to stderr), and exits on EOF or
 when its parent goes away.
 """
