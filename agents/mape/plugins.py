@@ -570,7 +570,7 @@ class PolicyRegistry:
         starts a fresh worker / thread."""
         for pol in self._policies.values():
             if pol.worker is not None:
-                pol.worker.kill()
+                pol.worker.stop()
             if pol.loop is not None:
                 pol.loop.close()
 

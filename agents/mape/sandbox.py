@@ -171,9 +171,25 @@ class PolicyWorker:
             self.tmpdir = None
         return code
 
+    def stop(self) -> None:
+        """Kill the worker from any thread. A call in flight sees its pipe close and its own thread reaps
+        the process (closing the pipes under its feet could hand their fd numbers to another file)."""
+        proc = self.proc
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self._lock.acquire(blocking=False):
+            try:
+                self.kill()
+            finally:
+                self._lock.release()
+
     def close(self) -> None:
+        """Stop for good (the policy was removed or replaced): later calls fail instead of restarting it."""
         self._closed = True
-        self.kill()
+        self.stop()
 
     @property
     def pid(self) -> int | None:
@@ -186,8 +202,11 @@ class PolicyWorker:
 
     # -- frames ------------------------------------------------------------------------------------------
     def _send(self, message: Any, deadline: float) -> None:
+        self._send_frame(encode(message), deadline)
+
+    def _send_frame(self, frame: bytes, deadline: float) -> None:
         assert self.proc is not None and self.proc.stdin is not None
-        data = memoryview(encode(message))
+        data = memoryview(frame)
         fd = self.proc.stdin.fileno()
         while data:
             left = deadline - time.monotonic()
@@ -237,7 +256,7 @@ class PolicyWorker:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
             if not fut.done():
-                self.kill()
+                self.stop()
             raise
 
     def _call_sync(self, fn: str, args: tuple[Any, ...], timeout: float,
@@ -256,8 +275,14 @@ class PolicyWorker:
             start = time.monotonic()
             try:
                 return self._exchange(fn, args, timeout, loop, start)
+            except Exception as exc:  # noqa: BLE001 - e.g. the worker was stopped mid-call: never raise
+                self.kill()
+                return CallResult("error", reason=f"{fn}: worker failed ({type(exc).__name__}: {exc})",
+                                  duration=time.monotonic() - start)
             finally:
                 self._handles.clear()
+                if self._closed:
+                    self.kill()
 
     def _exchange(self, fn: str, args: tuple[Any, ...], timeout: float, loop: asyncio.AbstractEventLoop,
                   start: float) -> CallResult:
@@ -265,11 +290,12 @@ class PolicyWorker:
         try:
             sent, nested = self._export_args(args, self._export)
             try:
-                encode(sent)
+                frame = encode(("call", {"fn": fn, "args": sent, "nested": nested}))
             except (TypeError, AttributeError, ValueError, pickle.PickleError):
                 self._handles.clear()   # unpicklable parts stay in the agent as stand-ins
                 sent, nested = self._export_args(args, self._export_deep)
-            self._send(("call", {"fn": fn, "args": sent, "nested": nested}), deadline)
+                frame = encode(("call", {"fn": fn, "args": sent, "nested": nested}))
+            self._send_frame(frame, deadline)
         except _Deadline:
             pass
         except (TypeError, AttributeError, ValueError, pickle.PickleError) as exc:   # an argument pickle refused
@@ -369,10 +395,10 @@ class PolicyWorker:
             self._send(("callback_error", f"{type(exc).__name__}: {exc}"), deadline)
             return
         try:
-            frame_value = value if _picklable(value) else self._export(value)
-        except Exception:  # noqa: BLE001
-            frame_value = repr(value)
-        self._send(("callback_result", frame_value), deadline)
+            frame = encode(("callback_result", value)) if not callable(value) else b""
+        except Exception:  # noqa: BLE001 - not data: the worker gets a stand-in
+            frame = b""
+        self._send_frame(frame or encode(("callback_result", self._export(value))), deadline)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "process", "pid": self.pid, "memory_limit_mb": self.limits.memory_mb,
