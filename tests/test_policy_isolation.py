@@ -114,6 +114,27 @@ async def test_a_blocking_async_policy_does_not_delay_the_agent_and_its_removal_
         await engine.stop()
 
 
+async def test_a_new_version_of_a_stuck_policy_takes_over_at_once(tmp_path) -> None:
+    path = write(tmp_path, "stuck", BLOCKING.replace("time.sleep(20)", "time.sleep(600)"))
+    engine, log, rec = engine_for(tmp_path, timeout=900)
+    engine.start()
+    try:
+        await until(lambda: engine.ml_connector.started == 1, message="the policy did not start its blocking call")
+        write(tmp_path, "stuck", """
+            async def analyze(context, app, system, mechanisms, telemetry, ml_connector):
+                context["n"] = "v2"
+                return True, context
+        """)
+        os.utime(path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+        # the old version would sit in time.sleep(600): the plan can only come from the new one, and only
+        # if the stuck call was abandoned (a pair's cycles never overlap)
+        await until(lambda: rec.commands, message="the new version did not take over")
+        assert rec.commands[0] == {"n": "v2"}
+        assert not log.query(stage="analyze", outcome="error")   # the abandoned call is no failure
+    finally:
+        await engine.stop()
+
+
 async def test_a_blocking_policy_is_recorded_as_timeout_backed_off_then_disabled(tmp_path) -> None:
     write(tmp_path, "sleepy", BLOCKING)
     write(tmp_path, "fine", """

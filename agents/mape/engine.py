@@ -479,6 +479,8 @@ class MAPEEngine:
         # Analyze
         args = (app_desc, system, mechanisms, self.telemetry, self.ml_connector)
         res = await self._call_policy(pol, "analyze", pair, args)
+        if self.policies.get(pol.name) is not pol:   # replaced or removed while it ran: its verdict is moot
+            return "skipped", "policy replaced or removed during analyze", None
         if not res.ok:
             return self._failure(pair, "analyze", res.status, f"analyze {res.status}: {res.reason}", inputs, res)
         try:
@@ -499,6 +501,8 @@ class MAPEEngine:
 
         # Plan
         res = await self._call_policy(pol, "plan", pair, args)
+        if self.policies.get(pol.name) is not pol:
+            return "skipped", "policy replaced or removed during plan", None
         if not res.ok:
             return self._failure(pair, "plan", res.status, f"plan {res.status}: {res.reason}", inputs, res)
         try:
