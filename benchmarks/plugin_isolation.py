@@ -26,7 +26,6 @@ import socket
 import statistics
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from mlsysops.agents.mape import DecisionLog, FailureBackoff, Knowledge, MAPEEngine, MechanismRegistry, PolicyRegistry
+from mlsysops.agents.mape import (
+    DecisionLog,
+    FailureBackoff,
+    Knowledge,
+    MAPEEngine,
+    MechanismRegistry,
+    PolicyRegistry,
+)
 from mlsysops.agents.mape.sandbox import SandboxLimits
 from tests import support
 

@@ -7,7 +7,12 @@ import textwrap
 import pytest
 
 from mlsysops.agents.mape import PolicyRegistry
-from mlsysops.agents.mape.policy_source import MAX_SOURCE_BYTES, PolicySourceError, check_policy_source, policy_name
+from mlsysops.agents.mape.policy_source import (
+    MAX_SOURCE_BYTES,
+    PolicySourceError,
+    check_policy_source,
+    policy_name,
+)
 
 GOOD = textwrap.dedent("""
     def initialize(settings=None):

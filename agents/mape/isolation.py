@@ -155,6 +155,12 @@ async def call_plugin(
 _PLAIN = (type(None), bool, int, float, str, bytes, dict, list, tuple, set, frozenset)
 
 
+def is_async_callable(fn: Any) -> bool:
+    """A coroutine function, or an object whose class's __call__ is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        inspect.getattr_static(type(fn), "__call__", None))
+
+
 class AgentBound:
     """What a policy on a PolicyLoop gets for an object of the agent (the telemetry view, an ml_connector):
     every call runs on the agent's loop, so it never races the agent's own use of the object (Knowledge is
@@ -175,7 +181,7 @@ class AgentBound:
         return bind_to_agent(value, self._loop) if callable(value) else value
 
     def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+        if is_async_callable(fn):
             async def call_async(*args: Any, **kwargs: Any) -> Any:
                 fut = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self._loop)
                 return await asyncio.wrap_future(fut)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlsysops.agents.mape.isolation import CallResult
+from mlsysops.agents.mape.isolation import CallResult, is_async_callable
 from mlsysops.agents.mape.sandbox_wire import HEADER, MAX_FRAME, ProxyRef, UnsafeFrame, encode, safe_loads
 
 log = logging.getLogger(__name__)
@@ -412,8 +412,7 @@ async def _on_loop(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
     return value
 
 
-def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+_is_async = is_async_callable
 
 
 def _picklable(value: Any) -> bool:
