@@ -204,14 +204,15 @@ class ManagedAgent(MLSysOpsAgent):
                 reason = getattr(exc, "summary", None) or f"{type(exc).__name__}: {exc}"
                 raise ValueError(f"policy {name} rejected: {reason}") from None
             final = target_dir / f"{name}.py"
-            os.replace(staged, final)
+            assert pol.worker is not None
+            async with self.policies.rescan_lock:   # a rescan in progress must not see the file half-installed
+                os.replace(staged, final)
+                pol.path = pol.worker.path = str(final)
+                if target_dir not in self.policies.upload_directories:   # watched: hot reload keeps it
+                    self.policies.upload_directories.append(target_dir)
+                change = self.policies.install_loaded(pol)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        assert pol.worker is not None
-        pol.path = pol.worker.path = str(final)
-        if target_dir not in self.policies.upload_directories:   # watched, so hot reload keeps (not drops) it
-            self.policies.upload_directories.append(target_dir)
-        change = self.policies.install_loaded(pol)
         self.record_event(f"policy {name} uploaded and {change.kind}", inputs={"path": str(final)})
         self.trigger(reason=f"policy {name} uploaded")
         return {"agent": self.agent_id, "policy": name, "result": change.kind, "path": str(final)}

@@ -397,6 +397,11 @@ class PolicyRegistry:
         path = Path(path)
         return self._install_file(path, self._stat(path))
 
+    @property
+    def rescan_lock(self) -> asyncio.Lock:
+        """Held by rescan(); hold it to change the watched folders' files atomically with respect to it."""
+        return self._rescan_lock
+
     def install_loaded(self, pol: Policy) -> PluginChange:
         """Install a policy already built from its file (an upload checked in a worker, then moved)."""
         assert pol.path is not None
