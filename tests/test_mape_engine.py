@@ -136,7 +136,9 @@ def build(
 
 
 async def test_full_cycle_with_reference_style_policy_file() -> None:
-    engine, reg, log, k, rec = build(apps={"app1": {"name": "app1"}}, dirs=[FIXTURES / "policies"])
+    # policy files run in a worker process: the 0.2 s timeout of the hang tests is too tight on a loaded machine
+    engine, reg, log, k, rec = build(apps={"app1": {"name": "app1"}}, dirs=[FIXTURES / "policies"],
+                                     plugin_timeout=5.0)
     reg.disable("global_sync")
     k.record("cpu_load", 0.42, {"node": "n1"})
     engine.start()
@@ -303,7 +305,7 @@ def _write(path: Path, needed: bool, interval: float = 0.05) -> None:
 
 
 async def test_hot_add_modify_remove_policy_file(tmp_path) -> None:
-    engine, _reg, log, _, rec = build(apps={"a": {}}, dirs=[tmp_path])
+    engine, _reg, log, _, rec = build(apps={"a": {}}, dirs=[tmp_path], plugin_timeout=5.0)   # (see above)
     engine.start()
     try:
         path = tmp_path / "hot.py"

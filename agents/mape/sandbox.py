@@ -209,10 +209,11 @@ class PolicyWorker:
         data = memoryview(frame)
         fd = self.proc.stdin.fileno()
         while data:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            # a last look without waiting once the deadline passed: this thread may have woken late (a GC
+            # pause of the agent) with the pipe ready all along
+            _, writable, _ = select.select([], [fd], [], max(0.0, deadline - time.monotonic()))
+            if not writable and time.monotonic() >= deadline:
                 raise _Deadline
-            _, writable, _ = select.select([], [fd], [], left)
             if writable:
                 try:
                     n = os.write(fd, data)
@@ -225,10 +226,9 @@ class PolicyWorker:
         fd = self.proc.stdout.fileno()
         chunks, got = [], 0
         while got < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            readable, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not readable and time.monotonic() >= deadline:
                 raise _Deadline
-            readable, _, _ = select.select([fd], [], [], left)
             if readable:
                 chunk = os.read(fd, min(n - got, 1 << 20))
                 if not chunk:
@@ -301,17 +301,25 @@ class PolicyWorker:
         except (TypeError, AttributeError, ValueError, pickle.PickleError) as exc:   # an argument pickle refused
             return CallResult("error", reason=f"{fn}: an argument cannot be sent to the worker: "
                                               f"{type(exc).__name__}: {exc}", duration=time.monotonic() - start)
+        # the time the agent spends answering the policy's callbacks (telemetry reads on the agent's loop) is
+        # the agent's, not the policy's: it extends the deadline, by at most `timeout` more
+        agent_time = 0.0
         try:
             while True:
                 op, payload = self._recv(deadline)
                 if op != "callback":
                     break
-                self._answer_callback(payload, loop, deadline)
+                served = time.monotonic()
+                self._answer_callback(payload, loop, start + 2 * timeout)
+                spent = min(time.monotonic() - served, timeout - agent_time)
+                agent_time += spent
+                deadline += spent
         except _Deadline:
             pid = self.pid
             self.kill()
-            return CallResult("timeout", reason=f"{fn} did not return within {timeout:g}s; worker (pid {pid}) "
-                                                "killed, a fresh one serves the next call",
+            extra = f" (+{agent_time:.2f}s the agent spent answering its callbacks)" if agent_time >= 0.01 else ""
+            return CallResult("timeout", reason=f"{fn} did not return within {timeout:g}s{extra}; worker "
+                                                f"(pid {pid}) killed, a fresh one serves the next call",
                               duration=time.monotonic() - start, limit=timeout,
                               measured=round(time.monotonic() - start, 3))
         except (EOFError, UnsafeFrame, OSError) as exc:
