@@ -99,7 +99,6 @@ class PolicyWorker:
         self.restarts = 0
         self.calls = 0
         self._lock = threading.Lock()
-        self._handles: dict[int, Any] = {}
         self._closed = False
         self.last_pid: int | None = None
 
@@ -251,6 +250,7 @@ class PolicyWorker:
         """Call `fn` (analyze or plan) in the worker; never raises (except on cancellation, which kills a
         busy worker so a removed policy stops at once)."""
         loop = asyncio.get_running_loop()
+        # the engine hands copies (its own deep copy per cycle), so pickling them off the loop is safe
         fut = loop.run_in_executor(_IO_POOL, self._call_sync, fn, args, timeout, loop)
         try:
             return await asyncio.shield(fut)
@@ -259,8 +259,23 @@ class PolicyWorker:
                 self.stop()
             raise
 
+    def _call_frame(self, fn: str, args: tuple[Any, ...], handles: dict[int, Any]) -> bytes:
+        sent, nested = self._export_args(args, self._export, handles)
+        try:
+            return encode(("call", {"fn": fn, "args": sent, "nested": nested}))
+        except (TypeError, AttributeError, ValueError, pickle.PickleError):
+            handles.clear()   # unpicklable parts stay in the agent as stand-ins
+            sent, nested = self._export_args(args, self._export_deep, handles)
+            return encode(("call", {"fn": fn, "args": sent, "nested": nested}))
+
     def _call_sync(self, fn: str, args: tuple[Any, ...], timeout: float,
                    loop: asyncio.AbstractEventLoop) -> CallResult:
+        handles: dict[int, Any] = {}   # this call's objects that stay in the agent, by handle
+        try:
+            frame = self._call_frame(fn, args, handles)
+        except (TypeError, AttributeError, ValueError, pickle.PickleError) as exc:
+            return CallResult("error", reason=f"{fn}: an argument cannot be sent to the worker: "
+                                              f"{type(exc).__name__}: {exc}")
         with self._lock:
             if self._closed:
                 return CallResult("error", reason=f"policy {self.name} was unloaded")
@@ -274,33 +289,22 @@ class PolicyWorker:
             self.calls += 1
             start = time.monotonic()
             try:
-                return self._exchange(fn, args, timeout, loop, start)
+                return self._exchange(fn, frame, handles, timeout, loop, start)
             except Exception as exc:  # noqa: BLE001 - e.g. the worker was stopped mid-call: never raise
                 self.kill()
                 return CallResult("error", reason=f"{fn}: worker failed ({type(exc).__name__}: {exc})",
                                   duration=time.monotonic() - start)
             finally:
-                self._handles.clear()
                 if self._closed:
                     self.kill()
 
-    def _exchange(self, fn: str, args: tuple[Any, ...], timeout: float, loop: asyncio.AbstractEventLoop,
-                  start: float) -> CallResult:
+    def _exchange(self, fn: str, frame: bytes, handles: dict[int, Any], timeout: float,
+                  loop: asyncio.AbstractEventLoop, start: float) -> CallResult:
         deadline = start + timeout
         try:
-            sent, nested = self._export_args(args, self._export)
-            try:
-                frame = encode(("call", {"fn": fn, "args": sent, "nested": nested}))
-            except (TypeError, AttributeError, ValueError, pickle.PickleError):
-                self._handles.clear()   # unpicklable parts stay in the agent as stand-ins
-                sent, nested = self._export_args(args, self._export_deep)
-                frame = encode(("call", {"fn": fn, "args": sent, "nested": nested}))
             self._send_frame(frame, deadline)
         except _Deadline:
-            pass
-        except (TypeError, AttributeError, ValueError, pickle.PickleError) as exc:   # an argument pickle refused
-            return CallResult("error", reason=f"{fn}: an argument cannot be sent to the worker: "
-                                              f"{type(exc).__name__}: {exc}", duration=time.monotonic() - start)
+            pass   # the worker does not read: recv below times out the same way
         # the time the agent spends answering the policy's callbacks (telemetry reads on the agent's loop) is
         # the agent's, not the policy's: it extends the deadline, by at most `timeout` more
         agent_time = 0.0
@@ -310,7 +314,7 @@ class PolicyWorker:
                 if op != "callback":
                     break
                 served = time.monotonic()
-                self._answer_callback(payload, loop, start + 2 * timeout)
+                self._answer_callback(payload, handles, loop, start + 2 * timeout)
                 spent = min(time.monotonic() - served, timeout - agent_time)
                 agent_time += spent
                 deadline += spent
@@ -341,15 +345,15 @@ class PolicyWorker:
         return CallResult("error", reason=f"{fn}: unexpected reply {op!r} from the worker", duration=duration)
 
     # -- objects that stay in the agent ---------------------------------------------------------------------
-    def _export(self, value: Any) -> Any:
+    def _export(self, value: Any, handles: dict[int, Any]) -> Any:
         """By value when it is plain data, else a stand-in (ProxyRef) the worker calls back into. A mapping's
         callable values (the original contract's `telemetry["query"]`) are stand-ins too: they run here."""
         if isinstance(value, dict) and any(callable(v) for v in value.values()):
-            return {k: self._export(v) if callable(v) else v for k, v in value.items()}
+            return {k: self._export(v, handles) if callable(v) else v for k, v in value.items()}
         if isinstance(value, _PLAIN):
             return value
-        handle = len(self._handles) + 1
-        self._handles[handle] = value
+        handle = len(handles) + 1
+        handles[handle] = value
         if callable(value) and not hasattr(value, "__getitem__"):
             return ProxyRef(handle, type(value).__name__, {}, is_async=_is_async(value))
         methods = {}
@@ -361,28 +365,30 @@ class PolicyWorker:
                 methods[attr] = _is_async(member)
         return ProxyRef(handle, type(value).__name__, methods, mapping=hasattr(value, "__getitem__"))
 
-    def _export_args(self, args: tuple[Any, ...], export: Callable[[Any], Any]) -> tuple[tuple[Any, ...], list[int]]:
+    def _export_args(self, args: tuple[Any, ...], export: Callable[[Any, dict[int, Any]], Any],
+                     handles: dict[int, Any]) -> tuple[tuple[Any, ...], list[int]]:
         """The exported arguments and the indices of those holding stand-ins inside (the worker rebuilds
         only those, so plain descriptions are not walked on every call)."""
         sent, nested = [], []
         for i, arg in enumerate(args):
-            before = len(self._handles)
-            out = export(arg)
-            if len(self._handles) > before and not isinstance(out, ProxyRef):
+            before = len(handles)
+            out = export(arg, handles)
+            if len(handles) > before and not isinstance(out, ProxyRef):
                 nested.append(i)
             sent.append(out)
         return tuple(sent), nested
 
-    def _export_deep(self, value: Any, depth: int = 0) -> Any:
+    def _export_deep(self, value: Any, handles: dict[int, Any], depth: int = 0) -> Any:
         if isinstance(value, dict) and depth < 8:
-            return {k: self._export_deep(v, depth + 1) for k, v in value.items()}
+            return {k: self._export_deep(v, handles, depth + 1) for k, v in value.items()}
         if isinstance(value, (list, tuple)) and depth < 8:
-            return type(value)(self._export_deep(v, depth + 1) for v in value)
-        return value if _picklable(value) else self._export(value)
+            return type(value)(self._export_deep(v, handles, depth + 1) for v in value)
+        return value if _picklable(value) else self._export(value, handles)
 
-    def _answer_callback(self, req: Any, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    def _answer_callback(self, req: Any, handles: dict[int, Any], loop: asyncio.AbstractEventLoop,
+                         deadline: float) -> None:
         try:
-            obj = self._handles[req["handle"]]
+            obj = handles[req["handle"]]
             method = req["method"]
             if method == "__call__":
                 target: Callable[..., Any] = obj
@@ -406,7 +412,7 @@ class PolicyWorker:
             frame = encode(("callback_result", value)) if not callable(value) else b""
         except Exception:  # noqa: BLE001 - not data: the worker gets a stand-in
             frame = b""
-        self._send_frame(frame or encode(("callback_result", self._export(value))), deadline)
+        self._send_frame(frame or encode(("callback_result", self._export(value, handles))), deadline)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "process", "pid": self.pid, "memory_limit_mb": self.limits.memory_mb,
