@@ -142,7 +142,7 @@ async def test_a_new_version_of_a_stuck_policy_takes_over_at_once(tmp_path) -> N
         await engine.stop()
 
 
-async def test_a_blocking_policy_is_recorded_as_timeout_backed_off_then_disabled(tmp_path) -> None:
+async def test_a_blocking_policy_is_recorded_as_timeout_backed_off_then_disabled(tmp_path, capsys) -> None:
     write(tmp_path, "sleepy", BLOCKING)
     write(tmp_path, "fine", """
         async def analyze(context, app, system, mechanisms, telemetry, ml_connector):
@@ -163,6 +163,13 @@ async def test_a_blocking_policy_is_recorded_as_timeout_backed_off_then_disabled
         assert "disabled after 3 consecutive overruns" in described["disabled_reason"]
         event = next(r for r in log.query(stage="event") if "disabled after" in r.reason)
         assert event.policy == "sleepy" and event.outcome == "error"
+        # `mlsysops policy list` shows why (the table it prints from the API's answer)
+        from mlsysops.cli.client_cmd import COLUMNS, Kind, Output, _emit, _rows
+
+        capsys.readouterr()
+        _emit(_rows(Kind.policies, {"iso": engine.policies.list()}), Output.table, *COLUMNS[Kind.policies])
+        table = capsys.readouterr().out
+        assert "DISABLED BECAUSE" in table and "disabled after 3 consecutive overruns" in table
         # the other policy kept running throughout
         await until(lambda: len([r for r in log.query(stage="analyze", outcome="no_plan")
                                  if r.policy == "fine"]) >= 3)
