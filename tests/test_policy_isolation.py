@@ -371,12 +371,13 @@ async def test_agent_objects_handed_to_a_builtin_are_used_on_the_agent_loop() ->
         await engine.stop()
 
 
-async def test_a_worker_cannot_read_the_agents_secrets_or_write_outside_its_folder(tmp_path_factory) -> None:
-    import os
-
+async def test_a_worker_cannot_read_the_agents_secrets_or_write_outside_its_folder(tmp_path_factory,
+                                                                                    monkeypatch) -> None:
     from mlsysops.agents.mape.sandbox import PolicyWorker
 
     secrets_dir = tmp_path_factory.mktemp("state")
+    # the folder an agent was started from is on its import path (`python -m`): not the worker's to read
+    monkeypatch.syspath_prepend(str(secrets_dir))
     token = secrets_dir / "api-token"
     token.write_text("admin-secret")
     folder = tmp_path_factory.mktemp("policy")

@@ -77,12 +77,23 @@ def worker_env() -> dict[str, str]:
     import mlsysops
 
     pkg_parent = str(Path(mlsysops.__file__).parent.parent)   # the folder that holds this `mlsysops`
-    paths = [pkg_parent] + [p for p in sys.path if p and os.path.isdir(p)]
+    paths = [pkg_parent] + [p for p in sys.path if p and os.path.isdir(p) and _import_root(p)]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
         env[var] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
+
+
+def _import_root(path: str) -> bool:
+    """An entry of the agent's import path the worker may have (it can read what is under it): the
+    interpreter's own folders, installed packages, or what the operator put in $PYTHONPATH. Not the folder
+    the agent happened to be started from (`python -m` puts it first; it may be a home holding state)."""
+    real = os.path.realpath(path)
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    operator = {os.path.realpath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+    return (real in operator or any(real == p or real.startswith(p + os.sep) for p in prefixes)
+            or os.path.basename(real) in ("site-packages", "dist-packages"))
 
 
 class PolicyWorker:
