@@ -39,6 +39,7 @@ class Signals:
 
     def __init__(self) -> None:
         self.started = 0
+        self.endpoint = "http://ml-connector:8090"
 
     def start(self) -> str:
         self.started += 1
@@ -245,14 +246,14 @@ async def test_telemetry_and_agent_objects_reach_the_worker_through_callbacks(tm
     write(tmp_path, "reader", """
         async def analyze(context, app, system, mechanisms, telemetry, ml_connector):
             context["n"] = [telemetry.latest("cpu_load", node="n1"), telemetry["cpu_load"], sorted(telemetry),
-                            len(telemetry), ml_connector.start(), system["nodes"]]
+                            len(telemetry), ml_connector.start(), system["nodes"], ml_connector.endpoint]
             return True, context
     """)
     engine, log, rec = engine_for(tmp_path)
     engine.start()
     try:
         await until(lambda: rec.commands)
-        assert rec.commands[0] == {"n": [0.25, 0.25, ["cpu_load"], 1, "go", ["n1"]]}
+        assert rec.commands[0] == {"n": [0.25, 0.25, ["cpu_load"], 1, "go", ["n1"], "http://ml-connector:8090"]}
     finally:
         await engine.stop()
 
@@ -413,4 +414,35 @@ async def test_a_worker_cannot_read_the_agents_secrets_or_write_outside_its_fold
         assert not (secrets_dir / "planted").exists()
     finally:
         del os.environ["MLSYSOPS_XMPP_PASSWORD"]
+        worker.close()
+
+
+async def test_a_model_from_the_ml_connector_is_used_inside_the_worker(tmp_path) -> None:
+    """`await ml_connector.get_model(name)` runs in the agent; the model (plain picklable object) comes back
+    to the worker by value, so predicting runs in the sandbox, not on the agent's loop."""
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    from mlsysops.agents.mape.sandbox import PolicyWorker
+
+    model = sklearn.LinearRegression().fit([[0.0], [1.0], [2.0]], [0.0, 2.0, 4.0])
+
+    class Connector:
+        async def get_model(self, name: str, version: int | None = None) -> object:
+            return model if name == "load" else None
+
+    write(tmp_path, "ml", """
+        import os
+        async def analyze(context, app, system, mechanisms, telemetry, ml_connector):
+            m = await ml_connector.get_model("load")
+            return True, {"prediction": float(m.predict([[3.0]])[0]), "pid": os.getpid(),
+                          "missing": await ml_connector.get_model("other")}
+    """)
+    worker = PolicyWorker("ml", tmp_path / "ml.py")
+    try:
+        await asyncio.to_thread(worker.load)
+        res = await worker.call("analyze", ({}, {}, {}, {}, None, Connector()), 30.0)
+        assert res.ok, res.reason
+        ctx = res.value[1]
+        assert round(ctx["prediction"], 6) == 6.0 and ctx["missing"] is None
+        assert ctx["pid"] == worker.pid != os.getpid()
+    finally:
         worker.close()

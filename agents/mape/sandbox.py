@@ -374,7 +374,10 @@ class PolicyWorker:
             member = getattr(value, attr, None)
             if callable(member):
                 methods[attr] = _is_async(member)
-        return ProxyRef(handle, type(value).__name__, methods, mapping=hasattr(value, "__getitem__"))
+        attrs = {k: v for k, v in getattr(value, "__dict__", {}).items()
+                 if not k.startswith("_") and k not in methods and isinstance(v, _PLAIN) and _picklable(v)}
+        return ProxyRef(handle, type(value).__name__, methods, mapping=hasattr(value, "__getitem__"),
+                        attrs=attrs)
 
     def _export_args(self, args: tuple[Any, ...], export: Callable[[Any, dict[int, Any]], Any],
                      handles: dict[int, Any]) -> tuple[tuple[Any, ...], list[int]]:

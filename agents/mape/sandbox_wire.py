@@ -60,10 +60,12 @@ def encode(message: Any) -> bytes:
 class ProxyRef:
     """An object that stays in the agent (e.g. the telemetry view): the worker gets a stand-in whose calls
     travel back over the wire. `methods` maps each callable name to whether it is a coroutine function;
-    `mapping` says the object also behaves as a read-only mapping (the original contract's telemetry dict)."""
+    `mapping` says the object also behaves as a read-only mapping (the original contract's telemetry dict);
+    `attrs` are copies of its public plain-data attributes (e.g. an endpoint), read without a round trip."""
 
     handle: int
     type_name: str
     methods: dict[str, bool] = field(default_factory=dict)
     mapping: bool = False
     is_async: bool = False          # for a callable handle: calling it returns an awaitable
+    attrs: dict[str, Any] = field(default_factory=dict)   # its public plain-data attributes, as of the call

@@ -134,6 +134,8 @@ class _Remote:
 
     def __getattr__(self, name: str) -> Any:
         ref: ProxyRef = object.__getattribute__(self, "_ref")
+        if name in ref.attrs:
+            return ref.attrs[name]
         if name not in ref.methods:
             raise AttributeError(f"{ref.type_name} (in the agent) has no method {name!r} a policy may call")
         worker = object.__getattribute__(self, "_w")
