@@ -8,6 +8,10 @@ Layers subclass it and provide `assets()`, `system_description()` and `monitor()
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ from mlsysops.agents.mape import (
 )
 from mlsysops.agents.ml.client import MLConnectorClient
 from mlsysops.agents.ml.modes import MODES, check_mode  # noqa: F401 - MODES: its old home was here
+from mlsysops.agents.mape.sandbox import SandboxLimits
 from mlsysops.agents.protocol import Envelope, Kind, Performative, register_payload
 from mlsysops.agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
 from mlsysops.agents.tree_reads import (  # noqa: F401 - DecisionsQuery, MAX_EXPORT_BYTES: their old home
@@ -50,6 +55,8 @@ class AgentSettings:
     analyze: float = 2.0
     execute_timeout: float = 10.0
     plugin_timeout: float = 5.0
+    policy_memory_mb: int = 1024        # address-space limit of each policy worker process
+    policy_disable_after: int = 5       # consecutive overruns (timeout/memory) before a policy is disabled
     status_report: float = 1.0
     eviction_timeout: float = 30.0      # continuum: how long a lost cluster keeps its components
     policies: list[str] = field(default_factory=list)          # module names of built-in policies
@@ -107,7 +114,10 @@ class ManagedAgent(MLSysOpsAgent):
             db = str(self.settings.state_dir / f"decisions-{self.agent_id}.db")
         self.decision_log = DecisionLog(self.agent_id, sqlite_path=db)
         self.policies = PolicyRegistry([str(d) for d in self.settings.policy_dirs],
-                                       modules=self.settings.policies, agent_id=self.agent_id)
+                                       modules=self.settings.policies, agent_id=self.agent_id,
+                                       sandbox=SandboxLimits(memory_mb=self.settings.policy_memory_mb))
+        if self.settings.state_dir is not None:   # uploads persist here and come back after a restart
+            self.policies.upload_directories.append(self.upload_dir)
         self.mechanisms = MechanismRegistry(agent_id=self.agent_id)
         # every policy's `ml_connector`; the continuum attaches the registry service to it
         self.ml_connector = MLConnectorClient(   # (agents of one layer may share a state directory)
@@ -161,37 +171,54 @@ class ManagedAgent(MLSysOpsAgent):
         here = [p for p in (policies or []) if self.policies.get(p) is not None]
         return {"name": name, **spec, "policies": here or None}
 
-    def install_policy(self, name: str, source: str) -> dict[str, Any]:
-        """Validate an uploaded policy file in isolation, then activate it (admin-only via the API).
+    @property
+    def upload_dir(self) -> Path:
+        """Where uploaded policies are kept: the state directory when there is one (reloaded at start); one
+        folder per agent, as agents of a layer may share the layer's state directory."""
+        if self.settings.state_dir is not None:
+            return self.settings.state_dir / "uploaded-policies" / self.agent_id
+        return Path(tempfile.gettempdir()) / f"mlsysops-policies-{self.agent_id}"
 
-        The file is imported and its contract checked (initialize/analyze/plan, a valid context) from a
-        staging directory; only a policy that passes is written to this agent's upload directory and
-        loaded. Raises ValueError with the reason otherwise; the running policies are untouched.
+    async def install_policy(self, name: str, source: str | bytes) -> dict[str, Any]:
+        """Validate an uploaded policy file, then activate it (admin-only via the API).
+
+        Nothing of the upload runs in this process: the source is checked statically
+        (`mape.policy_source`: size, syntax with line numbers, the three functions and their arguments),
+        then loaded in a sandboxed worker from a private staging folder (module body and initialize() run
+        there, confined); only a policy that passes is moved into the upload folder (persisted, reloaded
+        after a restart) and activated, keeping that worker. Raises ValueError (PolicySourceError) with
+        the reason otherwise; the running policies are untouched.
         """
-        import re
-        import tempfile
+        from mlsysops.agents.mape.plugins import build_sandboxed_policy
+        from mlsysops.agents.mape.policy_source import PolicySourceError, check_policy_source, policy_name
 
-        from mlsysops.agents.mape.plugins import _load_file_module, build_policy
-
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", name):
-            raise ValueError(f"name: {name!r} is not a valid policy name (letters, digits, _; max 64)")
-        with tempfile.TemporaryDirectory(prefix="mlsysops-policy-") as tmp:
-            staged = Path(tmp) / f"{name}.py"
-            staged.write_text(source)
+        try:
+            name = policy_name(name)
+            text = check_policy_source(name, source)
+        except PolicySourceError as exc:
+            raise PolicySourceError(f"policy {name} rejected: {exc}") from None
+        target_dir = self.upload_dir
+        target_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target_dir))
+        try:
+            staged = staging / f"{name}.py"
+            staged.write_text(text)
             try:
-                build_policy(name, "file", _load_file_module(staged, "policy"), str(staged))
-            except Exception as exc:   # noqa: BLE001 - a plugin may raise anything: that is the verdict
-                raise ValueError(f"policy {name} rejected: {type(exc).__name__}: {exc}") from None
-        target_dir = (self.settings.state_dir / "uploaded-policies" if self.settings.state_dir
-                      else Path(tempfile.gettempdir()) / f"mlsysops-policies-{self.agent_id}")
-        target_dir.mkdir(parents=True, exist_ok=True)
-        if target_dir not in self.policies.directories:   # watched, so hot reload keeps (not drops) it
-            self.policies.directories.append(target_dir)
-        final = target_dir / f"{name}.py"
-        final.write_text(source)
-        change = self.policies.load_file(final)
-        if change.kind == "failed":
-            raise ValueError(f"policy {name} failed to load: {change.detail}")
+                pol = await asyncio.to_thread(build_sandboxed_policy, name, staged, self.policies.sandbox,
+                                              self.agent_id)
+            except Exception as exc:   # noqa: BLE001 - whatever the upload raised is the verdict
+                reason = getattr(exc, "summary", None) or f"{type(exc).__name__}: {exc}"
+                raise ValueError(f"policy {name} rejected: {reason}") from None
+            final = target_dir / f"{name}.py"
+            assert pol.worker is not None
+            async with self.policies.rescan_lock:   # a rescan in progress must not see the file half-installed
+                os.replace(staged, final)
+                pol.path = pol.worker.path = str(final)
+                if target_dir not in self.policies.upload_directories:   # watched: hot reload keeps it
+                    self.policies.upload_directories.append(target_dir)
+                change = self.policies.install_loaded(pol)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         self.record_event(f"policy {name} uploaded and {change.kind}", inputs={"path": str(final)})
         self.trigger(reason=f"policy {name} uploaded")
         return {"agent": self.agent_id, "policy": name, "result": change.kind, "path": str(final)}
@@ -368,7 +395,8 @@ class ManagedAgent(MLSysOpsAgent):
             ml_connector=self.ml_connector,
             default_analyze_interval=self.settings.analyze, plugin_timeout=self.settings.plugin_timeout,
             execute_timeout=self.settings.execute_timeout, monitor=self._monitor_tick,
-            monitor_interval=self.settings.monitor, on_executed=self.on_executed, scheduler=self.scheduler)
+            monitor_interval=self.settings.monitor, on_executed=self.on_executed, scheduler=self.scheduler,
+            disable_after=self.settings.policy_disable_after)
         self.engine.start()
         return self.engine
 
@@ -404,6 +432,7 @@ class ManagedAgent(MLSysOpsAgent):
         if self.engine is not None:
             await self.engine.stop()
             self.engine = None
+        await asyncio.to_thread(self.policies.close)   # policy worker processes, when no engine ever ran
         await self.scheduler.stop()   # the agent's own plans, when no engine ever ran
         try:
             await self.decision_log.flush()

@@ -42,6 +42,7 @@ OUTCOMES = frozenset(
         "completed",
         "failed",
         "timeout",
+        "memory_exceeded",
         "error",
         "info",
         "held",   # a policy sees a problem it cannot fix now (unplaceable, QoS violated with nowhere to go)

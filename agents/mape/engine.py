@@ -21,10 +21,17 @@ policies it is {app name: description} of all apps. `system_description` is the 
 `ml_connector` whatever the agent passed. The policy's context is kept per pair and replaced by what analyze
 and plan return; it restarts from initialize() when the policy file is reloaded.
 
-Failure handling: a policy that raises, times out (`plugin_timeout`) or breaks the return contract gets an
-`error`/`timeout` record and counts a failure for its pair; after 3 consecutive failures the pair is backed
-off exponentially (1 s, 2 s, 4 s ... capped at 60 s; see `FailureBackoff`). Mechanism failures are execution
-outcomes, not policy failures.
+Where policies run: see `Policy.call()`: file policies in a worker process each (`sandbox`), built-ins on a
+loop thread of their own (`isolation.PolicyLoop`); never on the agent's loop, so a policy that blocks cannot
+delay Monitor, the policy rescan, heartbeats or the API.
+
+Failure handling: a policy that raises, times out (`plugin_timeout`), exceeds its memory limit or breaks the
+return contract gets an `error`/`timeout`/`memory_exceeded` record (with the limit and the measured figure)
+and counts a failure for its pair; after 3 consecutive failures the pair is backed off exponentially (1 s,
+2 s, 4 s ... capped at 60 s; see `FailureBackoff`). After `disable_after` consecutive overruns (timeouts or
+memory) of a policy, whichever pairs they came from, the policy is disabled with the reason (shown by the
+policy list, the API and an `event` record); a new version of its file re-enables it. Mechanism failures
+are execution outcomes, not policy failures.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from typing import Any
 
 from mlsysops.agents.mape.decision_log import DecisionLog, fingerprint
 from mlsysops.agents.mape.isolation import (
+    CallResult,
     FailureBackoff,
     PluginContractError,
     call_plugin,
@@ -154,6 +162,7 @@ class MAPEEngine:
         backoff: FailureBackoff | None = None,
         cycle_window: float = 0.0,
         scheduler: PlanScheduler | None = None,
+        disable_after: int | None = 5,
     ) -> None:
         self.agent_id = agent_id
         self._held_last: dict[tuple[str, str | None, str], tuple[str, float]] = {}
@@ -172,6 +181,8 @@ class MAPEEngine:
         self.monitor_interval = monitor_interval
         self.rescan_interval = rescan_interval
         self.backoff = backoff or FailureBackoff()
+        self.disable_after = disable_after
+        self._overruns: dict[str, list[str]] = {}   # policy -> reasons of its consecutive overruns
         self.telemetry = Telemetry(knowledge)
         self._user_on_executed = on_executed
         if scheduler is None:
@@ -221,6 +232,7 @@ class MAPEEngine:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._pairs.clear()
         await self.scheduler.stop()
+        await asyncio.to_thread(self.policies.close)   # worker processes are reaped off the loop
         await self.decision_log.flush()
         log.info("[%s] MAPE engine stopped", self.agent_id)
 
@@ -408,15 +420,43 @@ class MAPEEngine:
         return outcome
 
     def _failure(
-        self, pair: _Pair, stage: str, status: str, reason: str, inputs: Any
+        self, pair: _Pair, stage: str, status: str, reason: str, inputs: Any, res: CallResult | None = None
     ) -> tuple[str, str, None]:
         key = (pair.policy, pair.asset)
         delay = self.backoff.failure(key)
         if delay:
             reason = f"{reason}; {self.backoff.failures(key)} consecutive failures, backing off {delay:g}s"
+        if res is not None and res.limit is not None:
+            unit = "s" if res.status == "timeout" else "MiB"
+            inputs = {**inputs, "limit": res.limit, "measured": res.measured, "unit": unit}
         self.decision_log.record(stage, status, reason, policy=pair.policy, app=pair.asset, inputs=inputs)
         log.warning("[%s] policy %s %s for %s: %s", self.agent_id, pair.policy, status, pair.asset, reason)
+        if status in ("timeout", "memory_exceeded"):
+            self._overrun(pair.policy, f"{stage} {status}: {reason}")
         return status, reason, None
+
+    def _overrun(self, policy: str, reason: str) -> None:
+        """Count a consecutive overrun of a policy; disable it (with the reason) after `disable_after`."""
+        seen = self._overruns.setdefault(policy, [])
+        seen.append(reason)
+        if self.disable_after is None or len(seen) < self.disable_after:
+            return
+        pol = self.policies.get(policy)
+        self._overruns.pop(policy, None)
+        if pol is None or not pol.enabled:
+            return
+        why = f"disabled after {len(seen)} consecutive overruns; last: {seen[-1]}"
+        self.policies.disable(policy, why, automatic=True)
+        self.decision_log.record("event", "error", f"policy {policy} {why}", policy=policy,
+                                 inputs={"overruns": seen[-self.disable_after:]})
+        log.error("[%s] policy %s %s", self.agent_id, policy, why)
+        self.reconcile()
+
+    async def _call_policy(self, pol: Policy, fn: str, pair: _Pair, args: tuple[Any, ...]) -> CallResult:
+        res = await pol.call(fn, (pair.context, *args), self.plugin_timeout)
+        if res.ok:
+            self._overruns.pop(pol.name, None)
+        return res
 
     def _policy_inputs(
         self, apps: dict[str, dict[str, Any]], asset: str | None
@@ -454,18 +494,12 @@ class MAPEEngine:
         common = {"policy": pair.policy, "app": pair.asset}
 
         # Analyze
-        res = await call_plugin(
-            pol.analyze,
-            pair.context,
-            app_desc,
-            system,
-            mechanisms,
-            self.telemetry,
-            self.ml_connector,
-            timeout=self.plugin_timeout,
-        )
+        args = (app_desc, system, mechanisms, self.telemetry, self.ml_connector)
+        res = await self._call_policy(pol, "analyze", pair, args)
+        if self.policies.get(pol.name) is not pol:   # replaced or removed while it ran: its verdict is moot
+            return "skipped", "policy replaced or removed during analyze", None
         if not res.ok:
-            return self._failure(pair, "analyze", res.status, f"analyze {res.status}: {res.reason}", inputs)
+            return self._failure(pair, "analyze", res.status, f"analyze {res.status}: {res.reason}", inputs, res)
         try:
             needed, pair.context, explanation = validate_analyze_result(res.value)
         except PluginContractError as exc:
@@ -488,18 +522,11 @@ class MAPEEngine:
             return "no_plan", "analyze: no plan needed", None
 
         # Plan
-        res = await call_plugin(
-            pol.plan,
-            pair.context,
-            app_desc,
-            system,
-            mechanisms,
-            self.telemetry,
-            self.ml_connector,
-            timeout=self.plugin_timeout,
-        )
+        res = await self._call_policy(pol, "plan", pair, args)
+        if self.policies.get(pol.name) is not pol:
+            return "skipped", "policy replaced or removed during plan", None
         if not res.ok:
-            return self._failure(pair, "plan", res.status, f"plan {res.status}: {res.reason}", inputs)
+            return self._failure(pair, "plan", res.status, f"plan {res.status}: {res.reason}", inputs, res)
         try:
             commands, pair.context, explanation = validate_plan_result(
                 res.value, self.mechanisms.names(), pol.mechanisms

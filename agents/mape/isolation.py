@@ -9,6 +9,15 @@ Every call into a policy or mechanism goes through `call_plugin()`:
 - a sync function that returns an awaitable has it awaited within the remaining time;
 - exceptions become a one-line summary plus the innermost frames; nothing propagates to the caller.
 
+Policies do not use `call_plugin` directly: `Policy.call()` (plugins.py) runs a file policy in its worker
+process (`sandbox.PolicyWorker`) and a built-in one (module, entry point, registered object: code installed
+with the agent) on its own `PolicyLoop`: a thread with its own event loop, so a blocking call, also inside
+`async def`, stalls that policy and never the agent's loop. A call that overruns is abandoned with outcome
+"timeout"; while the thread is still stuck in it, further calls are refused at once (also "timeout") rather
+than queued behind it. The agent's objects among its arguments (telemetry, ml_connector) are `AgentBound`:
+their calls run on the agent's loop. A thread cannot be killed nor its memory bounded: that is what the worker process is
+for, and why files and uploads use it.
+
 Backoff (`FailureBackoff`): after `threshold` consecutive failures of a key (the engine uses (policy, asset)),
 the key is blocked for base * 2**(failures - threshold) seconds, capped at `cap`. One success resets it.
 """
@@ -27,7 +36,9 @@ from typing import Any, Literal
 from mlsysops.agents.contracts.errors import PluginContractError
 from mlsysops.agents.contracts.explanation import Explanation, normalize_explanation
 
-__all__ = ["CallResult", "FailureBackoff", "PluginContractError", "call_plugin", "outstanding_threads",
+__all__ = ["AgentBound", "CallResult", "FailureBackoff", "PluginContractError", "PolicyLoop", "bind_to_agent",
+           "call_plugin",
+           "outstanding_threads",
            "summarize_exception", "validate_analyze_result", "validate_plan_result"]
 
 MAX_STUCK_THREADS = 32
@@ -37,13 +48,16 @@ _outstanding_lock = threading.Lock()
 
 @dataclass(slots=True)
 class CallResult:
-    """Outcome of one isolated call: status "ok" (value set), "error" or "timeout" (reason set)."""
+    """Outcome of one isolated call: status "ok" (value set), "error", "timeout" or "memory_exceeded"
+    (reason set; for the last two `limit` is the bound, seconds or MiB, and `measured` what was seen)."""
 
-    status: Literal["ok", "error", "timeout"]
+    status: Literal["ok", "error", "timeout", "memory_exceeded"]
     value: Any = None
     reason: str = ""
     traceback: str = ""
     duration: float = 0.0
+    limit: float | None = None
+    measured: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -136,6 +150,154 @@ async def call_plugin(
         summary, tb = summarize_exception(exc)
         return CallResult("error", reason=summary, traceback=tb, duration=time.monotonic() - start)
     return CallResult("ok", value=value, duration=time.monotonic() - start)
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes, dict, list, tuple, set, frozenset)
+
+
+def is_async_callable(fn: Any) -> bool:
+    """A coroutine function, or an object whose class's __call__ is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        inspect.getattr_static(type(fn), "__call__", None))
+
+
+class AgentBound:
+    """What a policy on a PolicyLoop gets for an object of the agent (the telemetry view, an ml_connector):
+    every call runs on the agent's loop, so it never races the agent's own use of the object (Knowledge is
+    not thread-safe) and a client bound to the agent's loop keeps working. Async methods stay awaitable;
+    callables found in it (the original contract's `telemetry["query"]`) are bound the same way."""
+
+    __slots__ = ("_obj", "_loop")
+
+    def __init__(self, obj: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._obj, self._loop = obj, loop
+
+    def _sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        async def run() -> Any:
+            value = fn(*args, **kwargs)
+            return await value if inspect.isawaitable(value) else value
+
+        value = asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+        return bind_to_agent(value, self._loop) if callable(value) else value
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if is_async_callable(fn):
+            async def call_async(*args: Any, **kwargs: Any) -> Any:
+                fut = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self._loop)
+                return await asyncio.wrap_future(fut)
+            return call_async
+        return lambda *args, **kwargs: self._sync(fn, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._obj, name)
+        return self._wrap(attr) if callable(attr) else attr
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._wrap(self._obj)(*args, **kwargs)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._sync(self._obj.__getitem__, key)
+
+    def __iter__(self) -> Any:
+        return iter(self._sync(lambda: list(self._obj)))
+
+    def __len__(self) -> int:
+        return self._sync(len, self._obj)
+
+    def __contains__(self, key: Any) -> bool:
+        return self._sync(lambda: key in self._obj)
+
+
+def bind_to_agent(value: Any, loop: asyncio.AbstractEventLoop) -> Any:
+    """An argument for a policy on a PolicyLoop: plain data as is (the engine passes copies), agent objects
+    and a mapping's callable values as AgentBound."""
+    if isinstance(value, dict) and any(callable(v) for v in value.values()):
+        return {k: bind_to_agent(v, loop) if callable(v) else v for k, v in value.items()}
+    if isinstance(value, _PLAIN):
+        return value
+    return AgentBound(value, loop)
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Body of a PolicyLoop thread: serve until stopped, then drop what is pending and close the loop."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.close()
+
+
+class PolicyLoop:
+    """A daemon thread running an event loop of its own for one in-process policy (see module docstring)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._stuck: tuple[threading.Event, float, str] | None = None   # (finished, since, function)
+        self.calls = 0
+
+    def _ensure(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=_run_loop, args=(loop,), name=f"policy:{self.name}", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    async def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> CallResult:
+        fname = getattr(fn, "__name__", "call")
+        start = time.monotonic()
+        if self._stuck is not None:
+            finished, since, stuck_fn = self._stuck
+            if not finished.is_set():
+                return CallResult("timeout", reason=(
+                    f"{fname} not called: {self.name} is still inside {stuck_fn}, which overran its {timeout:g}s "
+                    f"{time.monotonic() - since:.0f}s ago (a blocking call)"), limit=timeout,
+                    measured=round(time.monotonic() - since, 3))
+            self._stuck = None
+        finished = threading.Event()
+
+        async def invoke() -> Any:
+            try:
+                value = fn(*args)
+                if inspect.isawaitable(value):
+                    value = await value
+                return value
+            finally:
+                finished.set()
+
+        self.calls += 1
+        agent_loop = asyncio.get_running_loop()
+        args = tuple(bind_to_agent(a, agent_loop) for a in args)
+        cfut = asyncio.run_coroutine_threadsafe(invoke(), self._ensure())
+        try:
+            value = await asyncio.wait_for(asyncio.wrap_future(cfut), timeout)
+        except TimeoutError:
+            cfut.cancel()
+            self._stuck = (finished, start, fname)
+            return CallResult("timeout", reason=f"{fname} did not return within {timeout:g}s",
+                              duration=time.monotonic() - start, limit=timeout,
+                              measured=round(time.monotonic() - start, 3))
+        except asyncio.CancelledError:
+            cfut.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolation is the point: summarise, never propagate
+            summary, tb = summarize_exception(exc)
+            return CallResult("error", reason=summary, traceback=tb, duration=time.monotonic() - start)
+        return CallResult("ok", value=value, duration=time.monotonic() - start)
+
+    def close(self) -> None:
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+
+    def describe(self) -> dict[str, Any]:
+        stuck = self._stuck is not None and not self._stuck[0].is_set()
+        return {"kind": "thread", "calls": self.calls, "stuck": stuck}
 
 
 def _is_bool(value: Any) -> bool:

@@ -42,7 +42,8 @@ from types import ModuleType
 from typing import Any, Literal
 
 from mlsysops.agents.contracts.capabilities import OPERATIONS, Capability, declared_capabilities
-from mlsysops.agents.mape.isolation import summarize_exception
+from mlsysops.agents.mape.isolation import CallResult, PolicyLoop, summarize_exception
+from mlsysops.agents.mape.sandbox import PolicyWorker, SandboxError, SandboxLimits
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,8 @@ def _resolve_awaitable(value: Any, timeout: float = 30.0) -> Any:
 
 
 def _error_from(name: str, source: str, path: str | None, exc: BaseException) -> LoadError:
+    if isinstance(exc, SandboxError):   # raised in the worker, summarised there
+        return LoadError(name, source, path, exc.summary, exc.traceback)
     summary, _ = summarize_exception(exc)
     tb = "".join(traceback.format_exception(exc)[-4:])
     return LoadError(name, source, path, summary, tb)
@@ -186,6 +189,28 @@ class Policy:
     last_error: str | None = None
     version: int = 1
     loaded_at: float = field(default_factory=time.time)
+    worker: PolicyWorker | None = None      # file policies: the worker process the code runs in
+    loop: PolicyLoop | None = None          # built-ins: the thread + event loop the code runs on
+    disabled_reason: str | None = None      # set when the engine disabled it for overrunning
+
+    @property
+    def isolation(self) -> str:
+        return "process" if self.worker is not None else "thread"
+
+    async def call(self, fn: str, args: tuple[Any, ...], timeout: float) -> CallResult:
+        """Call analyze/plan where the policy runs (worker process or its own loop thread); never raises."""
+        if self.worker is not None:
+            return await self.worker.call(fn, args, timeout)
+        if self.loop is None:
+            self.loop = PolicyLoop(self.name)
+        return await self.loop.call(getattr(self.target, fn), args, timeout)
+
+    def close(self) -> None:
+        """Stop the worker process / loop thread (the policy was removed or replaced)."""
+        if self.worker is not None:
+            self.worker.close()
+        if self.loop is not None:
+            self.loop.close()
 
     @property
     def scope(self) -> str:
@@ -230,9 +255,37 @@ class Policy:
             "metrics": self.metrics,
             "mechanisms": self.mechanisms,
             "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
             "last_error": self.last_error,
             "version": self.version,
+            "isolation": (self.worker.describe() if self.worker is not None
+                          else self.loop.describe() if self.loop is not None else {"kind": "thread"}),
         }
+
+
+class SandboxedTarget:
+    """What `Policy.target` is for a policy in a worker: names only, the code is in the other process."""
+
+    def __init__(self, worker: PolicyWorker) -> None:
+        self.worker = worker
+
+    def __repr__(self) -> str:
+        return f"<policy {self.worker.name} in worker pid {self.worker.pid}>"
+
+
+def build_sandboxed_policy(name: str, path: str | Path, limits: SandboxLimits | None = None,
+                           agent_id: str = "") -> Policy:
+    """Start a worker for a policy file, load it there, validate what its initialize() returned; the
+    module body never runs in this process. Raises SandboxError/TypeError/ValueError with the reason."""
+    worker = PolicyWorker(name, path, limits, agent_id)
+    try:
+        context = worker.load()
+        pol = _policy_from_context(name, "file", SandboxedTarget(worker), context, str(path))
+    except BaseException:
+        worker.close()
+        raise
+    pol.worker = worker
+    return pol
 
 
 def build_policy(name: str, source: str, target: Any, path: str | None = None) -> Policy:
@@ -240,7 +293,10 @@ def build_policy(name: str, source: str, target: Any, path: str | None = None) -
     for attr in ("initialize", "analyze", "plan"):
         if not callable(getattr(target, attr, None)):
             raise TypeError(f"policy {name!r} has no callable {attr}()")
-    context = _resolve_awaitable(target.initialize())
+    return _policy_from_context(name, source, target, _resolve_awaitable(target.initialize()), path)
+
+
+def _policy_from_context(name: str, source: str, target: Any, context: Any, path: str | None) -> Policy:
     if not isinstance(context, dict):
         raise TypeError(f"policy {name!r}: initialize() must return a dict, got {type(context).__name__}")
     context = dict(context)
@@ -275,13 +331,19 @@ class PolicyRegistry:
         modules: Iterable[str] = (),
         entry_point_group: str | None = POLICY_GROUP,
         agent_id: str = "",
+        sandbox: SandboxLimits | None = None,
+        sandbox_files: bool = True,
     ) -> None:
         self.directories = [Path(d) for d in directories]
+        self.upload_directories: list[Path] = []   # loaded after every other source, so uploads win
+        self.sandbox = sandbox or SandboxLimits()
+        self.sandbox_files = sandbox_files   # False: files run in-process like built-ins (trusted dirs only)
         self.modules = list(modules)
         self.entry_point_group = entry_point_group
         self.agent_id = agent_id
         self._policies: dict[str, Policy] = {}
         self._disabled: set[str] = set()
+        self._auto_disabled: set[str] = set()
         self._seen_mtimes: dict[str, float] = {}  # path -> mtime of the last load attempt
         self.errors: list[LoadError] = []
         self._listeners: list[Callable[[PluginChange], None]] = []
@@ -298,6 +360,9 @@ class PolicyRegistry:
             changes.extend(self.load_entry_points(self.entry_point_group))
         for mod in self.modules:
             changes.append(self.load_module(mod))
+        for d in self.upload_directories:
+            for path in self._policy_files(d):
+                changes.append(self._install_file(path, self._stat(path)))
         return changes
 
     def load_module(self, module_name: str, name: str | None = None) -> PluginChange:
@@ -332,6 +397,16 @@ class PolicyRegistry:
         path = Path(path)
         return self._install_file(path, self._stat(path))
 
+    @property
+    def rescan_lock(self) -> asyncio.Lock:
+        """Held by rescan(); hold it to change the watched folders' files atomically with respect to it."""
+        return self._rescan_lock
+
+    def install_loaded(self, pol: Policy) -> PluginChange:
+        """Install a policy already built from its file (an upload checked in a worker, then moved)."""
+        assert pol.path is not None
+        return self._install_file(Path(pol.path), self._stat(Path(pol.path)), pol)
+
     @staticmethod
     def _policy_files(directory: Path) -> list[Path]:
         if not directory.is_dir():
@@ -346,6 +421,8 @@ class PolicyRegistry:
             return 0.0
 
     def _load_from_file(self, path: Path) -> Policy:
+        if self.sandbox_files:
+            return build_sandboxed_policy(path.stem, path, self.sandbox, self.agent_id)
         return build_policy(path.stem, "file", _load_file_module(path, "policy"), str(path))
 
     def _install_file(
@@ -374,7 +451,15 @@ class PolicyRegistry:
                     old.path or old.source,
                 )
             pol.version = old.version + 1
+            if old is not pol:
+                old.close()
+        if old is not None and pol.name in self._auto_disabled:
+            # the engine disabled the old version for overrunning; a new version gets a fresh start
+            self._auto_disabled.discard(pol.name)
+            self._disabled.discard(pol.name)
         pol.enabled = pol.name not in self._disabled
+        if not pol.enabled and old is not None:
+            pol.disabled_reason = old.disabled_reason
         self._policies[pol.name] = pol
         change = PluginChange("modified" if old else "added", pol.name, pol.path, f"source={pol.source}")
         log.info("[%s] policy %s %s (%s)", self.agent_id, pol.name, change.kind, pol.path or pol.source)
@@ -395,7 +480,9 @@ class PolicyRegistry:
         return change
 
     def _remove(self, name: str, path: str | None) -> PluginChange:
-        self._policies.pop(name, None)
+        pol = self._policies.pop(name, None)
+        if pol is not None:
+            pol.close()
         change = PluginChange("removed", name, path)
         log.info("[%s] policy %s removed", self.agent_id, name)
         self._notify(change)
@@ -411,7 +498,7 @@ class PolicyRegistry:
         async with self._rescan_lock:
             changes: list[PluginChange] = []
             present: dict[str, float] = {}
-            for d in self.directories:
+            for d in self.directories + self.upload_directories:
                 for path in self._policy_files(d):
                     present[str(path)] = self._stat(path)
             for spath, mtime in present.items():
@@ -465,14 +552,32 @@ class PolicyRegistry:
     def enable(self, name: str) -> None:
         self._set_enabled(name, True)
 
-    def disable(self, name: str) -> None:
+    def disable(self, name: str, reason: str | None = None, *, automatic: bool = False) -> None:
+        """Disable a policy; `reason` is shown with it. `automatic` (the engine's doing, not an operator's):
+        a new version of the file re-enables it."""
         self._set_enabled(name, False)
+        if reason is not None:
+            self._policies[name].disabled_reason = reason
+        if automatic:
+            self._auto_disabled.add(name)
 
     def _set_enabled(self, name: str, on: bool) -> None:
         if name not in self._policies:
             raise KeyError(f"unknown policy {name!r}; known: {self.names()}")
         (self._disabled.discard if on else self._disabled.add)(name)
         self._policies[name].enabled = on
+        if on:
+            self._policies[name].disabled_reason = None
+            self._auto_disabled.discard(name)
+
+    def close(self) -> None:
+        """Stop every policy's worker process / loop thread (the engine stops). Restartable: a later call
+        starts a fresh worker / thread."""
+        for pol in self._policies.values():
+            if pol.worker is not None:
+                pol.worker.stop()
+            if pol.loop is not None:
+                pol.loop.close()
 
     def list(self) -> list[dict[str, Any]]:
         return [p.describe() for _, p in sorted(self._policies.items())]

@@ -221,7 +221,8 @@ COLUMNS: dict[Kind, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
                       ("POLICY", "policy"), ("APP", "app"), ("REASON", "reason")],
                      [("PLAN", "plan_id"), ("ALTERNATIVES", "alternatives"), ("WHY", "explanation.summary")]),
     Kind.policies: ([("AGENT", "agent"), ("NAME", "name"), ("ENABLED", "enabled"), ("SCOPE", "scope"),
-                     ("INTERVAL", "interval")], [("SOURCE", "source"), ("LAST ERROR", "last_error")]),
+                     ("INTERVAL", "interval"), ("DISABLED BECAUSE", "disabled_reason")],
+                    [("SOURCE", "source"), ("RUNS IN", "isolation.kind"), ("LAST ERROR", "last_error")]),
 }
 PATHS = {Kind.apps: "/api/v1/apps", Kind.nodes: "/api/v1/nodes", Kind.clusters: "/api/v1/clusters",
          Kind.decisions: "/api/v1/decisions", Kind.policies: "/api/v1/policies"}
@@ -561,8 +562,9 @@ def register(app: typer.Typer) -> None:
                       file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The policy .py")],
                       name: Annotated[str | None, typer.Option(help="Policy name (default: file stem)")] = None,
                       api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
-        """Upload a policy file to an agent: validated there before it is activated."""
-        out = Client(api, token, context).call("PUT", f"/api/v1/policies/{agent}/{name or file.stem}",
+        """Upload a policy file (NAME.py or policy-NAME.py; admin token) to an agent: checked there without
+        running it, loaded in a sandboxed worker, then kept in the agent's state and activated."""
+        out = Client(api, token, context).call("PUT", f"/api/v1/policies/{agent}/{name or file.name}",
                                                content=file.read_bytes(),
                                                headers={"Content-Type": "text/x-python"})
         typer.echo(f"policy {out['policy']} {out['result']} on {out['agent']}")

@@ -87,20 +87,29 @@ async def put_mode(body: ModeRequest, backend: Backend) -> dict[str, Any]:
     return jsonable(agents[body.agent].set_mode(body.mode, body.app))
 
 
-@router.put("/policies/{agent}/{name}", responses={404: {}, 422: {}},
-            openapi_extra={"requestBody": {"content": {"text/x-python": {"schema": {"type": "string"}}},
-                                           "required": True}})
+_UPLOAD_BODY = {"requestBody": {"content": {"text/x-python": {"schema": {"type": "string"}}}, "required": True}}
+_UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {}, 413: {"description": "source too large"},
+    422: {"description": "rejected: syntax (with line), missing functions or arguments, or what loading "
+                         "it in a sandboxed worker raised"}}
+
+
+@router.put("/policies/{agent}/{name}", responses=_UPLOAD_RESPONSES, openapi_extra=_UPLOAD_BODY)
+@router.post("/policies/{agent}/{name}", responses=_UPLOAD_RESPONSES, openapi_extra=_UPLOAD_BODY)
 async def upload_policy(agent: str, name: str, request: Request, backend: Backend) -> dict[str, Any]:
-    """Upload a policy file (the Python source as the body) to an agent of this process; it is
-    validated (imported, contract checked) before it is activated, replacing a policy of that name."""
+    """Upload a policy file (the Python source as the body; admin token) to an agent of this process.
+    `name` may be `NAME` or the original framework's `policy-NAME.py`. The source is checked without
+    running it, then loaded in a sandboxed worker; only then is it kept in the agent's state directory
+    (reloaded after a restart) and activated, replacing a policy of that name."""
+    from mlsysops.agents.mape.policy_source import MAX_SOURCE_BYTES
+
     agents = backend.agents()
     if agent not in agents:
         raise not_found("agent", agent, agents)
+    source = await request.body()
+    if len(source) > MAX_SOURCE_BYTES:
+        raise HTTPException(413, f"the policy source is {len(source)} bytes; at most {MAX_SOURCE_BYTES}")
     try:
-        source = (await request.body()).decode()
-    except UnicodeDecodeError:
-        raise HTTPException(422, "the policy source is not UTF-8 text") from None
-    try:
-        return agents[agent].install_policy(name, source)
+        return await agents[agent].install_policy(name, source)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
