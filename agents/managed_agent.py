@@ -30,9 +30,9 @@ from mlsysops.agents.mape import (
     PlanScheduler,
     PolicyRegistry,
 )
+from mlsysops.agents.mape.sandbox import SandboxLimits
 from mlsysops.agents.ml.client import MLConnectorClient
 from mlsysops.agents.ml.modes import MODES, check_mode  # noqa: F401 - MODES: its old home was here
-from mlsysops.agents.mape.sandbox import SandboxLimits
 from mlsysops.agents.protocol import Envelope, Kind, Performative, register_payload
 from mlsysops.agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
 from mlsysops.agents.tree_reads import (  # noqa: F401 - DecisionsQuery, MAX_EXPORT_BYTES: their old home
