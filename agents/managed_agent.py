@@ -54,6 +54,10 @@ class AgentSettings:
     policy_dirs: list[Path] = field(default_factory=list)
     policy_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     disabled_policies: list[str] = field(default_factory=list)
+    # plugin mechanisms beyond the layer's built-ins (slice config `mechanisms.<layer>`)
+    mechanism_dirs: list[Path] = field(default_factory=list)
+    mechanism_names: list[str] | None = None      # `enabled`: load only these plugin mechanisms
+    mechanism_entry_points: bool = True
     state_dir: Path | None = None
     # telemetry (slice config `telemetry:`)
     slice_name: str | None = None
@@ -323,7 +327,43 @@ class ManagedAgent(MLSysOpsAgent):
         self.refresh_collection()
         await self.monitor()
 
+    def load_mechanisms(self) -> list[str]:
+        """Plugin mechanisms from the configured directories and the `mlsysops.mechanisms` entry points,
+        after the layer registered its built-ins (a plugin of the same name replaces one, with a warning).
+        Original-contract modules get queues and an `OriginalAgentState` (`mlsysops.agents.compat`).
+        Returns the names loaded; load failures are recorded as error events."""
+        from mlsysops.agents.compat import OriginalAgentState
+
+        s = self.settings
+        state = OriginalAgentState(self.agent_id, configuration={"mechanisms": s.mechanism_names},
+                                   hostname=getattr(self, "node", self.agent_id),
+                                   substrate=getattr(self, "substrate", None))
+
+        def on_message(mechanism: str, msg: Any) -> None:
+            self.record_event(f"mechanism {mechanism} sent {str(msg.get('event') if isinstance(msg, dict) else msg)!r}",
+                              inputs={"mechanism": mechanism, "message": msg})
+
+        before = len(self.mechanisms.errors)
+        loaded = []
+        for directory in s.mechanism_dirs:
+            if not Path(directory).is_dir():
+                self.record_event(f"mechanism directory {directory} does not exist", outcome="error")
+                continue
+            loaded += self.mechanisms.load_directory(directory, only=s.mechanism_names, agent_state=state,
+                                                     on_message=on_message)
+        if s.mechanism_entry_points:
+            loaded += self.mechanisms.load_entry_points(only=s.mechanism_names, agent_state=state,
+                                                        on_message=on_message)
+        names = [m.name for m in loaded]
+        for mech in loaded:
+            self.record_event(f"mechanism {mech.name} loaded ({mech.source}: {mech.path})",
+                              inputs={"contract": getattr(mech.target, "contract", "mlsysops")})
+        for err in self.mechanisms.errors[before:]:
+            self.record_event(f"mechanism failed to load: {err.name} ({err.path}): {err.error}", outcome="error")
+        return names
+
     def start_engine(self) -> MAPEEngine:
+        self.load_mechanisms()
         self.engine = MAPEEngine(
             self.agent_id, self.knowledge, self.policies, self.mechanisms, self.decision_log,
             assets=self.assets, system_description=self.system_description,

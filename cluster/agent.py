@@ -24,6 +24,7 @@ from typing import Any
 from mlsysops.agents.agent_base import HandlerError
 from mlsysops.agents.authorization import NOT_AUTHORIZED, norm_jid
 from mlsysops.agents.descriptions import (
+    to_dict,
     DescriptionError,
     MLSysOpsApp,
     MLSysOpsCluster,
@@ -397,7 +398,8 @@ class ClusterAgent(ManagedAgent):
         instances = [dict(r) for r in self.instances.values() if r["status"] != "removed"]
         now = time.time()
         self.proposals = [p for p in self.proposals if now - p["ts"] < 60]
-        return {"cluster_id": self.cluster_id, "now": now, "nodes": nodes, "instances": instances,
+        return {"cluster_id": self.cluster_id, "now": now, "description": to_dict(self.description),
+                "nodes": nodes, "instances": instances,
                 "latency_ms": mech.get("latency_ms", {}), "app_models": dict(self.apps),
                 "assigned": {a: list(c) for a, c in self.assigned.items()}, "qos": self._qos_windows(),
                 "proposals": list(self.proposals)}

@@ -23,6 +23,7 @@ from typing import Any
 from mlsysops.agents.agent_base import HandlerError
 from mlsysops.agents.authorization import norm_jid
 from mlsysops.agents.descriptions import (
+    to_dict,
     DescriptionError,
     Document,
     Inventory,
@@ -348,7 +349,8 @@ class ContinuumAgent(ManagedAgent):
             # their assignment for the eviction timeout, counted from our start, like a lost cluster's.
             evicted = now - self.started_at >= self.settings.eviction_timeout
             clusters[cid] = {"alive": not evicted, "agent_alive": False, "nodes": {}}
-        return {"now": now, "clusters": clusters, "app_models": dict(self.apps),
+        return {"now": now, "description": to_dict(self.description), "clusters": clusters,
+                "app_models": dict(self.apps),
                 "assignments": {a: dict(c) for a, c in self.assignments.items()}}
 
     def _instances_on(self, cid: str, node: str) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from mlsysops.agents.descriptions import MLSysOpsNode, to_k8s
+from mlsysops.agents.descriptions import MLSysOpsNode, to_dict, to_k8s
 from mlsysops.agents.managed_agent import AgentSettings, ManagedAgent
 from mlsysops.agents.membership import ChildMembership
 from mlsysops.agents.payloads import InstanceReport, StatusReport
@@ -65,7 +65,7 @@ class NodeAgent(ManagedAgent):
     # -- MAPE hooks ---------------------------------------------------------------------------------
     def system_description(self) -> dict[str, Any]:
         window = self.knowledge.window("system.cpu.utilization", {"node": self.node})
-        return {"node": self.node, "now": time.time(),
+        return {"node": self.node, "now": time.time(), "description": to_dict(self.description),
                 "cpu_utilization": [v for _, v in window][-60:],
                 "instances": [{"instance_id": i["instance_id"], "app": i["app"], "component": i["component"],
                                "state": i["state"],
