@@ -169,15 +169,15 @@ class ManagedAgent(MLSysOpsAgent):
         import re
         import tempfile
 
-        from mlsysops.agents.mape.plugins import _load_file_module, build_policy
-
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", name):
-            raise ValueError(f"name: {name!r} is not a valid policy name (letters, digits, _; max 64)")
+        # `policy-NAME` is the original framework's file naming (its contract: mlsysops.agents.compat)
+        if not re.fullmatch(r"(policy-)?[A-Za-z][A-Za-z0-9_]{0,63}", name):
+            raise ValueError(f"name: {name!r} is not a valid policy name (letters, digits, _; max 64; "
+                             "optionally prefixed policy- for an original MLSysOps policy)")
         with tempfile.TemporaryDirectory(prefix="mlsysops-policy-") as tmp:
             staged = Path(tmp) / f"{name}.py"
             staged.write_text(source)
             try:
-                build_policy(name, "file", _load_file_module(staged, "policy"), str(staged))
+                self.policies._load_from_file(staged)   # the registry's own loader (and contract)
             except Exception as exc:   # noqa: BLE001 - a plugin may raise anything: that is the verdict
                 raise ValueError(f"policy {name} rejected: {type(exc).__name__}: {exc}") from None
         target_dir = (self.settings.state_dir / "uploaded-policies" if self.settings.state_dir
@@ -190,13 +190,17 @@ class ManagedAgent(MLSysOpsAgent):
         change = self.policies.load_file(final)
         if change.kind == "failed":
             raise ValueError(f"policy {name} failed to load: {change.detail}")
+        name = change.name
         self.record_event(f"policy {name} uploaded and {change.kind}", inputs={"path": str(final)})
         self.trigger(reason=f"policy {name} uploaded")
         return {"agent": self.agent_id, "policy": name, "result": change.kind, "path": str(final)}
 
     # -- engine -------------------------------------------------------------------------------------
     def load_policies(self) -> None:
-        self.policies.load_all()
+        for change in self.policies.load_all():
+            if "wants packages" in change.detail:   # an original policy's `packages`: reported, never installed
+                self.record_event(f"policy {change.name} {change.kind}: {change.detail}",
+                                  inputs={"path": change.path})
         for name, overrides in self.settings.policy_settings.items():
             policy = self.policies.get(name)
             if policy is not None:
