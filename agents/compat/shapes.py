@@ -95,8 +95,16 @@ def fluidity_state(system: dict[str, Any], apps: list[dict[str, Any]]) -> dict[s
     applications = {}
     specs = {a["name"]: a for a in apps}
     for name, model in (system.get("app_models") or {}).items():
-        applications[name] = {"spec": specs.get(name) or _model_dict(model), "components": by_app.get(name, {}),
-                              "global_metrics": {}}
+        spec = specs.get(name) or _model_dict(model)
+        comps = by_app.get(name, {})
+        # every component of the app has an entry, `node_placed: None` until it runs somewhere (policies
+        # index the state by component name)
+        for comp in spec.get("components", []):
+            meta = comp.get("metadata", {}) if isinstance(comp, dict) else {}
+            if meta.get("name") and meta["name"] not in comps:
+                comps[meta["name"]] = {"uid": meta.get("uid"), "qos_metrics": {}, "state": None,
+                                       "node_placed": None, "labels": {}}
+        applications[name] = {"spec": spec, "components": comps, "global_metrics": {}}
     nodes = {name: {"spec": _model_dict(entry.get("model")), "ready": bool(entry.get("alive")),
                     "resources": {}, "components": per_node.get(name, [])}
              for name, entry in (system.get("nodes") or {}).items()}
