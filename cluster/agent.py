@@ -24,12 +24,12 @@ from typing import Any
 from mlsysops.agents.agent_base import HandlerError
 from mlsysops.agents.authorization import NOT_AUTHORIZED, norm_jid
 from mlsysops.agents.descriptions import (
-    to_dict,
     DescriptionError,
     MLSysOpsApp,
     MLSysOpsCluster,
     MLSysOpsNode,
     load_obj,
+    to_dict,
     to_k8s,
 )
 from mlsysops.agents.managed_agent import AgentSettings, ManagedAgent

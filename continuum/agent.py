@@ -23,7 +23,6 @@ from typing import Any
 from mlsysops.agents.agent_base import HandlerError
 from mlsysops.agents.authorization import norm_jid
 from mlsysops.agents.descriptions import (
-    to_dict,
     DescriptionError,
     Document,
     Inventory,
@@ -32,6 +31,7 @@ from mlsysops.agents.descriptions import (
     MLSysOpsNode,
     ValidationIssue,
     load_obj,
+    to_dict,
 )
 from mlsysops.agents.managed_agent import AgentSettings, ManagedAgent
 from mlsysops.agents.mape import Knowledge

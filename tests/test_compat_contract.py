@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from mlsysops.agents.compat import OriginalMechanism, OriginalPolicy, original_policy_name, wanted_packages
-from mlsysops.agents.compat import shapes
+from mlsysops.agents.compat import (
+    OriginalMechanism,
+    OriginalPolicy,
+    original_policy_name,
+    shapes,
+    wanted_packages,
+)
 from mlsysops.agents.compat.frame import MetricFrame, frame_from_telemetry
 from mlsysops.agents.compat.names import PlanTranslationError, translate_plan
 from mlsysops.agents.mape.decision_log import DecisionLog

@@ -12,7 +12,11 @@ The helper modules original plugins import live beside the package: `mlsysops.lo
 `mlsysops.utilities`, `mlsysops.events` and the top-level `mlstelemetry`.
 """
 
-from mlsysops.agents.compat.original_mechanism import OriginalAgentState, OriginalMechanism, is_original_mechanism
+from mlsysops.agents.compat.original_mechanism import (
+    OriginalAgentState,
+    OriginalMechanism,
+    is_original_mechanism,
+)
 from mlsysops.agents.compat.original_policy import (
     ORIGINAL_POLICY_GROUP,
     OriginalPolicy,

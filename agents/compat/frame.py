@@ -88,9 +88,10 @@ def frame_from_telemetry(telemetry: Any, *, latest: bool = False, start_time: fl
     `latest`, one row holding each metric's newest value, stamped with the newest time."""
     buckets: dict[float, dict[str, tuple[float, float]]] = {}
     newest: dict[str, tuple[float, float]] = {}
+    only_newest = latest and start_time is None and end_time is None
     for metric in list(telemetry):
         for samples in telemetry.series(metric).values():
-            for ts, value in samples:
+            for ts, value in (samples[-1:] if only_newest else samples):
                 if start_time is not None and ts < start_time or end_time is not None and ts > end_time:
                     continue
                 if metric not in newest or ts >= newest[metric][0]:
