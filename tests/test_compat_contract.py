@@ -25,6 +25,7 @@ from mlsysops.agents.mape.engine import MAPEEngine
 from mlsysops.agents.mape.knowledge import Knowledge, Telemetry
 from mlsysops.agents.mape.plugins import MechanismRegistry, PolicyRegistry
 from mlsysops.agents.mape.scheduler import Plan, PlanScheduler
+from tests.support import until
 
 aio = pytest.mark.asyncio(loop_scope="session")
 
@@ -353,3 +354,33 @@ def test_mlstelemetry_stand_in_records_through_opentelemetry():
         client.pushMetric("x", "histogram", 1)
     with pytest.raises(NotImplementedError, match="telemetry\\['query'\\]"):
         client.getTelemetryRange("x", 0, 1)
+
+
+@aio
+async def test_a_policy_changing_its_analyze_interval_at_runtime_is_followed(tmp_path):
+    """The original dynamicPlacement slows itself to 30 s while a change settles: the engine reads the
+    interval from the context the policy returned, not only from initialize()'s."""
+    (tmp_path / "policy-slowDown.py").write_text(textwrap.dedent('''
+        def initialize():
+            return {"scope": "global", "configuration": {"analyze_interval": "1s"}}
+
+        async def analyze(context, application_description, system_description, mechanisms, telemetry, ml):
+            context["configuration"]["analyze_interval"] = "30s"
+            return False, context
+
+        async def plan(context, *args):
+            return {}, context
+    '''))
+    policies = PolicyRegistry([tmp_path], entry_point_group=None)
+    policies.load_all()
+    engine = MAPEEngine("edge-1", Knowledge(), policies, MechanismRegistry(), DecisionLog("edge-1"),
+                        assets=dict, system_description=lambda: CLUSTER_VIEW, rescan_interval=None)
+    engine.start()
+    try:
+        def next_run():
+            pairs = engine.status()["pairs"]
+            return pairs and pairs[0]["runs"] >= 1 and pairs[0]["next_run"]
+        due = await until(next_run, 10, "the pair never ran")
+        assert due - time.time() > 20      # 30 s from the cycle, not the 1 s initialize() asked for
+    finally:
+        await engine.stop()
