@@ -225,7 +225,11 @@ def test_shapes_per_layer():
         ["a", "a"]
     (cr,) = shapes.application_description("cluster", app, "application")
     assert cr["spec"]["components"][0]["metadata"]["name"] == "web" and cr["app_uid"] == "a"
-    assert shapes.application_description("node", app, "application") == []
+    assert shapes.application_description("node", app, "application") == []      # nothing runs here
+    local = {**app, "instances": [{"instance_id": "i1", "component": "web", "state": "running", "node": "n1"}]}
+    (entry,) = shapes.application_description("node", local, "application")
+    assert entry["component_name"] == "web" and entry["pod_spec"]["instance_id"] == "i1"
+    assert entry["spec"] == {"name": "a", "components": [{"metadata": {"name": "web"}}]}
     assert shapes.system_description("continuum", CONTINUUM_VIEW) == {
         "MLSysOpsContinuum": {"continuum_id": "c", "clusters": ["cloud-1", "edge-1"]}}
     assert shapes.system_description("cluster", CLUSTER_VIEW)["MLSysOpsCluster"]["nodes"] == ["n1", "n2"]

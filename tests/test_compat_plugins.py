@@ -3,11 +3,12 @@
 The plugins in tests/fixtures/original_plugins are written from the original contract, one per layer:
 the continuum policy is loaded from a policy directory, the cluster policy is uploaded through the REST
 API as `policy-pinPlacement`, the node policy comes from an entry point (group
-`mlsysops.original_policies`), and the node mechanism `CPUFrequencyConfigurator` from a
-`mechanisms.node.directories` folder; an original-style mechanism also arrives as an entry point.
-Their plans are executed by real mechanisms: the continuum's `cluster_dispatch` (for `clusterPlacement`),
-the cluster's Fluidity placement on the simulator, and the node mechanism, which answers "pending" and
-reports the result later on its inbound queue.
+`mlsysops.original_policies`), a second, application-scope node policy from a directory, and the node
+mechanism `CPUFrequencyConfigurator` from a `mechanisms.node.directories` folder; an original-style
+mechanism also arrives as an entry point. Their plans are executed by real mechanisms: the continuum's
+`cluster_dispatch` (for `clusterPlacement`), the cluster's Fluidity placement on the simulator, the node's
+`relocation_proposal` (for `fluidity_proxy`) over XMPP, and the node mechanism, which answers "pending"
+and reports the result later on its inbound queue.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ async def slice_with_original_plugins(prosody, tmp_path_factory):
             "continuum": {"policy_dirs": [FIXTURES / "continuum"],
                           "disabled_policies": ["continuum_cluster_placement"]},
             "cluster": {"disabled_policies": CLUSTER_DEFAULTS},
-            "node": {"mechanism_dirs": [FIXTURES / "mechanisms"], "disabled_policies": ["node_overload"]},
+            "node": {"mechanism_dirs": [FIXTURES / "mechanisms"], "policy_dirs": [FIXTURES / "node_app"],
+                     "disabled_policies": ["node_overload"]},
         }
         async with demo_slice(prosody.port, overrides, {ADMIN: Role.admin}) as (rt, url):
             await until(lambda: formed(rt), 20, "hierarchy did not form")
@@ -140,6 +142,17 @@ async def test_original_plugins_run_unchanged_on_the_simulated_continuum(slice_w
     assert plans[0]["chosen"]["cluster_dispatch"]["assign"] == {"worker": "edge-1"}
     executed = _records(edge, stage="execute", policy="pinPlacement")
     assert executed and executed[0]["outcome"] == "completed" and executed[0]["mechanism"] == "fluidity"
+
+    # node, application scope: one clone per app with components here; its fluidity_proxy move became a
+    # relocation proposal to the cluster (which decides; its relocation policy is off here)
+    server = rt.nodes["edge-server-1"]
+    proposals = await until(lambda: [p for p in edge.proposals if p["app"] == "compat-app"], 20,
+                            "no relocation proposal reached the cluster")
+    assert proposals[0]["component"] == "worker" and proposals[0]["node"] == "edge-server-1"
+    assert "move to elsewhere" in proposals[0]["reason"]
+    (asked,) = _records(server, stage="plan", policy="proposeMove", outcome="planned")
+    assert asked["explanation"]["resolved_mechanisms"] == {"fluidity_proxy": "relocation_proposal"}
+    assert _records(server, stage="execute", policy="proposeMove")[0]["outcome"] == "completed"
 
     # node: the pending-then-reported mechanism set the simulated node's CPU frequency to its minimum
     rpi = rt.nodes["edge-rpi-1"]

@@ -6,7 +6,7 @@ cluster, `node` = node. What the original passed (ORIGINAL-INTERFACES.md, "Polic
 
 | argument | continuum | cluster | node |
 |---|---|---|---|
-| application_description | `[flat app]` | `[{name, spec: flat app, app_uid}]` | `[]` (apps are not managed there) |
+| application_description | `[flat app]` | `[{name, spec: flat app, app_uid}]` | `[{name, component_name, spec, pod_spec}]` per local component (global scope: `[]`) |
 | system_description | `{"MLSysOpsContinuum": {...}}` | `{"MLSysOpsCluster": {...}}` | `{"MLSysOpsNode": {...}}` |
 
 `mechanisms` keeps ours and adds the original names we answer to (`names.ORIGINAL_MECHANISMS`), with the
@@ -57,7 +57,14 @@ def application_description(layer: Layer, app_desc: Any, scope: str) -> list[dic
         # the original passed the CR: spec = the object with its fields at the root; app_uid was the
         # Kubernetes uid, which a simulated slice has not: the app's name identifies it uniquely here
         return [{"name": a["name"], "spec": a, "app_uid": a["name"]} for a in apps]
-    return []
+    # node: one entry per component running here, the app spec restricted to the local components (the
+    # node agent knows them by name only) and the instance as `pod_spec`
+    out = []
+    for a in apps:
+        spec = {"name": a["name"], "components": list(a.get("components", []))}
+        for inst in a.get("instances", []):
+            out.append({"name": a["name"], "component_name": inst["component"], "spec": spec, "pod_spec": inst})
+    return out
 
 
 def system_description(layer: Layer, system: dict[str, Any]) -> dict[str, Any]:
