@@ -121,3 +121,11 @@ def test_mlsysops_convert_command(tmp_path):
     res = subprocess.run([sys.executable, "-m", "mlsysops.cli", "convert", "-i", str(src)], capture_output=True,
                          text=True)
     assert res.returncode == 0 and src.read_text() == out.stdout
+
+
+def test_mlsysops_validate_reads_root_field_objects(tmp_path):
+    src = tmp_path / "cluster.yaml"
+    src.write_text(CLUSTER_ROOT)
+    res = subprocess.run([sys.executable, "-m", "mlsysops.cli", "validate", str(src)], capture_output=True,
+                         text=True)
+    assert res.returncode == 0 and "MLSysOpsCluster/uth-prod-cluster, 2 nodes" in res.stdout
