@@ -401,6 +401,10 @@ class ManagedAgent(MLSysOpsAgent):
         self.decision_log.record("event", outcome, reason, app=app, inputs=inputs)
 
     async def stop(self) -> None:
+        for name in self.mechanisms.names():
+            mech = self.mechanisms.get(name)
+            if mech is not None and getattr(mech.target, "contract", None) == "original":
+                mech.target.close()   # its inbound queue reader
         if self.engine is not None:
             await self.engine.stop()
             self.engine = None

@@ -15,8 +15,9 @@ Here `apply` returns once the outcome is known: at once for a truthy result, els
 arrives. The plan scheduler's execute timeout bounds the wait, so a mechanism that never reports ends as
 `timeout` (a failed execution), and a None result is never read as "completed". Reported statuses
 `Completed`/`Success`/`Succeeded` (any case) complete the plan; anything else fails it with that status
-as the reason. Messages on the inbound queue that are not plan reports are kept (`messages`, newest 100)
-and passed to `on_message` when the host gave one.
+as the reason. Messages on the inbound queue that are not reports of a plan in flight (late reports
+included) are kept (`messages`, newest 100) and passed to `on_message` when the host gave one (agents
+record them as events).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ DONE = frozenset({"completed", "success", "succeeded", "done"})
 
 
 def is_original_mechanism(target: Any) -> bool:
-    """Whether `target.initialize` takes the original's queues (by parameter name, or exactly three
-    positional parameters the way `initialize(inbound, outbound, state)` is usually written)."""
+    """Whether `target.initialize` takes the original's queues (parameters named `inbound_queue` and
+    `outbound_queue`, as every original mechanism names them)."""
     init = getattr(target, "initialize", None)
     if not callable(init) or getattr(target, "contract", None) == "original":
         return False
@@ -89,8 +90,7 @@ class OriginalMechanism:
         self.inbound: asyncio.Queue[Any] = asyncio.Queue()
         self.outbound: asyncio.Queue[Any] = asyncio.Queue()
         self.messages: deque[Any] = deque(maxlen=100)
-        self._waiting: dict[str, asyncio.Future[str]] = {}
-        self._early: dict[str, str] = {}            # reports that arrived before apply() returned
+        self._waiting: dict[str, asyncio.Future[str]] = {}   # registered before apply() runs: no report is early
         self._reader: asyncio.Task[None] | None = None
         self.pending_reported = 0
         if hasattr(module, "send_message"):
@@ -99,6 +99,11 @@ class OriginalMechanism:
     # -- the original's lifecycle --------------------------------------------------------------------------
     def initialize(self, **_settings: Any) -> None:
         self.module.initialize(self.inbound, self.outbound, self.agent_state)
+        try:   # read what it says from the start, not only once a plan is applied
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._ensure_reader()
 
     async def apply(self, command: Any) -> dict[str, Any]:
         if not isinstance(command, dict):
@@ -113,8 +118,6 @@ class OriginalMechanism:
                 result = await result
             if result:
                 return {"ok": True, "detail": {"plan_uid": uid, "result": "done (apply returned a truthy value)"}}
-            if uid in self._early:
-                fut.set_result(self._early.pop(uid))
             status = await fut         # bounded by the scheduler's execute timeout
         finally:
             self._waiting.pop(uid, None)
@@ -165,11 +168,9 @@ class OriginalMechanism:
         if isinstance(msg, dict) and msg.get("event") == "plan_executed" and isinstance(payload, dict):
             uid = payload.get("plan_uid") or payload.get("name")   # fluidity's failed-validation report
             status = payload.get("status") or "Failed"
-            if uid is not None and not self.report(str(uid), status):
-                self._early[str(uid)] = status
-                while len(self._early) > 100:
-                    self._early.pop(next(iter(self._early)))
-            return
+            if uid is not None and self.report(str(uid), status):
+                return
+            # a report for no plan in flight (e.g. after its timeout): the host hears of it like any message
         self.messages.append(msg)
         if self.on_message is not None:
             self.on_message(self.name, msg)
