@@ -169,6 +169,8 @@ class ManagedAgent(MLSysOpsAgent):
         import re
         import tempfile
 
+        from mlsysops.agents.mape.plugins import _load_file_module, build_policy
+
         # `policy-NAME` is the original framework's file naming (its contract: mlsysops.agents.compat)
         if not re.fullmatch(r"(policy-)?[A-Za-z][A-Za-z0-9_]{0,63}", name):
             raise ValueError(f"name: {name!r} is not a valid policy name (letters, digits, _; max 64; "
@@ -177,7 +179,7 @@ class ManagedAgent(MLSysOpsAgent):
             staged = Path(tmp) / f"{name}.py"
             staged.write_text(source)
             try:
-                self.policies._load_from_file(staged)   # the registry's own loader (and contract)
+                build_policy(name, "file", _load_file_module(staged, "policy"), str(staged))
             except Exception as exc:   # noqa: BLE001 - a plugin may raise anything: that is the verdict
                 raise ValueError(f"policy {name} rejected: {type(exc).__name__}: {exc}") from None
         target_dir = (self.settings.state_dir / "uploaded-policies" if self.settings.state_dir
