@@ -14,6 +14,7 @@ converted accordingly: references are inlined, ``X | None`` becomes ``X``, and n
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -158,7 +159,7 @@ def root_fields(cls: type[Description], spec: dict[str, Any]) -> dict[str, Any]:
     clash = sorted(set(spec.get("properties", {})) & set(_ROOT_RESERVED))
     if clash:
         raise ValueError(f"{cls.kind}: fields {clash} cannot also sit at the object's root")
-    return dict(spec.get("properties", {}))
+    return copy.deepcopy(spec.get("properties", {}))   # a copy: shared objects would dump as YAML aliases
 
 
 def crd(cls: type[Description]) -> dict[str, Any]:
