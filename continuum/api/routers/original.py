@@ -31,7 +31,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from mlsysops.agents.descriptions import load_obj
 from mlsysops.agents.descriptions.errors import DescriptionError
-from mlsysops.continuum.api.bodies import invalid, jsonable
+from mlsysops.continuum.api.bodies import PERSIST_RESPONSES, invalid, jsonable
 from mlsysops.continuum.api.deps import Backend
 from mlsysops.continuum.api.models import PingRequest
 from mlsysops.continuum.api.routers import apps as our_apps
@@ -40,6 +40,8 @@ from mlsysops.continuum.api.routers import management as our_management
 
 router = APIRouter(tags=["original MLSysOps API"])
 MODES = {0: "heuristic", 1: "ml"}
+UNKNOWN_APP = {404: {"description": "no app of that id"}}
+INVALID = {422: {"description": "invalid input (the detail says which field and what was expected)"}}
 
 
 def is_loopback(host: str | None) -> bool:
@@ -69,7 +71,8 @@ def _known(backend: Backend, app_id: str) -> None:
         raise HTTPException(404, f"app {app_id!r} not found; known: {sorted(cont.apps)}")
 
 
-@router.post("/apps/deploy")
+@router.post("/apps/deploy", responses={400: {"description": "an app of that name exists"},
+             415: {"description": "not JSON or YAML"}, **INVALID, **PERSIST_RESPONSES})
 async def deploy(request: Request, response: Response, backend: Backend) -> dict[str, Any]:
     try:
         accepted = await our_apps.accept(backend, request, response, None)
@@ -90,14 +93,14 @@ async def list_all(backend: Backend) -> dict[str, Any]:
                               for name in sorted(cont.apps)}}
 
 
-@router.get("/apps/status/{app_id}")
+@router.get("/apps/status/{app_id}", responses=UNKNOWN_APP)
 async def status(app_id: str, backend: Backend) -> dict[str, Any]:
     _known(backend, app_id)
     comps = backend.continuum.app_status(app_id)
     return {"app_id": app_id, "status": app_state([s["status"] for s in comps.values()])}
 
 
-@router.get("/apps/apps/details/{app_id}")
+@router.get("/apps/apps/details/{app_id}", responses=UNKNOWN_APP)
 async def details(app_id: str, backend: Backend) -> dict[str, Any]:
     _known(backend, app_id)
     comps = backend.continuum.app_status(app_id)
@@ -110,7 +113,7 @@ async def details(app_id: str, backend: Backend) -> dict[str, Any]:
     return {"app_id": app_id, "state": app_state([s["status"] for s in comps.values()]), "components": components}
 
 
-@router.get("/apps/performance/{app_id}")
+@router.get("/apps/performance/{app_id}", responses=UNKNOWN_APP)
 async def performance(app_id: str, backend: Backend) -> list[list[Any]]:
     """The app's QoS metrics as the continuum last saw them (`[metric, {"value": v}]`, None when unseen:
     the newest sample of any of the app's instances)."""
@@ -126,14 +129,16 @@ async def performance(app_id: str, backend: Backend) -> list[list[Any]]:
     return out
 
 
-@router.delete("/apps/remove/{app_id}")
+@router.delete("/apps/remove/{app_id}", responses={**UNKNOWN_APP, **PERSIST_RESPONSES})
 async def remove(app_id: str, backend: Backend) -> dict[str, Any]:
     if not await backend.continuum.remove_app(app_id):
         raise HTTPException(404, f"app {app_id!r} not found")
     return {"app_id": app_id, "message": "removal queued: clusters remove its components"}
 
 
-@router.post("/infra/register", status_code=200)
+@router.post("/infra/register", status_code=200, responses={
+    409: {"description": "the node cannot join (unknown cluster, name taken, or not a simulated slice)"},
+    **INVALID})
 async def register(request: Request, backend: Backend) -> dict[str, Any]:
     try:
         body = await request.json()
@@ -160,7 +165,7 @@ async def register(request: Request, backend: Backend) -> dict[str, Any]:
     return {"id": doc.name, "type": "Node", "cluster": doc.spec.cluster_id, "status": "registered"}
 
 
-@router.get("/infra/list/")
+@router.get("/infra/list/", responses={404: {"description": "no cluster of that name"}})
 async def list_infra(backend: Backend,
                      type: Literal["Continuum", "Cluster", "Datacenter", "All", "continuum", "cluster",
                                    "datacenter", "all"] = Query("All"),
@@ -199,7 +204,7 @@ async def manage_ping(backend: Backend) -> dict[str, Any]:
                        ", ".join(f"{a} {v}" for a, v in answers.items()), "agents": answers}
 
 
-@router.put("/manage/mode/{mode}")
+@router.put("/manage/mode/{mode}", responses=INVALID)
 async def manage_mode(mode: int, backend: Backend) -> dict[str, Any]:
     if mode not in MODES:
         raise HTTPException(422, f"mode: expected 0 (heuristic) or 1 (ml), got {mode}")
