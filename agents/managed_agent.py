@@ -339,11 +339,16 @@ class ManagedAgent(MLSysOpsAgent):
         Original-contract modules get queues and an `OriginalAgentState` (`mlsysops.agents.compat`).
         Returns the names loaded; load failures are recorded as error events."""
         from mlsysops.agents.compat import OriginalAgentState
+        from mlsysops.agents.descriptions import to_dict
 
         s = self.settings
-        state = OriginalAgentState(self.agent_id, configuration={"mechanisms": s.mechanism_names},
-                                   hostname=getattr(self, "node", self.agent_id),
-                                   substrate=getattr(self, "substrate", None))
+        description = getattr(self, "description", None)
+        own = {description.kind: to_dict(description)} if description is not None else {}
+        state = OriginalAgentState(self.agent_id, hostname=getattr(self, "node", self.agent_id),
+                                   substrate=getattr(self, "substrate", None),
+                                   configuration={"mechanisms": s.mechanism_names, "system_description": own,
+                                                  "node": getattr(self, "node", None),
+                                                  "cluster": getattr(self, "cluster_id", None) or self.parent})
 
         def on_message(mechanism: str, msg: Any) -> None:
             self.record_event(f"mechanism {mechanism} sent {str(msg.get('event') if isinstance(msg, dict) else msg)!r}",

@@ -146,6 +146,15 @@ async def test_other_inbound_messages_reach_the_host(tmp_path):
     assert messages == [("origmech", {"event": "application_removed", "payload": {"name": "x"}})]
 
 
+def test_agent_state_configuration_reads_as_attributes():
+    from mlsysops.agents.compat import OriginalAgentState
+
+    state = OriginalAgentState("n1", configuration={"node": "n1", "cluster": "edge-1"})
+    assert state.configuration.node == "n1" and state.configuration["cluster"] == "edge-1"
+    with pytest.raises(AttributeError, match="has no 'continuum'"):
+        state.configuration.continuum  # noqa: B018 - the read is the test
+
+
 def test_our_mechanisms_are_not_wrapped(tmp_path):
     (tmp_path / "ours.py").write_text("def initialize(cores=1):\n    pass\n\nasync def apply(c):\n    return True\n")
     (mech,) = MechanismRegistry().load_directory(tmp_path)

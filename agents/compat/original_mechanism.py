@@ -51,14 +51,25 @@ def is_original_mechanism(target: Any) -> bool:
     return all(n in names for n in ORIGINAL_PARAMETERS)
 
 
+class AttributeDict(dict):
+    """A dict whose keys read as attributes too: the original's `agent_state.configuration.node`."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"agent_state.configuration has no {name!r}; it has {sorted(self)}") from None
+
+
 class OriginalAgentState:
-    """What an original mechanism receives as `agent_state`: the agent's identity and configuration and
-    the original `update_plan_status(plan_uid, mechanism, status)`. Bound to the adapters that use it."""
+    """What an original mechanism receives as `agent_state`: the agent's identity, its configuration
+    (`configuration.node`, `.cluster`, `.system_description`, as attributes or keys) and the original
+    `update_plan_status(plan_uid, mechanism, status)`. Bound to the adapters that use it."""
 
     def __init__(self, agent_id: str = "", *, configuration: dict[str, Any] | None = None, **extra: Any) -> None:
         self.agent_id = agent_id
         self.hostname = extra.pop("hostname", agent_id)
-        self.configuration = dict(configuration or {})
+        self.configuration = AttributeDict(configuration or {})
         self.__dict__.update(extra)
         self._mechanisms: dict[str, OriginalMechanism] = {}
 
