@@ -12,7 +12,7 @@ from pathlib import Path
 from setuptools import find_namespace_packages, setup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # PEP 517 backends do not put the project on the path
-from setup_layout import ROOMS  # noqa: E402
+from setup_layout import COMPAT_TOP_LEVEL, ROOMS  # noqa: E402
 
 EXCLUDE = ["*__pycache__*"]
 
@@ -23,5 +23,10 @@ packages = ["mlsysops"] + [f"mlsysops.{p}" for p in OWN]
 for room in ROOMS:
     package_dir[f"mlsysops.{room}"] = room
     packages += [f"mlsysops.{p}" for p in find_namespace_packages(include=[room, f"{room}.*"], exclude=EXCLUDE)]
+
+# stand-ins for the original framework's top-level import names (setup_layout.COMPAT_TOP_LEVEL)
+for name in COMPAT_TOP_LEVEL:
+    package_dir[name] = name
+    packages += find_namespace_packages(include=[name, f"{name}.*"], exclude=EXCLUDE)
 
 setup(packages=packages, package_dir=package_dir)

@@ -63,6 +63,10 @@ class AgentSettings:
     policy_dirs: list[Path] = field(default_factory=list)
     policy_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     disabled_policies: list[str] = field(default_factory=list)
+    # plugin mechanisms beyond the layer's built-ins (slice config `mechanisms.<layer>`)
+    mechanism_dirs: list[Path] = field(default_factory=list)
+    mechanism_names: list[str] | None = None      # `enabled`: load only these plugin mechanisms
+    mechanism_entry_points: bool = True
     state_dir: Path | None = None
     # telemetry (slice config `telemetry:`)
     slice_name: str | None = None
@@ -204,8 +208,9 @@ class ManagedAgent(MLSysOpsAgent):
             staged = staging / f"{name}.py"
             staged.write_text(text)
             try:
-                pol = await asyncio.to_thread(build_sandboxed_policy, name, staged, self.policies.sandbox,
-                                              self.agent_id)
+                # `policy-NAME.py` loads as NAME, in the original framework's contract (the worker adapts it)
+                pol = await asyncio.to_thread(build_sandboxed_policy, PolicyRegistry.name_of(staged), staged,
+                                              self.policies.sandbox, self.agent_id)
             except Exception as exc:   # noqa: BLE001 - whatever the upload raised is the verdict
                 reason = getattr(exc, "summary", None) or f"{type(exc).__name__}: {exc}"
                 raise ValueError(f"policy {name} rejected: {reason}") from None
@@ -219,13 +224,17 @@ class ManagedAgent(MLSysOpsAgent):
                 change = self.policies.install_loaded(pol)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        name = pol.name
         self.record_event(f"policy {name} uploaded and {change.kind}", inputs={"path": str(final)})
         self.trigger(reason=f"policy {name} uploaded")
         return {"agent": self.agent_id, "policy": name, "result": change.kind, "path": str(final)}
 
     # -- engine -------------------------------------------------------------------------------------
     def load_policies(self) -> None:
-        self.policies.load_all()
+        for change in self.policies.load_all():
+            if "wants packages" in change.detail:   # an original policy's `packages`: reported, never installed
+                self.record_event(f"policy {change.name} {change.kind}: {change.detail}",
+                                  inputs={"path": change.path})
         for name, overrides in self.settings.policy_settings.items():
             policy = self.policies.get(name)
             if policy is not None:
@@ -388,7 +397,48 @@ class ManagedAgent(MLSysOpsAgent):
         self.refresh_collection()
         await self.monitor()
 
+    def load_mechanisms(self) -> list[str]:
+        """Plugin mechanisms from the configured directories and the `mlsysops.mechanisms` entry points,
+        after the layer registered its built-ins (a plugin of the same name replaces one, with a warning).
+        Original-contract modules get queues and an `OriginalAgentState` (`mlsysops.agents.compat`).
+        Returns the names loaded; load failures are recorded as error events."""
+        from mlsysops.agents.compat import OriginalAgentState
+        from mlsysops.agents.descriptions import to_dict
+
+        s = self.settings
+        description = getattr(self, "description", None)
+        own = {description.kind: to_dict(description)} if description is not None else {}
+        state = OriginalAgentState(self.agent_id, hostname=getattr(self, "node", self.agent_id),
+                                   substrate=getattr(self, "substrate", None),
+                                   configuration={"mechanisms": s.mechanism_names, "system_description": own,
+                                                  "node": getattr(self, "node", None),
+                                                  "cluster": getattr(self, "cluster_id", None) or self.parent})
+
+        def on_message(mechanism: str, msg: Any) -> None:
+            self.record_event(f"mechanism {mechanism} sent {str(msg.get('event') if isinstance(msg, dict) else msg)!r}",
+                              inputs={"mechanism": mechanism, "message": msg})
+
+        before = len(self.mechanisms.errors)
+        loaded = []
+        for directory in s.mechanism_dirs:
+            if not Path(directory).is_dir():
+                self.record_event(f"mechanism directory {directory} does not exist", outcome="error")
+                continue
+            loaded += self.mechanisms.load_directory(directory, only=s.mechanism_names, agent_state=state,
+                                                     on_message=on_message)
+        if s.mechanism_entry_points:
+            loaded += self.mechanisms.load_entry_points(only=s.mechanism_names, agent_state=state,
+                                                        on_message=on_message)
+        names = [m.name for m in loaded]
+        for mech in loaded:
+            self.record_event(f"mechanism {mech.name} loaded ({mech.source}: {mech.path})",
+                              inputs={"contract": getattr(mech.target, "contract", "mlsysops")})
+        for err in self.mechanisms.errors[before:]:
+            self.record_event(f"mechanism failed to load: {err.name} ({err.path}): {err.error}", outcome="error")
+        return names
+
     def start_engine(self) -> MAPEEngine:
+        self.load_mechanisms()
         self.engine = MAPEEngine(
             self.agent_id, self.knowledge, self.policies, self.mechanisms, self.decision_log,
             assets=self._assets_with_mode, system_description=self.system_description,
@@ -429,6 +479,10 @@ class ManagedAgent(MLSysOpsAgent):
         self.decision_log.record("event", outcome, reason, app=app, inputs=inputs)
 
     async def stop(self) -> None:
+        for name in self.mechanisms.names():
+            mech = self.mechanisms.get(name)
+            if mech is not None and getattr(mech.target, "contract", None) == "original":
+                mech.target.close()   # its inbound queue reader
         if self.engine is not None:
             await self.engine.stop()
             self.engine = None

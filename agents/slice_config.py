@@ -182,6 +182,24 @@ class ApiConfig(_Config):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     token_file: Path | None = Field(None, description="Bearer token file (relative to the slice).")
+    original_cli: bool = Field(
+        False, description="Admit the original MLSysOps `mls` CLI, which sends no token, on the original API "
+                           "paths (/apps, /infra, /manage): only for requests from loopback, and only with a "
+                           "loopback host (never an open listener without a token).")
+
+    @model_validator(mode="after")
+    def _tokenless_only_on_loopback(self) -> ApiConfig:
+        import ipaddress
+
+        if self.original_cli:
+            try:
+                loopback = ipaddress.ip_address(self.host).is_loopback
+            except ValueError:
+                loopback = self.host == "localhost"
+            if not loopback:
+                raise ValueError(f"original_cli admits requests without a token, so host must be a loopback "
+                                 f"address (127.0.0.1, ::1), got {self.host!r}")
+        return self
 
 
 SourceEntry = str | dict[str, Any]

@@ -29,6 +29,7 @@ from mlsysops.agents.descriptions import (
     MLSysOpsCluster,
     MLSysOpsNode,
     load_obj,
+    to_dict,
     to_k8s,
 )
 from mlsysops.agents.managed_agent import AgentSettings, ManagedAgent
@@ -429,7 +430,8 @@ class ClusterAgent(ManagedAgent):
         instances = [dict(r) for r in self.instances.values() if r["status"] != "removed"]
         now = time.time()
         self.proposals = [p for p in self.proposals if now - p["ts"] < 60]
-        return {"cluster_id": self.cluster_id, "now": now, "nodes": nodes, "instances": instances,
+        return {"cluster_id": self.cluster_id, "now": now, "description": to_dict(self.description),
+                "nodes": nodes, "instances": instances,
                 "latency_ms": mech.get("latency_ms", {}), "app_models": dict(self.apps),
                 "assigned": {a: list(c) for a, c in self.assigned.items()}, "qos": self._qos_windows(),
                 "proposals": list(self.proposals)}

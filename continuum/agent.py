@@ -31,6 +31,7 @@ from mlsysops.agents.descriptions import (
     MLSysOpsNode,
     ValidationIssue,
     load_obj,
+    to_dict,
 )
 from mlsysops.agents.managed_agent import AgentSettings, ManagedAgent
 from mlsysops.agents.mape import Knowledge
@@ -353,7 +354,8 @@ class ContinuumAgent(ManagedAgent):
             # their assignment for the eviction timeout, counted from our start, like a lost cluster's.
             evicted = now - self.started_at >= self.settings.eviction_timeout
             clusters[cid] = {"alive": not evicted, "agent_alive": False, "nodes": {}}
-        return {"now": now, "clusters": clusters, "app_models": dict(self.apps),
+        return {"now": now, "description": to_dict(self.description), "clusters": clusters,
+                "app_models": dict(self.apps),
                 "assignments": {a: dict(c) for a, c in self.assignments.items()}}
 
     def _instances_on(self, cid: str, node: str) -> list[dict[str, Any]]:

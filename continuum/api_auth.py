@@ -95,6 +95,16 @@ def dev_token(state_dir: Path) -> tuple[str, Path]:
     return token, path
 
 
+def _loopback_peer(request: Request) -> bool:
+    import ipaddress
+
+    host = request.client.host if request.client else None
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class TokenAuth:
     """The FastAPI dependency: 401 without a known token, 403 for a read token on a write."""
 
@@ -107,9 +117,13 @@ class TokenAuth:
                 return role
         return None
 
-    def dependency(self):  # noqa: ANN201 - a FastAPI dependency callable
+    def dependency(self, *, tokenless_loopback: bool = False):  # noqa: ANN201 - a FastAPI dependency callable
+        """`tokenless_loopback`: a request without any token from a loopback peer is admin (the original
+        MLSysOps `mls` CLI sends none; `api.original_cli`, allowed only with a loopback listener)."""
         async def authorize(request: Request, creds: Credentials) -> Role:
             role = self.role_of(creds.credentials) if creds is not None else None
+            if role is None and creds is None and tokenless_loopback and _loopback_peer(request):
+                return Role.admin
             if role is None:
                 raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or unknown bearer token",
                                     headers={"WWW-Authenticate": "Bearer"})

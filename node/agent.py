@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from mlsysops.agents.descriptions import MLSysOpsNode, to_k8s
+from mlsysops.agents.descriptions import MLSysOpsNode, to_dict, to_k8s
 from mlsysops.agents.managed_agent import AgentSettings, ManagedAgent
 from mlsysops.agents.membership import ChildMembership
 from mlsysops.agents.payloads import InstanceReport, StatusReport
@@ -66,9 +66,30 @@ class NodeAgent(ManagedAgent):
         self.start_engine()
 
     # -- MAPE hooks ---------------------------------------------------------------------------------
+    def assets(self) -> dict[str, dict[str, Any]]:
+        """The apps with instances on this node, for application-scope policies in the original MLSysOps
+        contract only (which ran one clone per app on the node): our own node policies are node-wide, and
+        an asset's `policies` keeps them off it. The node holds no app descriptions: a component is known
+        by its name and the instance running here."""
+        names = [p.name for p in self.policies.enabled()
+                 if p.scope == "application" and getattr(p.target, "contract", None) == "original"]
+        if not names:
+            return {}
+        apps: dict[str, dict[str, Any]] = {}
+        for inst in self._instances:
+            if inst["state"] not in ("starting", "running"):
+                continue
+            app = apps.setdefault(inst["app"], {"name": inst["app"], "components": [], "instances": [],
+                                                "policies": names})
+            if all(c["metadata"]["name"] != inst["component"] for c in app["components"]):
+                app["components"].append({"metadata": {"name": inst["component"]}})
+            app["instances"].append({"instance_id": inst["instance_id"], "component": inst["component"],
+                                     "state": inst["state"], "node": self.node})
+        return apps
+
     def system_description(self) -> dict[str, Any]:
         window = self.knowledge.window("system.cpu.utilization", {"node": self.node})
-        return {"node": self.node, "now": time.time(),
+        return {"node": self.node, "now": time.time(), "description": to_dict(self.description),
                 "cpu_utilization": [v for _, v in window][-60:],
                 "cpu_frequency_hz": self.knowledge.latest("system.cpu.frequency", node=self.node),
                 "power_watts": self.knowledge.latest("hw.power", node=self.node),

@@ -1,5 +1,6 @@
 """The shape of the code: the import contracts of pyproject.toml hold, a forbidden import would break them,
-and the wheel claims the one import name `mlsysops` in site-packages."""
+and the wheel claims the one import name `mlsysops` in site-packages (plus `mlstelemetry`, the stand-in
+original MLSysOps plugins import)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 from scripts.lint_imports import lint, stage
-from setup_layout import ROOMS
+from setup_layout import COMPAT_TOP_LEVEL, ROOMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,14 +45,16 @@ def test_the_wheel_installs_one_top_level_name(tmp_path: Path) -> None:
     src.mkdir()
     for name in ("pyproject.toml", "setup.py", "setup_layout.py", "README.md"):
         shutil.copy2(ROOT / name, src / name)
-    for room in ("mlsysops", *ROOMS):   # the room links inside mlsysops/ stay links
+    for room in ("mlsysops", *ROOMS, *COMPAT_TOP_LEVEL):   # the room links inside mlsysops/ stay links
         shutil.copytree(ROOT / room, src / room, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(src)],
                    check=True, capture_output=True)
     wheel = next(tmp_path.glob("mlsysops-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/", 1)[0] for n in names if not n.split("/", 1)[0].endswith(".dist-info")}
-    assert top == {"mlsysops"}
+    # plus the stand-ins for the original framework's top-level import names (`mlstelemetry`), nothing else
+    assert top == {"mlsysops", *COMPAT_TOP_LEVEL}
+    assert "mlstelemetry/__init__.py" in names
     for needed in ("mlsysops/agents/generated/crds/mlsysopsapps.mlsysops.eu.yaml",
                    "mlsysops/continuum/dashboard/index.html", "mlsysops/cli/main.py",
                    "mlsysops/substrates/kubernetes/client.py", "mlsysops/agents/placement/types.py"):

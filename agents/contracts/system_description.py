@@ -1,7 +1,8 @@
 """The `system_description` each layer passes to its policies (a fresh deep copy every cycle).
 
 The original framework passed the agent's own description file; ours passes the layer's live view,
-documented here. Model objects (`MLSysOpsNode`, `MLSysOpsApp`) are the pydantic description models of
+documented here, with that description's body under `description` (what an original policy receives,
+through `mlsysops.agents.compat`, as `{"MLSysOpsCluster": {...}}` etc.). Model objects (`MLSysOpsNode`, `MLSysOpsApp`) are the pydantic description models of
 `mlsysops.agents.descriptions`.
 """
 
@@ -27,6 +28,7 @@ class ClusterEntry(TypedDict):
 
 class ContinuumSystemDescription(TypedDict):
     now: float
+    description: dict[str, Any]              # the agent's own MLSysOpsContinuum body
     clusters: dict[str, ClusterEntry]
     app_models: dict[str, Any]               # app name -> MLSysOpsApp
     assignments: dict[str, dict[str, str]]   # app -> {component: cluster}
@@ -70,6 +72,7 @@ class ClusterSystemDescription(TypedDict):
 
     cluster_id: str
     now: float
+    description: dict[str, Any]              # the agent's own MLSysOpsCluster body
     nodes: dict[str, ClusterNodeEntry]
     instances: list[InstanceRow]             # removed instances excluded
     latency_ms: dict[str, dict[str, float]]  # node -> node -> ms, from the placement mechanism's state
@@ -93,5 +96,6 @@ class NodeInstance(TypedDict):
 class NodeSystemDescription(TypedDict):
     node: str
     now: float
+    description: dict[str, Any]      # the agent's own MLSysOpsNode body
     cpu_utilization: list[float]   # the last (up to 60) samples, oldest first, 0..1
     instances: list[NodeInstance]

@@ -14,6 +14,7 @@ converted accordingly: references are inlined, ``X | None`` becomes ``X``, and n
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -149,18 +150,33 @@ def spec_schema(cls: type[Description]) -> dict[str, Any]:
     return _structural(raw, raw.get("$defs", {}))
 
 
+_ROOT_RESERVED = ("apiVersion", "kind", "metadata", "spec", "status")
+
+
+def root_fields(cls: type[Description], spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's fields again at the object's root, without `required` there: an object carries them in
+    one place or the other, and a structural schema cannot say "one of the two" (the loader checks it)."""
+    clash = sorted(set(spec.get("properties", {})) & set(_ROOT_RESERVED))
+    if clash:
+        raise ValueError(f"{cls.kind}: fields {clash} cannot also sit at the object's root")
+    return copy.deepcopy(spec.get("properties", {}))   # a copy: shared objects would dump as YAML aliases
+
+
 def crd(cls: type[Description]) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
     doc = (cls.__doc__ or cls.kind).strip().splitlines()[0].rstrip(".")
+    spec = spec_schema(cls)
     root = {
         "type": "object",
-        "description": f"{doc} ({GROUP_VERSION}).",
-        "required": ["spec"],
+        "description": f"{doc} ({GROUP_VERSION}). Written with the fields under `spec`, or at the object's "
+                       "root as the original MLSysOps CRDs define them (objects created for those CRDs stay "
+                       "valid); the agents read both.",
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
-            "spec": spec_schema(cls),
+            **root_fields(cls, spec),
+            "spec": spec,
             "status": _STATUS_SCHEMA,
         },
     }
@@ -205,7 +221,8 @@ def json_schema(cls: type[Description]) -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://{API_GROUP}/schemas/{API_VERSION}/{cls.kind}.schema.json",
         "title": cls.kind,
-        "description": f"{cls.kind} description, in the Kubernetes form or the original wrapped form.",
+        "description": f"{cls.kind} description: the Kubernetes form (spec), the original CRDs' form (fields at "
+                       "the root) or the original wrapped form.",
         "oneOf": [
             {
                 "title": "Kubernetes form",
@@ -217,6 +234,20 @@ def json_schema(cls: type[Description]) -> dict[str, Any]:
                     "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
                     "spec": ref,
                     "status": {"type": "object"},
+                },
+                "additionalProperties": False,
+            },
+            {
+                "title": "Root-field form (the original CRDs)",
+                "type": "object",
+                # the name may come from metadata.name instead
+                "required": ["apiVersion", "kind", *(f for f in body.get("required", []) if f != cls.id_field)],
+                "properties": {
+                    "apiVersion": {"const": GROUP_VERSION},
+                    "kind": {"const": cls.kind},
+                    "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
+                    "status": {"type": "object"},
+                    **{f: {"$ref": f"#/$defs/{cls.kind}/properties/{f}"} for f in body.get("properties", {})},
                 },
                 "additionalProperties": False,
             },

@@ -24,6 +24,8 @@ class MLSysOpsCluster(Description):
     short_name: ClassVar[str] = "mlscluster"
     id_field: ClassVar[str] = "cluster_id"
 
+    name: str | None = Field(None, description="Display name (the original framework's docs and CLI write it; "
+                                                "the identifier is cluster_id).")
     cluster_id: str = Field(min_length=1, description="Unique cluster identifier.")
     datacenter_id: str | None = Field(None, description="Datacenter the cluster is in.")
     nodes: list[str] = Field(description="Names of the nodes registered in the cluster.")
@@ -37,6 +39,8 @@ class MLSysOpsContinuum(Description):
     short_name: ClassVar[str] = "mlscontinuum"
     id_field: ClassVar[str] = "continuum_id"
 
+    name: str | None = Field(None, description="Display name (the original framework's docs write it; the "
+                                                "identifier is continuum_id).")
     continuum_id: str = Field(min_length=1, description="Unique continuum identifier.")
     clusters: list[str] = Field(description="Identifiers of the registered clusters.")
 

@@ -3,7 +3,9 @@
 Accepted input forms (one or many YAML documents per file):
 - wrapped, as written for the original framework: ``MLSysOpsApp: {name: ..., components: [...]}``
 - Kubernetes: ``apiVersion: mlsysops.eu/v1``, ``kind``, ``metadata.name``, ``spec`` (``status`` kept).
-Output is always the Kubernetes form. Only ``DescriptionError`` escapes from the load functions.
+- root fields, as the original framework's CRDs define their objects: ``apiVersion``, ``kind``,
+  ``metadata`` and the description's fields beside them (no ``spec``).
+Output is always the Kubernetes form (``spec``). Only ``DescriptionError`` escapes from the load functions.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class Document:
     source: str = "<string>"
     index: int = 0
     warnings: list[ValidationIssue] = field(default_factory=list)
-    form: Literal["wrapped", "kubernetes"] = "wrapped"
+    form: Literal["wrapped", "kubernetes", "root"] = "wrapped"
     metadata: dict[str, Any] = field(default_factory=dict)
     status: dict[str, Any] | None = None
 
@@ -167,6 +169,40 @@ def _kind_of(name: Any, path: str) -> tuple[str | None, list[ValidationIssue]]:
     ]
 
 
+def _envelope_issues(obj: dict) -> tuple[str | None, dict, list[ValidationIssue]]:
+    """(kind, metadata, issues) of the apiVersion/kind/metadata part of an object."""
+    issues: list[ValidationIssue] = []
+    if obj.get("apiVersion") != GROUP_VERSION:
+        issues.append(ValidationIssue("wrong or missing apiVersion", path="apiVersion",
+                                      value=obj.get("apiVersion"), expected=GROUP_VERSION))
+    kind, kind_issues = _kind_of(obj.get("kind"), "kind")
+    issues += kind_issues
+    metadata = obj.get("metadata", {})
+    if not isinstance(metadata, dict):
+        issues.append(ValidationIssue("metadata must be a mapping", path="metadata", value=metadata,
+                                      expected="a mapping with 'name'"))
+        metadata = {}
+    elif "name" in metadata and not isinstance(metadata["name"], str):
+        issues.append(ValidationIssue("metadata.name must be a string", path="metadata.name",
+                                      value=metadata["name"], expected="a string"))
+        metadata = {k: v for k, v in metadata.items() if k != "name"}
+    return kind, dict(metadata), issues
+
+
+def _split_root_form(obj: dict) -> tuple[str | None, Any, dict, Any, str, list[ValidationIssue]]:
+    """An object as the original CRDs define it: the description's fields beside apiVersion/kind/metadata.
+
+    Field paths of issues in the body are the body's own (``components[0].name``), which are also the
+    paths in the user's file, since the fields sit at the object's root."""
+    kind, metadata, issues = _envelope_issues(obj)
+    body = {k: v for k, v in obj.items() if k not in _ENVELOPE_KEYS}
+    status = obj.get("status")
+    if status is not None and not isinstance(status, dict):
+        issues.append(ValidationIssue("status must be a mapping", path="status", value=status, expected="a mapping"))
+        status = None
+    return kind, body, metadata, status, "root", issues
+
+
 def _split_envelope(obj: Any) -> tuple[str | None, Any, dict, Any, str, list[ValidationIssue]]:
     """(kind, body, metadata, status, form, issues) of one raw YAML document."""
     if not isinstance(obj, dict):
@@ -184,6 +220,8 @@ def _split_envelope(obj: Any) -> tuple[str | None, Any, dict, Any, str, list[Val
                 )
             ],
         )
+    if ("apiVersion" in obj or "kind" in obj) and "spec" not in obj and set(obj) - set(_ENVELOPE_KEYS):
+        return _split_root_form(obj)
     if "apiVersion" in obj or "kind" in obj or "spec" in obj:
         issues: list[ValidationIssue] = []
         for key in obj:

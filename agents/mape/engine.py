@@ -54,7 +54,13 @@ from mlsysops.agents.mape.isolation import (
     validate_plan_result,
 )
 from mlsysops.agents.mape.knowledge import Knowledge, Telemetry
-from mlsysops.agents.mape.plugins import MechanismRegistry, PluginChange, Policy, PolicyRegistry
+from mlsysops.agents.mape.plugins import (
+    MechanismRegistry,
+    PluginChange,
+    Policy,
+    PolicyRegistry,
+    parse_interval,
+)
 from mlsysops.agents.mape.scheduler import OnExecuted, Plan, PlanResult, PlanScheduler
 
 log = logging.getLogger(__name__)
@@ -353,6 +359,19 @@ class MAPEEngine:
         iv = pol.interval if pol is not None else None
         return iv if iv is not None else self.default_analyze_interval
 
+    def _pair_interval(self, pair: _Pair) -> float:
+        """The pair's own `configuration.analyze_interval` (a policy may change it in the context it
+        returns, e.g. slower while its last change settles), else the loaded policy's or the default."""
+        conf = pair.context.get("configuration") if isinstance(pair.context, dict) else None
+        value = conf.get("analyze_interval") if isinstance(conf, dict) else None
+        if value is not None:
+            try:
+                return parse_interval(value) or self._interval(self.policies.get(pair.policy))
+            except ValueError:
+                log.warning("[%s] policy %s: invalid analyze_interval %r in its context; using the loaded one",
+                            self.agent_id, pair.policy, value)
+        return self._interval(self.policies.get(pair.policy))
+
     async def _pair_loop(self, pair: _Pair) -> None:
         key = (pair.policy, pair.asset)
         while not pair.closed:
@@ -368,7 +387,7 @@ class MAPEEngine:
                 raise
             except Exception:  # a bug of ours; keep the loop alive
                 log.exception("[%s] cycle %s/%s crashed", self.agent_id, pair.policy, pair.asset)
-            interval = self._interval(self.policies.get(pair.policy))
+            interval = self._pair_interval(pair)
             pair.next_run = time.time() + max(0.0, interval - (time.monotonic() - started))
             remaining = interval - (time.monotonic() - started)
             if remaining > 0 and not pair.wake.is_set():

@@ -41,6 +41,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
+from mlsysops.agents.compat.original_mechanism import OriginalMechanism, is_original_mechanism
+from mlsysops.agents.compat.original_policy import ORIGINAL_POLICY_GROUP, OriginalPolicy, original_policy_name
 from mlsysops.agents.contracts.capabilities import OPERATIONS, Capability, declared_capabilities
 from mlsysops.agents.mape.isolation import CallResult, PolicyLoop, summarize_exception
 from mlsysops.agents.mape.sandbox import PolicyWorker, SandboxError, SandboxLimits
@@ -358,6 +360,8 @@ class PolicyRegistry:
                 changes.append(self._install_file(path, self._stat(path)))
         if self.entry_point_group:
             changes.extend(self.load_entry_points(self.entry_point_group))
+            if self.entry_point_group == POLICY_GROUP:
+                changes.extend(self.load_entry_points(ORIGINAL_POLICY_GROUP))
         for mod in self.modules:
             changes.append(self.load_module(mod))
         for d in self.upload_directories:
@@ -376,9 +380,13 @@ class PolicyRegistry:
 
     def load_entry_points(self, group: str = POLICY_GROUP) -> list[PluginChange]:
         changes = []
+        original = group == ORIGINAL_POLICY_GROUP
         for ep in importlib.metadata.entry_points(group=group):
             try:
-                pol = build_policy(ep.name, "entry_point", ep.load(), ep.value)
+                target = ep.load()
+                if original:   # an original-contract module: the adapter passes it the original shapes
+                    target = OriginalPolicy(target, ep.name)
+                pol = build_policy(ep.name, "entry_point", target, ep.value)
             except Exception as exc:  # noqa: BLE001 - a plugin may raise anything
                 changes.append(self._failed(ep.name, "entry_point", ep.value, exc))
                 continue
@@ -421,9 +429,18 @@ class PolicyRegistry:
             return 0.0
 
     def _load_from_file(self, path: Path) -> Policy:
-        if self.sandbox_files:
-            return build_sandboxed_policy(path.stem, path, self.sandbox, self.agent_id)
+        if self.sandbox_files:   # the worker applies the original contract to `policy-NAME.py` itself
+            return build_sandboxed_policy(self.name_of(path), path, self.sandbox, self.agent_id)
+        original = original_policy_name(path)
+        if original is not None:   # `policy-NAME.py`: the original framework's contract and naming
+            target = OriginalPolicy(_load_file_module(path, "policy"), original, path=path)
+            return build_policy(original, "file", target, str(path))
         return build_policy(path.stem, "file", _load_file_module(path, "policy"), str(path))
+
+    @staticmethod
+    def name_of(path: str | Path) -> str:
+        """The policy name a file loads under (`policy-NAME.py` -> NAME, else the stem)."""
+        return original_policy_name(path) or Path(path).stem
 
     def _install_file(
         self, path: Path, mtime: float, loaded: Policy | BaseException | None = None
@@ -435,7 +452,7 @@ class PolicyRegistry:
             except Exception as exc:  # noqa: BLE001 - a plugin may raise anything
                 loaded = exc
         if isinstance(loaded, BaseException):
-            return self._failed(path.stem, "file", str(path), loaded)
+            return self._failed(self.name_of(path), "file", str(path), loaded)
         loaded.mtime = mtime
         return self._install(loaded)
 
@@ -461,7 +478,12 @@ class PolicyRegistry:
         if not pol.enabled and old is not None:
             pol.disabled_reason = old.disabled_reason
         self._policies[pol.name] = pol
-        change = PluginChange("modified" if old else "added", pol.name, pol.path, f"source={pol.source}")
+        detail = f"source={pol.source}"
+        packages = getattr(pol.target, "packages", None)
+        if packages:   # the original pip-installed these at every load; we never install anything
+            detail += (f"; wants packages {packages}, not installed: install them into the agent's "
+                       "environment if the policy needs them")
+        change = PluginChange("modified" if old else "added", pol.name, pol.path, detail)
         log.info("[%s] policy %s %s (%s)", self.agent_id, pol.name, change.kind, pol.path or pol.source)
         self._notify(change)
         return change
@@ -630,6 +652,15 @@ class Mechanism:
                 "capabilities": sorted(c.value for c in self.capabilities)}
 
 
+def _adapt_mechanism(name: str, target: Any, settings: dict[str, Any]) -> Any:
+    """An original-contract module (`initialize(inbound_queue, outbound_queue, agent_state)`) behind the
+    adapter that gives it queues, an agent state and the original return semantics; others as they are."""
+    if not is_original_mechanism(target):
+        return target
+    return OriginalMechanism(target, name, agent_state=settings.get("agent_state"),
+                             on_message=settings.get("on_message"))
+
+
 def _call_initialize(target: Any, kwargs: dict[str, Any]) -> None:
     """Call target.initialize with the settings/dependencies its signature accepts (all if it takes **kw)."""
     init = getattr(target, "initialize", None)
@@ -662,6 +693,7 @@ class MechanismRegistry:
     def register(self, name: str, target: Any, *, initialize: bool = False, **settings: Any) -> Mechanism:
         """Register an object or module; call its initialize(**settings) only if asked (objects usually
         arrive configured). Raises TypeError when it has no apply() or declares a capability it lacks."""
+        target = _adapt_mechanism(name, target, settings)
         if not callable(getattr(target, "apply", None)):
             raise TypeError(f"mechanism {name!r} has no callable apply()")
         capabilities = declared_capabilities(name, target)
@@ -686,12 +718,18 @@ class MechanismRegistry:
             self._failed(name, "module", module_name, exc)
             return None
 
-    def load_directory(self, directory: str | Path, **settings: Any) -> list[Mechanism]:
+    def load_directory(self, directory: str | Path, *, only: Iterable[str] | None = None,
+                       **settings: Any) -> list[Mechanism]:
+        """Every `NAME.py` of the directory (not starting with `_`); with `only`, just those NAMEs (the
+        original framework loaded a mechanism file only when its name was configured)."""
         loaded = []
         d = Path(directory)
         if not d.is_dir():
             return loaded
+        wanted = None if only is None else set(only)
         for path in sorted(p for p in d.glob("*.py") if not p.name.startswith("_")):
+            if wanted is not None and path.stem not in wanted:
+                continue
             try:
                 module = _load_file_module(path, "mechanism")
                 loaded.append(self._build(path.stem, "file", module, str(path), settings))
@@ -699,9 +737,13 @@ class MechanismRegistry:
                 self._failed(path.stem, "file", str(path), exc)
         return loaded
 
-    def load_entry_points(self, group: str = MECHANISM_GROUP, **settings: Any) -> list[Mechanism]:
+    def load_entry_points(self, group: str = MECHANISM_GROUP, *, only: Iterable[str] | None = None,
+                          **settings: Any) -> list[Mechanism]:
         loaded = []
+        wanted = None if only is None else set(only)
         for ep in importlib.metadata.entry_points(group=group):
+            if wanted is not None and ep.name not in wanted:
+                continue
             try:
                 loaded.append(self._build(ep.name, "entry_point", ep.load(), ep.value, settings))
             except Exception as exc:  # noqa: BLE001 - a plugin may raise anything
@@ -711,6 +753,7 @@ class MechanismRegistry:
     def _build(
         self, name: str, source: str, target: Any, path: str | None, settings: dict[str, Any]
     ) -> Mechanism:
+        target = _adapt_mechanism(name, target, settings)
         if not callable(getattr(target, "apply", None)):
             raise TypeError(f"mechanism {name!r} has no callable apply()")
         capabilities = declared_capabilities(name, target)

@@ -25,6 +25,7 @@ import time
 import traceback
 from typing import Any
 
+from mlsysops.agents.compat.original_policy import OriginalPolicy, original_policy_name
 from mlsysops.agents.mape.sandbox_wire import HEADER, ProxyRef, encode
 
 _ALL_FS = (1 << 16) - 1            # Landlock filesystem rights known up to ABI 5
@@ -216,6 +217,9 @@ class _Worker:
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
+        original = original_policy_name(path)
+        if original is not None:   # `policy-NAME.py`: the original framework's argument shapes, here in the worker
+            module = OriginalPolicy(module, original, path=path)
         missing = [f for f in ("initialize", "analyze", "plan") if not callable(getattr(module, f, None))]
         if missing:
             raise TypeError(f"policy {name!r} has no callable {', '.join(m + '()' for m in missing)}")

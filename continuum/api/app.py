@@ -37,6 +37,7 @@ from mlsysops.continuum.api.routers import (
     infrastructure,
     management,
     models,
+    original,
     sim,
     telemetry,
 )
@@ -47,9 +48,12 @@ V1_ROUTERS = (apps.router, infrastructure.router, decisions.router, management.r
               telemetry.router, dashboard.router, models.router)
 
 
-def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bool = False) -> FastAPI:
+def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bool = False,
+               original_cli: bool = False) -> FastAPI:
     """The FastAPI app over `backend`; `tokens` maps bearer tokens to roles (see mlsysops.continuum.api_auth);
-    `metrics_auth` requires a token on /metrics too."""
+    `metrics_auth` requires a token on /metrics too; `original_cli` admits token-less requests from loopback
+    peers on the original MLSysOps API paths (`routers.original`) only."""
+
     # Swagger UI from the package's own assets (fastapi-offline), not a CDN: /docs must work on an air-gapped
     # testbed. (No ReDoc: its page loads a logo from Redocly's CDN whatever the options.)
     app = FastAPIOffline(title="mlsysops", version="1", summary="Northbound API of an MLSysOps continuum agent",
@@ -60,6 +64,9 @@ def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bo
     app.include_router(health.router)
     for router in V1_ROUTERS:
         app.include_router(router, prefix=API_PREFIX, dependencies=[read_auth, Depends(invalidate_reads_on_write)])
+    # the original framework's paths, for its `mls` CLI (which sends no token: see routers.original)
+    compat_auth = Depends(TokenAuth(tokens).dependency(tokenless_loopback=original_cli))
+    app.include_router(original.router, dependencies=[compat_auth, Depends(invalidate_reads_on_write)])
     app.include_router(telemetry.metrics_router, dependencies=[read_auth] if metrics_auth else [])
     app.include_router(dashboard.page_router)
     dashboard.mount_static(app)

@@ -146,7 +146,8 @@ async def _run_continuum(assembly: Any, stop: asyncio.Event, apply: list[Path], 
             agent.attach_app_mirror(mirror)
     await agent.start_agent()
     freeze_startup_heap()
-    app = create_app(ApiBackend(agent), tokens, metrics_auth=spec.config.telemetry.metrics_auth)
+    app = create_app(ApiBackend(agent), tokens, metrics_auth=spec.config.telemetry.metrics_auth,
+                     original_cli=spec.config.api.original_cli)
     api = ApiServer(app, host=spec.config.api.host, port=spec.config.api.port if api_port is None else api_port)
     try:
         url = await api.start()

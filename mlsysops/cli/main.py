@@ -12,6 +12,7 @@ import typer
 
 COMMAND_MODULES = [
     "mlsysops.cli.validate_cmd",
+    "mlsysops.cli.convert_cmd",
     "mlsysops.cli.up_cmd",
     "mlsysops.cli.agent_cmd",
     "mlsysops.cli.client_cmd",

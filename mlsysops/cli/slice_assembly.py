@@ -85,11 +85,14 @@ def layer_settings(spec: SliceSpec, layer: str, state_dir: Path | None = None) -
     cfg = spec.config
     iv = cfg.intervals
     plugins = getattr(cfg.policies, layer)
+    mechanisms = getattr(cfg.mechanisms, layer)
     return AgentSettings(heartbeat=iv.heartbeat, liveness_misses=iv.liveness_misses, monitor=iv.monitor,
                          analyze=iv.analyze, execute_timeout=iv.execute_timeout, status_report=iv.status_report,
                          policies=[f"mlsysops.policies.{n}" if "." not in n else n for n in plugins.enabled or []],
                          policy_dirs=[Path(d) for d in plugins.directories],
                          policy_settings=dict(plugins.settings),
+                         mechanism_dirs=[Path(d) for d in mechanisms.directories],
+                         mechanism_names=list(mechanisms.enabled) if mechanisms.enabled is not None else None,
                          state_dir=(state_dir / layer) if state_dir else None,
                          slice_name=cfg.slice, digest_interval=cfg.telemetry.digest_interval,
                          telemetry_history=cfg.telemetry.history,

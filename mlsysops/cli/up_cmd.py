@@ -160,7 +160,8 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
                 console.print(f"[red]substrate {spec.config.substrate.type}: {exc}[/]", soft_wrap=True)
                 return 1
         freeze_startup_heap()
-        app = create_app(ApiBackend(runtime=rt), tokens, metrics_auth=spec.config.telemetry.metrics_auth)
+        app = create_app(ApiBackend(runtime=rt), tokens, metrics_auth=spec.config.telemetry.metrics_auth,
+                         original_cli=spec.config.api.original_cli)
         api = ApiServer(app, host=spec.config.api.host, port=spec.config.api.port)
         try:
             url = await api.start()
