@@ -196,6 +196,8 @@ class ManagedAgent(MLSysOpsAgent):
         from mlsysops.agents.mape.plugins import build_sandboxed_policy
         from mlsysops.agents.mape.policy_source import PolicySourceError, check_policy_source, policy_name
 
+        # the file keeps the original framework's `policy-` prefix: it says which contract the code follows
+        stem_prefix = "policy-" if name.removesuffix(".py").startswith("policy-") else ""
         try:
             name = policy_name(name)
             text = check_policy_source(name, source)
@@ -205,7 +207,7 @@ class ManagedAgent(MLSysOpsAgent):
         target_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target_dir))
         try:
-            staged = staging / f"{name}.py"
+            staged = staging / f"{stem_prefix}{name}.py"
             staged.write_text(text)
             try:
                 # `policy-NAME.py` loads as NAME, in the original framework's contract (the worker adapts it)
@@ -214,7 +216,7 @@ class ManagedAgent(MLSysOpsAgent):
             except Exception as exc:   # noqa: BLE001 - whatever the upload raised is the verdict
                 reason = getattr(exc, "summary", None) or f"{type(exc).__name__}: {exc}"
                 raise ValueError(f"policy {name} rejected: {reason}") from None
-            final = target_dir / f"{name}.py"
+            final = target_dir / f"{stem_prefix}{name}.py"
             assert pol.worker is not None
             async with self.policies.rescan_lock:   # a rescan in progress must not see the file half-installed
                 os.replace(staged, final)

@@ -42,7 +42,12 @@ from types import ModuleType
 from typing import Any, Literal
 
 from mlsysops.agents.compat.original_mechanism import OriginalMechanism, is_original_mechanism
-from mlsysops.agents.compat.original_policy import ORIGINAL_POLICY_GROUP, OriginalPolicy, original_policy_name
+from mlsysops.agents.compat.original_policy import (
+    ORIGINAL_POLICY_GROUP,
+    OriginalPolicy,
+    original_policy_name,
+    wanted_packages,
+)
 from mlsysops.agents.contracts.capabilities import OPERATIONS, Capability, declared_capabilities
 from mlsysops.agents.mape.isolation import CallResult, PolicyLoop, summarize_exception
 from mlsysops.agents.mape.sandbox import PolicyWorker, SandboxError, SandboxLimits
@@ -270,6 +275,8 @@ class SandboxedTarget:
 
     def __init__(self, worker: PolicyWorker) -> None:
         self.worker = worker
+        # which contract the worker serves it under: a `policy-NAME.py` file is the original framework's
+        self.contract = "original" if original_policy_name(worker.path) else "mlsysops"
 
     def __repr__(self) -> str:
         return f"<policy {self.worker.name} in worker pid {self.worker.pid}>"
@@ -480,6 +487,8 @@ class PolicyRegistry:
         self._policies[pol.name] = pol
         detail = f"source={pol.source}"
         packages = getattr(pol.target, "packages", None)
+        if packages is None and pol.path and original_policy_name(pol.path):   # in a worker: read the file
+            packages = list(dict.fromkeys([*wanted_packages(pol.path), *(pol.context.get("packages") or [])]))
         if packages:   # the original pip-installed these at every load; we never install anything
             detail += (f"; wants packages {packages}, not installed: install them into the agent's "
                        "environment if the policy needs them")
