@@ -157,16 +157,20 @@ def test_management_mode_propagates_and_pauses_policies(slice_up, tmp_path):
         return next(r for r in rows if r["agent"] == "edge-1" and r["name"] == name)["enabled"]
 
     assert enabled("ml_placement") is False          # heuristic mode pauses ML policies
-    out = run(env, "mode", "ml")
-    assert out.returncode == 0 and "edge-1: ml" in out.stdout and "edge-rpi-1: ml" in out.stdout, out.stdout
-    shown = run(env, "mode").stdout
-    assert all(line.endswith("\tml") for line in shown.strip().splitlines()), shown
-    assert enabled("ml_placement") is True
-    assert enabled("filter_score_placement") is False  # an ML policy covers its mechanism on edge-1
-    assert enabled("relocation") is False
-    cloud = json.loads(run(env, "policy", "list", "-o", "json").stdout)
-    assert next(r for r in cloud if r["agent"] == "cloud-1" and r["name"] == "filter_score_placement")["enabled"]
-    assert run(env, "mode", "heuristic").returncode == 0
+    try:
+        out = run(env, "mode", "ml")
+        assert out.returncode == 0 and "edge-1: ml" in out.stdout and "edge-rpi-1: ml" in out.stdout, out.stdout
+        shown = run(env, "mode").stdout
+        assert all(line.split("\t")[1].startswith("ml") for line in shown.strip().splitlines()), shown
+        assert enabled("ml_placement") is True
+        assert enabled("filter_score_placement") is False  # an ML policy covers its mechanism on edge-1
+        assert enabled("relocation") is False
+        # every cluster has the built-in ML placement policy, so its heuristic placement pauses too
+        rows = json.loads(run(env, "policy", "list", "-o", "json").stdout)
+        cloud = {r["name"]: r["enabled"] for r in rows if r["agent"] == "cloud-1"}
+        assert cloud["ml_qos_placement"] is True and cloud["filter_score_placement"] is False
+    finally:   # the other tests of this module share the slice: leave it as it was
+        assert run(env, "mode", "heuristic").returncode == 0
     assert enabled("ml_placement") is False and enabled("filter_score_placement") is True
     bad = run(env, "mode", "quantum")
     assert bad.returncode == 1 and "422" in bad.stderr
