@@ -181,7 +181,11 @@ class ManagedAgent(MLSysOpsAgent):
         folder per agent, as agents of a layer may share the layer's state directory."""
         if self.settings.state_dir is not None:
             return self.settings.state_dir / "uploaded-policies" / self.agent_id
-        return Path(tempfile.gettempdir()) / f"mlsysops-policies-{self.agent_id}"
+        # No state directory: a private folder of this agent object (0700, a fresh name), never a fixed
+        # path in /tmp that another run (or another user) could have filled with its own files.
+        if getattr(self, "_scratch_uploads", None) is None:
+            self._scratch_uploads = Path(tempfile.mkdtemp(prefix=f"mlsysops-policies-{self.agent_id}-"))
+        return self._scratch_uploads
 
     async def install_policy(self, name: str, source: str | bytes) -> dict[str, Any]:
         """Validate an uploaded policy file, then activate it (admin-only via the API).
@@ -495,6 +499,8 @@ class ManagedAgent(MLSysOpsAgent):
         finally:
             self.decision_log.close()
             self.telemetry.shutdown()
+            if getattr(self, "_scratch_uploads", None) is not None:   # kept only for this agent's life
+                shutil.rmtree(self._scratch_uploads, ignore_errors=True)
         await super().stop()
 
     # -- decision export ----------------------------------------------------------------------------
