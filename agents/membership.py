@@ -78,6 +78,7 @@ class ChildRecord:
     suspected_at: float | None = None   # monotonic: presence or a missed deadline said "gone", not confirmed yet
     suspect_reason: str | None = None
     held: bool = False                  # lost during a full disruption: the listeners were not told
+    session_ended: bool = False         # its XMPP session closed (not in an outage): a registration is a restart
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -198,7 +199,11 @@ class ParentMembership:
         else:
             rec.agent_id, rec.role, rec.description = req.agent_id, req.role, req.description
             rec.capabilities = list(req.capabilities)
+            restarted, rec.session_ended = rec.alive and rec.session_ended, False
             self._heard(rec, now, mono)
+            if restarted:   # its session ended and a new one registers: a restarted child, state to re-learn
+                self.agent.log.info("child re-registered after its session ended: %s", rec.agent_id)
+                self._notify(self._recovered, rec)
         self.agent.subscribe_presence(jid)
         return RegisterReply(accepted=True, settings=self.settings, extra=extra).model_dump(mode="json")
 
@@ -241,6 +246,7 @@ class ParentMembership:
             self.presences_ignored += 1
             self.agent.log.info("presence of %s unavailable during a bus outage: not counted", rec.agent_id)
             return
+        rec.session_ended = True
         self._suspect(rec, REASON_PRESENCE, time.monotonic())
 
     def _on_disconnected(self) -> None:
@@ -248,6 +254,7 @@ class ParentMembership:
         # suspicions were the outage, not the children.
         self.outages += 1
         for rec in self._children.values():
+            rec.session_ended = False
             if rec.suspect_reason == REASON_PRESENCE:
                 rec.suspected_at = rec.suspect_reason = None
 
