@@ -25,7 +25,8 @@ Per fault: apps lost (an app with a component not running when convergence gave 
 (instances the simulator created after the fault began: none of these faults needs one), stranger
 actions (an INFORM answer to the stranger, or a change of instances/apps/mode during its turn), and the
 time to converge (from the end of the fault until every component of both apps runs, every cluster is
-alive with all its nodes, polled every 0.25 s, given up after ``--converge-timeout`` s).
+alive with all its nodes, and every agent answers a decisions read over XMPP, fanned out from the continuum;
+polled every 0.25 s, given up after ``--converge-timeout`` s).
 The last printed line is ``apps_lost= needless_redeploys= stranger_actions= max_converge_s=``.
 """
 
@@ -240,9 +241,15 @@ class Slice:
             if not all(comps and all(c["status"] == "running" for c in comps.values()) for comps in st.values()):
                 return False
             clusters = self.get("/api/v1/clusters")
-            return len(clusters) == len(self.clusters) and all(
-                c["alive"] and c["registered"] and c["nodes_alive"] == c["nodes"] and c["nodes"] > 0
-                for c in clusters)
+            if not (len(clusters) == len(self.clusters) and all(
+                    c["alive"] and c["registered"] and c["nodes_alive"] == c["nodes"] and c["nodes"] > 0
+                    for c in clusters)):
+                return False
+            if not self.get("/api/v1/continuum")["connected"]:
+                return False
+            # every agent answers over XMPP (the read fans out down the tree): reconnected, not just unnoticed
+            rows = self.get("/api/v1/decisions?limit=1")
+            return not any(r.get("outcome") == "unanswered" for r in rows)
         except (OSError, ValueError, KeyError):
             return False
 
@@ -424,7 +431,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         await prosody.start()
         await asyncio.to_thread(sl.start_all)
-        for app, path in APPS.items():
+        for path in APPS.values():
             await asyncio.to_thread(subprocess.run, [*_cmd(), "apply", "-f", str(path), "--api", sl.api,
                                                      "--token", sl.token], env=sl.env, check=True,
                                     capture_output=True)

@@ -477,12 +477,19 @@ class ClusterAgent(ManagedAgent):
         """Nodes whose agent is lost but whose instances stay where they are, with why: within the node grace,
         or unreachable during a full disruption. Policies see them alive (nothing to relocate) but
         unschedulable (no new work)."""
-        kept = {n: f"node agent lost, its instances kept for the {self.settings.node_grace:g}s grace"
-                for n in self._evictions}
+        grace = self.settings.node_grace
+        kept = {n: f"node agent lost, its instances kept for the {grace:g}s grace" for n in self._evictions}
+        known = set()
         for rec in self.children.children():
             node = self.jid_nodes.get(rec.jid)
+            known.add(node)
             if rec.held and node is not None:
                 kept[node] = "unreachable during a full disruption of this cluster"
+        if time.time() - self.started_at < grace:
+            # Restarted: node agents re-register over the next heartbeats; until then what they run is kept,
+            # like the continuum keeps a cluster it has not heard of since its own start.
+            for node in set(self.nodes) - known:
+                kept[node] = f"not heard of since this agent started (grace {grace:g}s)"
         return kept
 
     def system_description(self) -> dict[str, Any]:

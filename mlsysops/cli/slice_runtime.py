@@ -266,7 +266,9 @@ class SliceRuntime:
         self.continuum.cluster_nodes.setdefault(desc.cluster_id, {})[desc.name] = desc
         return await self.start_node(desc.name)
 
-    async def remove_node(self, name: str, timeout: float = 30.0) -> int:
+    drain_timeout = 30.0   # how long remove_node waits for a drain by default (the API's DELETE /nodes)
+
+    async def remove_node(self, name: str, timeout: float | None = None) -> int:
         """Drain a node (its components move away first), then power it off and forget it.
         Returns how many instances were relocated; raises TimeoutError (why, per component) if the drain
         does not finish: the node stays cordoned, its instances keep running, `uncordon_node` undoes it."""
@@ -275,6 +277,7 @@ class SliceRuntime:
             raise KeyError(name)
         cluster = self.clusters[desc.cluster_id]
         moved = len(cluster.cordon(name))
+        timeout = self.drain_timeout if timeout is None else timeout
         deadline = asyncio.get_running_loop().time() + timeout
         while not cluster.drained(name):
             if asyncio.get_running_loop().time() > deadline:
