@@ -14,10 +14,12 @@ must be running before the first fault. Faults, in this order, each followed by 
 - ``outage-graceful`` / ``outage-kill9``: prosody stopped (SIGTERM) or killed (SIGKILL) for ``--outage`` s;
 - ``partition``: every node agent of edge-1 frozen (SIGSTOP: connected, silent) for 9 s (3 liveness
   periods): the cluster agent is cut off from all its children;
-- ``policy-block``: a cluster policy whose first ``analyze`` blocks 20 s in ``time.sleep`` (edge-1);
-- ``policy-hog``: a cluster policy that allocates 64 MB more on every ``analyze``; the benchmark removes it
-  when the agent's RSS passes ``--hog-cap-mb`` (a safety cap on this shared machine; the agent itself has
-  no bound on this branch) and then restarts that agent (kill -9) to get the memory back;
+- ``policy-block``: a policy whose first ``analyze`` blocks 20 s in ``time.sleep``, dropped into the cluster
+  layer's policy directory (so both cluster agents load it: the continuum loses all its children at once);
+- ``policy-hog``: a cluster-layer policy that allocates 64 MB more on every ``analyze``; the benchmark removes
+  it when a cluster agent's RSS passes ``--hog-cap-mb`` (a safety cap on this shared machine; the agents
+  themselves have no bound on this branch) and then restarts (kill -9) every cluster agent that kept the
+  memory;
 - ``stranger``: an XMPP client with its own account sends every request kind (and every report kind) to
   the continuum, edge-1 and a node, with valid bodies.
 
@@ -389,23 +391,28 @@ async def fault(sl: Slice, name: str, args: argparse.Namespace, notes: list[str]
         await asyncio.sleep(max(0.0, 22.0 - (time.monotonic() - t0)))
     elif name == "policy-hog":
         path = sl.policy_dir / "chaos_hog.py"
-        pid = sl.procs["edge-1"].pid
-        base = rss_mb(pid)
+        pids = {c: sl.procs[c].pid for c in sl.clusters}       # the policy directory is every cluster's
+        base = {c: rss_mb(pid) for c, pid in pids.items()}
+        peak = dict(base)
         path.write_text(HOG_POLICY)
-        t0, peak = time.monotonic(), base
+        t0 = time.monotonic()
         while time.monotonic() - t0 < 40:
-            peak = max(peak, rss_mb(pid))
-            if peak > args.hog_cap_mb:
+            peak = {c: max(peak[c], rss_mb(pid)) for c, pid in pids.items()}
+            if max(peak.values()) > args.hog_cap_mb:
                 break
             await asyncio.sleep(0.5)
         path.unlink()
-        notes.append(f"edge-1 RSS {base:.0f} -> {peak:.0f} MB in {time.monotonic() - t0:.0f}s "
-                     f"({'safety cap hit, agent did not bound it' if peak > args.hog_cap_mb else 'bounded'})")
-        await asyncio.sleep(3.0)      # rescan removes the policy; the memory stays with the process
-        if rss_mb(pid) > base + 256:
-            notes.append("edge-1 restarted to free the memory")
-            sl.kill9("edge-1")
-            sl.start("edge-1")
+        capped = max(peak.values()) > args.hog_cap_mb
+        notes.append("RSS " + ", ".join(f"{c} {base[c]:.0f} -> {peak[c]:.0f} MB" for c in sl.clusters)
+                     + f" in {time.monotonic() - t0:.0f}s"
+                     + (" (safety cap hit: the agents did not bound it)" if capped else " (bounded)"))
+        await asyncio.sleep(3.0)      # rescan removes the policy; the memory stays with the processes
+        grown = [c for c, pid in pids.items() if rss_mb(pid) > base[c] + 256]
+        if grown:
+            notes.append(f"restarted {', '.join(grown)} to free the memory")
+            for c in grown:
+                sl.kill9(c)
+                sl.start(c)
     elif name == "stranger":
         node = sl.statuses()["env-monitor"]["aggregator"]["nodes"][0]
         before = (sl.live_instances(), sorted(a["name"] for a in sl.get("/api/v1/apps")), sl.get("/api/v1/mode"))
