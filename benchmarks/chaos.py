@@ -137,9 +137,11 @@ class Slice:
         self.policy_dir = work / "cluster-policies"
         self.policy_dir.mkdir()
         self.slice_file = work / "slice.yaml"
+        ca = getattr(prosody, "ca_file", None)   # servers whose certificates agents verify name their CA
+        ca_entry = f", ca_file: {ca}" if ca is not None else ""
         self.slice_file.write_text(textwrap.dedent(f"""
             slice: chaos
-            xmpp: {{server: external, host: localhost, port: {prosody.port}}}
+            xmpp: {{server: external, host: localhost, port: {prosody.port}{ca_entry}}}
             continuum: {DEMO}/continuum.yaml
             clusters: ["{DEMO}/clusters.yaml"]
             nodes: ["{DEMO}/nodes/*.yaml"]
@@ -432,11 +434,12 @@ async def fault(sl: Slice, name: str, args: argparse.Namespace, notes: list[str]
 async def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="mlsysops-chaos-"))
     prosody = ProsodyServer(work / "prosody")
-    sl = Slice(work, prosody)
+    sl: Slice | None = None
     rows: list[dict[str, Any]] = []
     t_start = time.monotonic()
     try:
         await prosody.start()
+        sl = Slice(work, prosody)
         await asyncio.to_thread(sl.start_all)
         for path in APPS.values():
             await asyncio.to_thread(subprocess.run, [*_cmd(), "apply", "-f", str(path), "--api", sl.api,
@@ -466,7 +469,8 @@ async def run(args: argparse.Namespace) -> int:
             print(f"  {name:16s} done: converge={r['converge_s'] if took is None else round(took, 1)} "
                   f"redeploys={len(new)} lost={len(lost)}", flush=True)
     finally:
-        await asyncio.to_thread(sl.stop_all)
+        if sl is not None:
+            await asyncio.to_thread(sl.stop_all)
         await prosody.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
