@@ -8,7 +8,8 @@ production: ``mlsysops sim serve`` + ``mlsysops agent continuum|cluster|node``, 
 node grace 10 s, eviction timeout 30 s. Both example apps (video-analytics, env-monitor) are applied and
 must be running before the first fault. Faults, in this order, each followed by a wait for convergence:
 
-- ``kill9-node``: kill -9 of the node agent hosting env-monitor's aggregator, restarted 2 s later;
+- ``kill9-node``: kill -9 of the node agent hosting env-monitor's sensor-reader (which other nodes could take),
+  restarted 2 s later;
 - ``kill9-cluster``: kill -9 of cluster agent edge-1, restarted 2 s later;
 - ``kill9-continuum``: kill -9 of the continuum agent, restarted 2 s later (same state directory, same port);
 - ``outage-graceful`` / ``outage-kill9``: prosody stopped (SIGTERM) or killed (SIGKILL) for ``--outage`` s;
@@ -358,7 +359,9 @@ async def run_stranger(sl: Slice, target_node: str) -> tuple[int, list[str]]:
 async def fault(sl: Slice, name: str, args: argparse.Namespace, notes: list[str]) -> int:
     """Apply one fault; returns stranger actions (0 for the others). Returns when the fault has ended."""
     if name == "kill9-node":
-        victim = sl.statuses()["env-monitor"]["aggregator"]["nodes"][0]
+        # the node of a component that could move (sensor-reader fits several nodes): a restart that
+        # relocated at once would show as a redeploy
+        victim = sl.statuses()["env-monitor"]["sensor-reader"]["nodes"][0]
         notes.append(f"node agent {victim}")
         sl.kill9(victim)
         await asyncio.sleep(2.0)
