@@ -4,7 +4,8 @@ Liveness combines two signals, and a child is declared lost only when they are n
 parent's own trouble:
 
 * XMPP presence: a child that stops or whose connection drops is reported unavailable by the server. The
-  parent *suspects* it and declares it lost after ``presence_grace`` unless it was heard from again, or the
+  parent *suspects* it and declares it lost after ``presence_grace`` unless it came back (a new session or a
+  registration; a late heartbeat from the old session does not count), or the
   parent itself lost the server meanwhile (a graceful server stop sends every "unavailable" presence before
   the parent notices its own disconnect). Presences received while the parent is disconnected, and for
   ``reconnect_allowance`` after its own reconnect, say nothing about the children (bus outage) and are ignored.
@@ -22,7 +23,8 @@ listeners are not told (nothing is relocated) until the children come back, or t
 ``disruption_limit`` seconds; both transitions are decision-log events with the reason. Children still silent
 when the others came back get a full liveness period from then.
 
-Recovery is level-triggered: a lost child that heartbeats or registers again is *recovered*; a heartbeat
+Recovery is level-triggered: a lost child that heartbeats or registers again is *recovered* (so is one whose
+session ended and that registers again before it was declared lost: a restarted child); a heartbeat
 from a child the parent does not know is answered FAILURE ``"unknown child: re-register"``, which is how a
 restarted parent re-learns its children. The child re-registers on that failure, after its own reconnect
 and when the parent's presence comes back.
