@@ -124,6 +124,7 @@ class _HandlerEntry:
     handler: Handler
     performatives: frozenset[Performative]
     allowed: Rule
+    urgent: bool = False    # never waits for a handler slot (liveness: a heartbeat must not queue behind work)
 
 
 @dataclass
@@ -255,6 +256,7 @@ class MLSysOpsAgent(Agent):
         self._presence_hooks: list[PresenceHook] = []
         self._peer_sessions: dict[str, set[str]] = {}   # bare JID -> resources seen available
         self._reconnect_hooks: list[ReconnectHook] = []
+        self._disconnect_hooks: list[ReconnectHook] = []
         self._connected = False
         self._stopping = False
         self._reconnect_task: asyncio.Task[None] | None = None
@@ -367,17 +369,20 @@ class MLSysOpsAgent(Agent):
     # ---------------------------------------------------------------------------------------------
     def on(self, kind: str | Kind, handler: Handler,
            performatives: Iterable[Performative | str] = (Performative.REQUEST,), *,
-           allowed: Rule | None = None) -> None:
+           allowed: Rule | None = None, urgent: bool = False) -> None:
         """Handle ``kind`` messages with these performatives, from the senders ``allowed`` lets through
         (default: the kind's rule in ``authorization.RULES``; a kind without one needs ``allowed``). For
-        REQUEST the return value is the INFORM reply body; ``HandlerError`` becomes FAILURE with its reason."""
+        REQUEST the return value is the INFORM reply body; ``HandlerError`` becomes FAILURE with its reason.
+        ``urgent``: the handler skips the bounded handler slots (it must be short and never block), so that
+        busy handlers of other kinds cannot delay it (heartbeats)."""
         kind = str(kind)
         rule = allowed or rule_for(kind)
         if rule is None:
             raise ValueError(f"no authorization rule for kind {kind!r}: register_rule() it or pass allowed=")
         if kind in self._handlers:
             self.log.warning("replacing handler for kind %s", kind)
-        self._handlers[kind] = _HandlerEntry(handler, frozenset(Performative(p) for p in performatives), rule)
+        self._handlers[kind] = _HandlerEntry(handler, frozenset(Performative(p) for p in performatives), rule,
+                                             urgent)
         self._ensure_kind_behaviour(kind)
 
     # -- who is who (layers override the slice's view) ------------------------------------------------
@@ -424,6 +429,10 @@ class MLSysOpsAgent(Agent):
     def on_reconnected(self, hook: ReconnectHook) -> None:
         """``hook()`` after the session is re-established (not after the first start)."""
         self._reconnect_hooks.append(hook)
+
+    def on_disconnected(self, hook: ReconnectHook) -> None:
+        """``hook()`` when the session to the XMPP server drops (not on stop())."""
+        self._disconnect_hooks.append(hook)
 
     def subscribe_presence(self, jid: str) -> None:
         """Ask for ``jid``'s presence (auto-approved by mlsysops agents of the same domain).
@@ -634,8 +643,11 @@ class MLSysOpsAgent(Agent):
         is_request = env.performative is Performative.REQUEST
         reply: Envelope | None = None
         try:
-            async with self._handler_slots:
+            if entry.urgent:
                 result = await entry.handler(env)
+            else:
+                async with self._handler_slots:
+                    result = await entry.handler(env)
             if is_request:
                 reply = env.reply(Performative.INFORM, _as_dict(result))
         except HandlerError as exc:
@@ -697,6 +709,7 @@ class MLSysOpsAgent(Agent):
             return
         if was_connected:
             self.log.warning("disconnected from the XMPP server (%s); reconnecting", reason)
+            self._fire(self._disconnect_hooks)
         if self._reconnect_task is None or self._reconnect_task.done():
             self._reconnect_task = asyncio.ensure_future(self._reconnect_loop())
 

@@ -59,6 +59,9 @@ class AgentSettings:
     policy_disable_after: int = 5       # consecutive overruns (timeout/memory) before a policy is disabled
     status_report: float = 1.0
     eviction_timeout: float = 30.0      # continuum: how long a lost cluster keeps its components
+    node_grace: float = 10.0            # cluster: how long a lost node agent's running instances are kept
+    disruption_fraction: float = 0.6    # parents: losing this share of the children at once is a full disruption
+    disruption_limit: float | None = None   # parents: how long a full disruption holds losses back (None: auto)
     policies: list[str] = field(default_factory=list)          # module names of built-in policies
     policy_dirs: list[Path] = field(default_factory=list)
     policy_settings: dict[str, dict[str, Any]] = field(default_factory=dict)

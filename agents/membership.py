@@ -1,16 +1,30 @@
 """Membership between a parent agent and its children: registration, heartbeats, liveness.
 
-Liveness combines two signals:
+Liveness combines two signals, and a child is declared lost only when they are not explained by the
+parent's own trouble:
 
-* XMPP presence: a child that stops or whose connection drops is reported unavailable by the server, and
-  the parent marks it lost at once (reason ``"presence: unavailable"``);
+* XMPP presence: a child that stops or whose connection drops is reported unavailable by the server. The
+  parent *suspects* it and declares it lost after ``presence_grace`` unless it came back (a new session or a
+  registration; a late heartbeat from the old session does not count), or the
+  parent itself lost the server meanwhile (a graceful server stop sends every "unavailable" presence before
+  the parent notices its own disconnect). Presences received while the parent is disconnected, and for
+  ``reconnect_allowance`` after its own reconnect, say nothing about the children (bus outage) and are ignored.
 * heartbeats: a child that is connected but hung (or partitioned above XMPP) stops heartbeating and is
-  marked lost after ``liveness_misses`` intervals (reason ``"missed N heartbeats"``). Time during which the
-  parent could not have heard a heartbeat is not counted: its own event loop was frozen, or it was
-  disconnected from the XMPP server (an outage of the server is not the loss of every node); after the
-  parent reconnects, every child has a full liveness period to reconnect and heartbeat again.
+  suspected after ``liveness_misses`` intervals (reason ``"missed N heartbeats"``). Misses are judged against
+  the receiver's own lag: every tick the watchdog is late (its loop or process stalled: GC, a blocking
+  call, a starved CPU, a suspended VM) moves every deadline by as much, and time disconnected from the
+  server is not counted; after the parent reconnects, every child has ``reconnect_allowance`` (the time its
+  own reconnect backoff may take) plus a full liveness period, counted again from when it is back online.
+  Heartbeats are handled ``urgent`` (no handler slot), so other work cannot queue them.
 
-Recovery is level-triggered: a lost child that heartbeats or registers again is *recovered*; a heartbeat
+Full disruption (Kubernetes' node controller does the same): when at least ``disruption_fraction`` of the
+children (and at least ``disruption_min_children``) are lost at once, the parent suspects itself: the
+listeners are not told (nothing is relocated) until the children come back, or the condition lasts past
+``disruption_limit`` seconds; both transitions are decision-log events with the reason. Children still silent
+when the others came back get a full liveness period from then.
+
+Recovery is level-triggered: a lost child that heartbeats or registers again is *recovered* (so is one whose
+session ended and that registers again before it was declared lost: a restarted child); a heartbeat
 from a child the parent does not know is answered FAILURE ``"unknown child: re-register"``, which is how a
 restarted parent re-learns its children. The child re-registers on that failure, after its own reconnect
 and when the parent's presence comes back.
@@ -40,6 +54,7 @@ from mlsysops.agents.protocol import (
 
 UNKNOWN_CHILD = "unknown child: re-register"
 REASON_PRESENCE = "presence: unavailable"
+LAG_EPSILON = 0.005   # watchdog lateness below this is timer jitter, not a stall
 
 AcceptFn = Callable[[Envelope], dict[str, Any] | Awaitable[dict[str, Any]]]
 ChildListener = Callable[..., Awaitable[None]]
@@ -62,6 +77,10 @@ class ChildRecord:
     capabilities: list[str] = field(default_factory=list)
     lost_reason: str | None = None
     last_seen_monotonic: float = field(default_factory=time.monotonic)
+    suspected_at: float | None = None   # monotonic: presence or a missed deadline said "gone", not confirmed yet
+    suspect_reason: str | None = None
+    held: bool = False                  # lost during a full disruption: the listeners were not told
+    session_ended: bool = False         # its XMPP session closed (not in an outage): a registration is a restart
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -79,10 +98,24 @@ class ParentMembership:
         liveness_misses: int = 3,
         accept: AcceptFn | None = None,
         extra_settings: dict[str, Any] | None = None,
+        presence_grace: float | None = None,
+        disruption_fraction: float = 0.6,
+        disruption_min_children: int = 2,
+        disruption_limit: float | None = None,
+        reconnect_allowance: float | None = None,
     ) -> None:
         self.agent = agent
         self.settings = MembershipSettings(heartbeat_interval=heartbeat_interval,
                                            liveness_misses=liveness_misses, **(extra_settings or {}))
+        self.presence_grace = heartbeat_interval if presence_grace is None else presence_grace
+        self.disruption_fraction = disruption_fraction
+        self.disruption_min_children = disruption_min_children
+        self.disruption_limit = (max(30.0, 10 * self.liveness_period) if disruption_limit is None
+                                 else disruption_limit)
+        # After a bus outage the children reconnect on their own backoff, which may end after ours: they
+        # get this much on top of a liveness period (default: our own reconnect backoff cap, the slice's).
+        self.reconnect_allowance = (float(getattr(agent, "reconnect_backoff_max", 0.0))
+                                    if reconnect_allowance is None else reconnect_allowance)
         self._accept = accept
         self._children: dict[str, ChildRecord] = {}
         self._joined: list[ChildListener] = []
@@ -91,12 +124,19 @@ class ParentMembership:
         self._watchdog: asyncio.Task[None] | None = None
         self._heartbeat_listeners: list[Callable[[ChildRecord, float, float], None]] = []
         self.stalls = 0   # times the watchdog found its own loop frozen (see _credit_stall)
-        self.stalled_seconds = 0.0   # ... and for how long in all
+        self.lag_credited = 0.0   # seconds of own lag not counted against the children
+        self.outages = 0          # own disconnects from the server (bus outages as this parent saw them)
+        self.presences_ignored = 0
+        self.disruptions = 0
+        self.disruption_since: float | None = None   # monotonic, while a full disruption holds losses back
+        self._disruption_expired = False
+        self._outage_until = 0.0
         agent.on(Kind.REGISTER, self._on_register)
-        agent.on(Kind.HEARTBEAT, self._on_heartbeat)
+        agent.on(Kind.HEARTBEAT, self._on_heartbeat, urgent=True)
         agent.registered_child = lambda jid: norm_jid(jid) in self._children   # the `from_children` rule
         agent.on_presence(self._on_presence)
         agent.on_reconnected(self._on_reconnected)
+        agent.on_disconnected(self._on_disconnected)
 
     # -- public API --------------------------------------------------------------------------------
     def on_joined(self, listener: Callable[[ChildRecord], Awaitable[None]]) -> None:
@@ -118,9 +158,17 @@ class ParentMembership:
     def child(self, jid: str) -> ChildRecord | None:
         return self._children.get(bare(jid))
 
+    def forget(self, jid: str) -> ChildRecord | None:
+        """Drop a child that left the slice for good (a removed node): no loss, no more liveness."""
+        return self._children.pop(norm_jid(jid), None)
+
     @property
     def liveness_period(self) -> float:
         return self.settings.heartbeat_interval * self.settings.liveness_misses
+
+    @property
+    def in_disruption(self) -> bool:
+        return self.disruption_since is not None
 
     async def start(self) -> None:
         if self._watchdog is None or self._watchdog.done():
@@ -158,9 +206,11 @@ class ParentMembership:
         else:
             rec.agent_id, rec.role, rec.description = req.agent_id, req.role, req.description
             rec.capabilities = list(req.capabilities)
-            rec.last_heartbeat, rec.last_seen_monotonic = now, mono
-            if not rec.alive:
-                self._mark_recovered(rec)
+            restarted, rec.session_ended = rec.alive and rec.session_ended, False
+            self._heard(rec, now, mono)
+            if restarted:   # its session ended and a new one registers: a restarted child, state to re-learn
+                self.agent.log.info("child re-registered after its session ended: %s", rec.agent_id)
+                self._notify(self._recovered, rec)
         self.agent.subscribe_presence(jid)
         return RegisterReply(accepted=True, settings=self.settings, extra=extra).model_dump(mode="json")
 
@@ -171,28 +221,64 @@ class ParentMembership:
         if rec is None:
             raise HandlerError(UNKNOWN_CHILD)
         rec.seq, rec.digest = hb.seq, hb.digest
-        rec.last_heartbeat, rec.last_seen_monotonic = time.time(), time.monotonic()
-        if not rec.alive:
-            self._mark_recovered(rec)
+        # A heartbeat sent before the child's session closed can arrive after its "unavailable": only a new
+        # session (presence) or a registration clears that suspicion.
+        self._heard(rec, time.time(), time.monotonic(), keep_presence_suspicion=True)
         for listener in self._heartbeat_listeners:   # sync and cheap (node trust): no task per heartbeat
             try:
-                listener(rec, rec.last_seen_monotonic, self.stalled_seconds)
+                listener(rec, rec.last_seen_monotonic, self.lag_credited)
             except Exception:
                 self.agent.log.exception("heartbeat listener %r failed", listener)
         return HeartbeatAck(seq=hb.seq).model_dump()
 
+    def _heard(self, rec: ChildRecord, now: float, mono: float, *, keep_presence_suspicion: bool = False) -> None:
+        rec.last_heartbeat, rec.last_seen_monotonic = now, mono
+        if rec.suspect_reason == REASON_PRESENCE and keep_presence_suspicion:
+            return
+        rec.suspected_at = rec.suspect_reason = None
+        if not rec.alive:
+            self._mark_recovered(rec)
+
     def _on_presence(self, jid: str, available: bool) -> None:
         rec = self._children.get(jid)
-        if rec is not None and not available and rec.alive:
-            self._mark_lost(rec, REASON_PRESENCE)
+        if rec is None or not rec.alive:
+            return
+        if available:
+            if rec.suspect_reason == REASON_PRESENCE:   # back under a new session before we confirmed
+                rec.suspected_at = rec.suspect_reason = None
+            now = time.monotonic()
+            if now < self._outage_until:
+                # Back online after the outage (maybe after us): a full liveness period to register and
+                # heartbeat from now, whatever its reconnect backoff was.
+                rec.last_seen_monotonic = max(rec.last_seen_monotonic, now)
+            return
+        if not self.agent.connected or time.monotonic() < self._outage_until:
+            # Our own connection is going down or just came back: the server's view of who is online says
+            # nothing about the children now (bus outage); heartbeats decide.
+            self.presences_ignored += 1
+            self.agent.log.info("presence of %s unavailable during a bus outage: not counted", rec.agent_id)
+            return
+        rec.session_ended = True
+        self._suspect(rec, REASON_PRESENCE, time.monotonic())
+
+    def _on_disconnected(self) -> None:
+        # A graceful server stop sends "unavailable" for everybody just before it closes our stream: those
+        # suspicions were the outage, not the children.
+        self.outages += 1
+        for rec in self._children.values():
+            rec.session_ended = False
+            if rec.suspect_reason == REASON_PRESENCE:
+                rec.suspected_at = rec.suspect_reason = None
 
     def _on_reconnected(self) -> None:
         # The children lost the server too and must reconnect before they can heartbeat again: each gets a
         # full liveness period from now (like Kubernetes' node controller after a full disruption), not what
         # was left of its period when the outage began.
         now = time.monotonic()
+        self._outage_until = now + self.reconnect_allowance
         for jid, rec in self._children.items():
-            rec.last_seen_monotonic = max(rec.last_seen_monotonic, now)
+            rec.last_seen_monotonic = max(rec.last_seen_monotonic, self._outage_until)
+            rec.suspected_at = rec.suspect_reason = None
             self.agent.subscribe_presence(jid)   # the roster survives, but be explicit after a server restart
 
     async def _watch(self) -> None:
@@ -206,20 +292,38 @@ class ParentMembership:
                 # Cut off from the XMPP server we hear nobody: that says nothing about the children, which go
                 # on running their work (Kubernetes likewise stops evicting when it loses every node at once).
                 self._extend_deadlines(elapsed)
-            elif elapsed - tick > tick:
-                self._credit_stall(elapsed - tick)
-            deadline = now - self.liveness_period
-            for rec in list(self._children.values()):
-                if rec.alive and rec.last_seen_monotonic < deadline:
-                    self._mark_lost(rec, f"missed {self.settings.liveness_misses} heartbeats")
+                continue
+            if elapsed - tick > LAG_EPSILON:
+                self._credit_stall(elapsed - tick, tick)
+            self._check(now)
 
-    def _credit_stall(self, stalled: float) -> None:
-        """This agent's own loop was frozen (a GC pause, a blocking call, a suspended VM) and could not hear
-        any heartbeat meanwhile: that time does not count against the children. Without this, one long
-        pause of the parent declares every child lost at once and relocates everything they run."""
-        self.stalls += 1
-        self.stalled_seconds += stalled
+    def _check(self, now: float) -> None:
+        deadline = now - self.liveness_period
+        for rec in self._children.values():
+            if rec.alive and rec.suspected_at is None and rec.last_seen_monotonic < deadline:
+                self._suspect(rec, f"missed {self.settings.liveness_misses} heartbeats", now)
+        due = [rec for rec in self._children.values() if rec.alive and rec.suspected_at is not None
+               and now - rec.suspected_at >= self._confirm_delay(rec)]
+        if due:
+            self._declare(due, now)
+        self._check_disruption(now)
+
+    def _confirm_delay(self, rec: ChildRecord) -> float:
+        """How long a suspicion waits before the child is declared lost: for presence, time for our own
+        disconnect to show (a server going down); for heartbeats, two intervals, so children that fell silent
+        together (heartbeating in different phases of the interval) are judged together (full disruption)."""
+        if rec.suspect_reason == REASON_PRESENCE:
+            return self.presence_grace
+        return 2 * self.settings.heartbeat_interval
+
+    def _credit_stall(self, stalled: float, tick: float) -> None:
+        """This agent's own loop was late (a GC pause, a blocking call, a starved or suspended process) and
+        could not hear any heartbeat meanwhile: that time does not count against the children. Without this,
+        one long pause of the parent declares every child lost at once and relocates everything they run."""
+        self.lag_credited += stalled
         self._extend_deadlines(stalled)
+        if stalled > tick:
+            self.stalls += 1
         if stalled > self.settings.heartbeat_interval:
             self.agent.log.warning("event loop stalled for %.2fs; children's liveness deadlines moved by as much",
                                    stalled)
@@ -227,15 +331,90 @@ class ParentMembership:
     def _extend_deadlines(self, seconds: float) -> None:
         for rec in self._children.values():
             rec.last_seen_monotonic += seconds
+            if rec.suspected_at is not None:
+                rec.suspected_at += seconds
+        if self.disruption_since is not None:
+            self.disruption_since += seconds
 
     # -- state changes -----------------------------------------------------------------------------
+    def _suspect(self, rec: ChildRecord, reason: str, now: float) -> None:
+        if rec.suspected_at is None:
+            rec.suspected_at, rec.suspect_reason = now, reason
+            self.agent.log.info("child suspected: %s (%s)", rec.agent_id, reason)
+
+    def _disrupted(self) -> tuple[int, int]:
+        """(lost, total) when the lost and suspected children are a full disruption, else (0, total)."""
+        total = len(self._children)
+        lost = sum(1 for c in self._children.values() if not c.alive or c.suspected_at is not None)
+        if total >= self.disruption_min_children and lost >= self.disruption_fraction * total:
+            return lost, total
+        return 0, total
+
+    def _declare(self, recs: list[ChildRecord], now: float) -> None:
+        for rec in recs:
+            rec.alive, rec.lost_reason = False, rec.suspect_reason or "lost"
+            rec.suspected_at = rec.suspect_reason = None
+        lost, total = self._disrupted()
+        if lost and self.disruption_since is None and not self._disruption_expired:
+            self.disruption_since = now
+            self.disruptions += 1
+            self._event(f"full disruption: {lost} of {total} children lost at once; suspecting this agent's own "
+                        f"connectivity, relocating nothing until they are back or for "
+                        f"{self.disruption_limit:g}s", outcome="error",
+                        inputs={"lost": sorted(c.agent_id for c in self._children.values() if not c.alive),
+                                "children": total, "fraction": self.disruption_fraction})
+        for rec in recs:
+            if self.disruption_since is not None:
+                rec.held = True
+                self.agent.log.warning("child unreachable during a full disruption: %s (%s); not declared lost",
+                                       rec.agent_id, rec.lost_reason)
+            else:
+                self._mark_lost(rec, rec.lost_reason or "lost")
+
+    def _check_disruption(self, now: float) -> None:
+        if self.disruption_since is None:
+            if self._disruption_expired and not self._disrupted()[0]:
+                self._disruption_expired = False
+            return
+        held = [c for c in self._children.values() if c.held]
+        lost, total = self._disrupted()
+        if not lost:
+            for rec in held:   # the others are back: these get a full liveness period from now
+                rec.held, rec.alive, rec.lost_reason = False, True, None
+                rec.last_seen_monotonic = now
+            self._event(f"full disruption over after {now - self.disruption_since:.1f}s: children back; "
+                        f"{len(held)} still silent get a full liveness period", inputs={
+                            "silent": sorted(c.agent_id for c in held), "children": total})
+            self.disruption_since = None
+        elif now - self.disruption_since >= self.disruption_limit:
+            self._event(f"full disruption lasted {self.disruption_limit:g}s: declaring {len(held)} children lost",
+                        outcome="error", inputs={"lost": sorted(c.agent_id for c in held), "children": total})
+            self.disruption_since = None
+            self._disruption_expired = True
+            for rec in held:
+                rec.held = False
+                self._mark_lost(rec, f"{rec.lost_reason} (full disruption past {self.disruption_limit:g}s)")
+
+    def _event(self, reason: str, **kw: Any) -> None:
+        self.agent.log.warning("%s", reason)
+        record = getattr(self.agent, "record_event", None)
+        if callable(record):
+            try:
+                record(reason, **kw)
+            except Exception:
+                self.agent.log.exception("could not record a membership event")
+
     def _mark_lost(self, rec: ChildRecord, reason: str) -> None:
         rec.alive, rec.lost_reason = False, reason
         self.agent.log.warning("child lost: %s (%s)", rec.agent_id, reason)
         self._notify(self._lost, rec, reason)
 
     def _mark_recovered(self, rec: ChildRecord) -> None:
+        held, rec.held = rec.held, False
         rec.alive, rec.lost_reason = True, None
+        if held:   # never declared lost: nothing to undo
+            self.agent.log.info("child back after a full disruption: %s", rec.agent_id)
+            return
         self.agent.log.info("child recovered: %s", rec.agent_id)
         self._notify(self._recovered, rec)
 
@@ -423,6 +602,8 @@ class ChildMembership:
             else:
                 self.agent.log.warning("heartbeat %d refused: %s", seq, exc.reason)
         except RequestError:
+            if not self.agent.connected:
+                return   # our own outage, not the parent's silence (we re-register after reconnecting)
             self._misses += 1
             if self._misses >= self.settings.liveness_misses and self._connected:
                 self.request_reregister(f"parent silent for {self._misses} heartbeats")
@@ -439,6 +620,9 @@ class ChildMembership:
                 self.request_reregister("parent is back")
 
     def _on_reconnected(self) -> None:
+        # The parent may still be offline (both reconnecting after an outage): its next available presence
+        # means "registering now will be heard", so re-register then too instead of waiting out a timeout.
+        self._parent_seen_unavailable = True
         if self._task is not None:
             self.request_reregister("reconnected")
 

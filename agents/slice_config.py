@@ -164,6 +164,13 @@ class Intervals(_Config):
     analyze: Seconds = 2.0
     execute_timeout: Seconds = 10.0
     status_report: Seconds = 1.0
+    eviction_timeout: Seconds = Field(30.0, description="How long a lost cluster agent keeps its components.")
+    node_grace: Seconds = Field(10.0, description="How long a lost node agent keeps the instances that still run "
+                                                  "on its node (a restart evicts nothing).")
+    disruption_fraction: float = Field(0.6, gt=0, le=1.0, description="Share of a parent's children lost at "
+                                       "once that makes it suspect itself and relocate nothing (full disruption).")
+    disruption_limit: Seconds | None = Field(None, description="How long a full disruption holds losses back "
+                                             "(default: 10 liveness periods, at least 30 s).")
 
 
 class TelemetryConfig(_Config):

@@ -122,6 +122,13 @@ class ProsodyServer:
                 self._proc.kill()
         self._proc = None
 
+    def kill_sync(self) -> None:
+        """SIGKILL: no "unavailable" presence, no stream close (a crashed server, unlike stop_sync)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=5)
+        self._proc = None
+
     async def start(self) -> None:
         await asyncio.to_thread(self.start_sync)
 

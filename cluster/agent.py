@@ -1,7 +1,12 @@
 """Cluster agent: places components on its nodes, heals them, reports honest status up.
 
-- Children: node agents (membership with presence + heartbeat liveness). A lost node's instances become
-  `lost` and the engine is triggered at once, so relocation does not wait for the next interval.
+- Children: node agents (membership with presence + heartbeat liveness). A lost node agent's instances
+  that still run on the substrate are kept for `node_grace` seconds (a restarted node agent evicts nothing,
+  as a kubelet restart evicts no pod); after that they become `lost` and the engine is triggered at once.
+  Instances the substrate no longer runs on a lost node are `lost` at once. Losing most nodes at once is a
+  full disruption (see `mlsysops.agents.membership`): nothing is relocated then.
+- Drain (`cordon`, used before a node is removed): no new work there, its instances relocated
+  make-before-break; a drain that cannot complete is reported (`drain_status`) and undone by `uncordon`.
 - Parent: the continuum agent sends `app.deploy` (the components this cluster must run) and `app.remove`.
 - Instance table (`InstanceTable`, its only writer): written by execution outcomes (`deploying`), corrected by node reports (`running`,
   `failed`, ...), seeded from the substrate at start-up (adoption: a restarted cluster agent never
@@ -86,6 +91,8 @@ class ClusterAgent(ManagedAgent):
         self.instances = InstanceTable()
         self.proposals: list[dict[str, Any]] = []
         self.cordoned: set[str] = set()          # nodes being drained: no new work, instances moved away
+        self.drain_problems: dict[str, str] = {}   # node -> why its drain could not complete (until uncordoned)
+        self._evictions: dict[str, asyncio.Task[None]] = {}   # node -> pending end of its grace
         self.not_ready: set[str] = set()         # nodes the (authoritative) substrate reports not ready
         self.substrate_error: str | None = None  # set while get_state() is stale
         self._reported: dict[tuple[str, str], tuple[str, str | None]] = {}
@@ -99,7 +106,9 @@ class ClusterAgent(ManagedAgent):
                                                             app_models=self.apps)
         self.mechanisms.register("fluidity", placement)   # the original framework's plans, as they are
         self.children = ParentMembership(self, heartbeat_interval=settings.heartbeat,
-                                         liveness_misses=settings.liveness_misses, accept=self._accept_node)
+                                         liveness_misses=settings.liveness_misses, accept=self._accept_node,
+                                         disruption_fraction=settings.disruption_fraction,
+                                         disruption_limit=settings.disruption_limit)
         self.children.on_joined(self._node_joined)
         self.children.on_recovered(self._node_joined)
         self.children.on_lost(self._node_lost)
@@ -204,6 +213,13 @@ class ClusterAgent(ManagedAgent):
 
     async def _node_joined(self, child: ChildRecord) -> None:
         node = self._node_of(child)
+        if node is None:
+            return   # removed from the inventory meanwhile
+        pending = self._evictions.pop(node, None)
+        if pending is not None:
+            pending.cancel()
+            self.record_event(f"node {node} back within its {self.settings.node_grace:g}s grace: its instances "
+                              "are kept", inputs={"jid": child.jid})
         self.record_event(f"node {node} joined", inputs={"jid": child.jid})
         self._write_cr_status()
         self.trigger(reason=f"node {node} joined")
@@ -221,8 +237,32 @@ class ClusterAgent(ManagedAgent):
 
     async def _node_lost(self, child: ChildRecord, reason: str) -> None:
         node = self._node_of(child)
-        if node is not None:
-            self.trust.node_lost(node, reason)
+        if node is None:
+            return   # removed from the inventory meanwhile: nothing of ours runs there
+        self.trust.node_lost(node, reason)
+        grace = self.settings.node_grace
+        if grace > 0 and self.instances.on_node(node) and not self.substrate_reports_status:
+            # Like a kubelet restart: the node agent is gone, not (necessarily) the node. What the substrate
+            # still runs there stays ours for the grace; what it stopped running is lost now (_reconcile).
+            kept = self.instances.on_node(node)
+            self.record_event(f"node {node} lost ({reason}); its {len(kept)} instance(s) are kept for "
+                              f"{grace:g}s unless it is back", outcome="info",
+                              inputs={"instances": kept, "grace_s": grace})
+            if node not in self._evictions:
+                self._evictions[node] = self.spawn(self._evict_after(node, reason, grace), name=f"evict-{node}")
+            self._write_cr_status()
+            self.trigger(reason=f"node {node} lost")   # reconcile: instances the substrate no longer runs
+            return
+        await self._evict(node, reason)
+
+    async def _evict_after(self, node: str, reason: str, grace: float) -> None:
+        await asyncio.sleep(grace)
+        self._evictions.pop(node, None)
+        if node in self._alive_nodes() or node not in self.nodes:
+            return
+        await self._evict(node, f"{reason}; not back within {grace:g}s")
+
+    async def _evict(self, node: str, reason: str) -> None:
         lost = self.instances.mark_lost(node, f"node {node} lost: {reason}")
         self.record_event(f"node {node} lost ({reason}); {len(lost)} instance(s) to relocate", outcome="info",
                           inputs={"instances": lost})
@@ -277,6 +317,7 @@ class ClusterAgent(ManagedAgent):
         """Drain a node before it leaves: place nothing new there, relocate what runs (make-before-break,
         since the node itself is still up). Returns the instances to move."""
         self.cordoned.add(node)
+        self.drain_problems.pop(node, None)
         moving = self.instances.mark_lost(node, f"node {node} is being removed (drain)")
         self.record_event(f"node {node} cordoned for removal; {len(moving)} instance(s) to relocate",
                           inputs={"instances": moving})
@@ -287,13 +328,62 @@ class ClusterAgent(ManagedAgent):
         return not any(row["node"] == node and row["status"] in (*ACTIVE, "lost")
                        for row in self.instances.values())
 
+    def drain_blockers(self, node: str) -> dict[str, str]:
+        """`app/component` -> why it is still on `node` (its status reason, or what placement said)."""
+        out = {}
+        for row in self.instances.values():
+            if row["node"] == node and row["status"] in (*ACTIVE, "lost"):
+                key = f"{row['app']}/{row['component']}"
+                why = self._pending_reason(row["app"], row["component"])
+                out[key] = why or "no other node could take it yet"
+        return out
+
+    def drain_stuck(self, node: str, waited: float) -> str:
+        """The drain of `node` did not complete in `waited` s: say why, keep it cordoned (undo: uncordon)."""
+        blockers = self.drain_blockers(node)
+        reason = (f"drain of node {node} did not complete within {waited:g}s: "
+                  + "; ".join(f"{k}: {v}" for k, v in sorted(blockers.items()))
+                  + f". The node stays cordoned; `mlsysops uncordon {node}` undoes the drain")
+        self.drain_problems[node] = reason
+        self.record_event(reason, outcome="error", inputs={"node": node, "blockers": blockers})
+        return reason
+
+    def drain_status(self, node: str) -> dict[str, Any]:
+        """What the node's drain is doing: none / draining / stuck (with the reason)."""
+        if node not in self.cordoned:
+            return {"state": "none", "reason": None}
+        if node in self.drain_problems:
+            return {"state": "stuck", "reason": self.drain_problems[node]}
+        return {"state": "draining", "reason": None}
+
+    def uncordon(self, node: str) -> list[str]:
+        """Undo a drain: the node takes work again and keeps what still runs there (the drain was
+        make-before-break: instances not yet replaced never stopped). Returns the instances kept."""
+        if node not in self.cordoned:
+            return []
+        self.cordoned.discard(node)
+        self.drain_problems.pop(node, None)
+        drain_reason = f"node {node} is being removed (drain)"
+        kept = [iid for iid, row in self.instances.items()
+                if row["node"] == node and row["status"] == "lost" and row["reason"] == drain_reason]
+        for iid in kept:
+            self.instances.set_status(iid, "running")
+        self.record_event(f"node {node} uncordoned; {len(kept)} instance(s) stay there", inputs={"instances": kept})
+        self.trigger(reason=f"node {node} uncordoned")
+        return kept
+
     def forget_node(self, node: str) -> None:
         jid = self.node_jids.pop(node, None)
         if jid is not None:
             self.jid_nodes.pop(norm_jid(jid), None)
+            self.children.forget(jid)   # a removed node is not a lost one: no "node None lost" later
+        pending = self._evictions.pop(node, None)
+        if pending is not None:
+            pending.cancel()
         self.nodes.pop(node, None)
         self.cordoned.discard(node)
         self.trust.forget(node)
+        self.drain_problems.pop(node, None)
         self.record_event(f"node {node} removed from the inventory")
 
     # -- parent requests ----------------------------------------------------------------------------
@@ -414,13 +504,35 @@ class ClusterAgent(ManagedAgent):
     def assets(self) -> dict[str, dict[str, Any]]:
         return dict(self.knowledge.apps)
 
+    def _kept_nodes(self) -> dict[str, str]:
+        """Nodes whose agent is lost but whose instances stay where they are, with why: within the node grace,
+        or unreachable during a full disruption. Policies see them alive (nothing to relocate) but
+        unschedulable (no new work)."""
+        grace = self.settings.node_grace
+        kept = {n: f"node agent lost, its instances kept for the {grace:g}s grace" for n in self._evictions}
+        known = set()
+        for rec in self.children.children():
+            node = self.jid_nodes.get(rec.jid)
+            known.add(node)
+            if rec.held and node is not None:
+                kept[node] = "unreachable during a full disruption of this cluster"
+        if time.time() - self.started_at < grace:
+            # Restarted: node agents re-register over the next heartbeats; until then what they run is kept,
+            # like the continuum keeps a cluster it has not heard of since its own start.
+            for node in set(self.nodes) - known:
+                kept[node] = f"not heard of since this agent started (grace {grace:g}s)"
+        return kept
+
     def system_description(self) -> dict[str, Any]:
         alive = self._alive_nodes()
+        kept = self._kept_nodes()
         nodes = {}
         for name, model in self.nodes.items():
             cpu = self.knowledge.latest("system.cpu.utilization", node=name)
-            nodes[name] = {"model": model, "alive": name in alive, "cpu_utilization": cpu or 0.0,
+            nodes[name] = {"model": model, "alive": name in alive or name in kept, "cpu_utilization": cpu or 0.0,
                            "trust": self.trust.report(name).to_dict()}
+            if name in kept:
+                nodes[name]["unschedulable"] = kept[name]
         if self.inventory is not None:   # Kubernetes: what the cluster itself says about each node
             for name, view in self.inventory.merged().items():
                 if name in nodes:
@@ -531,6 +643,12 @@ class ClusterAgent(ManagedAgent):
                                       retrying=status == "failed")
         now = time.time()
         for iid, row in self.instances.items():
+            if (row["status"] == "lost" and iid not in present and row["node"] in alive
+                    and now - row["since"] > VANISH_GRACE_S):
+                # The node is back but no longer runs it (it crashed meanwhile) and nothing replaced it yet:
+                # failed, so placement redeploys it, instead of `relocating` for ever.
+                self.instances.set_status(iid, "failed", f"node {row['node']} is back without this instance")
+                continue
             if iid in present or row["status"] not in ACTIVE:
                 continue
             if row["node"] not in alive:

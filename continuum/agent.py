@@ -72,7 +72,9 @@ class ContinuumAgent(ManagedAgent):
         self.cluster_dispatch: Any = ClusterDispatchMechanism(self)
         self.dispatch_mechanism = self.mechanisms.register("cluster_dispatch", self.cluster_dispatch)
         self.children = ParentMembership(self, heartbeat_interval=settings.heartbeat,
-                                         liveness_misses=settings.liveness_misses, accept=self._accept_cluster)
+                                         liveness_misses=settings.liveness_misses, accept=self._accept_cluster,
+                                         disruption_fraction=settings.disruption_fraction,
+                                         disruption_limit=settings.disruption_limit)
         self.children.on_joined(self._cluster_joined)
         self.children.on_recovered(self._cluster_joined)
         self.children.on_lost(self._cluster_lost)

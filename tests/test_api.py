@@ -564,3 +564,49 @@ async def test_register_and_drain_a_node(prosody, tmp_path):
     finally:
         await server.stop()
         await rt.stop()
+
+
+async def test_a_drain_that_cannot_complete_answers_504_and_is_undone_by_patch(prosody):
+    """env-monitor's aggregator fits only edge-server-1: removing that node cannot complete. The 504 says
+    which component and how to undo it, the node shows the stuck drain, PATCH cordoned=false undoes it and the
+    same instance runs on."""
+    rt = SliceRuntime(load_slice(DEMO), xmpp_port=prosody.port, force_xmpp=True,
+                      jid_suffix="-" + uuid.uuid4().hex[:6], overrides={k: dict(v) for k, v in FAST.items()})
+    rt.drain_timeout = 2.0
+    await rt.start()
+    server = ApiServer(create_app(ApiBackend(runtime=rt), {ADMIN: Role.admin}), port=0)
+    url = await server.start()
+    try:
+        await until(lambda: formed(rt), 15, "hierarchy did not form")
+        rt.apply_file(ROOT / "examples/apps/env-monitor.yaml")
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}) as http:
+            async def aggregator() -> dict:
+                return (await http.get("/api/v1/apps/env-monitor")).json()["components"].get("aggregator", {})
+
+            deadline = time.monotonic() + 20
+            while (await aggregator()).get("status") != "running":
+                assert time.monotonic() < deadline, await aggregator()
+                await asyncio.sleep(0.1)
+            (before,) = [i for i in rt.sim.instances(app="env-monitor") if i.component == "aggregator"]
+            r = await http.delete("/api/v1/nodes/edge-server-1")
+            assert r.status_code == 504 and "env-monitor/aggregator" in r.json()["detail"], r.text
+            assert "mlsysops uncordon edge-server-1" in r.json()["detail"]
+            drain = (await http.get("/api/v1/nodes/edge-server-1")).json()["drain"]
+            assert drain == {"state": "stuck", "reason": r.json()["detail"]}
+            assert (await aggregator())["status"] == "relocating"
+            assert (await http.patch("/api/v1/nodes/edge-server-1", json={"cordoned": True})).status_code == 422
+            assert (await http.patch("/api/v1/nodes/nope", json={"cordoned": False})).status_code == 404
+            r = await http.patch("/api/v1/nodes/edge-server-1", json={"cordoned": False})
+            assert r.status_code == 200 and r.json() == {"name": "edge-server-1", "was": "stuck", "kept": 1}, r.text
+            got = (await http.get("/api/v1/nodes/edge-server-1")).json()["drain"]
+            assert got == {"state": "none", "reason": None}
+            deadline = time.monotonic() + 15
+            while (await aggregator())["status"] != "running":
+                assert time.monotonic() < deadline, await aggregator()
+                await asyncio.sleep(0.1)
+        running = [i for i in rt.sim.instances(app="env-monitor") if i.component == "aggregator"
+                   and not i.state.terminal]
+        assert [i.created_at for i in running] == [before.created_at]   # the same instance throughout
+    finally:
+        await server.stop()
+        await rt.stop()

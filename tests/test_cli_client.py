@@ -186,6 +186,9 @@ def test_apply_and_delete_a_node(slice_up, tmp_path):
     assert out.returncode == 0 and "node/edge-rpi-8 registered" in out.stdout, out.stderr
     wait_json(env, ("get", "nodes", "-o", "json"),
               lambda ns: any(n["name"] == "edge-rpi-8" and n["alive"] for n in ns))
+    back = run(env, "uncordon", "edge-rpi-8")   # nothing to undo: says so
+    assert back.returncode == 0 and "node/edge-rpi-8 uncordoned (was none; 0 instance(s) stay)" in back.stdout, \
+        back.stderr
     gone = run(env, "delete", "node", "edge-rpi-8")
     assert gone.returncode == 0 and "node/edge-rpi-8 drained (0 relocated) and removed" in gone.stdout, gone.stderr
     assert not any(n["name"] == "edge-rpi-8" for n in json.loads(run(env, "get", "nodes", "-o", "json").stdout))

@@ -44,3 +44,19 @@ def test_up_and_agent_build_the_same_agents() -> None:
         agent.apps[doc.name] = doc.spec
         comp = doc.spec.components[0].name
         assert mech.resolve(doc.name, comp, None).cpu_cores > 0
+
+
+def test_liveness_intervals_reach_the_parents(tmp_path) -> None:
+    """`intervals.node_grace`, `eviction_timeout`, `disruption_fraction`/`_limit` from the slice file end in
+    the agents' settings and their membership."""
+    text = DEMO.read_text().replace("demo/", f"{DEMO.parent}/demo/").replace(
+        "liveness_misses: 3", "liveness_misses: 3\n  node_grace: 4s\n  eviction_timeout: 1m\n"
+                              "  disruption_fraction: 0.8\n  disruption_limit: 45s")
+    path = tmp_path / "slice.yaml"
+    path.write_text(text)
+    asm = SliceAssembly(load_slice(path), xmpp_port=5222)
+    cont = asm.continuum_agent()
+    cluster = asm.cluster_agent("edge-1", asm.placement_for("edge-1", sim_url="http://127.0.0.1:1"))
+    assert cont.settings.eviction_timeout == 60.0 and cluster.settings.node_grace == 4.0
+    for parent in (cont.children, cluster.children):
+        assert parent.disruption_fraction == 0.8 and parent.disruption_limit == 45.0

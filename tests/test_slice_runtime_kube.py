@@ -76,8 +76,8 @@ def agent():
     ag = ClusterAgent("cluster-edge-1@localhost", "pw", description=cluster, nodes=nodes,
                       node_jids={n: f"node-{n}@localhost" for n in NODES}, placement=mech, parent=None)
     # both node agents alive (membership is not what these tests are about)
-    ag.children.children = lambda alive_only=False: [SimpleNamespace(jid=f"node-{n}@localhost", alive=True)
-                                                     for n in NODES]
+    ag.children.children = lambda alive_only=False: [SimpleNamespace(jid=f"node-{n}@localhost", alive=True,
+                                                                     held=False) for n in NODES]
     return ag, mech
 
 

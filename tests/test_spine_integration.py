@@ -24,7 +24,8 @@ from tests.support import formed, until
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "slices" / "demo.yaml"
-FAST = {"all": {"heartbeat": 0.5, "analyze": 0.5, "monitor": 0.2, "status_report": 0.5}}
+FAST = {"all": {"heartbeat": 0.5, "analyze": 0.5, "monitor": 0.2, "status_report": 0.5},
+        "cluster": {"node_grace": 1.0}}
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -179,17 +180,41 @@ async def test_late_report_from_a_lost_node_does_not_resurrect_its_instances(mak
     assert [i for i in rt.sim.instances(app="stale") if not i.state.terminal] == []
 
 
-async def test_nodes_back_after_a_cluster_wide_silence_keep_their_instances(make_slice):
-    """Every node agent of edge-1 silent for two liveness periods (a partition between the cluster agent and
-    its nodes): all lost, nothing could be relocated (aggregator fits only edge-server-1). When they are back
-    and still run their instances, those are kept - not `relocating` for ever while they run."""
+async def test_a_cluster_wide_silence_is_a_full_disruption_that_relocates_nothing(make_slice):
+    """Every node agent of edge-1 silent (a partition between the cluster agent and its nodes): the cluster
+    suspects itself, records why, and relocates nothing; when they are back, nothing moved."""
     rt = await make_slice()
+    rt.apply_file(ROOT / "examples/apps/env-monitor.yaml")
+    await until(lambda: all_running(rt, "env-monitor"), 20, "app did not run")
+    edge = rt.clusters["edge-1"]
+    before = {i.instance_id for i in rt.sim.instances(app="env-monitor") if not i.state.terminal}
+    for node in edge.nodes:
+        rt.hang_node_agent(node)
+    await until(lambda: edge.children.in_disruption, 10, "disruption not seen")
+    await asyncio.sleep(2.0)   # past the node grace and several analyze intervals
+    assert "relocating" not in statuses(rt, "env-monitor").values()
+    for node in edge.nodes:
+        rt.hang_node_agent(node, hung=False)
+    await until(lambda: not edge.children.in_disruption and formed(rt), 15, "nodes not back")
+    await until(lambda: all_running(rt, "env-monitor"), 15, "components not running again")
+    after = {i.instance_id for i in rt.sim.instances(app="env-monitor") if not i.state.terminal}
+    assert after == before
+    reasons = [r["reason"] for r in edge.decisions()]
+    assert any(r.startswith("full disruption: ") and "children lost at once" in r for r in reasons), reasons
+    assert any(r.startswith("full disruption over") for r in reasons)
+
+
+async def test_nodes_back_after_a_disruption_past_its_limit_keep_their_instances(make_slice):
+    """The same silence, lasting past the disruption limit: all lost, nothing could be relocated (the
+    aggregator fits only edge-server-1). When they are back and still run their instances, those are
+    kept - not `relocating` for ever while they run."""
+    rt = await make_slice(overrides={"cluster": {"disruption_limit": 0.5}})
     rt.apply_file(ROOT / "examples/apps/env-monitor.yaml")
     await until(lambda: all_running(rt, "env-monitor"), 20, "app did not run")
     edge = rt.clusters["edge-1"]
     for node in edge.nodes:
         rt.hang_node_agent(node)
-    await until(lambda: statuses(rt, "env-monitor")["aggregator"] == "relocating", 10, "loss not seen")
+    await until(lambda: statuses(rt, "env-monitor")["aggregator"] == "relocating", 15, "loss not seen")
     await asyncio.sleep(1.0)
     for node in edge.nodes:
         rt.hang_node_agent(node, hung=False)
@@ -198,6 +223,80 @@ async def test_nodes_back_after_a_cluster_wide_silence_keep_their_instances(make
     assert [i.node for i in agg] == ["edge-server-1"]        # the same instance, not a redeploy
     kept = [r["reason"] for r in edge.decisions(app="env-monitor") if "kept, node" in r["reason"]]
     assert any("aggregator" in r for r in kept), kept
+
+
+async def test_a_restarted_node_agent_keeps_its_instances(make_slice):
+    """A node agent stops and a fresh one starts while the node runs on (a kubelet restart): within the node
+    grace nothing is relocated or redeployed."""
+    rt = await make_slice(overrides={"cluster": {"node_grace": 30.0}})
+    rt.apply_file(ROOT / "examples/apps/env-monitor.yaml")
+    await until(lambda: all_running(rt, "env-monitor"), 20, "app did not run")
+    edge = rt.clusters["edge-1"]
+    before = {i.instance_id: i.node for i in rt.sim.instances(app="env-monitor") if not i.state.terminal}
+    victim = rt.continuum.app_status("env-monitor")["aggregator"]["nodes"][0]
+    await rt.nodes.pop(victim).stop()
+    await until(lambda: not edge.children.child(rt.jid("node", victim)).alive, 10, "loss not seen")
+    await asyncio.sleep(1.5)   # several analyze intervals
+    await rt.start_node(victim)
+    await until(lambda: formed(rt), 15, "node agent did not rejoin")
+    await asyncio.sleep(1.5)
+    after = {i.instance_id: i.node for i in rt.sim.instances(app="env-monitor") if not i.state.terminal}
+    assert after == before and all_running(rt, "env-monitor")
+    reasons = [r["reason"] for r in edge.decisions()]
+    assert any(f"node {victim} lost" in r and "kept for 30s" in r for r in reasons), reasons
+    assert any(f"node {victim} back within its 30s grace" in r for r in reasons), reasons
+
+
+async def test_a_node_back_without_its_instance_redeploys_it_instead_of_relocating_for_ever(make_slice):
+    """The aggregator fits only edge-server-1. Its agent goes silent past the grace (relocating: nowhere to
+    go) and meanwhile the instance dies; when the agent is back the component is redeployed there."""
+    rt = await make_slice()
+    rt.apply_file(ROOT / "examples/apps/env-monitor.yaml")
+    await until(lambda: all_running(rt, "env-monitor"), 20, "app did not run")
+    rt.hang_node_agent("edge-server-1")
+    await until(lambda: statuses(rt, "env-monitor")["aggregator"] == "relocating", 15, "loss not seen")
+    (agg,) = [i for i in rt.sim.instances(app="env-monitor") if i.component == "aggregator" and not i.state.terminal]
+    rt.sim.remove(agg.instance_id)
+    rt.hang_node_agent("edge-server-1", hung=False)
+    await until(lambda: all_running(rt, "env-monitor"), 20, "aggregator stayed relocating")
+    (new,) = [i for i in rt.sim.instances(app="env-monitor") if i.component == "aggregator" and not i.state.terminal]
+    assert new.node == "edge-server-1" and new.created_at > agg.created_at   # a new instance (same slot id)
+
+
+async def test_a_drain_that_cannot_complete_is_reported_and_undone(make_slice):
+    """Removing edge-server-1 cannot complete (the aggregator fits nowhere else): the error says which
+    component and why, the node stays cordoned with its instance running, and uncordon undoes it."""
+    rt = await make_slice()
+    rt.apply_file(ROOT / "examples/apps/env-monitor.yaml")
+    await until(lambda: all_running(rt, "env-monitor"), 20, "app did not run")
+    edge = rt.clusters["edge-1"]
+    (agg,) = [i for i in rt.sim.instances(app="env-monitor") if i.component == "aggregator" and not i.state.terminal]
+    with pytest.raises(TimeoutError) as err:
+        await rt.remove_node("edge-server-1", timeout=2.0)
+    assert "env-monitor/aggregator" in str(err.value) and "uncordon edge-server-1" in str(err.value)
+    assert rt.drain_status("edge-server-1") == {"state": "stuck", "reason": str(err.value)}
+    assert statuses(rt, "env-monitor")["aggregator"] == "relocating"
+    assert rt.uncordon_node("edge-server-1") == {"name": "edge-server-1", "was": "stuck", "kept": 1}
+    await until(lambda: all_running(rt, "env-monitor"), 10, "not running after uncordon")
+    assert rt.drain_status("edge-server-1") == {"state": "none", "reason": None}
+    (still,) = [i for i in rt.sim.instances(app="env-monitor") if i.component == "aggregator" and not i.state.terminal]
+    assert still.instance_id == agg.instance_id
+    assert "edge-server-1" in edge._alive_nodes()
+
+
+async def test_a_removed_node_leaves_membership(make_slice, tmp_path):
+    rt = await make_slice()
+    rt.apply_file(write_app(tmp_path, MOVABLE_APP.format(name="leaving", target=10_000)))
+    await until(lambda: all_running(rt, "leaving"), 15, "app did not run")
+    victim = rt.continuum.app_status("leaving")["worker"]["nodes"][0]
+    edge = rt.clusters["edge-1"]
+    jid = rt.jid("node", victim)
+    assert await rt.remove_node(victim, timeout=20) == 1
+    assert edge.children.child(jid) is None
+    await asyncio.sleep(1.0)   # the stopped agent's presence arrives: it must not be a loss
+    reasons = [r["reason"] for r in edge.decisions()]
+    assert not any("node None" in r for r in reasons), reasons
+    assert all_running(rt, "leaving") and victim not in rt.continuum.app_status("leaving")["worker"]["nodes"]
 
 
 async def test_qos_violation_triggers_relocation(make_slice, tmp_path):

@@ -93,8 +93,25 @@ class NodeSummary(BaseModel):
     components: list[HostedComponent]
 
 
+class DrainState(BaseModel):
+    state: Literal["none", "draining", "stuck"]
+    reason: str | None = Field(None, description="why a drain could not complete (undo: PATCH cordoned=false)")
+
+
 class NodeDetail(NodeSummary):
     description: dict[str, Any]
+    drain: DrainState | None = Field(None, description="in `mlsysops up` only: the node's drain, if any")
+
+
+class NodePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cordoned: Literal[False] = Field(description="false: uncordon (undo a drain; the node keeps what runs)")
+
+
+class NodeUncordoned(BaseModel):
+    name: str
+    was: Literal["none", "draining", "stuck"]
+    kept: int = Field(description="instances that stay on the node")
 
 
 class ClusterSummary(BaseModel):

@@ -51,10 +51,11 @@ class Client:
         import httpx
 
         headers = kw.pop("headers", {})
+        timeout = kw.pop("timeout", 15)
         if self.target.token:
             headers["Authorization"] = f"Bearer {self.target.token}"
         try:
-            resp = httpx.request(method, f"{self.target.api}{path}", headers=headers, timeout=15, **kw)
+            resp = httpx.request(method, f"{self.target.api}{path}", headers=headers, timeout=timeout, **kw)
         except httpx.HTTPError as exc:
             raise _fail(f"cannot reach the API at {self.target.api}: {exc}") from None
         if resp.status_code >= 400:
@@ -411,11 +412,18 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"cannot delete {kind!r}: apps and nodes only")
         client = Client(api, token, context)
         if kind == "node":
-            out = client.call("DELETE", f"/api/v1/nodes/{name}")
+            out = client.call("DELETE", f"/api/v1/nodes/{name}", timeout=45)   # the server drains up to 30 s
             typer.echo(f"node/{name} drained ({out['relocated']} relocated) and removed")
             return
         client.call("DELETE", f"/api/v1/apps/{name}")
         typer.echo(f"app/{name} deleted")
+
+    @app.command()
+    def uncordon(name: Annotated[str, typer.Argument(help="The node")], api: ApiOpt = None,
+                 token: TokenOpt = None, context: CtxOpt = None) -> None:
+        """Undo a node's drain (e.g. one that could not complete): it takes work again, keeps what runs."""
+        out = Client(api, token, context).call("PATCH", f"/api/v1/nodes/{name}", json={"cordoned": False})
+        typer.echo(f"node/{name} uncordoned (was {out['was']}; {out['kept']} instance(s) stay)")
 
     @app.command()
     def explain(target: Annotated[str, typer.Argument(help="app/NAME (or NAME)")],

@@ -88,6 +88,8 @@ def layer_settings(spec: SliceSpec, layer: str, state_dir: Path | None = None) -
     mechanisms = getattr(cfg.mechanisms, layer)
     return AgentSettings(heartbeat=iv.heartbeat, liveness_misses=iv.liveness_misses, monitor=iv.monitor,
                          analyze=iv.analyze, execute_timeout=iv.execute_timeout, status_report=iv.status_report,
+                         eviction_timeout=iv.eviction_timeout, node_grace=iv.node_grace,
+                         disruption_fraction=iv.disruption_fraction, disruption_limit=iv.disruption_limit,
                          policies=[f"mlsysops.policies.{n}" if "." not in n else n for n in plugins.enabled or []],
                          policy_dirs=[Path(d) for d in plugins.directories],
                          policy_settings=dict(plugins.settings),

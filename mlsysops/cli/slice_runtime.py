@@ -266,18 +266,22 @@ class SliceRuntime:
         self.continuum.cluster_nodes.setdefault(desc.cluster_id, {})[desc.name] = desc
         return await self.start_node(desc.name)
 
-    async def remove_node(self, name: str, timeout: float = 30.0) -> int:
+    drain_timeout = 30.0   # how long remove_node waits for a drain by default (the API's DELETE /nodes)
+
+    async def remove_node(self, name: str, timeout: float | None = None) -> int:
         """Drain a node (its components move away first), then power it off and forget it.
-        Returns how many instances were relocated; raises TimeoutError if the drain does not finish."""
+        Returns how many instances were relocated; raises TimeoutError (why, per component) if the drain
+        does not finish: the node stays cordoned, its instances keep running, `uncordon_node` undoes it."""
         desc = self.spec.nodes.get(name)
         if desc is None:
             raise KeyError(name)
         cluster = self.clusters[desc.cluster_id]
         moved = len(cluster.cordon(name))
+        timeout = self.drain_timeout if timeout is None else timeout
         deadline = asyncio.get_running_loop().time() + timeout
         while not cluster.drained(name):
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"node {name} still hosts components after {timeout:g}s")
+                raise TimeoutError(cluster.drain_stuck(name, timeout))
             await asyncio.sleep(0.05)
         agent = self.nodes.pop(name, None)
         if agent is not None:
@@ -287,6 +291,21 @@ class SliceRuntime:
         self.continuum.cluster_nodes.get(desc.cluster_id, {}).pop(name, None)
         del self.spec.nodes[name]
         return moved
+
+    def uncordon_node(self, name: str) -> dict[str, Any]:
+        """Undo a drain (e.g. one that could not complete): the node takes work again and keeps what runs."""
+        desc = self.spec.nodes.get(name)
+        if desc is None:
+            raise KeyError(name)
+        cluster = self.clusters[desc.cluster_id]
+        was = cluster.drain_status(name)
+        kept = cluster.uncordon(name)
+        return {"name": name, "was": was["state"], "kept": len(kept)}
+
+    def drain_status(self, name: str) -> dict[str, Any] | None:
+        desc = self.spec.nodes.get(name)
+        cluster = self.clusters.get(desc.cluster_id) if desc is not None else None
+        return cluster.drain_status(name) if cluster is not None else None
 
     def hang_node_agent(self, name: str, hung: bool = True) -> None:
         """A hung (or partitioned) node agent: connected, but silent. Only missed heartbeats reveal it."""

@@ -13,10 +13,13 @@ from mlsysops.continuum.api.models import (
     ClusterDetail,
     ClusterSummary,
     ContinuumView,
+    DrainState,
     NodeAdded,
     NodeDetail,
+    NodePatch,
     NodeRemoved,
     NodeSummary,
+    NodeUncordoned,
 )
 
 router = APIRouter(tags=["infrastructure"])
@@ -58,7 +61,9 @@ async def get_node(name: str, backend: Backend) -> NodeDetail:
     nodes = views.all_nodes(backend.continuum)
     if name not in nodes:
         raise not_found("node", name, nodes)
-    return nodes[name]
+    node = nodes[name]
+    drain = backend.runtime.drain_status(name) if backend.runtime is not None else None
+    return node.model_copy(update={"drain": DrainState(**drain)}) if drain is not None else node
 
 
 @router.post("/nodes", response_model=NodeAdded, status_code=201, openapi_extra=DESCRIPTION_BODY,
@@ -78,7 +83,9 @@ async def register_node(request: Request, backend: Backend) -> NodeAdded:
 
 @router.delete("/nodes/{name}", response_model=NodeRemoved, status_code=202, responses={404: {}, 409: {}, 504: {}})
 async def unregister_node(name: str, backend: Backend) -> NodeRemoved:
-    """Drain a node (its components are relocated first, make-before-break) and remove it."""
+    """Drain a node (its components are relocated first, make-before-break) and remove it. A drain that
+    cannot complete in 30 s answers 504 saying which components could not move and why; the node stays
+    cordoned (its instances keep running) until `PATCH /nodes/{name}` with `{"cordoned": false}`."""
     if backend.runtime is None:
         raise HTTPException(409, "stop the node's agent to remove it from this slice")
     if name not in backend.runtime.spec.nodes:
@@ -88,3 +95,13 @@ async def unregister_node(name: str, backend: Backend) -> NodeRemoved:
     except TimeoutError as exc:
         raise HTTPException(504, str(exc)) from None
     return NodeRemoved(name=name, relocated=moved)
+
+
+@router.patch("/nodes/{name}", response_model=NodeUncordoned, responses={404: {}, 409: {}, 422: {}})
+async def patch_node(name: str, body: NodePatch, backend: Backend) -> NodeUncordoned:
+    """`{"cordoned": false}`: uncordon the node (undo a drain, e.g. one that could not complete)."""
+    if backend.runtime is None:
+        raise HTTPException(409, "nodes are drained and uncordoned where the slice runs them (mlsysops up)")
+    if name not in backend.runtime.spec.nodes:
+        raise not_found("node", name, backend.runtime.spec.nodes)
+    return NodeUncordoned(**backend.runtime.uncordon_node(name))
