@@ -17,11 +17,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from mlsysops.agents.agent_base import HandlerError
 from mlsysops.agents.authorization import norm_jid
+from mlsysops.agents.child_pages import fetch_all
 from mlsysops.agents.descriptions import (
     DescriptionError,
     Document,
@@ -66,6 +68,9 @@ class ContinuumAgent(ManagedAgent):
         self.assignments: dict[str, dict[str, str]] = {}
         self.status: dict[str, dict[str, dict[str, Any]]] = {}
         self.cluster_nodes: dict[str, dict[str, MLSysOpsNode]] = {}
+        # per cluster: its nodes' liveness and CPU as last paged (`children.query`), and the version read
+        self.node_states: dict[str, dict[str, Any]] = {}
+        self._state_reads: dict[str, asyncio.Task[None]] = {}
         self.lost_since: dict[str, float] = {}
         self.cluster_dispatch: Any = ClusterDispatchMechanism(self)
         self.dispatch_mechanism = self.mechanisms.register("cluster_dispatch", self.cluster_dispatch)
@@ -241,8 +246,15 @@ class ContinuumAgent(ManagedAgent):
         cid = self.jid_clusters.get(child.jid)
         if cid is None:
             return
+        raws = child.description.get("nodes")   # inline: a cluster agent of an older version
+        if raws is None:
+            try:
+                raws, _ = await fetch_all(self, child.jid, "descriptions")
+            except Exception as exc:   # noqa: BLE001 - the next registration (or recovery) tries again
+                self.record_event(f"cluster {cid}: its node descriptions could not be read: {exc}", outcome="error")
+                raws = []
         nodes = {}
-        for raw in child.description.get("nodes", []):
+        for raw in raws:
             try:
                 doc = load_obj(raw, source=f"registration of {cid}")
             except DescriptionError as exc:
@@ -251,6 +263,8 @@ class ContinuumAgent(ManagedAgent):
             if isinstance(doc.spec, MLSysOpsNode):
                 nodes[doc.spec.name] = doc.spec
         self.cluster_nodes[cid] = nodes
+        self.node_states.pop(cid, None)
+        self._read_states(cid, child)
         self.lost_since.pop(cid, None)
         self.record_event(f"cluster {cid} joined with {len(nodes)} nodes")
         if self.dispatch_mechanism.supports(Capability.RESYNC):   # a restarted cluster agent re-learns its apps
@@ -334,9 +348,7 @@ class ContinuumAgent(ManagedAgent):
                 continue
             seen.add(cid)
             evicted = not record.alive and now - self.lost_since.get(cid, now) >= self.settings.eviction_timeout
-            digest = record.digest or {}
-            alive_nodes = digest.get("nodes", {})
-            cpu = digest.get("cpu", {})
+            alive_nodes, cpu = self.node_state(cid)
             clusters[cid] = {
                 "alive": not evicted, "agent_alive": record.alive,
                 "nodes": {n: {"model": m, "alive": bool(alive_nodes.get(n, record.alive)),
@@ -367,7 +379,48 @@ class ContinuumAgent(ManagedAgent):
         await super().stop()
         self.store.close()
 
+    # -- node states, paged from the clusters ------------------------------------------------------
+    def node_state(self, cid: str) -> tuple[dict[str, bool], dict[str, float]]:
+        """(node -> alive, node -> CPU utilisation) of cluster `cid`, as last read (inline digests of
+        older cluster agents included)."""
+        rec = self.children.child(self.cluster_jids[cid]) if cid in self.cluster_jids else None
+        digest = (rec.digest or {}) if rec is not None else {}
+        if "nodes" in digest:
+            return digest.get("nodes", {}), digest.get("cpu", {})
+        st = self.node_states.get(cid) or {}
+        return st.get("alive", {}), st.get("cpu", {})
+
+    def _read_states(self, cid: str, rec: ChildRecord) -> None:
+        running = self._state_reads.get(cid)
+        if running is None or running.done():
+            self._state_reads[cid] = self.spawn(self._page_states(cid, rec.jid), name=f"node-states-{cid}")
+
+    async def _page_states(self, cid: str, jid: str) -> None:
+        try:
+            items, version = await fetch_all(self, jid, "states")
+        except Exception as exc:   # noqa: BLE001 - kept as it was; the next monitor tick reads again
+            self.log.debug("node states of %s not read: %s", cid, exc)
+            return
+        self.node_states[cid] = {"version": version, "t": time.monotonic(),
+                                 "alive": {i["name"]: bool(i.get("alive")) for i in items},
+                                 "cpu": {i["name"]: float(i.get("cpu") or 0.0) for i in items}}
+
+    def _refresh_states(self) -> None:
+        """Re-read a cluster's node states when its heartbeat says they moved, and its CPU figures every
+        digest interval: one bounded listing per cluster, never one per heartbeat."""
+        now = time.monotonic()
+        for rec in self.children.children(alive_only=True):
+            cid = self.jid_clusters.get(rec.jid)
+            digest = rec.digest or {}
+            if cid is None or "nodes_version" not in digest or cid not in self.cluster_nodes:
+                continue
+            st = self.node_states.get(cid)
+            if (st is None or st["version"] != digest["nodes_version"]
+                    or now - st["t"] >= self.settings.digest_interval):
+                self._read_states(cid, rec)
+
     async def monitor(self) -> None:
+        self._refresh_states()
         now = time.time()
         if any(now - t >= self.settings.eviction_timeout for t in self.lost_since.values()):
             self.trigger(reason="lost cluster past eviction timeout")

@@ -30,10 +30,10 @@ def hosted(cont: Any) -> Hosted:
 
 def nodes_of(cont: Any, cid: str, where: Hosted) -> Iterator[NodeDetail]:
     rec = child_record(cont, cid)
-    digest = (rec.digest or {}) if rec is not None else {}
+    alive_of, cpu_of = cont.node_state(cid)
     for name, model in sorted(cont.cluster_nodes.get(cid, {}).items()):
-        alive = digest.get("nodes", {}).get(name) if rec is not None and rec.alive else None
-        yield NodeDetail(name=name, cluster=cid, alive=alive, cpu_utilization=digest.get("cpu", {}).get(name),
+        alive = alive_of.get(name) if rec is not None and rec.alive else None
+        yield NodeDetail(name=name, cluster=cid, alive=alive, cpu_utilization=cpu_of.get(name),
                          last_heartbeat=rec.last_heartbeat if rec is not None else None,
                          components=where.get((cid, name), []), description=to_k8s(model))
 
