@@ -28,6 +28,7 @@ from mlsysops.agents.mape import (
 )
 from mlsysops.agents.protocol import Envelope, Kind, Performative, register_payload
 from mlsysops.agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
+from mlsysops.agents.telemetry.loop_lag import LoopLag
 from mlsysops.agents.tree_reads import (  # noqa: F401 - DecisionsQuery, MAX_EXPORT_BYTES: their old home
     MAX_EXPORT_BYTES,
     TELEMETRY_CONFIG_QUERY,
@@ -120,6 +121,7 @@ class ManagedAgent(MLSysOpsAgent):
                                         otlp_endpoint=self.settings.otlp_endpoint,
                                         otlp_interval=self.settings.otlp_interval)
         self.collection = CollectionPlan(self.collection_defaults, self.settings.monitor)
+        self.loop_lag = LoopLag(self.telemetry, self.agent_id)
         self._collection_pushed: dict[str, tuple[float, int]] = {}
         self.last_digest: dict[str, Any] = {}
         self.decision_log.add_listener(self._count_decision)
@@ -331,6 +333,7 @@ class ManagedAgent(MLSysOpsAgent):
             execute_timeout=self.settings.execute_timeout, monitor=self._monitor_tick,
             monitor_interval=self.settings.monitor, on_executed=self.on_executed, scheduler=self.scheduler)
         self.engine.start()
+        self.loop_lag.start(self.spawn)
         return self.engine
 
     async def execute(self, mechanism: str, command: dict[str, Any], *, reason: str, app: str | None = None,

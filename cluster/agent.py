@@ -622,7 +622,7 @@ class ClusterAgent(ManagedAgent):
 
     def _digest(self) -> dict[str, Any]:
         return {"nodes_total": len(self.nodes), "nodes_alive": len(self._alive_nodes()),
-                "nodes_version": self.nodes_version}
+                "nodes_version": self.nodes_version, "lag_ms": round(self.loop_lag.recent_max_s * 1000, 1)}
 
     def _node_k8s(self, name: str) -> dict[str, Any]:
         model = self.nodes[name]
@@ -633,9 +633,13 @@ class ClusterAgent(ManagedAgent):
 
     def node_states(self) -> list[tuple[str, dict[str, Any]]]:
         alive = self._alive_nodes()
-        return [(n, {"name": n, "alive": n in alive,
-                     "cpu": round(self.knowledge.latest("system.cpu.utilization", node=n) or 0.0, 3)})
-                for n in sorted(self.nodes)]
+        out = []
+        for n in sorted(self.nodes):
+            rec = self.children.child(self.node_jids[n]) if n in self.node_jids else None
+            out.append((n, {"name": n, "alive": n in alive,
+                            "cpu": round(self.knowledge.latest("system.cpu.utilization", node=n) or 0.0, 3),
+                            "lag_ms": (rec.digest or {}).get("lag_ms") if rec is not None else None}))
+        return out
 
     async def _on_children_query(self, env: Envelope) -> dict[str, Any]:
         q = env.payload

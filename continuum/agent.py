@@ -149,18 +149,37 @@ class ContinuumAgent(ManagedAgent):
     def submit_app(self, description: dict[str, Any] | Document, source: str = "<api>") -> Document:
         """Validate and accept an application (idempotent for an identical description). A `Document` is
         taken as parsed (the REST API parsed it); its Kubernetes form is the one stored and dispatched."""
+        doc, submitted = self._to_submit(description, source)
+        if submitted is None:
+            return doc
+        self.store.save_app(doc.spec.name, doc.kubernetes_form, submitted)   # durable before "accepted"
+        self._accepted(doc, submitted)
+        return doc
+
+    async def submit_app_async(self, description: dict[str, Any] | Document, source: str = "<api>") -> Document:
+        """`submit_app` with the SQLite write on the store's thread, not on the agent's loop (the API's way)."""
+        doc, submitted = self._to_submit(description, source)
+        if submitted is None:
+            return doc
+        await self.store.call(self.store.save_app, doc.spec.name, doc.kubernetes_form, submitted)
+        if self.app_docs.get(doc.spec.name) != doc.kubernetes_form:   # not accepted by another meanwhile
+            self._accepted(doc, submitted)
+        return doc
+
+    def _to_submit(self, description: dict[str, Any] | Document, source: str) -> tuple[Document, float | None]:
+        """The validated document and its submission time; None: identical to the accepted one."""
         doc = description if isinstance(description, Document) else load_obj(
             description, source=source, inventory=self.inventory)
         if not isinstance(doc.spec, MLSysOpsApp):
             raise DescriptionError([ValidationIssue(f"expected an MLSysOpsApp, got {doc.kind}", path="kind",
                                                     file=source, expected="MLSysOpsApp")])
+        if self.app_docs.get(doc.spec.name) == doc.kubernetes_form:
+            return doc, None
+        return doc, self.submitted.get(doc.spec.name, time.time())
+
+    def _accepted(self, doc: Document, submitted: float) -> None:
         app = doc.spec
-        k8s = doc.kubernetes_form
-        if self.app_docs.get(app.name) == k8s:
-            return doc
-        submitted = self.submitted.get(app.name, time.time())
-        self.store.save_app(app.name, k8s, submitted)   # durable before anyone is told "accepted"
-        self._accept(app, k8s, submitted)
+        self._accept(app, doc.kubernetes_form, submitted)
         self.record_event(f"app {app.name} accepted ({len(app.components)} components)", app=app.name)
         self.trigger(app.name, reason="app submitted")
         return doc
@@ -201,12 +220,25 @@ class ContinuumAgent(ManagedAgent):
                                              if st.get("status") != "removed"])
 
     def save_assignments(self, app: str) -> None:
-        self.store.save_assignments(app, self.assignments.get(app, {}))
+        """Queued on the store's thread (in order): the agent's loop does not wait for SQLite. A failed
+        write is recorded; the assignments in memory stay the truth until the next write."""
+        pending = self.store.submit(self.store.save_assignments, app, dict(self.assignments.get(app, {})))
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        pending.add_done_callback(lambda f: f.exception() and self._persist_failed(loop, app, f.exception()))
+
+    def _persist_failed(self, loop: asyncio.AbstractEventLoop | None, app: str, exc: BaseException | None) -> None:
+        self.log.error("assignments of %s not persisted: %s", app, exc)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: self.record_event(f"assignments of {app} not persisted: {exc}",
+                                                                app=app, outcome="error"))
 
     async def remove_app(self, name: str) -> bool:
         if name not in self.apps:
             return False
-        self.store.delete_app(name)
+        await self.store.call(self.store.delete_app, name)
         if self.dispatch_mechanism.supports(Capability.REMOVE_APP):
             res = await self.execute("cluster_dispatch", {"app": name, "assign": dict(self.assignments.get(name, {}))},
                                      reason=f"app {name} deleted", app=name, operation=Capability.REMOVE_APP)
@@ -390,6 +422,12 @@ class ContinuumAgent(ManagedAgent):
         st = self.node_states.get(cid) or {}
         return st.get("alive", {}), st.get("cpu", {})
 
+    def loop_lags(self, cid: str) -> tuple[float | None, dict[str, float | None]]:
+        """(the cluster agent's loop lag, its nodes' loop lags) in ms: the largest of their last 10 s."""
+        rec = self.children.child(self.cluster_jids[cid]) if cid in self.cluster_jids else None
+        own = (rec.digest or {}).get("lag_ms") if rec is not None else None
+        return own, dict((self.node_states.get(cid) or {}).get("lag_ms", {}))
+
     def _read_states(self, cid: str, rec: ChildRecord) -> None:
         running = self._state_reads.get(cid)
         if running is None or running.done():
@@ -403,7 +441,8 @@ class ContinuumAgent(ManagedAgent):
             return
         self.node_states[cid] = {"version": version, "t": time.monotonic(),
                                  "alive": {i["name"]: bool(i.get("alive")) for i in items},
-                                 "cpu": {i["name"]: float(i.get("cpu") or 0.0) for i in items}}
+                                 "cpu": {i["name"]: float(i.get("cpu") or 0.0) for i in items},
+                                 "lag_ms": {i["name"]: i.get("lag_ms") for i in items}}
 
     def _refresh_states(self) -> None:
         """Re-read a cluster's node states when its heartbeat says they moved, and its CPU figures every

@@ -38,6 +38,7 @@ class ApiBackend:
         self.runtime = runtime
         self.tree_wait = tree_wait
         self.reads = ReadCache(read_max_age)
+        self.agents_loop: Any = None   # set by a threaded ApiServer: endpoints run there (loop_bridge)
 
     @property
     def continuum(self) -> Any:
