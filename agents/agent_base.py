@@ -31,10 +31,6 @@ from typing import Any
 
 from pydantic import BaseModel
 from slixmpp import JID
-from spade.agent import Agent
-from spade.behaviour import CyclicBehaviour
-from spade.message import Message
-from spade.template import BaseTemplate, Template
 
 from mlsysops.agents import xmpp_escape
 from mlsysops.agents.authorization import Relation, Rule, forged_claim, norm_jid, refusal, rule_for
@@ -50,6 +46,7 @@ from mlsysops.agents.protocol import (
     decode,
     encode,
 )
+from mlsysops.agents.spade_lite import Agent, BaseTemplate, CyclicBehaviour, Message, Template
 
 logger = logging.getLogger(__name__)
 xmpp_escape.install()   # slixmpp's per-character escape was the largest cost of a large message

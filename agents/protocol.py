@@ -21,7 +21,8 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
-from spade.message import Message
+
+from mlsysops.agents.spade_lite import Message
 
 ONTOLOGY = "mlsysops"
 PROTOCOL_VERSION = 1
