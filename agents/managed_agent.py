@@ -9,7 +9,7 @@ Layers subclass it and provide `assets()`, `system_description()` and `monitor()
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,6 +63,32 @@ class AgentSettings:
     prometheus: bool = False
     otlp_endpoint: str | None = None
     otlp_interval: float = 10.0
+
+
+SCALED_DURATIONS = ("heartbeat", "monitor", "analyze", "status_report", "eviction_timeout", "digest_interval",
+                    "telemetry_history")
+"""The settings that are simulated time. Not the execute/plugin timeouts (real work needs real time) nor the
+OTLP export interval (a collector's cadence)."""
+
+
+# Real-time floors: below them an agent's loop (XMPP round trips, a loaded machine) cannot keep the cadence,
+# and liveness would misjudge its children. Crashes are still seen at once (presence); only a hung child
+# takes more simulated time to be declared lost.
+REAL_FLOORS = {"heartbeat": 0.25, "monitor": 0.1, "analyze": 0.1, "status_report": 0.1, "digest_interval": 0.25}
+
+
+def scaled(settings: AgentSettings, time_scale: float) -> AgentSettings:
+    """`settings` for a slice whose time runs `time_scale` times faster than real time (each duration
+    divided by it, down to its real-time floor)."""
+    if time_scale <= 0:
+        raise ValueError(f"time_scale: must be > 0, got {time_scale}")
+    if time_scale == 1.0:
+        return settings
+    out = {}
+    for f in SCALED_DURATIONS:
+        value = getattr(settings, f)
+        out[f] = max(value / time_scale, min(value, REAL_FLOORS.get(f, 0.0)))
+    return replace(settings, **out)
 
 
 MODES = ("heuristic", "ml")
