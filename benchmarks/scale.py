@@ -149,7 +149,7 @@ async def nodes_main(args: argparse.Namespace) -> None:
         desc["spec"]["cluster_id"] = args.cid
         m = ChildMembership(a, jid("cluster", args.cid), role=Role.NODE, description=desc,
                             digest=lambda: {"cpu": 0.1, "mem": 0.2, "running": 0, "lag_ms": 0.0},
-                            register_timeout=10.0, backoff=1.0, backoff_max=10.0)
+                            register_timeout=2.0, backoff=0.5, backoff_max=5.0)   # the defaults of a node agent
         await a.start_agent(timeout=120)
         await m.start()
         agents[name] = a
