@@ -39,13 +39,13 @@ PATHS = ["/apps", "/decisions?limit=100", "/telemetry"]
 
 
 # -- load generator (a separate process) -------------------------------------------------------------
-async def load(url: str, path: str, clients: int, duration: float) -> dict[str, Any]:
+async def load(url: str, path: str, clients: int, duration: float, token: str) -> dict[str, Any]:
     import httpx
 
     times: list[float] = []
     errors: list[str] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30,
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30,
                                  limits=limits) as http:
         (await http.get(f"/api/v1{path}")).raise_for_status()
         end = time.monotonic() + duration
@@ -106,7 +106,8 @@ async def run(args: argparse.Namespace) -> int:
                 before = len(lost)
                 out = await asyncio.to_thread(
                     subprocess.run, [sys.executable, str(Path(__file__).resolve()), "--load", url, "--path", path,
-                                     "--n-clients", str(clients), "--duration", str(args.duration)],
+                                     "--n-clients", str(clients), "--duration", str(args.duration),
+                                     "--token", TOKEN],
                     capture_output=True, text=True, cwd=ROOT, timeout=args.duration + 120)
                 if out.returncode != 0:
                     print(f"load generator failed: {out.stderr[-1500:]}", file=sys.stderr)
@@ -153,10 +154,11 @@ def main() -> int:
     ap.add_argument("--load", help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     ap.add_argument("--n-clients", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--token", help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
     if args.load:
-        print(json.dumps(asyncio.run(load(args.load, args.path, args.n_clients, args.duration))))
+        print(json.dumps(asyncio.run(load(args.load, args.path, args.n_clients, args.duration, args.token))))
         return 0
     return asyncio.run(run(args))
 
