@@ -118,6 +118,7 @@ async def run(args: argparse.Namespace) -> int:
                 rows.append({"clients": clients, "path": path, **res, "loop_lag_ms": row_lag,
                              "lost": len(lost) - before})
                 print(f"{clients} clients {path}: {res['rps']:.0f} req/s", file=sys.stderr, flush=True)
+        lost = list(lost)   # what the stop's own departures add is not a loss under load
     finally:
         if server is not None:
             await server.stop()
