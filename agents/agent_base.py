@@ -31,10 +31,6 @@ from typing import Any
 
 from pydantic import BaseModel
 from slixmpp import JID
-from spade.agent import Agent, DisconnectedException
-from spade.behaviour import CyclicBehaviour
-from spade.message import Message
-from spade.template import BaseTemplate, Template
 
 from mlsysops.agents import xmpp_escape
 from mlsysops.agents.authorization import Relation, Rule, forged_claim, norm_jid, refusal, rule_for
@@ -49,6 +45,14 @@ from mlsysops.agents.protocol import (
     ProtocolError,
     decode,
     encode,
+)
+from mlsysops.agents.spade_lite import (
+    Agent,
+    BaseTemplate,
+    CyclicBehaviour,
+    DisconnectedException,
+    Message,
+    Template,
 )
 from mlsysops.agents.xmpp_tls import TlsVerification
 

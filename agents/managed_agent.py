@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ from mlsysops.agents.ml.client import MLConnectorClient
 from mlsysops.agents.ml.modes import MODES, check_mode  # noqa: F401 - MODES: its old home was here
 from mlsysops.agents.protocol import Envelope, Kind, Performative, register_payload
 from mlsysops.agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
+from mlsysops.agents.telemetry.loop_lag import LoopLag
 from mlsysops.agents.tree_reads import (  # noqa: F401 - DecisionsQuery, MAX_EXPORT_BYTES: their old home
     MAX_EXPORT_BYTES,
     TELEMETRY_CONFIG_QUERY,
@@ -79,6 +80,31 @@ class AgentSettings:
     otlp_endpoint: str | None = None
     otlp_interval: float = 10.0
 
+
+SCALED_DURATIONS = ("heartbeat", "monitor", "analyze", "status_report", "eviction_timeout", "digest_interval",
+                    "telemetry_history")
+"""The settings that are simulated time. Not the execute/plugin timeouts (real work needs real time) nor the
+OTLP export interval (a collector's cadence)."""
+
+
+# Real-time floors: below them an agent's loop (XMPP round trips, a loaded machine) cannot keep the cadence,
+# and liveness would misjudge its children. Crashes are still seen at once (presence); only a hung child
+# takes more simulated time to be declared lost.
+REAL_FLOORS = {"heartbeat": 0.25, "monitor": 0.1, "analyze": 0.1, "status_report": 0.1, "digest_interval": 0.25}
+
+
+def scaled(settings: AgentSettings, time_scale: float) -> AgentSettings:
+    """`settings` for a slice whose time runs `time_scale` times faster than real time (each duration
+    divided by it, down to its real-time floor)."""
+    if time_scale <= 0:
+        raise ValueError(f"time_scale: must be > 0, got {time_scale}")
+    if time_scale == 1.0:
+        return settings
+    out = {}
+    for f in SCALED_DURATIONS:
+        value = getattr(settings, f)
+        out[f] = max(value / time_scale, min(value, REAL_FLOORS.get(f, 0.0)))
+    return replace(settings, **out)
 
 
 
@@ -143,6 +169,7 @@ class ManagedAgent(MLSysOpsAgent):
                                         otlp_endpoint=self.settings.otlp_endpoint,
                                         otlp_interval=self.settings.otlp_interval)
         self.collection = CollectionPlan(self.collection_defaults, self.settings.monitor)
+        self.loop_lag = LoopLag(self.telemetry, self.agent_id)
         self._collection_pushed: dict[str, tuple[float, int]] = {}
         self.last_digest: dict[str, Any] = {}
         self.decision_log.add_listener(self._count_decision)
@@ -457,6 +484,7 @@ class ManagedAgent(MLSysOpsAgent):
             monitor_interval=self.settings.monitor, on_executed=self.on_executed, scheduler=self.scheduler,
             disable_after=self.settings.policy_disable_after)
         self.engine.start()
+        self.loop_lag.start(self.spawn)
         return self.engine
 
     def _assets_with_mode(self) -> dict[str, dict[str, Any]]:

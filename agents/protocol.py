@@ -23,7 +23,8 @@ import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
-from spade.message import Message
+
+from mlsysops.agents.spade_lite import Message
 
 # The frame (constants, kinds, performatives, JSON body) is dependency-free: the far-edge agent uses it too.
 from mlsysops.agents.wire import (  # noqa: F401 - re-exported: this module is where callers import them from

@@ -118,6 +118,10 @@ class XmppConfig(_Config):
 class SubstrateConfig(_Config):
     type: Literal["sim", "kubernetes", "karmada"] = Field("sim", description="What the mechanisms act on.")
     seed: int | None = Field(42, description="Random seed of the simulated continuum.")
+    time_scale: float = Field(1.0, gt=0, le=1000, description=(
+        "sim only: simulated seconds per real second. The simulator's clock and every agent interval "
+        "(heartbeat, monitor, analyze, status report, digest, eviction) run this much faster, so a "
+        "scenario plays out faster than real time with the same decisions."))
     kubeconfig: Path | None = Field(
         None, description="Kubeconfig file (kubernetes/karmada), relative to the slice. Required outside a "
                           "cluster; omitted, agents running in a pod use their service account. For karmada "

@@ -28,6 +28,7 @@ from typing import Any
 
 from mlsysops.agents.agent_base import HandlerError
 from mlsysops.agents.authorization import NOT_AUTHORIZED, norm_jid
+from mlsysops.agents.child_pages import CHILDREN_QUERY, ChildrenQuery, page
 from mlsysops.agents.descriptions import (
     DescriptionError,
     MLSysOpsApp,
@@ -84,6 +85,9 @@ class ClusterAgent(ManagedAgent):
         self.nodes = dict(nodes)                       # described nodes of this cluster
         self.node_jids = dict(node_jids)               # node name -> bare jid
         self.jid_nodes = {norm_jid(j): n for n, j in node_jids.items()}   # who a sender is: by its JID only
+        self._slice_children = frozenset(self.jid_nodes)   # checked on every message: built on change only
+        self._k8s_forms: dict[str, tuple[MLSysOpsNode, dict[str, Any]]] = {}
+        self.nodes_version = 0   # moves when a node joins, is lost or changes readiness: the parent re-reads states
         self.placement = placement
         self.apps: dict[str, MLSysOpsApp] = {}
         self.app_docs: dict[str, dict[str, Any]] = {}
@@ -121,6 +125,7 @@ class ClusterAgent(ManagedAgent):
         self.on(Kind.STATUS_REPORT, self._on_status_report, performatives=(Performative.INFORM,))
         self.on(Kind.TELEMETRY_REPORT, self._on_telemetry, performatives=(Performative.INFORM,))
         self.on(Kind.PLAN_PROPOSE, self._on_proposal)
+        self.on(CHILDREN_QUERY, self._on_children_query)
 
     async def setup(self) -> None:
         await self.adopt()
@@ -196,7 +201,7 @@ class ClusterAgent(ManagedAgent):
 
     # -- authorization ------------------------------------------------------------------------------
     def slice_children(self) -> frozenset[str]:
-        return frozenset(self.jid_nodes)
+        return self._slice_children
 
     def identity_of(self, sender: str) -> str | None:
         return self.jid_nodes.get(norm_jid(sender))
@@ -220,6 +225,7 @@ class ClusterAgent(ManagedAgent):
             pending.cancel()
             self.record_event(f"node {node} back within its {self.settings.node_grace:g}s grace: its instances "
                               "are kept", inputs={"jid": child.jid})
+        self.nodes_version += 1
         self.record_event(f"node {node} joined", inputs={"jid": child.jid})
         self._write_cr_status()
         self.trigger(reason=f"node {node} joined")
@@ -240,6 +246,7 @@ class ClusterAgent(ManagedAgent):
         if node is None:
             return   # removed from the inventory meanwhile: nothing of ours runs there
         self.trust.node_lost(node, reason)
+        self.nodes_version += 1
         grace = self.settings.node_grace
         if grace > 0 and self.instances.on_node(node) and not self.substrate_reports_status:
             # Like a kubelet restart: the node agent is gone, not (necessarily) the node. What the substrate
@@ -305,12 +312,22 @@ class ClusterAgent(ManagedAgent):
         return {self.jid_nodes[c.jid] for c in self.children.children(alive_only=True)
                 if c.jid in self.jid_nodes} - self.cordoned - self.not_ready
 
+    def _node_alive(self, node: str | None) -> bool:
+        """`node in _alive_nodes()` in O(1): asked for every report a node sends."""
+        if node is None or node in self.cordoned or node in self.not_ready:
+            return False
+        jid = self.node_jids.get(node)
+        rec = self.children.child(jid) if jid is not None else None
+        return rec is not None and rec.alive
+
     # -- inventory changes --------------------------------------------------------------------------
     def add_node(self, desc: MLSysOpsNode, jid: str) -> None:
         """A node joins this cluster's inventory; its agent may register from now on."""
         self.nodes[desc.name] = desc
         self.node_jids[desc.name] = jid
         self.jid_nodes[norm_jid(jid)] = desc.name
+        self._slice_children = frozenset(self.jid_nodes)
+        self.nodes_version += 1
         self.record_event(f"node {desc.name} added to the inventory", inputs={"jid": jid})
 
     def cordon(self, node: str) -> list[str]:
@@ -318,6 +335,7 @@ class ClusterAgent(ManagedAgent):
         since the node itself is still up). Returns the instances to move."""
         self.cordoned.add(node)
         self.drain_problems.pop(node, None)
+        self.nodes_version += 1
         moving = self.instances.mark_lost(node, f"node {node} is being removed (drain)")
         self.record_event(f"node {node} cordoned for removal; {len(moving)} instance(s) to relocate",
                           inputs={"instances": moving})
@@ -377,6 +395,7 @@ class ClusterAgent(ManagedAgent):
         if jid is not None:
             self.jid_nodes.pop(norm_jid(jid), None)
             self.children.forget(jid)   # a removed node is not a lost one: no "node None lost" later
+            self._slice_children = frozenset(self.jid_nodes)
         pending = self._evictions.pop(node, None)
         if pending is not None:
             pending.cancel()
@@ -384,6 +403,7 @@ class ClusterAgent(ManagedAgent):
         self.cordoned.discard(node)
         self.trust.forget(node)
         self.drain_problems.pop(node, None)
+        self.nodes_version += 1
         self.record_event(f"node {node} removed from the inventory")
 
     # -- parent requests ----------------------------------------------------------------------------
@@ -440,7 +460,7 @@ class ClusterAgent(ManagedAgent):
         rep = env.payload
         assert isinstance(rep, StatusReport)
         node = self.identity_of(env.sender)
-        if node is None or node not in self._alive_nodes():
+        if not self._node_alive(node):
             # A report that was in flight when its node was declared lost must not resurrect the
             # node's instances: they stay `lost` until relocation replaces them.
             return
@@ -475,7 +495,7 @@ class ClusterAgent(ManagedAgent):
         rep = env.payload
         assert isinstance(rep, TelemetryReport)
         node = self.identity_of(env.sender)   # never a name from the body (authorization refused a forged one)
-        if node is None or node not in self._alive_nodes():
+        if not self._node_alive(node):
             return   # a late digest from a node already declared lost must not look like a live one
         foreign = sorted({str(r[1].get("node")) for r in rep.series
                           if isinstance(r[1], dict) and r[1].get("node") not in (None, node)})
@@ -611,6 +631,7 @@ class ClusterAgent(ManagedAgent):
         for node in sorted(back):
             self.record_event(f"node {node} is ready again")
         if went or back:
+            self.nodes_version += 1
             self.trigger(reason="node readiness changed")
         return bool(went or back)
 
@@ -744,20 +765,45 @@ class ClusterAgent(ManagedAgent):
                               StatusReport(source=self.agent_id, full=full, components=send))
 
     # -- membership payloads ------------------------------------------------------------------------
+    # Constant size whatever the number of nodes: the node descriptions and states are paged on demand
+    # (`children.query`), the heartbeat says only how many are alive and whether their states moved.
     def _self_description(self) -> dict[str, Any]:
-        return {"cluster": to_k8s(self.description), "nodes": [to_k8s(n) for n in self.nodes.values()]}
+        cluster = to_k8s(self.description)
+        cluster["spec"].pop("nodes", None)   # the names come with the paged descriptions
+        return {"cluster": cluster, "nodes_total": len(self.nodes)}
 
     def _digest(self) -> dict[str, Any]:
+        return {"nodes_total": len(self.nodes), "nodes_alive": len(self._alive_nodes()),
+                "nodes_version": self.nodes_version, "lag_ms": round(self.loop_lag.recent_max_s * 1000, 1)}
+
+    def _node_k8s(self, name: str) -> dict[str, Any]:
+        model = self.nodes[name]
+        cached = self._k8s_forms.get(name)
+        if cached is None or cached[0] is not model:   # a replaced description is rendered again
+            cached = self._k8s_forms[name] = (model, to_k8s(model))
+        return cached[1]
+
+    def node_states(self) -> list[tuple[str, dict[str, Any]]]:
         alive = self._alive_nodes()
-        trust = {n: self.trust.report(n) for n in self.nodes}
-        seen = {}
-        for n, jid in self.node_jids.items():
-            rec = self.children.child(norm_jid(jid))
-            if rec is not None and rec.last_heartbeat:
-                seen[n] = round(rec.last_heartbeat, 1)
-        return {"nodes": {n: n in alive for n in self.nodes},
-                "seen": seen,   # each node's own last heartbeat: a dead node's age keeps growing
-                "cpu": {n: round(self.knowledge.latest("system.cpu.utilization", node=n) or 0.0, 3)
-                        for n in self.nodes},
-                # only the nodes something is held against, with their main reason: heartbeats stay small
-                "trust": {n: [round(r.score, 3), r.reasons[0]] for n, r in trust.items() if r.score < 0.995}}
+        out = []
+        for n in sorted(self.nodes):
+            rec = self.children.child(self.node_jids[n]) if n in self.node_jids else None
+            trust = self.trust.report(n)
+            out.append((n, {"name": n, "alive": n in alive,
+                            "cpu": round(self.knowledge.latest("system.cpu.utilization", node=n) or 0.0, 3),
+                            "lag_ms": (rec.digest or {}).get("lag_ms") if rec is not None else None,
+                            # the node agent's own last heartbeat: a dead node's age keeps growing
+                            "last_heartbeat": round(rec.last_heartbeat, 1) if rec is not None and rec.last_heartbeat
+                            else None,
+                            # [score, main reason] only for nodes something is held against
+                            "trust": [round(trust.score, 3), trust.reasons[0]] if trust.score < 0.995 else None}))
+        return out
+
+    async def _on_children_query(self, env: Envelope) -> dict[str, Any]:
+        q = env.payload
+        assert isinstance(q, ChildrenQuery)
+        if q.what == "descriptions":
+            items = [(n, self._node_k8s(n)) for n in sorted(self.nodes)]
+        else:
+            items = self.node_states()
+        return page(items, q.after, version=self.nodes_version, total=len(self.nodes)).model_dump()

@@ -17,11 +17,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from mlsysops.agents.agent_base import HandlerError
 from mlsysops.agents.authorization import norm_jid
+from mlsysops.agents.child_pages import fetch_all
 from mlsysops.agents.descriptions import (
     DescriptionError,
     Document,
@@ -68,6 +70,9 @@ class ContinuumAgent(ManagedAgent):
         self.assignments: dict[str, dict[str, str]] = {}
         self.status: dict[str, dict[str, dict[str, Any]]] = {}
         self.cluster_nodes: dict[str, dict[str, MLSysOpsNode]] = {}
+        # per cluster: its nodes' liveness and CPU as last paged (`children.query`), and the version read
+        self.node_states: dict[str, dict[str, Any]] = {}
+        self._state_reads: dict[str, asyncio.Task[None]] = {}
         self.lost_since: dict[str, float] = {}
         self.cluster_dispatch: Any = ClusterDispatchMechanism(self)
         self.dispatch_mechanism = self.mechanisms.register("cluster_dispatch", self.cluster_dispatch)
@@ -152,18 +157,37 @@ class ContinuumAgent(ManagedAgent):
     def submit_app(self, description: dict[str, Any] | Document, source: str = "<api>") -> Document:
         """Validate and accept an application (idempotent for an identical description). A `Document` is
         taken as parsed (the REST API parsed it); its Kubernetes form is the one stored and dispatched."""
+        doc, submitted = self._to_submit(description, source)
+        if submitted is None:
+            return doc
+        self.store.save_app(doc.spec.name, doc.kubernetes_form, submitted)   # durable before "accepted"
+        self._accepted(doc, submitted)
+        return doc
+
+    async def submit_app_async(self, description: dict[str, Any] | Document, source: str = "<api>") -> Document:
+        """`submit_app` with the SQLite write on the store's thread, not on the agent's loop (the API's way)."""
+        doc, submitted = self._to_submit(description, source)
+        if submitted is None:
+            return doc
+        await self.store.call(self.store.save_app, doc.spec.name, doc.kubernetes_form, submitted)
+        if self.app_docs.get(doc.spec.name) != doc.kubernetes_form:   # not accepted by another meanwhile
+            self._accepted(doc, submitted)
+        return doc
+
+    def _to_submit(self, description: dict[str, Any] | Document, source: str) -> tuple[Document, float | None]:
+        """The validated document and its submission time; None: identical to the accepted one."""
         doc = description if isinstance(description, Document) else load_obj(
             description, source=source, inventory=self.inventory)
         if not isinstance(doc.spec, MLSysOpsApp):
             raise DescriptionError([ValidationIssue(f"expected an MLSysOpsApp, got {doc.kind}", path="kind",
                                                     file=source, expected="MLSysOpsApp")])
+        if self.app_docs.get(doc.spec.name) == doc.kubernetes_form:
+            return doc, None
+        return doc, self.submitted.get(doc.spec.name, time.time())
+
+    def _accepted(self, doc: Document, submitted: float) -> None:
         app = doc.spec
-        k8s = doc.kubernetes_form
-        if self.app_docs.get(app.name) == k8s:
-            return doc
-        submitted = self.submitted.get(app.name, time.time())
-        self.store.save_app(app.name, k8s, submitted)   # durable before anyone is told "accepted"
-        self._accept(app, k8s, submitted)
+        self._accept(app, doc.kubernetes_form, submitted)
         self.record_event(f"app {app.name} accepted ({len(app.components)} components)", app=app.name)
         self.trigger(app.name, reason="app submitted")
         return doc
@@ -204,12 +228,25 @@ class ContinuumAgent(ManagedAgent):
                                              if st.get("status") != "removed"])
 
     def save_assignments(self, app: str) -> None:
-        self.store.save_assignments(app, self.assignments.get(app, {}))
+        """Queued on the store's thread (in order): the agent's loop does not wait for SQLite. A failed
+        write is recorded; the assignments in memory stay the truth until the next write."""
+        pending = self.store.submit(self.store.save_assignments, app, dict(self.assignments.get(app, {})))
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        pending.add_done_callback(lambda f: f.exception() and self._persist_failed(loop, app, f.exception()))
+
+    def _persist_failed(self, loop: asyncio.AbstractEventLoop | None, app: str, exc: BaseException | None) -> None:
+        self.log.error("assignments of %s not persisted: %s", app, exc)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: self.record_event(f"assignments of {app} not persisted: {exc}",
+                                                                app=app, outcome="error"))
 
     async def remove_app(self, name: str) -> bool:
         if name not in self.apps:
             return False
-        self.store.delete_app(name)
+        await self.store.call(self.store.delete_app, name)
         if self.dispatch_mechanism.supports(Capability.REMOVE_APP):
             res = await self.execute("cluster_dispatch", {"app": name, "assign": dict(self.assignments.get(name, {}))},
                                      reason=f"app {name} deleted", app=name, operation=Capability.REMOVE_APP)
@@ -249,8 +286,15 @@ class ContinuumAgent(ManagedAgent):
         cid = self.jid_clusters.get(child.jid)
         if cid is None:
             return
+        raws = child.description.get("nodes")   # inline: a cluster agent of an older version
+        if raws is None:
+            try:
+                raws, _ = await fetch_all(self, child.jid, "descriptions")
+            except Exception as exc:   # noqa: BLE001 - the next registration (or recovery) tries again
+                self.record_event(f"cluster {cid}: its node descriptions could not be read: {exc}", outcome="error")
+                raws = []
         nodes = {}
-        for raw in child.description.get("nodes", []):
+        for raw in raws:
             try:
                 doc = load_obj(raw, source=f"registration of {cid}")
             except DescriptionError as exc:
@@ -259,6 +303,8 @@ class ContinuumAgent(ManagedAgent):
             if isinstance(doc.spec, MLSysOpsNode):
                 nodes[doc.spec.name] = doc.spec
         self.cluster_nodes[cid] = nodes
+        self.node_states.pop(cid, None)
+        self._read_states(cid, child)
         self.lost_since.pop(cid, None)
         self.record_event(f"cluster {cid} joined with {len(nodes)} nodes")
         if self.dispatch_mechanism.supports(Capability.RESYNC):   # a restarted cluster agent re-learns its apps
@@ -342,9 +388,7 @@ class ContinuumAgent(ManagedAgent):
                 continue
             seen.add(cid)
             evicted = not record.alive and now - self.lost_since.get(cid, now) >= self.settings.eviction_timeout
-            digest = record.digest or {}
-            alive_nodes = digest.get("nodes", {})
-            cpu = digest.get("cpu", {})
+            alive_nodes, cpu = self.node_state(cid)
             clusters[cid] = {
                 "alive": not evicted, "agent_alive": record.alive,
                 "nodes": {n: {"model": m, "alive": bool(alive_nodes.get(n, record.alive)),
@@ -377,7 +421,63 @@ class ContinuumAgent(ManagedAgent):
         await self.ml_service.stop()
         self.store.close()
 
+    # -- node states, paged from the clusters ------------------------------------------------------
+    def node_state(self, cid: str) -> tuple[dict[str, bool], dict[str, float]]:
+        """(node -> alive, node -> CPU utilisation) of cluster `cid`, as last read (inline digests of
+        older cluster agents included)."""
+        rec = self.children.child(self.cluster_jids[cid]) if cid in self.cluster_jids else None
+        digest = (rec.digest or {}) if rec is not None else {}
+        if "nodes" in digest:
+            return digest.get("nodes", {}), digest.get("cpu", {})
+        st = self.node_states.get(cid) or {}
+        return st.get("alive", {}), st.get("cpu", {})
+
+    def node_extras(self, cid: str) -> tuple[dict[str, float | None], dict[str, list[Any]]]:
+        """(node -> its own last heartbeat, node -> [trust score, main reason] for the nodes something is
+        held against) of cluster `cid`, as last paged."""
+        st = self.node_states.get(cid) or {}
+        return dict(st.get("last_heartbeat", {})), dict(st.get("trust", {}))
+
+    def loop_lags(self, cid: str) -> tuple[float | None, dict[str, float | None]]:
+        """(the cluster agent's loop lag, its nodes' loop lags) in ms: the largest of their last 10 s."""
+        rec = self.children.child(self.cluster_jids[cid]) if cid in self.cluster_jids else None
+        own = (rec.digest or {}).get("lag_ms") if rec is not None else None
+        return own, dict((self.node_states.get(cid) or {}).get("lag_ms", {}))
+
+    def _read_states(self, cid: str, rec: ChildRecord) -> None:
+        running = self._state_reads.get(cid)
+        if running is None or running.done():
+            self._state_reads[cid] = self.spawn(self._page_states(cid, rec.jid), name=f"node-states-{cid}")
+
+    async def _page_states(self, cid: str, jid: str) -> None:
+        try:
+            items, version = await fetch_all(self, jid, "states")
+        except Exception as exc:   # noqa: BLE001 - kept as it was; the next monitor tick reads again
+            self.log.debug("node states of %s not read: %s", cid, exc)
+            return
+        self.node_states[cid] = {"version": version, "t": time.monotonic(),
+                                 "alive": {i["name"]: bool(i.get("alive")) for i in items},
+                                 "cpu": {i["name"]: float(i.get("cpu") or 0.0) for i in items},
+                                 "lag_ms": {i["name"]: i.get("lag_ms") for i in items},
+                                 "last_heartbeat": {i["name"]: i.get("last_heartbeat") for i in items},
+                                 "trust": {i["name"]: i["trust"] for i in items if i.get("trust")}}
+
+    def _refresh_states(self) -> None:
+        """Re-read a cluster's node states when its heartbeat says they moved, and its CPU figures every
+        digest interval: one bounded listing per cluster, never one per heartbeat."""
+        now = time.monotonic()
+        for rec in self.children.children(alive_only=True):
+            cid = self.jid_clusters.get(rec.jid)
+            digest = rec.digest or {}
+            if cid is None or "nodes_version" not in digest or cid not in self.cluster_nodes:
+                continue
+            st = self.node_states.get(cid)
+            if (st is None or st["version"] != digest["nodes_version"]
+                    or now - st["t"] >= self.settings.digest_interval):
+                self._read_states(cid, rec)
+
     async def monitor(self) -> None:
+        self._refresh_states()
         now = time.time()
         if any(now - t >= self.settings.eviction_timeout for t in self.lost_since.values()):
             self.trigger(reason="lost cluster past eviction timeout")

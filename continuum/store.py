@@ -8,15 +8,22 @@ a slice without a state directory).
 A write that fails (full disk, read-only or vanished directory, locked database) raises `PersistError`
 naming what was being stored, the cause and the file; nothing is changed in memory by the caller
 before the store has said yes, so such a failure loses nothing and the agent keeps running.
+
+Off the event loop: `call(method, ...)` runs a write on the store's own thread and awaits it (the API's
+app submissions), `submit(method, ...)` queues one without waiting (assignments, written in order). Every
+access holds the store's lock, so the synchronous methods stay usable from any thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,10 +62,12 @@ def _cause(exc: BaseException) -> tuple[str, bool]:
 class DesiredStateStore:
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self._lock = threading.RLock()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="desired-state")
         try:
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path) if path else ":memory:")
+            self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
             self._db.executescript(_SCHEMA)
             self._db.commit()
         except (OSError, sqlite3.Error) as exc:
@@ -71,7 +80,7 @@ class DesiredStateStore:
     def _write(self, what: str, write: Callable[[], T]) -> T:
         """Run `write` in one transaction; a failure rolls it back and raises PersistError."""
         try:
-            with self._db:
+            with self._lock, self._db:
                 return write()
         except (OSError, sqlite3.Error) as exc:
             raise self._failure(what, exc) from exc
@@ -108,8 +117,20 @@ class DesiredStateStore:
 
         self._write(f"persist the assignments of app {app}", write)
 
+    async def call(self, method: Callable[..., T], *args: Any) -> T:
+        """`method(*args)` (a method of this store) on the store's thread, awaited."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, method, *args)
+
+    def submit(self, method: Callable[..., T], *args: Any) -> Future[T]:
+        """`method(*args)` queued on the store's thread (in order with every other call)."""
+        return self._thread.submit(method, *args)
+
     def load(self) -> tuple[dict[str, tuple[dict[str, Any], float]], dict[str, dict[str, str]]]:
         """(apps: name -> (description, submitted), assignments: app -> {component: cluster})."""
+        with self._lock:
+            return self._load()
+
+    def _load(self) -> tuple[dict[str, tuple[dict[str, Any], float]], dict[str, dict[str, str]]]:
         apps = {name: (json.loads(desc), submitted)
                 for name, desc, submitted, _ in self._db.execute("SELECT * FROM apps ORDER BY submitted")}
         assignments: dict[str, dict[str, str]] = {}
@@ -119,8 +140,11 @@ class DesiredStateStore:
 
     def history(self, app: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         query = "SELECT ts, app, event FROM history" + (" WHERE app = ?" if app else "") + " ORDER BY ts DESC LIMIT ?"
-        rows = self._db.execute(query, ((app, limit) if app else (limit,))).fetchall()
+        with self._lock:
+            rows = self._db.execute(query, ((app, limit) if app else (limit,))).fetchall()
         return [{"ts": ts, "app": a, "event": e} for ts, a, e in reversed(rows)]
 
     def close(self) -> None:
-        self._db.close()
+        self._thread.shutdown(wait=True)   # queued writes land first
+        with self._lock:
+            self._db.close()

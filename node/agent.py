@@ -176,7 +176,8 @@ class NodeAgent(ManagedAgent):
         latest = self.knowledge.latest("system.cpu.utilization", node=self.node)
         mem = self.knowledge.latest("system.memory.utilization", node=self.node)
         running = sum(1 for i in self._instances if i["state"] == "running")
-        return {"cpu": _value(latest), "mem": _value(mem), "running": running}
+        return {"cpu": _value(latest), "mem": _value(mem), "running": running,
+                "lag_ms": round(self.loop_lag.recent_max_s * 1000, 1)}
 
 
 def _value(latest: float | None) -> float | None:

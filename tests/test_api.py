@@ -272,8 +272,7 @@ async def test_infrastructure_views(served, client):
     assert set(nodes) == set(rt.spec.nodes)
     assert all(n["alive"] is True and n["last_heartbeat"] > 0 for n in nodes.values())
     host = rt.continuum.app_status("probe")["worker"]["nodes"][0]
-    await until(lambda: rt.continuum.children.child(rt.continuum.cluster_jids["edge-1"]).digest.get("cpu"), 5,
-                "no cpu digest yet")
+    await until(lambda: host in rt.continuum.node_state("edge-1")[1], 5, "no cpu figures paged yet")
     node = (await client.get(f"{V1}/nodes/{host}")).json()
     assert {"app": "probe", "component": "worker", "status": "running"} in node["components"]
     assert node["cluster"] == "edge-1" and node["description"]["kind"] == "MLSysOpsNode"

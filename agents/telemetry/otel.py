@@ -46,7 +46,7 @@ UNITS = {
     "system.network.io": "By", "system.disk.io": "By", "system.cpu.load_average.1m": "1",
     "response_time_ms": "", "cpu_usage_cores": "{cpu}", "memory_usage_bytes": "By",
     "requests_per_second": "{request}/s", "sim.node.power": "W",
-    "mlsysops.telemetry.digest.bytes": "By",
+    "mlsysops.telemetry.digest.bytes": "By", "mlsysops.agent.loop.lag": "s",
 }
 
 
@@ -108,6 +108,7 @@ class AgentTelemetry:
         self.provider = MeterProvider(resource=Resource.create(attrs), metric_readers=readers)
         self.meter = self.provider.get_meter("mlsysops", "0.1.0")
         self._cache: dict[str, list[tuple[dict[str, str], float]]] = {}
+        self._own: dict[str, list[tuple[dict[str, str], float]]] = {}   # set_gauge(): kept across publish()
         self._gauges: set[str] = set()
         self._counters: dict[str, Any] = {}
         self._prom_server: Any = None
@@ -120,16 +121,24 @@ class AgentTelemetry:
         cache: dict[str, list[tuple[dict[str, str], float]]] = {}
         for name, labels, value in samples:
             cache.setdefault(name, []).append((to_otel(labels), float(value)))
-        for name in cache.keys() - self._gauges:
+        self._instruments(cache.keys())
+        self._cache = cache   # atomic swap: exporter threads read either the old or the new dict
+
+    def set_gauge(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        """The agent's own gauge (e.g. its loop lag): unlike `publish`, kept until set again."""
+        self._instruments((name,))
+        self._own = {**self._own, name: [(to_otel(labels), float(value))]}   # swapped whole, as in publish
+
+    def _instruments(self, names: Iterable[str]) -> None:
+        for name in set(names) - self._gauges:
             self._gauges.add(name)
             # cumulative counters (semantic conventions: system.network.io, system.disk.io) stay counters
             create = self.meter.create_observable_counter if name in COUNTERS else self.meter.create_observable_gauge
             create(name, [self._callback(name)], unit=UNITS.get(name, "1"))
-        self._cache = cache   # atomic swap: exporter threads read either the old or the new dict
 
     def _callback(self, name: str) -> Any:
         def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            for attrs, value in self._cache.get(name, ()):
+            for attrs, value in (*self._cache.get(name, ()), *self._own.get(name, ())):
                 yield Observation(value, attrs)
         return observe
 

@@ -1,7 +1,7 @@
-"""The northbound REST API, served by the continuum agent's process (FastAPI on uvicorn, same event loop).
+"""The northbound REST API, served by the continuum agent's process (FastAPI on uvicorn).
 
-`create_app(backend, tokens)` builds the app; `ApiServer` runs it as a task of the running loop (no
-threads, no signal handling of its own). The same app serves
+`create_app(backend, tokens)` builds the app; `ApiServer` runs it on a thread and event loop of its own, and
+each endpoint on the agents' loop (`loop_bridge`), so no request delays a heartbeat. The same app serves
 
 * `mlsysops up`: `ApiBackend(runtime=rt)`: every agent of the slice lives in the process, plus the
   simulator (`/api/v1/sim/...`);
@@ -29,6 +29,7 @@ from fastapi_offline import FastAPIOffline
 from mlsysops.continuum.api.backend import ApiBackend
 from mlsysops.continuum.api.bodies import persist_failed
 from mlsysops.continuum.api.deps import API_PREFIX, invalidate_reads_on_write
+from mlsysops.continuum.api.loop_bridge import bridge_router
 from mlsysops.continuum.api.routers import (
     apps,
     dashboard,
@@ -61,13 +62,14 @@ def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bo
     app.state.backend = backend
     app.add_exception_handler(PersistError, persist_failed)
     read_auth = Depends(TokenAuth(tokens).dependency())
-    app.include_router(health.router)
+    app.include_router(bridge_router(health.router))
     for router in V1_ROUTERS:
-        app.include_router(router, prefix=API_PREFIX, dependencies=[read_auth, Depends(invalidate_reads_on_write)])
+        app.include_router(bridge_router(router), prefix=API_PREFIX,
+                           dependencies=[read_auth, Depends(invalidate_reads_on_write)])
     # the original framework's paths, for its `mls` CLI (which sends no token: see routers.original)
     compat_auth = Depends(TokenAuth(tokens).dependency(tokenless_loopback=original_cli))
-    app.include_router(original.router, dependencies=[compat_auth, Depends(invalidate_reads_on_write)])
-    app.include_router(telemetry.metrics_router, dependencies=[read_auth] if metrics_auth else [])
+    app.include_router(bridge_router(original.router), dependencies=[compat_auth, Depends(invalidate_reads_on_write)])
+    app.include_router(bridge_router(telemetry.metrics_router), dependencies=[read_auth] if metrics_auth else [])
     app.include_router(dashboard.page_router)
     dashboard.mount_static(app)
     _document_auth_errors(app)

@@ -38,6 +38,8 @@ class ApiBackend:
         self.runtime = runtime
         self.tree_wait = tree_wait
         self.reads = ReadCache(read_max_age)
+        self.encoded: dict[Any, tuple[Any, bytes]] = {}   # decision_reads.decision_response's bytes per read
+        self.agents_loop: Any = None   # set by a threaded ApiServer: endpoints run there (loop_bridge)
 
     @property
     def continuum(self) -> Any:

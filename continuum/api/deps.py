@@ -26,7 +26,16 @@ async def invalidate_reads_on_write(request: Request) -> AsyncIterator[None]:
     after the action never reuses an answer from before it (`ApiBackend.reads`)."""
     write = request.method not in SAFE_METHODS
     if write:
-        backend_of(request).invalidate_reads()
+        _invalidate(backend_of(request))
     yield
     if write:
-        backend_of(request).invalidate_reads()
+        _invalidate(backend_of(request))
+
+
+def _invalidate(backend: ApiBackend) -> None:
+    """On the agents' loop, where the cache lives (queued in order before/after the endpoint's own call)."""
+    loop = backend.agents_loop
+    if loop is not None and not loop.is_closed():
+        loop.call_soon_threadsafe(backend.invalidate_reads)
+    else:
+        backend.invalidate_reads()

@@ -30,16 +30,15 @@ def hosted(cont: Any) -> Hosted:
 
 def nodes_of(cont: Any, cid: str, where: Hosted) -> Iterator[NodeDetail]:
     rec = child_record(cont, cid)
-    digest = (rec.digest or {}) if rec is not None else {}
+    alive_of, cpu_of = cont.node_state(cid)
+    seen_of, trust_of = cont.node_extras(cid)
     for name, model in sorted(cont.cluster_nodes.get(cid, {}).items()):
-        alive = digest.get("nodes", {}).get(name) if rec is not None and rec.alive else None
-        # the digest names only nodes something is held against: [score, main reason]
-        score, reason = digest.get("trust", {}).get(name) or ((1.0, None) if alive is not None else (None, None))
+        alive = alive_of.get(name) if rec is not None and rec.alive else None
+        score, reason = trust_of.get(name) or ((1.0, None) if alive is not None else (None, None))
         energy = _energy(cont, name, cid)
-        yield NodeDetail(name=name, cluster=cid, alive=alive, cpu_utilization=digest.get("cpu", {}).get(name),
+        yield NodeDetail(name=name, cluster=cid, alive=alive, cpu_utilization=cpu_of.get(name),
                          power_watts=energy[0], energy_joules=energy[1],
-                         last_heartbeat=digest.get("seen", {}).get(name),
-                         trust=score, trust_reason=reason,
+                         last_heartbeat=seen_of.get(name), trust=score, trust_reason=reason,
                          components=where.get((cid, name), []), description=to_k8s(model))
 
 

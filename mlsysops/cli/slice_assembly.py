@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mlsysops.agents.managed_agent import AgentSettings
+from mlsysops.agents.managed_agent import AgentSettings, scaled
 from mlsysops.agents.slice_config import SliceSpec, SubstrateConfig
 from mlsysops.agents.trust import NodeTrust, TrustWeights
 from mlsysops.agents.xmpp_tls import TlsVerification
@@ -238,7 +238,14 @@ class SliceAssembly:
 
     def settings(self, layer: str) -> AgentSettings:
         base = layer_settings(self.spec, layer, self.state_dir)
+        # overrides are real seconds (what a test or benchmark asks for); the slice's own, simulated ones
+        base = scaled(base, self.time_scale)
         return replace(base, **self.overrides.get(layer, {}), **self.overrides.get("all", {}))
+
+    @property
+    def time_scale(self) -> float:
+        sub = self.spec.config.substrate
+        return sub.time_scale if sub.type == "sim" else 1.0
 
     def _connection(self) -> dict[str, Any]:
         return {"port": self.xmpp_port, "force_xmpp": self.force_xmpp,

@@ -117,10 +117,13 @@ class SliceRuntime:
             await ensure_namespace(self.karmada_api, self.namespace)   # Karmada propagates namespaces
         if self.simulated:
             seed = self.spec.config.substrate.seed or 0
+            # one clock: the simulator's time runs `time_scale` times faster, and so do the agents' intervals
+            # (SliceAssembly.settings); the tick keeps ~20 sim steps per simulated second up to 5x
+            scale = self.assembly.time_scale
             self.sim = SimContinuum.from_specs([sim_node_spec(n) for n in self.spec.nodes.values()], seed=seed,
-                                               clock=SimClock.realtime())
+                                               clock=SimClock.realtime(scale))
             self.sim.subscribe(self._on_sim_event)
-            self._sim_task = asyncio.create_task(self.sim.run(interval=0.05), name="sim")
+            self._sim_task = asyncio.create_task(self.sim.run(interval=max(0.01, 0.05 / scale)), name="sim")
         if self.kube and self.simulated:
             from mlsysops.sim.kubelet import SimKubelet
 

@@ -50,7 +50,7 @@ async def accept(backend: Backend, request: Request, response: Response, name: s
         raise HTTPException(409, f"app {doc.name!r} exists with a different description; "
                                  f"PUT {API_PREFIX}/apps/{doc.name} replaces it")
     try:
-        cont.submit_app(doc)
+        await cont.submit_app_async(doc)
     except DescriptionError as exc:
         raise invalid(exc) from None
     response.status_code = 201 if existing is None else 200

@@ -6,6 +6,7 @@ over the protocol with a short timeout, like `/decisions`) and alerts."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from mlsysops.agents.tree_reads import DecisionsQuery
 from mlsysops.continuum.api import views
 from mlsysops.continuum.api.bodies import jsonable
 from mlsysops.continuum.api.deps import Backend
+from mlsysops.continuum.api.loop_bridge import on_agents
 
 DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "dashboard"
 NODE_SERIES = ("system.cpu.utilization", "system.memory.utilization", "hw.power", "hw.energy")
@@ -44,18 +46,20 @@ def _topology(c: Any, alerts: list[dict[str, str]]) -> list[dict[str, Any]]:
             alerts.append({"level": "error", "text": f"cluster agent {cid} is "
                            + ("lost: " + (d.lost_reason or "no heartbeat") if d.registered else "not registered")})
         nodes = []
+        cluster_lag, node_lags = c.loop_lags(cid)
         for n in d.node_status:
             metrics = {m: k.latest(m, node=n.name, cluster=cid) for m in NODE_SERIES}
             nodes.append({"name": n.name, "alive": n.alive, "cpu": metrics[NODE_SERIES[0]],
                           "mem": metrics[NODE_SERIES[1]], "power": metrics["hw.power"],
-                          "energy": metrics["hw.energy"], "trust": n.trust, "trust_reason": n.trust_reason,
+                          "energy": metrics["hw.energy"], "trust": n.trust, "loop_lag_ms": node_lags.get(n.name), "trust_reason": n.trust_reason,
                           "components": [h.model_dump() for h in n.components]})
             if n.trust is not None and n.trust < 0.5:
                 alerts.append({"level": "warning", "text": f"node {n.name} ({cid}) trust {n.trust:.2f}: "
                                f"{n.trust_reason or ''}"})
             if n.alive is False:
                 alerts.append({"level": "error", "text": f"node {n.name} ({cid}) is down"})
-        clusters.append({"id": cid, "alive": d.alive, "registered": d.registered, "nodes": nodes})
+        clusters.append({"id": cid, "alive": d.alive, "registered": d.registered, "loop_lag_ms": cluster_lag,
+                         "nodes": nodes})
     return clusters
 
 
@@ -106,7 +110,8 @@ async def snapshot(backend: Backend, since: float | None) -> tuple[dict[str, Any
     _add_why(c, apps, page.records)
     alerts += [{"level": "warning", "text": f"decisions of {agent} unavailable: {why}"}
                for agent, why in sorted(page.unanswered.items())]
-    body = jsonable({"t": t, "continuum": {"id": c.agent_id, "connected": c.connected},
+    body = jsonable({"t": t, "continuum": {"id": c.agent_id, "connected": c.connected,
+                                          "loop_lag_ms": round(c.loop_lag.recent_max_s * 1000, 1)},
                      "clusters": clusters, "apps": apps, "decisions": records, "alerts": alerts,
                      "digest_interval": c.settings.digest_interval})
     return body, t if page.as_of is None else min(t, page.as_of)
@@ -149,7 +154,8 @@ async def stream(request: Request, backend: Backend,
         yield b"retry: 2000\n\n"
         since = time.time() - 3600
         while not await request.is_disconnected():
-            snap, since = await snapshot(backend, since)   # the next event carries what happens from then on
+            # the generator runs on the API's loop; the snapshot reads agent state, on theirs
+            snap, since = await on_agents(request.app, functools.partial(snapshot, backend, since))
             yield f"event: snapshot\ndata: {json.dumps(snap, separators=(',', ':'))}\n\n".encode()
             await asyncio.sleep(interval)
 

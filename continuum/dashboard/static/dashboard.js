@@ -97,6 +97,7 @@
     b.innerHTML = alerts.map((a) => `<div class="${esc(a.level)}">${esc(a.text)}</div>`).join("");
     b.hidden = alerts.length === 0;
   }
+  function lag(x) { return x == null ? "" : `<span class="metric" title="event-loop lag, max of 10 s">lag ${Number(x).toFixed(0)} ms</span>`; }
   function nodeState(n) { return n.alive === true ? "up" : n.alive === false ? "down" : "unknown"; }
   function renderTopology(s) {
     const comp = (c) => `<li data-component="${esc(c.app)}/${esc(c.component)}" data-status="${esc(c.status)}">
@@ -107,15 +108,16 @@
       <span class="name">${esc(n.name)}</span>
       <span class="metric">${n.cpu == null ? "" : "cpu " + pct(n.cpu)} ${n.mem == null ? "" : "mem " + pct(n.mem)}
       ${n.power == null ? "" : n.power.toFixed(1) + " W"} ${n.energy == null ? "" : (n.energy / 1000).toFixed(2) + " kJ"}</span>
+      ${lag(n.loop_lag_ms)}
       ${n.alive === false ? '<span class="badge failed">down</span>' : ""}
       ${n.trust != null && n.trust < 0.995 ? `<span class="badge trust" data-trust="${n.trust}" title="${esc(n.trust_reason || "")}">trust ${n.trust.toFixed(2)}</span>` : ""}</span>
       <ul class="tree">${n.components.map(comp).join("")}</ul></li>`;
     const cluster = (c) => `<li data-cluster="${esc(c.id)}" data-state="${c.alive ? "up" : "down"}">
       <span class="label"><span class="dot ${c.alive ? "up" : "down"}"></span><span class="kind">cluster</span>
-      ${esc(c.id)}</span><ul class="tree">${c.nodes.map(node).join("")}</ul></li>`;
+      ${esc(c.id)} ${lag(c.loop_lag_ms)}</span><ul class="tree">${c.nodes.map(node).join("")}</ul></li>`;
     $("topology").innerHTML = `<ul class="tree"><li data-continuum="${esc(s.continuum.id)}">
       <span class="label"><span class="dot ${s.continuum.connected ? "up" : "down"}"></span>
-      <span class="kind">continuum</span>${esc(s.continuum.id)}</span>
+      <span class="kind">continuum</span>${esc(s.continuum.id)} ${lag(s.continuum.loop_lag_ms)}</span>
       <ul class="tree">${s.clusters.map(cluster).join("")}</ul></li></ul>`;
   }
   function qosCell(q) {

@@ -1,0 +1,169 @@
+"""API load benchmark: concurrent clients against the REST API while the demo slice runs.
+
+Run: ``.venv/bin/python benchmarks/api_load.py [--duration S] [--clients 10,50] [--settle S]``
+
+Setup (as ``benchmarks/api_reads.py``, whose helpers it reuses): a throw-away prosody server, a
+``SliceRuntime`` of ``examples/slices/demo.yaml`` (every agent message over prosody), both example apps
+running, ``--settle`` seconds of decision logs; the API (``ApiBackend(runtime=rt)``, what ``mlsysops up``
+serves) on its own thread (``ApiServer``). The load generator runs in a separate process (its own
+interpreter, N httpx clients with keep-alive), as real clients would.
+
+Per endpoint (``/apps``, ``/decisions?limit=100``, ``/telemetry``) and client count: ``--duration`` seconds
+of back-to-back GETs; requests/s, p50/p99 latency, errors (non-200). Meanwhile, from the agents: the
+largest loop lag of any agent (``mlsysops.agent.loop.lag``, its max since the previous row) and false losses
+(any child declared lost: nothing is crashed).
+Last line: ``decisions_rps= decisions_p99_ms= max_loop_lag_ms= false_losses=`` (decisions at the largest
+client count; loop lag and losses over the whole run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from api_reads import APPS, DEMO, TOKEN, formed, pct, running, wait_for  # noqa: E402
+
+PATHS = ["/apps", "/decisions?limit=100", "/telemetry"]
+
+
+# -- load generator (a separate process) -------------------------------------------------------------
+async def load(url: str, path: str, clients: int, duration: float, token: str) -> dict[str, Any]:
+    import httpx
+
+    times: list[float] = []
+    errors: list[str] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30,
+                                 limits=limits) as http:
+        (await http.get(f"/api/v1{path}")).raise_for_status()
+        end = time.monotonic() + duration
+
+        async def client() -> None:
+            while time.monotonic() < end:
+                t0 = time.perf_counter()
+                try:
+                    r = await http.get(f"/api/v1{path}")
+                    if r.status_code != 200:
+                        errors.append(str(r.status_code))
+                except httpx.HTTPError as exc:
+                    errors.append(type(exc).__name__)
+                times.append(time.perf_counter() - t0)
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        wall = time.monotonic() - t0
+    ms = [t * 1000 for t in times]
+    return {"n": len(ms), "rps": len(ms) / wall, "p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99),
+            "errors": len(errors)}
+
+
+# -- parent ------------------------------------------------------------------------------------------
+async def run(args: argparse.Namespace) -> int:
+    from mlsysops.agents.slice_config import load_slice
+    from mlsysops.agents.xmpp_prosody import ProsodyServer
+    from mlsysops.cli.slice_runtime import SliceRuntime
+    from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
+    from mlsysops.continuum.api_auth import Role
+
+    srv = ProsodyServer(workdir=Path(tempfile.mkdtemp(prefix="mlsysops-bench-load-")) / "prosody")
+    await srv.start()
+    rt = SliceRuntime(load_slice(DEMO), xmpp_port=srv.port, force_xmpp=True)
+    server = None
+    rows: list[dict[str, Any]] = []
+    lost: list[str] = []
+    under_load: list[str] = []
+    lag_max = 0.0
+    try:
+        await rt.start()
+        if not await wait_for(lambda: formed(rt), 60):
+            print(f"hierarchy did not form: {rt.hierarchy()}", file=sys.stderr)
+            return 1
+        apps = sorted({d.name for path in APPS for d in rt.apply_file(path)})
+        if not await wait_for(lambda: running(rt, apps), 90):
+            print("apps not running", file=sys.stderr)
+            return 1
+        for p in [rt.continuum, *rt.clusters.values()]:
+            p.children.on_lost(lambda child, reason: _note(lost, child.agent_id, reason))
+        await asyncio.sleep(args.settle)
+        server = ApiServer(create_app(ApiBackend(runtime=rt), {TOKEN: Role.admin}), port=0)
+        url = await server.start()
+        agents = [rt.continuum, *rt.clusters.values(), *rt.nodes.values()]
+        for clients in [int(c) for c in args.clients.split(",")]:
+            for path in PATHS:
+                for a in agents:   # the max over this row only
+                    a.loop_lag.max_s = 0.0
+                before = len(lost)
+                out = await asyncio.to_thread(
+                    subprocess.run, [sys.executable, str(Path(__file__).resolve()), "--load", url, "--path", path,
+                                     "--n-clients", str(clients), "--duration", str(args.duration),
+                                     "--token", TOKEN],
+                    capture_output=True, text=True, cwd=ROOT, timeout=args.duration + 120)
+                if out.returncode != 0:
+                    print(f"load generator failed: {out.stderr[-1500:]}", file=sys.stderr)
+                    return 1
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                row_lag = max(a.loop_lag.max_s for a in agents) * 1000
+                lag_max = max(lag_max, row_lag)
+                rows.append({"clients": clients, "path": path, **res, "loop_lag_ms": row_lag,
+                             "lost": len(lost) - before})
+                print(f"{clients} clients {path}: {res['rps']:.0f} req/s", file=sys.stderr, flush=True)
+        under_load = list(lost)   # the stop's own departures below are not losses under load
+    finally:
+        if server is not None:
+            await server.stop()
+        await rt.stop()
+        await srv.stop()
+
+    print(f"demo slice over prosody, apps {apps}; API on its own thread; {args.duration:g} s per row, "
+          f"load generator in another process")
+    head = (f"{'clients':>7} {'GET /api/v1...':<24} {'requests':>8} {'req/s':>7} {'p50_ms':>7} {'p99_ms':>7} "
+            f"{'errors':>6} {'max_loop_lag_ms':>15} {'false_losses':>12}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['clients']:>7} {r['path']:<24} {r['n']:>8} {r['rps']:>7.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} "
+              f"{r['errors']:>6} {r['loop_lag_ms']:>15.0f} {r['lost']:>12}")
+    if under_load:
+        print(f"false losses: {under_load[:5]}")
+    top = max(int(c) for c in args.clients.split(","))
+    dec = next(r for r in rows if r["clients"] == top and r["path"].startswith("/decisions"))
+    print(f"decisions_rps={dec['rps']:.0f} decisions_p99_ms={dec['p99_ms']:.1f} max_loop_lag_ms={lag_max:.0f} "
+          f"false_losses={len(under_load)}")
+    return 0
+
+
+async def _note(lost: list[str], who: str, reason: str) -> None:
+    lost.append(f"{who}: {reason}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds per endpoint and client count")
+    ap.add_argument("--clients", default="10,50", help="comma-separated concurrent client counts")
+    ap.add_argument("--settle", type=float, default=10.0, help="seconds the slice runs before the load")
+    ap.add_argument("--load", help=argparse.SUPPRESS)
+    ap.add_argument("--path", help=argparse.SUPPRESS)
+    ap.add_argument("--n-clients", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--token", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.CRITICAL)
+    if args.load:
+        print(json.dumps(asyncio.run(load(args.load, args.path, args.n_clients, args.duration, args.token))))
+        return 0
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
