@@ -251,6 +251,74 @@ def warm_up(cluster: Cluster, connector: LocalMLConnector, seconds: float, seed:
             cluster.sim.remove(inst.instance_id)
 
 
+class OracleModel:
+    """The sim's own response-time formula on the policy's features (hidden speeds, interference and the
+    drift included, noise left out): what a perfect model of this scenario would predict. It satisfies the
+    Model protocol, so the same policy code decides with it."""
+
+    name, version, output_name, format = "qos-response-time", 1, "response_time_ms", "oracle"
+
+    def __init__(self, qos: QosProfile, clock: Any) -> None:
+        self.qos, self.clock = qos, clock
+        nodes = [n for n, *_ in NODES]
+        comps = [f"{a}/{c}" for a in APPS for c in BASE_MS]
+        self.feature_names = ([f"comp={c}" for c in comps] + [f"kind={k}" for k in {k for _, k, *_ in NODES}]
+                              + [f"node={n}" for n in nodes] + [f"coloc={c}" for c in BASE_MS] + ["queue", "net_ms"])
+        self._idx = {n: i for i, n in enumerate(self.feature_names)}
+        self._specs = {n: SimNodeSpec(n, CLUSTER, layer, cpu_cores=cores, labels=[f"node-type:{kind}"])
+                       for n, kind, cores, layer in NODES}
+
+    def predict(self, X: Any) -> Any:
+        import numpy as np
+
+        X = np.atleast_2d(np.asarray(X, dtype=float))
+        out = np.zeros(X.shape[0])
+        now = self.clock()
+        for r, row in enumerate(X):
+            comp = next((n.split("/", 1)[1] for n, i in self._idx.items() if n.startswith("comp=") and row[i]), None)
+            node = next((n[5:] for n, i in self._idx.items() if n.startswith("node=") and row[i]), None)
+            if comp is None or node is None:
+                continue
+            coloc = [c for c in BASE_MS for _ in range(int(round(row[self._idx[f"coloc={c}"]])))]
+            work = BASE_MS[comp] * self.qos.interference_factor(comp, coloc)
+            out[r] = work / self.qos.hidden_speed(self._specs[node], now) * row[self._idx["queue"]] \
+                + row[self._idx["net_ms"]]
+        return out
+
+    def predict_with_uncertainty(self, X: Any) -> Any:
+        import numpy as np
+
+        mean = self.predict(X)
+        return mean, np.full(mean.shape, 1.0)
+
+    def attributions(self, x: Any, baseline: Any) -> Any:
+        from mlsysops.agents.ml.model import sampling_shapley
+
+        return sampling_shapley(self.predict, x, baseline, permutations=16)
+
+    def to_bytes(self) -> bytes:
+        raise NotImplementedError("the oracle reads the simulator; it is not a servable model")
+
+
+class _OracleConnector:
+    training_s = 0.0
+
+    def __init__(self, model: OracleModel) -> None:
+        self.model = model
+
+    def cached(self, name: str) -> Any:
+        return self.model
+
+    async def get_model(self, name: str, version: int | None = None) -> Any:
+        return self.model
+
+    async def report(self, *args: Any, **kw: Any) -> None:
+        return None
+
+    async def submit_training(self, name: str, *, seed: int = 0) -> None:
+        return None
+
+
 class _TimedModel:
     """Wraps a model to time every inference call (the policy code is unchanged)."""
 
@@ -303,13 +371,15 @@ def run(name: str, mode: str, seed: int, *, seconds: float = 300.0, drift_at: fl
                              retrain_every_s=retrain_every_s)
     result = Result(name, seed, interval=interval)
     warm_up(cluster, inner, warmup_s, seed)
-    if mode != "heuristic":
+    if mode != "heuristic" and name != "oracle":
         t = time.perf_counter()
         run0 = inner.train_now(policy.MODEL, seed)
         result.training_s = time.perf_counter() - t
         if not run0.promoted:
             raise RuntimeError(f"initial training failed: {run0.error}")
-    connector = _TimedConnector(inner, result.inference_ms, result.inference_cpu_ms)
+    connector: Any = _TimedConnector(inner, result.inference_ms, result.inference_cpu_ms)
+    if name == "oracle":
+        connector = _OracleConnector(OracleModel(cluster.sim.qos, lambda: cluster.now))
     contexts = {app: {**policy.initialize(), **(context_overrides or {})} for app in APPS}
     start = cluster.now
     if drift_at is not None:

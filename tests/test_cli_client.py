@@ -161,7 +161,8 @@ def test_management_mode_propagates_and_pauses_policies(slice_up, tmp_path):
         out = run(env, "mode", "ml")
         assert out.returncode == 0 and "edge-1: ml" in out.stdout and "edge-rpi-1: ml" in out.stdout, out.stdout
         shown = run(env, "mode").stdout
-        assert all(line.split("\t")[1].startswith("ml") for line in shown.strip().splitlines()), shown
+        agents = [line for line in shown.strip().splitlines() if not line.startswith("  ")]   # not per-app lines
+        assert agents and all(line.endswith("\tml") for line in agents), shown
         assert enabled("ml_placement") is True
         assert enabled("filter_score_placement") is False  # an ML policy covers its mechanism on edge-1
         assert enabled("relocation") is False

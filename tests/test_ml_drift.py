@@ -57,3 +57,14 @@ def test_monitor_alarm_names_detector_feature_statistic():
     for _ in range(40):
         alarm2 = alarm2 or mon2.observe_inputs({"queue": float(rng.uniform(3, 4))})
     assert alarm2 is not None and alarm2.detector == "ks" and alarm2.feature == "queue"
+
+
+def test_page_hinkley_with_a_reference_level_catches_a_stream_wrong_from_the_start():
+    rng = np.random.default_rng(0)
+    wrong = [abs(v) for v in rng.normal(6, 1, 40)]
+    running = PageHinkley(delta=1.0, threshold=20.0)
+    assert max(running.update(v) for v in wrong) < 20.0            # no change inside the stream: silent
+    fixed = PageHinkley(delta=1.0, threshold=20.0, reference_mean=0.8)
+    assert max(fixed.update(v) for v in wrong) > 20.0
+    calm = PageHinkley(delta=1.0, threshold=20.0, reference_mean=0.8)
+    assert max(calm.update(abs(v)) for v in rng.normal(0, 1, 500)) < 20.0
