@@ -38,6 +38,7 @@ from mlsysops.policies.placement_engine import (
     PlacementDecision,
     _prepare,
     dependency_order,
+    place_app,
     schedule,
 )
 
@@ -191,11 +192,21 @@ def place_batch(
                             score_weight_ms=opts.score_weight_ms)
     assign, info = solve_assignment(problem, opts, started)
     result = _replay(problem, assign, order, by_name, needed, nodes, weights, cfg, info["method"])
+    # A budget cut short (a loaded machine) may leave the search worse than one instance at a time: never
+    # place fewer instances than the per-instance path would.
+    greedy = place_app(requests, nodes, weights, placed=placed, config=cfg)
+    if _count(greedy) > _count(result):
+        info["method"] = f"per-instance (the batch answer placed {_count(result)} < {_count(greedy)})"
+        result = greedy
     info["fixed_up"] = (result.batch or {}).get("fixed_up", 0)
     info["ms"] = round((time.perf_counter() - started) * 1e3, 2)
     info["summary"] = _summary(info, result)
     result.batch = info
     return result
+
+
+def _count(placement: AppPlacement) -> int:
+    return sum(len(nodes) for nodes in placement.placements.values())
 
 
 def place_apps(

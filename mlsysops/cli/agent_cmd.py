@@ -316,5 +316,10 @@ def register(app: typer.Typer) -> None:
         `mlsysops agent far-edge --help`: the lightweight far-edge agent (its own flags, JSON config)."""
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        raise typer.Exit(asyncio.run(_run(layer, config, ident, sim, xmpp_port, apply, api_port, host, push_port,
-                                         password_file)))
+        try:
+            code = asyncio.run(_run(layer, config, ident, sim, xmpp_port, apply, api_port, host, push_port,
+                                    password_file))
+        except KeyboardInterrupt:   # SIGINT before the agent's own handler was installed (still starting)
+            typer.echo("interrupted while starting: stopped", err=True)
+            code = 0
+        raise typer.Exit(code)
