@@ -36,6 +36,18 @@ def _series(k: Any, metric: str, **labels: str) -> dict[Any, list[tuple[float, f
     return {key: s for key, s in k.series(metric).items() if want <= set(key)}
 
 
+def _latest_point(k: Any, metric: str, **labels: str) -> tuple[float | None, float | None]:
+    """(time, value) of the newest sample among the matching series: the page plots samples at the time
+    they were taken, so a node that stops reporting leaves a gap instead of repeating its last value."""
+    best = max((s[-1] for s in _series(k, metric, **labels).values() if s), default=None, key=lambda p: p[0])
+    return (None, None) if best is None else (best[0], best[1])
+
+
+def node_status_word(alive: bool | None) -> str:
+    """kubectl's words: a crashed (or lost) node is NotReady until it reports again."""
+    return "Ready" if alive is True else "NotReady" if alive is False else "Unknown"
+
+
 def _topology(c: Any, alerts: list[dict[str, str]]) -> list[dict[str, Any]]:
     where = views.hosted(c)
     k = c.slice_telemetry
@@ -48,22 +60,29 @@ def _topology(c: Any, alerts: list[dict[str, str]]) -> list[dict[str, Any]]:
         nodes = []
         cluster_lag, node_lags = c.loop_lags(cid)
         for n in d.node_status:
-            metrics = {m: k.latest(m, node=n.name, cluster=cid) for m in NODE_SERIES}
-            nodes.append({"name": n.name, "alive": n.alive, "cpu": metrics[NODE_SERIES[0]],
-                          "mem": metrics[NODE_SERIES[1]], "power": metrics["hw.power"],
-                          "energy": metrics["hw.energy"], "trust": n.trust, "loop_lag_ms": node_lags.get(n.name), "trust_reason": n.trust_reason,
+            points = {m: _latest_point(k, m, node=n.name, cluster=cid) for m in NODE_SERIES}
+            metrics = {m: p[1] for m, p in points.items()}
+            nodes.append({"name": n.name, "alive": n.alive, "status": node_status_word(n.alive),
+                          "cpu": metrics[NODE_SERIES[0]], "mem": metrics[NODE_SERIES[1]],
+                          "power": metrics["hw.power"], "energy": metrics["hw.energy"],
+                          # when each value was sampled (the charts plot it there)
+                          "at": {"cpu": points[NODE_SERIES[0]][0], "mem": points[NODE_SERIES[1]][0],
+                                 "power": points["hw.power"][0]},
+                          "trust": n.trust, "loop_lag_ms": node_lags.get(n.name), "trust_reason": n.trust_reason,
                           "components": [h.model_dump() for h in n.components]})
             if n.trust is not None and n.trust < 0.5:
                 alerts.append({"level": "warning", "text": f"node {n.name} ({cid}) trust {n.trust:.2f}: "
                                f"{n.trust_reason or ''}"})
             if n.alive is False:
-                alerts.append({"level": "error", "text": f"node {n.name} ({cid}) is down"})
+                alerts.append({"level": "error", "text": f"node {n.name} ({cid}) is down (NotReady)"})
         clusters.append({"id": cid, "alive": d.alive, "registered": d.registered, "loop_lag_ms": cluster_lag,
                          "nodes": nodes})
     return clusters
 
 
-def _apps(c: Any, alerts: list[dict[str, str]]) -> list[dict[str, Any]]:
+def _apps(c: Any, alerts: list[dict[str, str]], down: set[str]) -> list[dict[str, Any]]:
+    """Apps with their components' use and QoS; `down` nodes count for nothing (their last samples are
+    stale, not live)."""
     k = c.slice_telemetry
     apps = []
     for name in sorted(c.apps):
@@ -71,18 +90,22 @@ def _apps(c: Any, alerts: list[dict[str, str]]) -> list[dict[str, Any]]:
         comps = []
         for comp, st in c.app_status(name).items():
             entry = {"component": comp, "status": st.get("status"), "cluster": st.get("cluster"),
-                     "nodes": st.get("nodes") or [], "reason": st.get("reason"), "qos": []}
+                     "nodes": st.get("nodes") or [], "reason": st.get("reason"), "qos": [], "at": {}}
             for key, metric in (("cpu", "cpu_usage_cores"), ("memory", "memory_usage_bytes")):
-                # the component's use across its instances (latest of each series on its nodes)
-                vals = [s[-1][1] for lbl, s in _series(k, metric, app=name, component=comp).items()
-                        if dict(lbl).get("node") in entry["nodes"]]
-                entry[key] = sum(vals) if vals else None
+                # the component's use across its instances (latest of each series on its live nodes)
+                last = [s[-1] for lbl, s in _series(k, metric, app=name, component=comp).items()
+                        if dict(lbl).get("node") in entry["nodes"] and dict(lbl).get("node") not in down]
+                entry[key] = sum(v for _, v in last) if last else None
+                entry["at"][key] = max(t for t, _ in last) if last else None
             spec = model.component(comp)
             for q in (spec.qos_metrics or []) if spec is not None else []:
                 if not q.application_metric_id:
                     continue
-                vals = [s[-1][1] for s in _series(k, q.application_metric_id, app=name, component=comp).values()]
-                entry["qos"].append({"metric": q.application_metric_id, "value": max(vals) if vals else None,
+                last = [s[-1] for lbl, s in _series(k, q.application_metric_id, app=name, component=comp).items()
+                        if dict(lbl).get("node") not in down]
+                entry["qos"].append({"metric": q.application_metric_id,
+                                     "value": max(v for _, v in last) if last else None,
+                                     "ts": max(t for t, _ in last) if last else None,
                                      "target": None if q.target is None else float(q.target),
                                      "relation": str(q.relation) if q.relation else None})
             if st.get("status") == "failed":
@@ -104,7 +127,8 @@ async def snapshot(backend: Backend, since: float | None) -> tuple[dict[str, Any
     t = time.time()
     alerts: list[dict[str, str]] = []
     clusters = _topology(c, alerts)
-    apps = _apps(c, alerts)
+    down = {n["name"] for cl in clusters for n in cl["nodes"] if n["alive"] is False}
+    apps = _apps(c, alerts, down)
     page = await backend.decisions(DecisionsQuery(exclude_outcomes=["no_plan"], limit=MAX_STREAM_DECISIONS))
     records = page.records if since is None else [r for r in page.records if r["ts"] >= since]
     _add_why(c, apps, page.records)
@@ -127,6 +151,11 @@ def _add_why(c: Any, apps: list[dict[str, Any]], records: list[dict[str, Any]]) 
         recs = [r for r in records if r.get("app") == app["name"]]
         ex = explain_app(app["name"], c.apps.get(app["name"]), c.app_status(app["name"]), recs, nodes, alive)
         by = {e["component"]: e for e in ex["components"]}
+        # the page's "why" panel: the app's summary and every component's reason, evidence, next step
+        app["why"] = {"converged": ex["converged"], "summary": ex["summary"],
+                      "components": [{"component": e["component"], "converged": e["converged"],
+                                      "reason": e["reason"], "next_step": e["next_step"],
+                                      "evidence": e["evidence"][:5]} for e in ex["components"]]}
         for comp in app["components"]:
             e = by.get(comp["component"])
             if e is not None and not e["converged"]:

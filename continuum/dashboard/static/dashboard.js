@@ -2,16 +2,15 @@
 // URL), streams /api/v1/stream (Server-Sent Events over fetch, so the header can be sent) and draws with uPlot.
 "use strict";
 (() => {
-  const HISTORY_S = 600;            // seconds of chart history kept in the page
-  const MAX_DECISIONS = 200;
-  const PALETTE = ["#2f6fdb", "#1f9d55", "#d48806", "#9254de", "#d4380d", "#13a8a8", "#eb2f96", "#597ef7",
-                   "#7cb305", "#fa8c16"];
+  const MAX_DECISIONS = 200;        // rows (groups of identical decisions) kept in the table
   const $ = (id) => document.getElementById(id);
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;",
                                                                    '"': "&quot;", "'": "&#39;"}[c]));
   let token = null;
   let updates = 0;
+  let streamEvents = 0;
   const seenDecisions = new Set();
+  const decisionGroups = new Map();   // agent|stage|policy|outcome|reason -> {rec, count, first, last}
 
   // -- token ------------------------------------------------------------------------------------------
   function readToken() {
@@ -39,57 +38,17 @@
     location.reload();
   });
 
-  // -- charts -----------------------------------------------------------------------------------------
-  class SeriesChart {
-    constructor(el, unit, fmt) {
-      this.el = el; this.fmt = fmt; this.unit = unit; this.keys = []; this.data = new Map(); this.targets = new Map();
-      this.plot = null; this.points = 0;
-    }
-    add(key, t, v) {
-      if (v === null || v === undefined || Number.isNaN(v)) return;
-      if (!this.data.has(key)) { this.data.set(key, []); this.keys.push(key); this.plot?.destroy(); this.plot = null; }
-      const arr = this.data.get(key);
-      if (arr.length && arr[arr.length - 1][0] >= t) return;
-      arr.push([t, v]);
-      while (arr.length && arr[0][0] < t - HISTORY_S) arr.shift();
-      this.points += 1;
-    }
-    target(key, v) { if (v !== null && v !== undefined) this.targets.set(key, v); }
-    render() {
-      const times = [...new Set([].concat(...[...this.data.values()].map((a) => a.map((p) => p[0]))))].sort((a, b) => a - b);
-      if (!times.length) return;
-      const idx = new Map(times.map((t, i) => [t, i]));
-      const cols = [times];
-      const series = [{}];
-      this.keys.forEach((key, i) => {
-        const col = new Array(times.length).fill(null);
-        for (const [t, v] of this.data.get(key)) col[idx.get(t)] = v;
-        cols.push(col);
-        const stroke = PALETTE[i % PALETTE.length];
-        series.push({label: key, stroke, width: 1.5, spanGaps: true, value: (u, v) => v == null ? "–" : this.fmt(v)});
-        if (this.targets.has(key)) {
-          cols.push(new Array(times.length).fill(this.targets.get(key)));
-          series.push({label: `${key} target`, stroke, dash: [6, 4], width: 1, value: (u, v) => v == null ? "–" : this.fmt(v)});
-        }
-      });
-      const width = Math.max(300, this.el.clientWidth);
-      if (!this.plot || this.plot.series.length !== series.length) {
-        this.plot?.destroy();
-        this.plot = new uPlot({width, height: 180, series, legend: {live: false},
-          scales: {x: {time: true}}, axes: [{}, {size: 60, values: (u, vals) => vals.map((v) => this.fmt(v))}]},
-          cols, this.el);
-      } else {
-        this.plot.setData(cols);
-      }
-      this.el.dataset.points = String(this.points);
-    }
-  }
+  // -- charts (charts.js) -----------------------------------------------------------------------------
+  const {SeriesChart, units, hms, HISTORY_S} = window.MlsCharts;
+  const charts = {cpu: new SeriesChart($("chart-cpu"), units.pct), mem: new SeriesChart($("chart-mem"), units.pct),
+                  power: new SeriesChart($("chart-power"), units.watts), qos: new SeriesChart($("chart-qos"), units.ms),
+                  ccpu: new SeriesChart($("chart-ccpu"), units.cores), cmem: new SeriesChart($("chart-cmem"), units.bytes)};
   const pct = (v) => `${(v * 100).toFixed(0)}%`;
-  const charts = {cpu: new SeriesChart($("chart-cpu"), "1", pct), mem: new SeriesChart($("chart-mem"), "1", pct),
-                  power: new SeriesChart($("chart-power"), "W", (v) => v.toFixed(1)),
-                  qos: new SeriesChart($("chart-qos"), "ms", (v) => Intl.NumberFormat("en", {maximumFractionDigits: 1}).format(v)),
-                  ccpu: new SeriesChart($("chart-ccpu"), "cores", (v) => v.toFixed(2)),
-                  cmem: new SeriesChart($("chart-cmem"), "By", (v) => Intl.NumberFormat("en", {notation: "compact", style: "unit", unit: "byte"}).format(v))};
+  const STREAM_INTERVAL_S = 1;
+  const NODE_METRICS = {"system.cpu.utilization": "cpu", "system.memory.utilization": "mem", "hw.power": "power"};
+  const COMPONENT_METRICS = {cpu_usage_cores: "ccpu", memory_usage_bytes: "cmem"};
+  const nodesOf = (s) => [].concat(...s.clusters.map((c) => c.nodes));
+  const compKey = (app, c) => `${app.name}/${c.component}`;
 
   // -- panels -----------------------------------------------------------------------------------------
   function setBanner(alerts) {
@@ -99,17 +58,20 @@
   }
   function lag(x) { return x == null ? "" : `<span class="metric" title="event-loop lag, max of 10 s">lag ${Number(x).toFixed(0)} ms</span>`; }
   function nodeState(n) { return n.alive === true ? "up" : n.alive === false ? "down" : "unknown"; }
+  const nodeWord = (n) => n.status || (n.alive === true ? "Ready" : n.alive === false ? "NotReady" : "Unknown");
+  let downNodes = new Set();          // nodes of the last snapshot that are NotReady
   function renderTopology(s) {
     const comp = (c) => `<li data-component="${esc(c.app)}/${esc(c.component)}" data-status="${esc(c.status)}">
       <span class="label"><span class="dot ${esc(c.status)}"></span>${esc(c.app)}/${esc(c.component)}
       <span class="kind">${esc(c.status)}</span></span></li>`;
-    const node = (n) => `<li class="${nodeState(n)}" data-node="${esc(n.name)}" data-state="${nodeState(n)}">
+    // a NotReady node shows no numbers: its last samples are stale, not its state
+    const metrics = (n) => n.alive === false ? "" : `<span class="metric">${n.cpu == null ? "" : "cpu " + pct(n.cpu)}
+      ${n.mem == null ? "" : "mem " + pct(n.mem)} ${n.power == null ? "" : n.power.toFixed(1) + " W"}
+      ${n.energy == null ? "" : (n.energy / 1000).toFixed(2) + " kJ"}</span>${lag(n.loop_lag_ms)}`;
+    const node = (n) => `<li class="${nodeState(n)}" data-node="${esc(n.name)}" data-state="${nodeState(n)}" data-status="${esc(nodeWord(n))}">
       <span class="label"><span class="dot ${nodeState(n)}"></span><span class="kind">node</span>
-      <span class="name">${esc(n.name)}</span>
-      <span class="metric">${n.cpu == null ? "" : "cpu " + pct(n.cpu)} ${n.mem == null ? "" : "mem " + pct(n.mem)}
-      ${n.power == null ? "" : n.power.toFixed(1) + " W"} ${n.energy == null ? "" : (n.energy / 1000).toFixed(2) + " kJ"}</span>
-      ${lag(n.loop_lag_ms)}
-      ${n.alive === false ? '<span class="badge failed">down</span>' : ""}
+      <span class="name">${esc(n.name)}</span>${metrics(n)}
+      ${n.alive === true ? "" : `<span class="badge ${n.alive === false ? "failed" : "unknown"}">${esc(nodeWord(n))}</span>`}
       ${n.trust != null && n.trust < 0.995 ? `<span class="badge trust" data-trust="${n.trust}" title="${esc(n.trust_reason || "")}">trust ${n.trust.toFixed(2)}</span>` : ""}</span>
       <ul class="tree">${n.components.map(comp).join("")}</ul></li>`;
     const cluster = (c) => `<li data-cluster="${esc(c.id)}" data-state="${c.alive ? "up" : "down"}">
@@ -134,12 +96,14 @@
     return `<span class="why" title="${esc((c.why.evidence || []).join("\n"))}">${esc(c.why.reason)}</span>` +
       (c.why.next_step ? `<div class="muted next-step">next: ${esc(c.why.next_step)}</div>` : "");
   }
+  const nodeList = (names) => names.map((n) => downNodes.has(n)
+    ? `<span class="node-down" data-node-down="${esc(n)}">${esc(n)} (NotReady)</span>` : esc(n)).join(", ");
   function renderApps(s) {
     const rows = [];
     for (const app of s.apps) for (const c of app.components) {
       rows.push(`<tr data-app="${esc(app.name)}" data-component="${esc(c.component)}"><td>${esc(app.name)}/${esc(c.component)}</td>
         <td><span class="badge ${esc(c.status)}">${esc(c.status)}</span></td><td>${esc(c.cluster)}</td>
-        <td>${esc(c.nodes.join(", "))}</td><td class="num">${qosCell(c.qos)}</td><td>${whyCell(c)}</td></tr>`);
+        <td>${nodeList(c.nodes)}</td><td class="num">${qosCell(c.qos)}</td><td>${whyCell(c)}</td></tr>`);
     }
     $("apps").tBodies[0].innerHTML = rows.join("") || '<tr><td colspan="6" class="muted">no applications (mlsysops apply -f APP.yaml)</td></tr>';
   }
@@ -155,48 +119,129 @@
     const text = parts.join("; ");
     return text.length > 400 ? text.slice(0, 400) + "…" : text;
   }
-  function renderDecisions(records) {
-    const body = $("decisions").tBodies[0];
-    for (const d of records) {
+  // Identical decisions (same agent, stage, policy, outcome and reason) collapse into one row with a count,
+  // like `kubectl get events`: an unplaceable app re-analysed every interval is one row "×12", not a page.
+  function addDecisions(records) {
+    const fresh = new Set();
+    for (const d of [...records].sort((a, b) => a.ts - b.ts)) {
       if (seenDecisions.has(d.id)) continue;
       seenDecisions.add(d.id);
-      const tr = document.createElement("tr");
-      tr.className = "new"; tr.dataset.decision = d.id; tr.dataset.stage = d.stage; tr.dataset.outcome = d.outcome;
-      const alts = Array.isArray(d.alternatives) && d.alternatives.length ? ` (alternatives: ${d.alternatives.length})` : "";
-      tr.innerHTML = `<td class="num">${new Date(d.ts * 1000).toLocaleTimeString()}</td><td>${esc(d.agent)}</td>
-        <td>${esc(d.stage)}</td><td>${esc(d.policy || "")}</td><td><span class="badge ${esc(d.outcome)}">${esc(d.outcome)}</span></td>
-        <td>${esc(d.reason)}${esc(alts)}<div class="muted why">${esc(explainText(d.explanation))}</div></td>`;
-      body.insertBefore(tr, body.firstChild);
+      const key = [d.agent, d.stage, d.policy || "", d.outcome, d.reason].join("\u0001");
+      const g = decisionGroups.get(key) || {rec: d, count: 0, first: d.ts, last: d.ts};
+      decisionGroups.delete(key);                     // re-insert: the Map keeps groups by last seen
+      g.count += 1; g.first = Math.min(g.first, d.ts);
+      if (d.ts >= g.last) { g.last = d.ts; g.rec = d; }
+      decisionGroups.set(key, g);
+      fresh.add(key);
     }
-    while (body.rows.length > MAX_DECISIONS) body.deleteRow(body.rows.length - 1);
+    while (decisionGroups.size > MAX_DECISIONS) decisionGroups.delete(decisionGroups.keys().next().value);
+    return fresh;
   }
-  function onSnapshot(s) {
+  function renderDecisions(records) {
+    const fresh = addDecisions(records);
+    if (!fresh.size && $("decisions").tBodies[0].rows.length) return;
+    const rows = [...decisionGroups.entries()].sort((a, b) => b[1].last - a[1].last).map(([key, g]) => {
+      const d = g.rec;
+      const alts = Array.isArray(d.alternatives) && d.alternatives.length ? ` (alternatives: ${d.alternatives.length})` : "";
+      const times = g.count > 1 ? `<span class="repeat" title="first at ${hms(g.first)}">×${g.count}</span>
+        <span class="muted">since ${hms(g.first)}</span>` : "";
+      return `<tr class="${fresh.has(key) ? "new" : ""}" data-decision="${esc(d.id)}" data-stage="${esc(d.stage)}"
+        data-outcome="${esc(d.outcome)}" data-count="${g.count}"><td class="num">${hms(g.last)}</td><td>${esc(d.agent)}</td>
+        <td>${esc(d.stage)}</td><td>${esc(d.policy || "")}</td><td><span class="badge ${esc(d.outcome)}">${esc(d.outcome)}</span></td>
+        <td><span class="reason">${esc(d.reason)}${esc(alts)}</span> ${times}<div class="muted why">${esc(explainText(d.explanation))}</div></td></tr>`;
+    });
+    $("decisions").tBodies[0].innerHTML = rows.join("");
+  }
+  // `mlsysops explain APP` per app: the summary, and per component its reason, evidence and next step.
+  function renderWhy(s) {
+    const comp = (c) => `<li data-component="${esc(c.component)}" data-converged="${c.converged}">
+      <b>${esc(c.component)}</b>: ${esc(c.reason)}
+      ${c.evidence && c.evidence.length ? `<ul class="evidence">${c.evidence.map((e) => `<li>${esc(e)}</li>`).join("")}</ul>` : ""}
+      ${c.next_step ? `<div class="next-step">next: ${esc(c.next_step)}</div>` : ""}</li>`;
+    const app = (a) => {
+      const w = a.why || {converged: true, summary: "", components: []};
+      // a converged component is worth a line only when something happened to it (e.g. it was relocated)
+      const shown = w.components.filter((c) => !c.converged || (c.evidence || []).length > 1);
+      return `<div class="why-app" data-app="${esc(a.name)}" data-converged="${w.converged}">
+        <div class="why-head"><span class="dot ${w.converged ? "running" : "failed"}"></span><b>${esc(a.name)}</b>
+        <span class="${w.converged ? "muted" : "why-summary"}">${esc(w.converged ? "running as desired" : w.summary)}</span></div>
+        ${shown.length ? `<ul>${shown.map(comp).join("")}</ul>` : ""}</div>`;
+    };
+    $("why").innerHTML = s.apps.map(app).join("") || '<p class="muted">no applications</p>';
+  }
+  function paint(s) {
     updates += 1; $("updates").textContent = String(updates);
     $("slice").textContent = `· ${s.continuum.id}`;
+    downNodes = new Set(nodesOf(s).filter((n) => n.alive === false).map((n) => n.name));
     setBanner(s.alerts);
-    renderTopology(s); renderApps(s); renderDecisions(s.decisions);
-    for (const c of s.clusters) for (const n of c.nodes) {
+    renderTopology(s); renderApps(s); renderWhy(s); renderDecisions(s.decisions);
+  }
+  // the snapshot's samples, at the time each was taken; objects no longer in the snapshot leave the charts
+  function chartSnapshot(s) {
+    const interval = Math.max(s.digest_interval || 1, STREAM_INTERVAL_S);
+    Object.values(charts).forEach((ch) => ch.setInterval(interval));
+    const nodes = nodesOf(s);
+    const nodeKeys = new Set(nodes.map((n) => n.name));
+    for (const n of nodes) {
+      const suffix = n.alive === true ? "" : ` (${nodeWord(n)})`;
+      for (const m of ["cpu", "mem", "power"]) charts[m].label(n.name, suffix);
       if (n.alive === false) continue;
-      charts.cpu.add(n.name, s.t, n.cpu); charts.mem.add(n.name, s.t, n.mem);
-      if (n.power != null) charts.power.add(n.name, s.t, n.power);
+      const at = n.at || {};
+      charts.cpu.add(n.name, at.cpu ?? s.t, n.cpu); charts.mem.add(n.name, at.mem ?? s.t, n.mem);
+      charts.power.add(n.name, at.power ?? s.t, n.power);
     }
+    const compKeys = new Set();
     for (const app of s.apps) for (const c of app.components) {
-      const key = `${app.name}/${c.component}`;
-      for (const q of c.qos) { charts.qos.add(key, s.t, q.value); charts.qos.target(key, q.target); }
-      charts.ccpu.add(key, s.t, c.cpu); charts.cmem.add(key, s.t, c.memory);
+      const key = compKey(app, c);
+      compKeys.add(key);
+      for (const q of c.qos) { charts.qos.add(key, q.ts ?? s.t, q.value); charts.qos.target(key, q.target); }
+      const at = c.at || {};
+      charts.ccpu.add(key, at.cpu ?? s.t, c.cpu); charts.cmem.add(key, at.memory ?? s.t, c.memory);
     }
-    Object.values(charts).forEach((ch) => ch.render());
+    for (const m of ["cpu", "mem", "power"]) charts[m].retain(nodeKeys);
+    for (const m of ["qos", "ccpu", "cmem"]) charts[m].retain(compKeys);
+    Object.values(charts).forEach((ch) => ch.render(s.t));
+  }
+  function onStreamEvent(s) {
+    streamEvents += 1; document.body.dataset.streamEvents = String(streamEvents);
+    paint(s); chartSnapshot(s);
   }
 
-  // -- history + stream -------------------------------------------------------------------------------
-  async function loadHistory() {
-    const rows = await api(`/api/v1/telemetry?window=${HISTORY_S}&limit=5000`);
-    for (const r of rows) {
-      const ch = r.metric === "system.cpu.utilization" ? charts.cpu : r.metric === "system.memory.utilization" ? charts.mem
-        : r.metric === "hw.power" ? charts.power : null;
-      if (ch && r.labels.node && !r.labels.app) for (const [t, v] of r.points || []) ch.add(r.labels.node, t, v);
-      if (r.metric === "response_time_ms" && r.labels.app) {
-        for (const [t, v] of r.points || []) charts.qos.add(`${r.labels.app}/${r.labels.component}`, t, v);
+  // -- history: the continuum's telemetry of the last HISTORY_S seconds, so charts do not start at page load
+  async function loadHistory(s) {
+    const qosMetrics = new Set([].concat(...s.apps.map((a) => [].concat(...a.components.map((c) => c.qos.map((q) => q.metric))))));
+    const metrics = [...Object.keys(NODE_METRICS), ...Object.keys(COMPONENT_METRICS), ...qosMetrics];
+    const answers = await Promise.all(metrics.map((m) =>
+      api(`/api/v1/telemetry?metric=${encodeURIComponent(m)}&window=${HISTORY_S}&limit=5000`)));
+    const nodes = new Set(nodesOf(s).map((n) => n.name));
+    const comps = new Set([].concat(...s.apps.map((a) => a.components.map((c) => compKey(a, c)))));
+    const perComponent = {ccpu: new Map(), cmem: new Map(), qos: new Map()};
+    for (const r of [].concat(...answers)) {
+      const l = r.labels || {};
+      if (NODE_METRICS[r.metric] && nodes.has(l.node) && !l.app) {
+        for (const [t, v] of r.points || []) charts[NODE_METRICS[r.metric]].add(l.node, t, v);
+        continue;
+      }
+      const key = `${l.app}/${l.component}`;
+      if (!l.app || !comps.has(key)) continue;
+      const chart = COMPONENT_METRICS[r.metric] || (qosMetrics.has(r.metric) ? "qos" : null);
+      if (!chart) continue;
+      const byKey = perComponent[chart];
+      if (!byKey.has(key)) byKey.set(key, []);
+      byKey.get(key).push(...(r.points || []).map(([t, v]) => [t, v, l.node]));
+    }
+    const gapS = 2.5 * Math.max(s.digest_interval || 1, STREAM_INTERVAL_S);
+    for (const [chart, byKey] of Object.entries(perComponent)) for (const [key, pts] of byKey) {
+      // like the snapshot: a component's use is the sum over its instances, its QoS the worst instance
+      const combine = chart === "qos" ? (vs) => Math.max(...vs) : (vs) => vs.reduce((a, b) => a + b, 0);
+      pts.sort((a, b) => a[0] - b[0]);
+      const last = new Map();
+      for (let i = 0; i < pts.length; i++) {
+        const [t, v, node] = pts[i];
+        last.set(node, [t, v]);
+        if (i + 1 < pts.length && pts[i + 1][0] === t) continue;   // all instances sampled at t first
+        const vs = [...last.values()].filter(([lt]) => t - lt <= gapS).map(([, lv]) => lv);
+        charts[chart].add(key, t, combine(vs));
       }
     }
   }
@@ -218,7 +263,7 @@
           while ((i = buf.indexOf("\n\n")) >= 0) {
             const block = buf.slice(0, i); buf = buf.slice(i + 2);
             const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
-            if (data) onSnapshot(JSON.parse(data));
+            if (data) onStreamEvent(JSON.parse(data));
           }
         }
       } catch (e) { /* reconnect below */ }
@@ -253,9 +298,28 @@
     }
   }
 
+  // First paint from a REST snapshot (tables at once, charts with the backfilled history), then the stream.
+  async function start() {
+    let s = null;
+    try {
+      s = await api("/api/v1/dashboard/state");
+      paint(s);
+      document.body.dataset.firstPaint = "snapshot";
+      setConn("unknown", "connecting…");
+    } catch (e) {
+      if (e.message === "401") return;
+      setBanner([{level: "error", text: `could not read the dashboard state: ${e.message}`}]);
+    }
+    if (s) {
+      try { await loadHistory(s); } catch (e) { /* the stream fills the charts from now on */ }
+      chartSnapshot(s);
+    }
+    stream();
+  }
+
   token = readToken();
   if (!token) { askToken(null); return; }
   $("main").hidden = false;
   pollManagement();
-  loadHistory().catch(() => {}).finally(stream);
+  start();
 })();
