@@ -41,6 +41,7 @@ window.MlsCharts = (() => {
     constructor(el, unit) {
       this.el = el; this.unit = unit; this.data = new Map(); this.targets = new Map(); this.suffix = new Map();
       this.plot = null; this.shape = ""; this.points = 0; this.gaps = new Map(); this.gapS = 5;
+      this.colours = new Map();   // a series keeps its colour when others come and go
     }
     // samples further apart than this are drawn with a break between them
     setInterval(seconds) { this.gapS = 2.5 * seconds; }
@@ -52,7 +53,8 @@ window.MlsCharts = (() => {
       if (last && last[0] >= t) return;                 // already have it (history, then the stream)
       if (last && t - last[0] > this.gapS) {
         arr.push([(last[0] + t) / 2, null]);            // no sample for > ~2 intervals: a gap, not a line
-        this.gaps.set(key, (this.gaps.get(key) || 0) + 1);
+        if (!this.gaps.has(key)) this.gaps.set(key, []);
+        this.gaps.get(key).push([last[0], t]);
       }
       arr.push([t, v]);
       this.points += 1;
@@ -69,7 +71,8 @@ window.MlsCharts = (() => {
       for (const arr of this.data.values()) {
         while (arr.length && (arr[0][0] < now - HISTORY_S || arr[0][1] === null)) arr.shift();
       }
-      const keys = [...this.data.keys()].filter((k) => this.data.get(k).length);
+      const keys = [...this.data.keys()].filter((k) => this.data.get(k).length).sort();
+      for (const k of keys) if (!this.colours.has(k)) this.colours.set(k, this.colours.size);
       this.el.dataset.keys = JSON.stringify(keys);
       this.el.dataset.gaps = JSON.stringify(Object.fromEntries(this.gaps));
       this.el.dataset.points = String(this.points);
@@ -80,12 +83,12 @@ window.MlsCharts = (() => {
       const cols = [times];
       const series = [{value: (u, v) => v == null ? "–" : hms(v)}];
       const value = (u, v) => v == null ? "–" : this.unit.value(v);
-      keys.forEach((key, i) => {
+      keys.forEach((key) => {
         // undefined: this series has no sample at that time (uPlot joins over it); null: a gap (a break)
         const col = new Array(times.length).fill(undefined);
         for (const [t, v] of this.data.get(key)) col[idx.get(t)] = v;
         cols.push(col);
-        const stroke = PALETTE[i % PALETTE.length];
+        const stroke = PALETTE[this.colours.get(key) % PALETTE.length];
         series.push({label: key + (this.suffix.get(key) || ""), stroke, width: 1.5, spanGaps: false, value});
         if (this.targets.has(key)) {
           cols.push(new Array(times.length).fill(this.targets.get(key)));
@@ -98,7 +101,12 @@ window.MlsCharts = (() => {
         this.shape = shape;
         const width = Math.max(300, this.el.clientWidth);
         const y = {
-          size: (u, vals) => vals ? Math.ceil(Math.max(...vals.map(textWidth))) + 18 : 50,
+          size: (u, vals) => {   // as wide as the widest label: never clipped ("5B byte")
+            if (!vals) return 50;
+            const text = Math.ceil(Math.max(...vals.map(textWidth)));
+            this.el.dataset.yLabelPx = String(text); this.el.dataset.yAxisPx = String(text + 18);
+            return text + 18;
+          },
           font: AXIS_FONT,
           values: (u, splits) => {
             const labels = this.unit.ticks ? this.unit.ticks(splits) : splits.map(this.unit.tick);
