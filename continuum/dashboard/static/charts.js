@@ -17,7 +17,7 @@ window.MlsCharts = (() => {
   const BIN = ["B", "KiB", "MiB", "GiB", "TiB"];
   const binExp = (v) => { let e = 0; while (e < BIN.length - 1 && Math.abs(v) >= 1024 ** (e + 1)) e += 1; return e; };
   const bytes = (v, e = binExp(v)) => `${short(v / 1024 ** e)} ${BIN[e]}`;
-  // ticks on binary steps (…, 256 MiB, 512 MiB, 1 GiB), all labels of an axis in one unit
+  // ticks on binary steps (…, 256 MiB, 512 MiB, 1 GiB)
   const BYTE_INCRS = [].concat(...[0, 1, 2, 3, 4].map((e) => [1, 2, 4, 8, 16, 32, 64, 128, 256, 512].map((m) => m * 1024 ** e)));
 
   const units = {
@@ -25,8 +25,8 @@ window.MlsCharts = (() => {
     watts: {tick: (v) => `${short(v)} W`, value: (v) => `${v.toFixed(1)} W`},
     ms: {tick: (v) => `${short(v)} ms`, value: (v) => `${v.toFixed(1)} ms`},
     cores: {tick: (v) => short(v), value: (v) => `${v.toFixed(2)} cores`},
-    bytes: {incrs: BYTE_INCRS, value: (v) => bytes(v),
-            ticks: (splits) => { const e = binExp(Math.max(...splits.map(Math.abs))); return splits.map((v) => bytes(v, e)); }},
+    // each tick in its own unit, as Grafana's IEC bytes do: 0 B, 512 MiB, 1 GiB, 1.5 GiB
+    bytes: {incrs: BYTE_INCRS, value: (v) => bytes(v), tick: (v) => bytes(v)},
   };
   const TIME_INCRS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
 
@@ -109,7 +109,7 @@ window.MlsCharts = (() => {
           },
           font: AXIS_FONT,
           values: (u, splits) => {
-            const labels = this.unit.ticks ? this.unit.ticks(splits) : splits.map(this.unit.tick);
+            const labels = splits.map(this.unit.tick);
             this.el.dataset.yTicks = JSON.stringify(labels);
             return labels;
           },
