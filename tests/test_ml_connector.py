@@ -180,6 +180,15 @@ async def test_reports_and_training_requests_travel_up_to_the_continuum(served, 
     assert described["schedule"]["every"] == 3600 and described["jobs"][0]["id"] == job_id
     assert (await client.delete(f"{V1}/models/rt/schedule")).status_code == 200
     assert (await client.get(f"{V1}/models/rt")).json()["schedule"] is None
+    # --wait follows the job to its end; without a terminal, progress is plain lines (one per change)
+    out = await asyncio.to_thread(cli, url, ADMIN, "model", "train", "rt", "--seed", "3", "--wait")
+    assert out.exit_code == 0, out.output
+    assert "succeeded: rt v" in out.stdout and ("promoted to production" in out.stdout
+                                                 or "kept as a candidate" in out.stdout), out.stdout
+    progress = [line for line in out.stderr.splitlines() if "training rt (job " in line]
+    assert progress and progress[-1].endswith(": 2/2 (succeeded)"), out.stderr
+    assert len(progress) == len(set(line.split("] ", 1)[1] for line in progress)), "a line per poll"
+    assert "\x1b[" not in out.stderr                                     # no bar's control characters
 
 
 def cli(url: str, token: str, *args: str):

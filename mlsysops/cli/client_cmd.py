@@ -255,19 +255,21 @@ def _render(data: Any, output: Output, columns: list[tuple[str, str]],
 
 
 def _wait_running(client: Client, apps: list[str], timeout: float) -> bool:
-    """Until every component of `apps` runs, with a progress bar; False (and why) on timeout."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    """Until every component of `apps` runs, with progress (a bar on a terminal, a line per change
+    elsewhere); False (and why) on timeout."""
+    from mlsysops.cli.progress import Progress
 
     deadline = time.monotonic() + timeout
     comps: dict[str, dict[str, Any]] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), transient=True) as bar:
-        task = bar.add_task("waiting for " + ", ".join(apps), total=None)
+    with Progress("waiting for " + ", ".join(apps)) as bar:
         while time.monotonic() < deadline:
             comps = {f"{a}/{c}": st for a in apps
                      for c, st in (client.call("GET", f"/api/v1/apps/{a}").get("components") or {}).items()}
             done = sum(1 for st in comps.values() if st.get("status") == "running")
-            bar.update(task, total=len(comps) or None, completed=done)
+            pending = sorted(f"{k} {st.get('status')}" for k, st in comps.items() if st.get("status") != "running")
+            bar.update(done=done, total=len(comps) or None,
+                       note=", ".join(pending[:3]) + (f", +{len(pending) - 3} more" if len(pending) > 3 else "")
+                       if comps else "no components yet")
             if comps and done == len(comps):
                 break
             time.sleep(0.5)

@@ -64,7 +64,8 @@ def write_rendered(objects: list[dict[str, Any]], out: str) -> list[Path]:
 
 async def _apply(slice_path: Path, image: str | None, namespace: str | None, sim: str | None,
                  workload_ns: str | None, kubeconfig: Path | None, context: str | None, dry_run: bool) -> int:
-    from mlsysops.cli.deploy.apply import apply_manifests, existing_secrets
+    from mlsysops.cli.deploy.apply import ApplyResult, apply_manifests, existing_secrets
+    from mlsysops.cli.progress import Progress
     from mlsysops.substrates.kubernetes.client import KubeError, connect
 
     try:
@@ -83,7 +84,11 @@ async def _apply(slice_path: Path, image: str | None, namespace: str | None, sim
             return 1
         if kept.get("passwords") or kept.get("api_token"):
             objects = _render(slice_path, image, namespace, sim, workload_ns, kept)
-        results = await apply_manifests(api, objects, dry_run=dry_run)
+        with Progress(f"{'validating' if dry_run else 'applying'} {len(objects)} objects in {ns}",
+                      total=len(objects)) as bar:
+            def done(r: ApplyResult) -> None:
+                bar.advance(note=f"{r.ref} {r.outcome}")
+            results = await apply_manifests(api, objects, dry_run=dry_run, on_result=done)
     width = max(len(r.ref) for r in results)
     for r in results:
         line = f"{r.ref:<{width}}  {r.outcome}{': ' + r.detail if r.detail else ''}"

@@ -14,6 +14,39 @@ import typer
 from mlsysops.cli.client_cmd import ApiOpt, Client, CtxOpt, OutOpt, Output, TokenOpt, _emit, _fail
 
 
+TRAINING_STEPS = {"queued": 0, "running": 1, "succeeded": 2, "failed": 2}
+
+
+def _wait_for_job(client: Client, name: str, job_id: str, timeout: float) -> None:
+    """Poll the job until it ends (progress: queued -> training on N rows -> done); exit 1 unless it
+    succeeded."""
+    import time
+
+    from mlsysops.cli.progress import Progress
+
+    deadline = time.monotonic() + timeout
+    job: dict[str, Any] = {"status": "queued", "detail": {}}
+    with Progress(f"training {name} (job {job_id})", total=2) as bar:
+        while True:
+            job = client.call("GET", f"/api/v1/models/{name}/jobs/{job_id}")
+            status, detail = job.get("status"), job.get("detail") or {}
+            note = f"training on {detail['rows']} rows" if status == "running" and "rows" in detail else status
+            bar.update(done=TRAINING_STEPS.get(status, 0), note=note)
+            if status in ("succeeded", "failed") or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    detail = job.get("detail") or {}
+    if job.get("status") == "succeeded":
+        typer.echo(f"job {job_id} succeeded: {name} v{job.get('version')} "
+                   + ("promoted to production" if job.get("promoted") else "kept as a candidate")
+                   + (f" ({detail['reason']})" if detail.get("reason") else ""))
+        return
+    if job.get("status") == "failed":
+        raise _fail(f"job {job_id} failed: {detail.get('error') or 'no reason recorded'}")
+    raise _fail(f"job {job_id} still {job.get('status')} after {timeout:.0f}s "
+                f"(`mlsysops model describe {name}` shows it later)")
+
+
 def _duration(text: str | None) -> float | None:
     if text is None:
         return None
@@ -94,12 +127,18 @@ def register(app: typer.Typer) -> None:
                                                            "artifact")] = 0,
                     trainer: Annotated[str | None, typer.Option(help="default: the model's own")] = None,
                     every: Annotated[str | None, typer.Option(help="also retrain on this schedule, e.g. 10m")] = None,
+                    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to finish, with "
+                                                                      "progress")] = False,
+                    timeout: Annotated[float, typer.Option(help="--wait: give up after this many seconds")] = 600.0,
                     api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
         """Start a training job on the slice's recorded telemetry (promoted only if it beats production)."""
         body = {"seed": seed, "trainer": trainer, "every": _duration(every)}
-        out = Client(api, token, context).call("POST", f"/api/v1/models/{name}/train", json=body)
+        client = Client(api, token, context)
+        out = client.call("POST", f"/api/v1/models/{name}/train", json=body)
         typer.echo(f"training job {out['id']} for {name} {out['status']} (trainer {out['trainer']}, seed {out['seed']})"
                    + (f"; retrained every {every}" if every else ""))
+        if wait:
+            _wait_for_job(client, name, out["id"], timeout)
 
     @model.command("promote")
     def model_promote(name: Annotated[str, typer.Argument(help="The model")],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,8 +59,10 @@ def typed_api_class(api_version: str) -> type | None:
 
 
 class Applier:
-    def __init__(self, api: k.ApiClient, *, dry_run: bool = False, crd_timeout_s: float = 30.0) -> None:
+    def __init__(self, api: k.ApiClient, *, dry_run: bool = False, crd_timeout_s: float = 30.0,
+                 on_result: Callable[[ApplyResult], None] | None = None) -> None:
         self.api = api
+        self.on_result = on_result   # told of each object as it is done (the CLI's progress)
         self.dry_run = dry_run
         self.crd_timeout_s = crd_timeout_s
         self.plurals: dict[tuple[str, str], str] = {}      # (group, kind) -> plural
@@ -74,11 +77,17 @@ class Applier:
         crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
         namespaces = [o for o in objects if o["kind"] == "Namespace"]
         rest = [o for o in objects if o["kind"] not in ("CustomResourceDefinition", "Namespace")]
-        results = [await self.apply_one(o) for o in namespaces + crds]
+        results = [await self._told(o) for o in namespaces + crds]
         if not self.dry_run:
             results += await self._await_established([o["metadata"]["name"] for o in crds])
-        results += [await self.apply_one(o) for o in rest]
+        results += [await self._told(o) for o in rest]
         return results
+
+    async def _told(self, obj: dict[str, Any]) -> ApplyResult:
+        res = await self.apply_one(obj)
+        if self.on_result is not None:
+            self.on_result(res)
+        return res
 
     async def apply_one(self, obj: dict[str, Any]) -> ApplyResult:
         kind, meta = obj["kind"], obj["metadata"]
@@ -165,9 +174,11 @@ class Applier:
 
 
 async def apply_manifests(api: k.ApiClient, objects: list[dict[str, Any]], *, dry_run: bool = False,
-                          crd_timeout_s: float = 30.0) -> list[ApplyResult]:
-    """Apply (or dry-run) `objects` in order with field manager `mlsysops`; one result per object."""
-    return await Applier(api, dry_run=dry_run, crd_timeout_s=crd_timeout_s).apply_all(objects)
+                          crd_timeout_s: float = 30.0,
+                          on_result: Callable[[ApplyResult], None] | None = None) -> list[ApplyResult]:
+    """Apply (or dry-run) `objects` in order with field manager `mlsysops`; one result per object
+    (`on_result` is called with each as soon as it is known)."""
+    return await Applier(api, dry_run=dry_run, crd_timeout_s=crd_timeout_s, on_result=on_result).apply_all(objects)
 
 
 async def existing_secrets(api: k.ApiClient, namespace: str) -> dict[str, Any]:
