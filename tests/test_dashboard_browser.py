@@ -153,8 +153,8 @@ def _drive_browser(url: str, rt, victim: str, on_loop, component_nodes, shot: Pa
             page.wait_for_timeout(1500)   # let the charts draw a few more points for the picture
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot))
-            if os.environ.get(SCREENSHOT_ENV):
-                page.screenshot(path=str(shot.with_name(shot.stem + "-full.png")), full_page=True)
+            if os.environ.get("MLSYSOPS_SCREENSHOT_FULL"):   # the whole page, to look at every panel
+                page.screenshot(path=os.environ["MLSYSOPS_SCREENSHOT_FULL"], full_page=True)
             # Back up: its lines resume, with a gap over the outage instead of a straight line across it.
             recovered_at = time.time()
             on_loop(lambda: rt.recover_node(victim))

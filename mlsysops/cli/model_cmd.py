@@ -13,7 +13,6 @@ import typer
 
 from mlsysops.cli.client_cmd import ApiOpt, Client, CtxOpt, OutOpt, Output, TokenOpt, _emit, _fail
 
-
 TRAINING_STEPS = {"queued": 0, "running": 1, "succeeded": 2, "failed": 2}
 
 

@@ -32,7 +32,13 @@ class Progress:
     def __enter__(self) -> Progress:
         if self.tty:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
