@@ -125,6 +125,14 @@ async def test_dashboard_state_and_stream(slice_api):
         s = (await client.get(f"{V1}/dashboard/state")).json()
         return any((n.get("power") or 0) > 0 and (n.get("energy") or 0) > 0 for c in s["clusters"] for n in c["nodes"])
     await until(powered, 20, "node power and energy in the dashboard state")
+    s = (await client.get(f"{V1}/dashboard/state")).json()
+    for n in (n for c in s["clusters"] for n in c["nodes"]):
+        assert n["status"] == ("Ready" if n["alive"] else "NotReady" if n["alive"] is False else "Unknown")
+        if n["cpu"] is not None:   # each value with the time it was sampled: the page plots it there
+            assert 0 <= s["t"] - n["at"]["cpu"] < 60, n
+    for app in s["apps"]:
+        assert set(app["why"]) == {"converged", "summary", "components"}
+        assert {c["component"] for c in app["why"]["components"]} == {c["component"] for c in app["components"]}
     async with client.stream("GET", f"{V1}/stream", params={"interval": 0.2}) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
         events = 0
