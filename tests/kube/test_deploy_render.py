@@ -8,6 +8,7 @@ an unknown kind cannot be checked).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -93,6 +94,10 @@ async def test_cli_apply_creates_everything_and_reapply_keeps_the_secrets(kube_s
         res = _cli("deploy", "apply", str(DEMO), "--kubeconfig", str(kube_stack.kubeconfig), "-n", ns)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "failed" not in res.stdout
+        # no terminal here: progress is a plain line per object on stderr, ending at the total
+        steps = re.findall(rf"applying (\d+) objects in {ns}: (\d+)/(\d+) \((\S+) ", res.stderr)
+        assert steps and steps[-1][1] == steps[-1][2] == steps[-1][0], res.stderr
+        assert [int(s[1]) for s in steps] == list(range(1, len(steps) + 1)) and "\x1b[" not in res.stderr
         await core.read_namespace(ns)
         await core.read_namespace(f"{ns}-apps")
         deps = {d.metadata.name for d in (await apps.list_namespaced_deployment(ns)).items}
