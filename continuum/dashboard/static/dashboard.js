@@ -61,9 +61,10 @@
   const nodeWord = (n) => n.status || (n.alive === true ? "Ready" : n.alive === false ? "NotReady" : "Unknown");
   let downNodes = new Set();          // nodes of the last snapshot that are NotReady
   function renderTopology(s) {
-    const comp = (c) => `<li data-component="${esc(c.app)}/${esc(c.component)}" data-status="${esc(c.status)}">
-      <span class="label"><span class="dot ${esc(c.status)}"></span>${esc(c.app)}/${esc(c.component)}
-      <span class="kind">${esc(c.status)}</span></span></li>`;
+    // a component the continuum still places on a NotReady node (until it is relocated) says so
+    const comp = (c, down) => `<li data-component="${esc(c.app)}/${esc(c.component)}" data-status="${esc(c.status)}">
+      <span class="label"><span class="dot ${down ? "down" : esc(c.status)}"></span>${esc(c.app)}/${esc(c.component)}
+      <span class="kind">${esc(c.status)}${down ? " · node NotReady" : ""}</span></span></li>`;
     // a NotReady node shows no numbers: its last samples are stale, not its state
     const metrics = (n) => n.alive === false ? "" : `<span class="metric">${n.cpu == null ? "" : "cpu " + pct(n.cpu)}
       ${n.mem == null ? "" : "mem " + pct(n.mem)} ${n.power == null ? "" : n.power.toFixed(1) + " W"}
@@ -73,7 +74,7 @@
       <span class="name">${esc(n.name)}</span>${metrics(n)}
       ${n.alive === true ? "" : `<span class="badge ${n.alive === false ? "failed" : "unknown"}">${esc(nodeWord(n))}</span>`}
       ${n.trust != null && n.trust < 0.995 ? `<span class="badge trust" data-trust="${n.trust}" title="${esc(n.trust_reason || "")}">trust ${n.trust.toFixed(2)}</span>` : ""}</span>
-      <ul class="tree">${n.components.map(comp).join("")}</ul></li>`;
+      <ul class="tree">${n.components.map((c) => comp(c, n.alive === false)).join("")}</ul></li>`;
     const cluster = (c) => `<li data-cluster="${esc(c.id)}" data-state="${c.alive ? "up" : "down"}">
       <span class="label"><span class="dot ${c.alive ? "up" : "down"}"></span><span class="kind">cluster</span>
       ${esc(c.id)} ${lag(c.loop_lag_ms)}</span><ul class="tree">${c.nodes.map(node).join("")}</ul></li>`;
