@@ -54,6 +54,7 @@ from mlsysops.agents.descriptions import (
     validate_spec,
 )
 from mlsysops.agents.descriptions.errors import did_you_mean
+from mlsysops.agents.descriptions.storage_intents import StorageSite
 from mlsysops.agents.descriptions.yaml_reader import read_documents
 from mlsysops.agents.trust import TrustWeights
 
@@ -213,6 +214,31 @@ class ApiConfig(_Config):
         return self
 
 
+class StorageSiteConfig(_Config):
+    region: str = Field("", description="Region of the site (matched by buckets' location_restrictions.regions).")
+    gdpr: bool = Field(False, description="Whether the site is a GDPR-compliant storage location.")
+    layer: Literal["cloud", "edge_infrastructure", "edge", "far_edge"] = Field(
+        "cloud", description="Continuum layer of the site.")
+    node: str | None = Field(None, description="Node hosting the store (access latency is measured to it).")
+    endpoint: str | None = Field(None, description=(
+        "An existing S3 endpoint (http://host:port); omitted: `mlsysops up` starts a SeaweedFS store."))
+    access_key_env: str | None = Field(None, description="Environment variable with the endpoint's access key.")
+    secret_key_env: str | None = Field(None, description="Environment variable with the endpoint's secret key.")
+
+
+class StorageConfig(_Config):
+    """The storage service: one S3-compatible store per site (sites are usually the clusters)."""
+
+    sites: dict[str, StorageSiteConfig] = Field(default_factory=dict, description="Site name -> site.")
+    volume_max: int = Field(4, ge=1, le=1000, description="Volumes per embedded SeaweedFS store.")
+    volume_size_mb: int = Field(64, ge=1, le=30000, description="Volume size limit of embedded stores (MB).")
+    timeout: float = Field(5.0, gt=0, description="Per-request timeout towards a store (s).")
+
+    def site_models(self) -> tuple[StorageSite, ...]:
+        return tuple(StorageSite(name=n, region=s.region, gdpr=s.gdpr, layer=s.layer, node=s.node)
+                     for n, s in sorted(self.sites.items()))
+
+
 SourceEntry = str | dict[str, Any]
 
 
@@ -232,6 +258,7 @@ class SliceConfig(_Config):
     intervals: Intervals = Field(default_factory=Intervals)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    storage: StorageConfig | None = Field(None, description="The storage service (buckets of apps); off if omitted.")
     trust: dict[str, float] = Field(
         default_factory=dict,
         description="Node trust: weights of the evidence against a node (flapping, failed_deployments, "
@@ -269,7 +296,8 @@ class SliceSpec:
 
     @property
     def inventory(self) -> Inventory:
-        return Inventory(nodes=frozenset(self.nodes), clusters=frozenset(self.clusters))
+        sites = self.config.storage.site_models() if self.config.storage else ()
+        return Inventory(nodes=frozenset(self.nodes), clusters=frozenset(self.clusters), storage_sites=sites)
 
     @property
     def state_dir(self) -> Path:
