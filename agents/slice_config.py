@@ -230,7 +230,8 @@ class StorageConfig(_Config):
     """The storage service: one S3-compatible store per site (sites are usually the clusters)."""
 
     sites: dict[str, StorageSiteConfig] = Field(default_factory=dict, description="Site name -> site.")
-    volume_max: int = Field(4, ge=1, le=1000, description="Volumes per embedded SeaweedFS store.")
+    volume_max: int = Field(16, ge=2, le=1000, description=(
+        "Volumes per embedded SeaweedFS store (each bucket is a SeaweedFS collection with volumes of its own)."))
     volume_size_mb: int = Field(64, ge=1, le=30000, description="Volume size limit of embedded stores (MB).")
     timeout: float = Field(5.0, gt=0, description="Per-request timeout towards a store (s).")
 
