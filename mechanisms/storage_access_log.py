@@ -54,7 +54,8 @@ class AccessLog:
         return list(self._entries)
 
     def summary(self, now: float | None = None) -> dict[str, list[dict[str, object]]]:
-        """bucket -> rows {component, from_node, reads_per_s, writes_per_s, bytes_per_s, latency_p95_ms}."""
+        """bucket -> rows {component, from_node, reads_per_s, writes_per_s, bytes_per_s,
+        latency_p95_ms, first_at, last_at} (times on the log's clock)."""
         entries = self.recent(now)
         groups: dict[tuple[str, str, str], list[Access]] = {}
         for a in entries:
@@ -67,5 +68,6 @@ class AccessLog:
                 "reads_per_s": sum(a.op == "read" for a in accs) / span,
                 "writes_per_s": sum(a.op == "write" for a in accs) / span,
                 "bytes_per_s": sum(a.size for a in accs) / span,
-                "latency_p95_ms": p95([a.latency_ms for a in accs])})
+                "latency_p95_ms": p95([a.latency_ms for a in accs]),
+                "first_at": accs[0].at, "last_at": accs[-1].at})
         return out

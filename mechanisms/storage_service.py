@@ -60,7 +60,7 @@ class StorageMechanism:
 
     def __init__(self, sites: Mapping[str, S3Site], models: Sequence[StorageSite], *,
                  app_models: Mapping[str, Any] | None = None, latency_ms: LatencyFn | None = None,
-                 access_log: AccessLog | None = None) -> None:
+                 access_log: AccessLog | None = None, rtt_nodes: Callable[[], Sequence[str]] | None = None) -> None:
         self.sites = dict(sites)
         self.models = {m.name: m for m in models}
         missing = sorted(set(self.sites) - set(self.models))
@@ -69,6 +69,7 @@ class StorageMechanism:
         self.app_models = app_models if app_models is not None else {}
         self.latency_ms = latency_ms
         self.access = access_log or AccessLog()
+        self.rtt_nodes = rtt_nodes     # nodes to tabulate RTTs from besides those that accessed (where apps run)
         # s3 name -> site -> marker state ("complete", "copying", ...), as last read from the stores
         self.replicas: dict[str, dict[str, str]] = {}
         self.unreachable: dict[str, str] = {}
@@ -160,7 +161,7 @@ class StorageMechanism:
         """Modelled RTT from every node that accessed a bucket recently to every site."""
         if self.latency_ms is None:
             return {}
-        nodes = sorted({a.from_node for a in self.access.recent()})
+        nodes = sorted({a.from_node for a in self.access.recent()} | set(self.rtt_nodes() if self.rtt_nodes else ()))
         return {n: {s: round(self.latency_ms(n, s), 3) for s in self.sites} for n in nodes}
 
     async def get_options(self) -> dict[str, Any]:
