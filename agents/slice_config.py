@@ -226,6 +226,15 @@ class StorageSiteConfig(_Config):
     secret_key_env: str | None = Field(None, description="Environment variable with the endpoint's secret key.")
 
 
+class StorageAccessConfig(_Config):
+    """The simulated components' access pattern (`mlsysops up` on the simulated continuum)."""
+
+    reads_per_s: float = Field(2.0, ge=0, description="Reads per second per component instance using a bucket.")
+    writes_per_s: float = Field(0.5, ge=0, description="Writes per second per owner instance.")
+    object_bytes: int = Field(4096, ge=1, le=64 * 2**20, description="Size of each object written.")
+    keys: int = Field(50, ge=1, description="Distinct keys per bucket (writes overwrite them in turn).")
+
+
 class StorageConfig(_Config):
     """The storage service: one S3-compatible store per site (sites are usually the clusters)."""
 
@@ -234,6 +243,7 @@ class StorageConfig(_Config):
         "Volumes per embedded SeaweedFS store (each bucket is a SeaweedFS collection with volumes of its own)."))
     volume_size_mb: int = Field(64, ge=1, le=30000, description="Volume size limit of embedded stores (MB).")
     timeout: float = Field(5.0, gt=0, description="Per-request timeout towards a store (s).")
+    access: StorageAccessConfig = Field(default_factory=StorageAccessConfig)
 
     def site_models(self) -> tuple[StorageSite, ...]:
         return tuple(StorageSite(name=n, region=s.region, gdpr=s.gdpr, layer=s.layer, node=s.node)
