@@ -80,7 +80,8 @@ async def plan(context, application_description, system_description, mechanisms,
         return {}, context
     choice = made[0]
     bucket_id = choice.bucket.split("/", 1)[1]
-    context.setdefault("moved_at", {})[choice.bucket] = system_description.get("now", 0.0)
+    if choice.current:   # a move (not a creation) starts the cooldown
+        context.setdefault("moved_at", {})[choice.bucket] = system_description.get("now", 0.0)
     context["explanation"] = {**_explain(choice, state), "pending": [c.bucket for c in made[1:]]}
     return {MECHANISM: {"command": "place", "app": app, "bucket": bucket_id, "sites": choice.sites,
                         "reason": choice.reason}}, context

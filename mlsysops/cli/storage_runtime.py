@@ -84,8 +84,8 @@ class StorageRuntime:
         mech = self.mechanism or self.build_mechanism(continuum.apps)
         mech.initialize(app_models=continuum.apps)
         continuum.mechanisms.register(mech.name, mech)
-        if POLICY not in continuum.settings.policies:
-            continuum.settings.policies.append(POLICY)
+        if POLICY not in continuum.policies.modules:   # loaded with the others when the agent starts
+            continuum.policies.modules.append(POLICY)
         a = self.config.access
         if self.driver is None and self.sim is not None and a.reads_per_s + a.writes_per_s > 0:
             self.driver = SimAccessDriver(mech, self.sim, self.config, self.seed)
