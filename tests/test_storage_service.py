@@ -10,8 +10,8 @@ import hashlib
 import pytest
 
 from mlsysops.agents.descriptions import load_obj
-from mlsysops.agents.descriptions.semantic import Inventory
 from mlsysops.agents.descriptions.errors import DescriptionError
+from mlsysops.agents.descriptions.semantic import Inventory
 from mlsysops.agents.descriptions.storage_intents import StorageSite
 from mlsysops.mechanisms.replica_copy import MARKER_KEY
 from mlsysops.mechanisms.storage_service import StorageMechanism

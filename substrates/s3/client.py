@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+try:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+except ImportError as exc:   # an optional dependency: say how to get it
+    raise ImportError(f"the storage service needs boto3: pip install 'mlsysops[storage]' ({exc})") from exc
 
 
 class StoreError(RuntimeError):
