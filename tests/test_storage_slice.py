@@ -58,6 +58,9 @@ async def test_bucket_follows_its_users_and_is_shown_by_the_api(prosody):
                 assert detail["objects"]["edge-1"], detail
                 missing = await http.get("/api/v1/buckets/camera-archive/nope")
                 assert missing.status_code == 404 and "camera-archive/clips" in missing.json()["detail"]
+                dash = (await http.get("/api/v1/dashboard/state")).json()
+                assert [b["replicas"] for b in dash["buckets"] if b["name"] == "camera-archive/clips"] == [
+                    {"edge-1": "complete"}]
                 decisions = (await http.get("/api/v1/decisions", params={"policy": "storage_placement",
                                                                          "limit": 200})).json()
                 text = yaml.safe_dump(decisions)
