@@ -68,8 +68,10 @@ async def analyze(context, application_description, system_description, mechanis
     state = (mechanisms.get(MECHANISM) or {}).get("state") or {}
     made = choices(context, application_description["name"], system_description, state)
     held = [c.held for c in made if c.held]
-    context["explanation"] = {"buckets": [_explain(c, state) for c in made], **({"held": held} if held else {})}
-    return any(_due(context, system_description, c) for c in made), context
+    due = [c for c in made if _due(context, system_description, c)]
+    context["explanation"] = {"summary": "; ".join(c.reason for c in due) or "every bucket is where it should be",
+                              "buckets": [_explain(c, state) for c in made], **({"held": held} if held else {})}
+    return bool(due), context
 
 
 async def plan(context, application_description, system_description, mechanisms, telemetry, ml_connector):
@@ -82,6 +84,7 @@ async def plan(context, application_description, system_description, mechanisms,
     bucket_id = choice.bucket.split("/", 1)[1]
     if choice.current:   # a move (not a creation) starts the cooldown
         context.setdefault("moved_at", {})[choice.bucket] = system_description.get("now", 0.0)
-    context["explanation"] = {**_explain(choice, state), "pending": [c.bucket for c in made[1:]]}
+    context["explanation"] = {"summary": f"{choice.bucket}: {choice.reason}", **_explain(choice, state),
+                              "pending": [c.bucket for c in made[1:]]}
     return {MECHANISM: {"command": "place", "app": app, "bucket": bucket_id, "sites": choice.sites,
                         "reason": choice.reason}}, context
