@@ -566,6 +566,12 @@ def _assemble(cfg: SliceConfig, slice_path: Path, col: _Collector) -> SliceSpec:
                         expected=f"{member!r} in {cid}.nodes",
                     )
                 )
+    for site, s in sorted((cfg.storage.sites if cfg.storage else {}).items()):
+        if s.node is not None and s.node not in nodes:   # access latency is modelled to this node
+            col.issues.append(ValidationIssue(
+                f"storage site {site!r}: node {s.node!r} has no description in the slice", file=str(slice_path),
+                path=f"storage.sites.{site}.node", value=s.node, expected="one of the slice's nodes",
+                suggestion=did_you_mean(s.node, nodes)))
     continuum = _continuum(cfg, by_kind, clusters, col)
     datacenters = {n: d.spec for n, d in by_kind.get("MLSysOpsDatacenter", {}).items()}
     return SliceSpec(

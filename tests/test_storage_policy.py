@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from mlsysops.agents.descriptions import load_obj
@@ -117,3 +120,17 @@ def test_benchmark_runs_and_reports_its_keys():
     res = run(1)
     assert {"rows", "access_p95_ratio", "bytes_moved"} <= set(res)
     assert res["access_p95_ratio"] < 1.0 and res["bytes_moved"] > 0
+
+
+def test_slice_config_names_an_unknown_storage_node_with_the_field(tmp_path):
+    from mlsysops.agents.descriptions import DescriptionError
+    from mlsysops.agents.slice_config import load_slice
+
+    src = (Path(__file__).resolve().parents[1] / "examples/slices/storage.yaml").read_text()
+    bad = tmp_path / "examples/slices/bad.yaml"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "examples/slices/demo", tmp_path / "examples/slices/demo")
+    bad.write_text(src.replace("node: edge-server-1", "node: edge-srv-1"))
+    with pytest.raises(DescriptionError, match=r"storage\.sites\.edge-1\.node") as err:
+        load_slice(bad)
+    assert "edge-server-1" in str(err.value)   # the suggestion
+    assert load_slice(Path(__file__).resolve().parents[1] / "examples/slices/storage.yaml").config.storage.sites

@@ -6,8 +6,9 @@ continuum agent the `storage` mechanism and the `storage_placement` policy. Acce
 the simulated continuum: the RTT from a component's node to the node of the site (`sites.<name>.node`).
 
 With the simulated continuum, `SimAccessDriver` makes the running components that use a bucket read and
-write it through the mechanism (real objects on the real stores) with a seeded Poisson pattern
-(`sim.object_access.generate_accesses`), so the policy has telemetry to act on.
+write it through the mechanism (real objects on the real stores) with seeded Poisson arrivals drawn live
+(the pattern `sim.object_access.generate_accesses` draws ahead for the benchmark), so the policy has
+telemetry to act on. The latency recorded per access is the modelled RTT plus the store's measured time.
 """
 
 from __future__ import annotations
