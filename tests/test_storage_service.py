@@ -51,7 +51,6 @@ def mech(stores):
     apps: dict[str, object] = {}
     sites = {n: S3Site(n, s.endpoint, s.access_key, s.secret_key, timeout=3) for n, s in stores.items()}
     m = StorageMechanism(sites, SITES, app_models=apps, latency_ms=lambda node, site: RTT[site])
-    m.apps = apps   # the test declares apps here (the continuum passes its own dict)
     return m
 
 
@@ -76,7 +75,7 @@ async def checksums(m: StorageMechanism, site: str, app_name: str, bucket: str) 
 
 @pytest.mark.asyncio
 async def test_place_creates_replicas_read_back_from_the_stores(mech):
-    mech.apps["shop"] = app("shop", [{"bucket_id": "images", "replicas": 2}])
+    mech.app_models["shop"] = app("shop", [{"bucket_id": "images", "replicas": 2}])
     res = await mech.apply({"command": "place", "app": "shop", "bucket": "images", "sites": ["eu-1", "eu-2"]})
     assert res["ok"], res
     sums = await fill(mech, "shop", "images", 5)
@@ -91,7 +90,7 @@ async def test_place_creates_replicas_read_back_from_the_stores(mech):
     assert rows["web"]["reads_per_s"] > 0 and rows["cam"]["writes_per_s"] > 0
     assert [a.served_by for a in mech.access.recent() if a.op == "read"] == ["eu-2"]
     # a fresh mechanism on the same stores adopts the replicas (no state of its own)
-    again = StorageMechanism(mech.sites, SITES, app_models=mech.apps)
+    again = StorageMechanism(mech.sites, SITES, app_models=mech.app_models)
     assert (await again.get_state())["buckets"]["shop-images"]["replicas"] == {"eu-1": "complete",
                                                                                  "eu-2": "complete"}
     assert (await mech.apply({"command": "delete", "app": "shop", "bucket": "images"}))["ok"]
@@ -101,7 +100,7 @@ async def test_place_creates_replicas_read_back_from_the_stores(mech):
 
 @pytest.mark.asyncio
 async def test_move_is_make_before_break_and_readable_throughout(mech):
-    mech.apps["mv"] = app("mv", [{"bucket_id": "data", "location_restrictions": {"gdpr": True}}])
+    mech.app_models["mv"] = app("mv", [{"bucket_id": "data", "location_restrictions": {"gdpr": True}}])
     assert (await mech.apply({"command": "place", "app": "mv", "bucket": "data", "sites": ["eu-1"]}))["ok"]
     sums = await fill(mech, "mv", "data", 30)
     reads, stop = [], asyncio.Event()
@@ -129,7 +128,7 @@ async def test_move_is_make_before_break_and_readable_throughout(mech):
 
 @pytest.mark.asyncio
 async def test_a_site_the_constraints_forbid_is_refused_naming_the_field(mech):
-    mech.apps["gd"] = app("gd", [{"bucket_id": "faces", "location_restrictions": {"gdpr": True}}])
+    mech.app_models["gd"] = app("gd", [{"bucket_id": "faces", "location_restrictions": {"gdpr": True}}])
     res = await mech.apply({"command": "place", "app": "gd", "bucket": "faces", "sites": ["us-1"]})
     assert not res["ok"]
     assert "components[0].storage.buckets[0].location_restrictions.gdpr" in res["detail"]
@@ -155,7 +154,7 @@ def test_admission_refuses_a_bucket_no_site_can_hold():
 
 @pytest.mark.asyncio
 async def test_store_killed_midway_through_a_copy_keeps_the_old_replica(mech, stores):
-    mech.apps["out"] = app("out", [{"bucket_id": "logs", "location_restrictions": {"regions": ["eu"]}}])
+    mech.app_models["out"] = app("out", [{"bucket_id": "logs", "location_restrictions": {"regions": ["eu"]}}])
     assert (await mech.apply({"command": "place", "app": "out", "bucket": "logs", "sites": ["eu-1"]}))["ok"]
     sums = await fill(mech, "out", "logs", 12)
 
@@ -177,6 +176,15 @@ async def test_store_killed_midway_through_a_copy_keeps_the_old_replica(mech, st
     again = await mech.apply({"command": "place", "app": "out", "bucket": "logs", "sites": ["eu-3"]})
     assert not again["ok"] and "store eu-3" in again["detail"]
     assert await checksums(mech, "eu-1", "out", "logs") == sums
+    # the store comes back with the partial copy still marked `copying`: it never counted as a replica;
+    # the move is retried from scratch and completes with every object intact
+    await asyncio.to_thread(stores["eu-3"].start)
+    state = await mech.get_state()
+    assert state["buckets"]["out-logs"]["replicas"] == {"eu-1": "complete", "eu-3": "copying"}
+    res = await mech.apply({"command": "move", "app": "out", "bucket": "logs", "from": "eu-1", "to": "eu-3"})
+    assert res["ok"], res
+    assert await checksums(mech, "eu-3", "out", "logs") == sums
+    assert (await mech.get_state())["buckets"]["out-logs"]["replicas"] == {"eu-3": "complete"}
 
 
 @pytest.mark.asyncio
@@ -185,7 +193,7 @@ async def test_reads_fail_over_when_the_nearest_store_is_down(mech, stores):
     stores["eu-3"].kill()
     with pytest.raises(StoreError, match="unreachable"):
         await asyncio.to_thread(mech.sites["eu-3"].buckets)
-    mech.apps["fo"] = app("fo", [{"bucket_id": "b", "replicas": 2}])
+    mech.app_models["fo"] = app("fo", [{"bucket_id": "b", "replicas": 2}])
     assert (await mech.apply({"command": "place", "app": "fo", "bucket": "b", "sites": ["eu-1", "eu-2"]}))["ok"]
     await fill(mech, "fo", "b", 2)
     stores["eu-2"].kill()    # the nearest replica now (the last test of the module: it stays down)

@@ -102,7 +102,7 @@ class SeaweedStore:
                 "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}", "-s3.port.iceberg=0",
                 "-s3.port.lance=0", f"-s3.config={self.workdir / 's3.json'}",
                 f"-volume.max={self.volume_max}", f"-master.volumeSizeLimitMB={self.volume_size_mb}",
-                "-master.telemetry=false"]
+                "-master.telemetry=false", "-master.peers=none"]   # one master: no Raft quorum wait on restart
 
     def start(self) -> None:
         """Start and block until the S3 gateway answers (or raise with the log's tail)."""
