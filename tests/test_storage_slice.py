@@ -41,7 +41,7 @@ async def test_bucket_follows_its_users_and_is_shown_by_the_api(prosody):
         url = await server.start()
         try:
             await until(lambda: formed(rt), 20, "hierarchy did not form")
-            rt.apply_file(ROOT / "examples/apps/camera-archive.yaml")
+            rt.apply_file(ROOT / "examples/storage/camera-archive.yaml")
             async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"},
                                          timeout=15) as http:
                 async def on_edge() -> dict | None:
@@ -67,7 +67,7 @@ async def test_bucket_follows_its_users_and_is_shown_by_the_api(prosody):
                 assert "storage_placement" in text and "alternatives" in text and "edge-1" in text
             assert rt.storage.driver.done > 0
             # admission: a bucket no site of this slice satisfies is refused, naming the field
-            bad = yaml.safe_load((ROOT / "examples/apps/camera-archive.yaml").read_text())
+            bad = yaml.safe_load((ROOT / "examples/storage/camera-archive.yaml").read_text())
             bad["MLSysOpsApp"]["name"] = "far-away"
             bad["MLSysOpsApp"]["components"][0]["storage"]["buckets"][0]["location_restrictions"] = {
                 "regions": ["us"]}
