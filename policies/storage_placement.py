@@ -45,6 +45,10 @@ def choices(context: dict[str, Any], app: str, system: dict[str, Any],
     for intent in bucket_intents(model):
         row = state.get("buckets", {}).get(intent.s3_name, {})
         current = [s for s, st in row.get("replicas", {}).items() if st == "complete"]
+        if row.get("replicas") and not current:   # its data exists but no copy is usable: never start afresh
+            held = f"{intent.key}: no complete replica reachable ({row['replicas']}); waiting for its store"
+            out.append(ReplicaChoice(intent.key, [], [], held, held=held))
+            continue
         accessors = current_accessors(state.get("access", {}).get(intent.key, []))
         out.append(choose_replica_sites(intent, sites, current, accessors, state.get("rtt_ms", {}),
                                         unreachable=unreachable, owner_node=_owner_node(system, app, intent.owner),

@@ -93,6 +93,11 @@ async def test_plugin_plans_one_place_command_with_an_explanation():
     exp = ctx["explanation"]
     assert exp["current"] == ["cloud"] and exp["chosen"] == ["ath"] and exp["alternatives"]
     assert "us" in exp["filtered"] and exp["users"][0]["component"] == "cam"
+    # a bucket whose only replica sits on an unreachable store is held, never re-created empty elsewhere
+    down = {**state, "buckets": {"shop-b": {"replicas": {"cloud": "unreachable"}}}}
+    needed, held_ctx = await storage_placement.analyze(storage_placement.initialize(), {"name": "shop"}, system,
+                                                       {"storage": {"state": down}}, {}, None)
+    assert not needed and "no complete replica reachable" in held_ctx["explanation"]["held"][0]
     # cooldown: the same move is not planned again right after
     needed, ctx = await storage_placement.analyze(ctx, {"name": "shop"}, system, mechs, {}, None)
     assert not needed

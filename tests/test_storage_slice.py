@@ -79,3 +79,36 @@ async def test_bucket_follows_its_users_and_is_shown_by_the_api(prosody):
         await rt.stop()
     assert stores and not any(s.alive for s in stores)
     assert not any(s.workdir.exists() for s in stores)
+
+
+async def test_an_external_site_without_credentials_is_refused_naming_the_field():
+    from mlsysops.agents.slice_config import StorageConfig
+    from mlsysops.cli.slice_assembly import SubstrateError
+    from mlsysops.cli.storage_runtime import StorageRuntime
+
+    config = StorageConfig.model_validate({"sites": {"ext": {"endpoint": "http://127.0.0.1:9",
+                                                             "access_key_env": "MLSYSOPS_TEST_UNSET_KEY",
+                                                             "secret_key_env": "MLSYSOPS_TEST_UNSET_SECRET"}}})
+    runtime = StorageRuntime(config)
+    with pytest.raises(SubstrateError, match=r"storage\.sites\.ext: environment variable MLSYSOPS_TEST_UNSET_KEY"):
+        await runtime.start()
+    assert runtime.stores == {} and runtime.mechanism is None
+
+
+async def test_an_unreachable_external_store_is_reported_not_fatal(monkeypatch):
+    from mlsysops.agents.slice_config import StorageConfig
+    from mlsysops.cli.storage_runtime import StorageRuntime
+
+    monkeypatch.setenv("MLSYSOPS_TEST_KEY", "k")
+    monkeypatch.setenv("MLSYSOPS_TEST_SECRET", "s")
+    config = StorageConfig.model_validate({"timeout": 1, "sites": {"ext": {
+        "endpoint": "http://127.0.0.1:9", "access_key_env": "MLSYSOPS_TEST_KEY",
+        "secret_key_env": "MLSYSOPS_TEST_SECRET"}}})
+    runtime = StorageRuntime(config)
+    await runtime.start()
+    try:
+        state = await runtime.mechanism.get_state()
+        assert not state["sites"]["ext"]["reachable"]
+        assert "store ext: list buckets failed: unreachable at http://127.0.0.1:9" in state["sites"]["ext"]["error"]
+    finally:
+        await runtime.stop()

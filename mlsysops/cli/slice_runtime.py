@@ -132,8 +132,10 @@ class SliceRuntime:
             self.kubelet = SimKubelet(self.sim, self.kube_api)
             await self.kubelet.start()
         if self.spec.config.storage is not None:
-            from mlsysops.cli.storage_runtime import StorageRuntime
-
+            try:
+                from mlsysops.cli.storage_runtime import StorageRuntime
+            except ImportError as exc:   # the `storage` extra is not installed
+                raise SubstrateError(f"storage: {exc}") from exc
             self.storage = StorageRuntime(self.spec.config.storage, sim=self.sim,
                                           seed=self.spec.config.substrate.seed or 0)
             await self.storage.start()

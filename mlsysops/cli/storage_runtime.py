@@ -21,6 +21,7 @@ from typing import Any
 
 from mlsysops.agents.descriptions.storage_intents import bucket_intents
 from mlsysops.agents.slice_config import StorageConfig
+from mlsysops.cli.slice_assembly import SubstrateError
 from mlsysops.mechanisms.storage_service import StorageMechanism
 from mlsysops.substrates.s3.client import S3Site, StoreError
 from mlsysops.substrates.s3.seaweed import SeaweedStore, StoreStartError
@@ -45,13 +46,22 @@ class StorageRuntime:
             if site.endpoint is None:
                 self.stores[name] = SeaweedStore(name, volume_max=self.config.volume_max,
                                                  volume_size_mb=self.config.volume_size_mb)
+        # every start runs to its end before any cleanup: a store still starting must not escape the stop
+        results = await asyncio.gather(*(asyncio.to_thread(s.start) for s in self.stores.values()),
+                                       return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await self.stop()
+            if isinstance(failed[0], StoreStartError | OSError):
+                raise SubstrateError(f"storage: {failed[0]}") from failed[0]
+            raise failed[0]
         try:
-            await asyncio.gather(*(asyncio.to_thread(s.start) for s in self.stores.values()))
-        except StoreStartError:
+            self.build_mechanism({})
+        except SubstrateError:
             await self.stop()
             raise
 
-    def build_mechanism(self, app_models: Any) -> StorageMechanism:
+    def _clients(self) -> dict[str, S3Site]:
         sites = {}
         for name, site in self.config.sites.items():
             if site.endpoint is None:
@@ -59,11 +69,14 @@ class StorageRuntime:
                 sites[name] = S3Site(name, store.endpoint, store.access_key, store.secret_key,
                                      timeout=self.config.timeout)
             else:
-                sites[name] = S3Site(name, site.endpoint, _env(site.access_key_env, f"storage.sites.{name}"),
-                                     _env(site.secret_key_env, f"storage.sites.{name}"), timeout=self.config.timeout)
-        models = self.config.site_models()
-        self.mechanism = StorageMechanism(sites, models, app_models=app_models, latency_ms=self._latency,
-                                          rtt_nodes=self._app_nodes)
+                where = f"storage.sites.{name}"
+                sites[name] = S3Site(name, site.endpoint, _env(site.access_key_env, where),
+                                     _env(site.secret_key_env, where), timeout=self.config.timeout)
+        return sites
+
+    def build_mechanism(self, app_models: Any) -> StorageMechanism:
+        self.mechanism = StorageMechanism(self._clients(), self.config.site_models(), app_models=app_models,
+                                          latency_ms=self._latency, rtt_nodes=self._app_nodes)
         return self.mechanism
 
     def _latency(self, node: str, site: str) -> float:
@@ -82,7 +95,7 @@ class StorageRuntime:
 
     def attach(self, continuum: Any) -> None:
         """Give a (new or restarted) continuum agent the mechanism, bound to its apps, and the policy."""
-        mech = self.mechanism or self.build_mechanism(continuum.apps)
+        mech = self.mechanism or self.build_mechanism(continuum.apps)   # built by start() in `up`
         mech.initialize(app_models=continuum.apps)
         continuum.mechanisms.register(mech.name, mech)
         if POLICY not in continuum.policies.modules:   # loaded with the others when the agent starts
@@ -102,10 +115,10 @@ class StorageRuntime:
 
 def _env(var: str | None, where: str) -> str:
     if not var:
-        raise ValueError(f"{where}: an `endpoint` needs access_key_env and secret_key_env")
+        raise SubstrateError(f"{where}: an `endpoint` needs access_key_env and secret_key_env")
     value = os.environ.get(var)
     if value is None:
-        raise ValueError(f"{where}: environment variable {var} is not set")
+        raise SubstrateError(f"{where}: environment variable {var} is not set")
     return value
 
 
