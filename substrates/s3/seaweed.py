@@ -58,6 +58,8 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _die_with_parent() -> None:
+    # PDEATHSIG fires when the *thread* that forked exits: starting from an executor thread is fine (its
+    # threads live as long as the loop), the store is stopped explicitly before that anyway.
     with contextlib.suppress(Exception):   # not Linux: the explicit stop() still applies
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
