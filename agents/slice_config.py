@@ -54,6 +54,7 @@ from mlsysops.agents.descriptions import (
     validate_spec,
 )
 from mlsysops.agents.descriptions.errors import did_you_mean
+from mlsysops.agents.descriptions.storage_intents import StorageSite
 from mlsysops.agents.descriptions.yaml_reader import read_documents
 from mlsysops.agents.trust import TrustWeights
 
@@ -213,6 +214,42 @@ class ApiConfig(_Config):
         return self
 
 
+class StorageSiteConfig(_Config):
+    region: str = Field("", description="Region of the site (matched by buckets' location_restrictions.regions).")
+    gdpr: bool = Field(False, description="Whether the site is a GDPR-compliant storage location.")
+    layer: Literal["cloud", "edge_infrastructure", "edge", "far_edge"] = Field(
+        "cloud", description="Continuum layer of the site.")
+    node: str | None = Field(None, description="Node hosting the store (access latency is measured to it).")
+    endpoint: str | None = Field(None, description=(
+        "An existing S3 endpoint (http://host:port); omitted: `mlsysops up` starts a SeaweedFS store."))
+    access_key_env: str | None = Field(None, description="Environment variable with the endpoint's access key.")
+    secret_key_env: str | None = Field(None, description="Environment variable with the endpoint's secret key.")
+
+
+class StorageAccessConfig(_Config):
+    """The simulated components' access pattern (`mlsysops up` on the simulated continuum)."""
+
+    reads_per_s: float = Field(2.0, ge=0, description="Reads per second per component instance using a bucket.")
+    writes_per_s: float = Field(0.5, ge=0, description="Writes per second per owner instance.")
+    object_bytes: int = Field(4096, ge=1, le=64 * 2**20, description="Size of each object written.")
+    keys: int = Field(50, ge=1, description="Distinct keys per bucket (writes overwrite them in turn).")
+
+
+class StorageConfig(_Config):
+    """The storage service: one S3-compatible store per site (sites are usually the clusters)."""
+
+    sites: dict[str, StorageSiteConfig] = Field(default_factory=dict, description="Site name -> site.")
+    volume_max: int = Field(16, ge=2, le=1000, description=(
+        "Volumes per embedded SeaweedFS store (each bucket is a SeaweedFS collection with volumes of its own)."))
+    volume_size_mb: int = Field(64, ge=1, le=30000, description="Volume size limit of embedded stores (MB).")
+    timeout: float = Field(5.0, gt=0, description="Per-request timeout towards a store (s).")
+    access: StorageAccessConfig = Field(default_factory=StorageAccessConfig)
+
+    def site_models(self) -> tuple[StorageSite, ...]:
+        return tuple(StorageSite(name=n, region=s.region, gdpr=s.gdpr, layer=s.layer, node=s.node)
+                     for n, s in sorted(self.sites.items()))
+
+
 SourceEntry = str | dict[str, Any]
 
 
@@ -232,6 +269,7 @@ class SliceConfig(_Config):
     intervals: Intervals = Field(default_factory=Intervals)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    storage: StorageConfig | None = Field(None, description="The storage service (buckets of apps); off if omitted.")
     trust: dict[str, float] = Field(
         default_factory=dict,
         description="Node trust: weights of the evidence against a node (flapping, failed_deployments, "
@@ -269,7 +307,8 @@ class SliceSpec:
 
     @property
     def inventory(self) -> Inventory:
-        return Inventory(nodes=frozenset(self.nodes), clusters=frozenset(self.clusters))
+        sites = self.config.storage.site_models() if self.config.storage else ()
+        return Inventory(nodes=frozenset(self.nodes), clusters=frozenset(self.clusters), storage_sites=sites)
 
     @property
     def state_dir(self) -> Path:
@@ -527,6 +566,12 @@ def _assemble(cfg: SliceConfig, slice_path: Path, col: _Collector) -> SliceSpec:
                         expected=f"{member!r} in {cid}.nodes",
                     )
                 )
+    for site, s in sorted((cfg.storage.sites if cfg.storage else {}).items()):
+        if s.node is not None and s.node not in nodes:   # access latency is modelled to this node
+            col.issues.append(ValidationIssue(
+                f"storage site {site!r}: node {s.node!r} has no description in the slice", file=str(slice_path),
+                path=f"storage.sites.{site}.node", value=s.node, expected="one of the slice's nodes",
+                suggestion=did_you_mean(s.node, nodes)))
     continuum = _continuum(cfg, by_kind, clusters, col)
     datacenters = {n: d.spec for n, d in by_kind.get("MLSysOpsDatacenter", {}).items()}
     return SliceSpec(

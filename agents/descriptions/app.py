@@ -325,6 +325,15 @@ class QosMetric(Spec):
 
 class LocationRestrictions(Spec):
     gdpr: bool | None = Field(None, description="Only GDPR-compliant storage locations may be used.")
+    # extensions (not in the original CRD): where the bucket's replicas may live
+    regions: list[str] | None = Field(None, description="Storage sites must be in one of these regions.")
+    sites: list[str] | None = Field(None, description="Storage sites (cluster ids) the replicas may use.")
+    layers: list[ContinuumLayer] | None = Field(None, description="Continuum layers the replicas may use.")
+
+
+class BucketAccessTarget(Spec):
+    component: str = Field(min_length=1, description="Component that reads/writes the bucket.")
+    max_latency_ms: Number = Field(gt=0, description="Target p95 object access latency for that component.")
 
 
 class Bucket(Spec):
@@ -341,6 +350,17 @@ class Bucket(Spec):
     max_latency: Number | None = None
     min_download_speed: Number | None = None
     server_side_encryption: OnOff | None = None
+    # extensions: durability and per-component access targets
+    replicas: int | None = Field(None, ge=1, le=5, description=(
+        "Sites holding a full copy; default from reduncancy (none: 1, one: 2, high: 3), else 1."))
+    access_latency: list[BucketAccessTarget] | None = Field(
+        None, description="Access-latency targets of the components that use the bucket.")
+
+    @property
+    def replica_count(self) -> int:
+        if self.replicas is not None:
+            return self.replicas
+        return {"none": 1, "one": 2, "high": 3}.get(self.reduncancy.value if self.reduncancy else "none", 1)
 
 
 class Storage(Spec):

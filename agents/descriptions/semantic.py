@@ -15,6 +15,7 @@ from mlsysops.agents.descriptions.base import Description
 from mlsysops.agents.descriptions.errors import PathPart, ValidationIssue, did_you_mean, format_path
 from mlsysops.agents.descriptions.infra import MLSysOpsCluster, MLSysOpsContinuum, MLSysOpsDatacenter
 from mlsysops.agents.descriptions.node import MLSysOpsNode
+from mlsysops.agents.descriptions.storage_intents import StorageSite, bucket_intents, placement_problem
 
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -25,6 +26,8 @@ class Inventory:
 
     nodes: frozenset[str] = field(default_factory=frozenset)
     clusters: frozenset[str] = field(default_factory=frozenset)
+    # the slice's storage sites (slice config `storage.sites`); empty: no storage service, no bucket check
+    storage_sites: tuple[StorageSite, ...] = ()
 
     @classmethod
     def from_descriptions(cls, descriptions: Iterable[Description]) -> Inventory:
@@ -118,6 +121,13 @@ def _check_app(app: MLSysOpsApp, inventory: Inventory | None, c: _Checker) -> No
                 container.platform_requirements, (*base, "containers", k, "platform_requirements"), c
             )
     _check_cycles(app, c)
+    _check_buckets(app, known, c)
+    if inventory is not None and inventory.storage_sites:
+        for intent in bucket_intents(app):
+            problem = placement_problem(intent, inventory.storage_sites)
+            if problem:
+                c.add(_path_parts(intent.path), problem, value=intent.bucket_id,
+                      expected=f"constraints some of the sites {[s.name for s in inventory.storage_sites]} satisfy")
     for i, inter in enumerate(app.component_interactions or []):
         for key in ("component_name1", "component_name2"):
             name = getattr(inter, key)
@@ -153,6 +163,28 @@ def _check_app(app: MLSysOpsApp, inventory: Inventory | None, c: _Checker) -> No
                     value=weight.metric_id,
                     suggestion=did_you_mean(weight.metric_id, [m for m in metric_ids if m]),
                 )
+
+
+def _check_buckets(app: MLSysOpsApp, known: set[str], c: _Checker) -> None:
+    """A bucket is one per app (the storage service keys it by app and bucket_id), and its access
+    targets name components of the app."""
+    seen: dict[str, str] = {}
+    for i, comp in enumerate(app.components):
+        for j, bucket in enumerate((comp.storage.buckets if comp.storage else None) or []):
+            path: tuple[PathPart, ...] = ("components", i, "storage", "buckets", j)
+            if bucket.bucket_id in seen:
+                c.add((*path, "bucket_id"), f"bucket {bucket.bucket_id!r} is already declared by component "
+                      f"{seen[bucket.bucket_id]!r}", value=bucket.bucket_id,
+                      expected="one declaration per bucket; list other users under access_latency")
+            seen.setdefault(bucket.bucket_id, comp.name)
+            for k, target in enumerate(bucket.access_latency or []):
+                if target.component not in known:
+                    c.ref((*path, "access_latency", k, "component"), target.component, known, "component")
+
+
+def _path_parts(dotted: str) -> tuple[PathPart, ...]:
+    """`components[0].storage.buckets[1]` -> ("components", 0, "storage", "buckets", 1)."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", dotted) if p)
 
 
 def _check_limits(reqs: object, path: tuple[PathPart, ...], c: _Checker) -> None:

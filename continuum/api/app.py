@@ -40,13 +40,14 @@ from mlsysops.continuum.api.routers import (
     models,
     original,
     sim,
+    storage,
     telemetry,
 )
 from mlsysops.continuum.api_auth import READ_METHODS, Role, TokenAuth
 from mlsysops.continuum.store import PersistError
 
 V1_ROUTERS = (apps.router, infrastructure.router, decisions.router, management.router, sim.router,
-              telemetry.router, dashboard.router, models.router)
+              telemetry.router, dashboard.router, models.router, storage.router)
 
 
 def create_app(backend: ApiBackend, tokens: dict[str, Role], *, metrics_auth: bool = False,

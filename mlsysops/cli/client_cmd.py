@@ -151,11 +151,13 @@ class Kind(StrEnum):
     clusters = "clusters"
     decisions = "decisions"
     policies = "policies"
+    buckets = "buckets"
 
 
 KIND_ALIASES = {"app": Kind.apps, "node": Kind.nodes, "cluster": Kind.clusters, "decision": Kind.decisions,
-                "policy": Kind.policies, "no": Kind.nodes, "po": Kind.policies, **{k.value: k for k in Kind}}
-SINGLE = {Kind.apps: "/api/v1/apps/", Kind.nodes: "/api/v1/nodes/", Kind.clusters: "/api/v1/clusters/"}
+                "policy": Kind.policies, "bucket": Kind.buckets, "no": Kind.nodes, "po": Kind.policies, **{k.value: k for k in Kind}}
+SINGLE = {Kind.apps: "/api/v1/apps/", Kind.nodes: "/api/v1/nodes/", Kind.clusters: "/api/v1/clusters/",
+          Kind.buckets: "/api/v1/buckets/"}   # a bucket's name: APP/BUCKET_ID
 
 
 def kind_of(text: str) -> Kind:
@@ -224,9 +226,11 @@ COLUMNS: dict[Kind, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     Kind.policies: ([("AGENT", "agent"), ("NAME", "name"), ("ENABLED", "enabled"), ("SCOPE", "scope"),
                      ("INTERVAL", "interval"), ("DISABLED BECAUSE", "disabled_reason")],
                     [("SOURCE", "source"), ("RUNS IN", "isolation.kind"), ("LAST ERROR", "last_error")]),
+    Kind.buckets: ([("NAME", "key"), ("REPLICAS", "replica_count"), ("SITES", "sites"), ("COPYING", "copying"),
+                    ("USERS", "users")], [("STORE NAME", "name"), ("UNREACHABLE SITES", "unreachable")]),
 }
 PATHS = {Kind.apps: "/api/v1/apps", Kind.nodes: "/api/v1/nodes", Kind.clusters: "/api/v1/clusters",
-         Kind.decisions: "/api/v1/decisions", Kind.policies: "/api/v1/policies"}
+         Kind.decisions: "/api/v1/decisions", Kind.policies: "/api/v1/policies", Kind.buckets: "/api/v1/buckets"}
 
 
 def _rows(kind: Kind, data: Any) -> list[dict[str, Any]]:
@@ -236,10 +240,25 @@ def _rows(kind: Kind, data: Any) -> list[dict[str, Any]]:
             for item in items if isinstance(items, list) else []:
                 rows.append({"agent": agent, **item})
         return rows
+    if kind is Kind.buckets and isinstance(data, dict):
+        return [bucket_row(b, data.get("sites", [])) for b in data.get("buckets", [])]
     rows = _listing(data, kind.value)
     if kind is Kind.nodes:
         rows = [{**r, "status": node_status(r)} for r in rows]
     return rows
+
+
+def bucket_row(b: dict[str, Any], sites: list[dict[str, Any]]) -> dict[str, Any]:
+    """One line of `get buckets`: where the replicas are (site:state), what is being copied, who uses it."""
+    down = {s["name"] for s in sites if not s.get("reachable", True)}
+    copy = b.get("copy_in_flight") or {}
+    return {"key": f"{b.get('app')}/{b.get('bucket')}" if b.get("declared") else f"(undeclared) {b['name']}",
+            "name": b["name"], "replica_count": f"{sum(v == 'complete' for v in b['replicas'].values())}/"
+                                               f"{b.get('replicas_wanted') or '-'}",
+            "sites": ", ".join(f"{s}" if v == "complete" else f"{s}({v})" for s, v in b["replicas"].items()) or "-",
+            "copying": f"{copy['source']}->{copy['target']} {copy['copied']}/{copy['total']}" if copy else "",
+            "users": ", ".join(sorted({f"{u['component']}@{u['from_node']}" for u in b.get("access", [])})) or "-",
+            "unreachable": ", ".join(sorted(down & set(b["replicas"]))) or ""}
 
 
 def _render(data: Any, output: Output, columns: list[tuple[str, str]],
@@ -335,8 +354,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @app.command()
-    def get(kind: Annotated[str, typer.Argument(help="apps | nodes | clusters | decisions | policies "
-                                                     "(singular works too, and KIND/NAME)")],
+    def get(kind: Annotated[str, typer.Argument(help="apps | nodes | clusters | decisions | policies | "
+                                                     "buckets (singular works too, and KIND/NAME)")],
             name: Annotated[str | None, typer.Argument(help="Only this object")] = None,
             output: OutOpt = Output.table,
             watch: Annotated[bool, typer.Option("--watch", "-w", help="Print again whenever something changes "
@@ -352,7 +371,8 @@ def register(app: typer.Typer) -> None:
                                                                  "nothing to do")] = False,
             limit: Annotated[int, typer.Option(help="decisions: how many (newest)")] = 30,
             api: ApiOpt = None, token: TokenOpt = None, context: CtxOpt = None) -> None:
-        """List apps, nodes, clusters, decisions or policies, or show one (`get app NAME`)."""
+        """List apps, nodes, clusters, decisions, policies or buckets, or show one (`get app NAME`,
+        `get bucket APP/BUCKET`)."""
         what, name = split_ref(kind, name)
         client = Client(api, token, context)
         if name is not None and what not in SINGLE:
@@ -367,6 +387,8 @@ def register(app: typer.Typer) -> None:
             else:
                 one = client.call("GET", SINGLE[what] + name)
                 rows = _rows(what, [one])[0] if what is Kind.nodes else one
+                if what is Kind.buckets and output in (Output.table, Output.wide):
+                    rows = bucket_row(one, [])
                 if what is Kind.apps and output in (Output.table, Output.wide):   # -o json|yaml: as served
                     comps = one.get("components") or {}
                     rows = {"name": name, **one, "components": len(comps),

@@ -70,6 +70,7 @@ class SliceRuntime:
         self.cluster_views: dict[str, ClusterViews] = {}   # cluster id -> Node inventory + status writer
         self.namespace = self.assembly.namespace
         self._sim_task: asyncio.Task[None] | None = None
+        self.storage: Any = None                  # StorageRuntime (slice config `storage`): stores + mechanism
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -130,6 +131,14 @@ class SliceRuntime:
             # Leases every 10 s: the node lifecycle controller's grace period is 40 s.
             self.kubelet = SimKubelet(self.sim, self.kube_api)
             await self.kubelet.start()
+        if self.spec.config.storage is not None:
+            try:
+                from mlsysops.cli.storage_runtime import StorageRuntime
+            except ImportError as exc:   # the `storage` extra is not installed
+                raise SubstrateError(f"storage: {exc}") from exc
+            self.storage = StorageRuntime(self.spec.config.storage, sim=self.sim,
+                                          seed=self.spec.config.substrate.seed or 0)
+            await self.storage.start()
         await self.start_continuum()
         # Sequential starts: pyjabber mis-routes stanzas when many sessions open at once.
         for cid in self.spec.clusters:
@@ -169,6 +178,8 @@ class SliceRuntime:
             self.continuum.attach_app_mirror(self.app_mirror)
         if self.karmada:
             self.continuum.use_dispatch(self.assembly.karmada_dispatch(self.karmada_api, self.continuum))
+        if self.storage is not None:
+            self.storage.attach(self.continuum)
         await self.continuum.start_agent()
         return self.continuum
 
@@ -199,11 +210,14 @@ class SliceRuntime:
         return agent
 
     async def stop(self) -> None:
-        """Agents, views, clients, then the server: the server goes even when something before it fails
-        or the stop is cancelled, so no XMPP process or workdir outlives the runtime."""
+        """Agents, views, clients, then the stores and the server: those go even when something before
+        them fails or the stop is cancelled, so no XMPP or SeaweedFS process or workdir outlives the runtime."""
         try:
             await self._stop_agents_and_clients()
         finally:
+            if self.storage is not None:
+                storage, self.storage = self.storage, None
+                await asyncio.shield(storage.stop())
             if self.server is not None:
                 server, self.server = self.server, None
                 await asyncio.shield(server.aclose())

@@ -115,6 +115,23 @@ def _apps(c: Any, alerts: list[dict[str, str]], down: set[str]) -> list[dict[str
     return apps
 
 
+def _buckets(c: Any, alerts: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The storage service's buckets as the continuum's Monitor last read them from the stores (empty
+    without a storage service)."""
+    state = (c.knowledge.mechanisms.get("storage") or {}).get("state") or {}
+    for name, site in sorted(state.get("sites", {}).items()):
+        if not site.get("reachable", True):
+            alerts.append({"level": "error", "text": f"storage site {name} unreachable: {site.get('error')}"})
+    out = []
+    for name, b in sorted(state.get("buckets", {}).items()):
+        users = state.get("access", {}).get(f"{b.get('app')}/{b.get('bucket')}", [])
+        out.append({"name": f"{b.get('app')}/{b.get('bucket')}" if b.get("declared") else name,
+                    "replicas": b.get("replicas", {}), "wanted": b.get("replicas_wanted"), "copy": b.get("copy"),
+                    "users": [{"component": u["component"], "node": u["from_node"],
+                               "p95_ms": u.get("latency_p95_ms")} for u in users]})
+    return out
+
+
 async def snapshot(backend: Backend, since: float | None) -> tuple[dict[str, Any], float]:
     """One dashboard snapshot, and the time from which the next one must take decisions (when the read
     of the decisions started: it may be a shared read up to `read_max_age` old).
@@ -129,6 +146,7 @@ async def snapshot(backend: Backend, since: float | None) -> tuple[dict[str, Any
     clusters = _topology(c, alerts)
     down = {n["name"] for cl in clusters for n in cl["nodes"] if n["alive"] is False}
     apps = _apps(c, alerts, down)
+    buckets = _buckets(c, alerts)
     page = await backend.decisions(DecisionsQuery(exclude_outcomes=["no_plan"], limit=MAX_STREAM_DECISIONS))
     records = page.records if since is None else [r for r in page.records if r["ts"] >= since]
     _add_why(c, apps, page.records)
@@ -136,7 +154,8 @@ async def snapshot(backend: Backend, since: float | None) -> tuple[dict[str, Any
                for agent, why in sorted(page.unanswered.items())]
     body = jsonable({"t": t, "continuum": {"id": c.agent_id, "connected": c.connected,
                                           "loop_lag_ms": round(c.loop_lag.recent_max_s * 1000, 1)},
-                     "clusters": clusters, "apps": apps, "decisions": records, "alerts": alerts,
+                     "clusters": clusters, "apps": apps, "buckets": buckets, "decisions": records,
+                     "alerts": alerts,
                      "digest_interval": c.settings.digest_interval})
     return body, t if page.as_of is None else min(t, page.as_of)
 

@@ -108,6 +108,17 @@
     }
     $("apps").tBodies[0].innerHTML = rows.join("") || '<tr><td colspan="6" class="muted">no applications (mlsysops apply -f APP.yaml)</td></tr>';
   }
+  function renderBuckets(s) {
+    const rows = (s.buckets || []).map((b) => {
+      const sites = Object.entries(b.replicas).map(([site, st]) => st === "complete" ? esc(site) : `${esc(site)} (${esc(st)})`);
+      const copy = b.copy ? `${esc(b.copy.source)} → ${esc(b.copy.target)} ${b.copy.copied}/${b.copy.total}` : "";
+      const users = b.users.map((u) => `${esc(u.component)}@${esc(u.node)}` +
+        (u.p95_ms == null ? "" : ` ${Number(u.p95_ms).toFixed(1)} ms`));
+      return `<tr data-bucket="${esc(b.name)}"><td>${esc(b.name)}</td><td>${sites.join(", ") || "-"} <span class="muted">(${Object.values(b.replicas).filter((x) => x === "complete").length}/${esc(b.wanted ?? "-")})</span></td>
+        <td>${copy}</td><td>${users.join(", ")}</td></tr>`;
+    });
+    $("buckets").tBodies[0].innerHTML = rows.join("") || '<tr><td colspan="4" class="muted">no buckets (slice config `storage`, apps with storage.buckets)</td></tr>';
+  }
   // The policy's own explanation (strings or lists of strings), e.g. "app/comp n1 -> n2 (node lost): ...".
   function explainText(e) {
     if (!e || typeof e !== "object") return "";
@@ -175,7 +186,7 @@
     $("slice").textContent = `· ${s.continuum.id}`;
     downNodes = new Set(nodesOf(s).filter((n) => n.alive === false).map((n) => n.name));
     setBanner(s.alerts);
-    renderTopology(s); renderApps(s); renderWhy(s); renderDecisions(s.decisions);
+    renderTopology(s); renderApps(s); renderWhy(s); renderBuckets(s); renderDecisions(s.decisions);
   }
   // the snapshot's samples, at the time each was taken; objects no longer in the snapshot leave the charts
   function chartSnapshot(s) {
