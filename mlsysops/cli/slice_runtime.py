@@ -60,6 +60,7 @@ class SliceRuntime:
         self.clusters: dict[str, ClusterAgent] = {}
         self.nodes: dict[str, NodeAgent] = {}
         self.placements: dict[str, Any] = {}      # cluster id -> placement mechanism (kept across restarts)
+        self.traffic: dict[str, Any] = {}         # cluster id -> traffic_routes mechanism (kept across restarts)
         self.kube = spec.config.substrate.type == "kubernetes"
         self.karmada = spec.config.substrate.type == "karmada"
         self.karmada_api: Any = None              # kubernetes.aio ApiClient of the Karmada API server
@@ -182,7 +183,11 @@ class SliceRuntime:
         if mech is None:
             mech = self.placements[cid] = self.assembly.placement_for(cid, sim=self.sim,
                                                                       kube_api=self.kube_clients.get(cid))
-        agent = self.assembly.cluster_agent(cid, mech)
+        traffic = self.traffic.get(cid)
+        if traffic is None:
+            traffic = self.traffic[cid] = self.assembly.traffic_for(cid, sim=self.sim,
+                                                                    kube_api=self.kube_clients.get(cid))
+        agent = self.assembly.cluster_agent(cid, mech, traffic)
         await agent.start_agent()
         if self.kube:
             views = self.cluster_views.get(cid)
