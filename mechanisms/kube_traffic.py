@@ -180,13 +180,16 @@ class KubeTrafficMechanism:
                      ) -> tuple[dict[str, Any], list[str]]:
         version = await self.slice_version()
         written: dict[str, Any] = {}
+        shared: list[str] = []
         for comp, route in sorted(routes.items()):
             eps = list(route.get("endpoints") or [])
             if not eps:
                 continue    # never write an empty slice: what was there stays
             svc = tr.route_service(model, app, comp, cluster=self.cluster_id, namespace=self.namespace,
                                    serving_cluster=route["cluster"], endpoints=eps)
-            await self._apply_route_service(svc, comp in assigned)
+            if not await self._apply_route_service(svc, comp in assigned):
+                shared.append(comp)
+                continue
             body = tr.endpoint_slice(app, comp, cluster=self.cluster_id, namespace=self.namespace,
                                      serving_cluster=route["cluster"], endpoints=eps, api_version=version)
             await apply(self.custom.patch_namespaced_custom_object, tr.DISCOVERY_GROUP, version, self.namespace,
@@ -196,9 +199,10 @@ class KubeTrafficMechanism:
         listed = await call(self.custom.list_namespaced_custom_object, tr.DISCOVERY_GROUP, version, self.namespace,
                             tr.SLICE_PLURAL, label_selector=tr.route_selector(app, self.cluster_id, "route"),
                             policy=self.policy)
+        keep = {mf.label_value(c) for c in routes if c not in shared}
         for obj in listed["items"]:
             comp = (obj["metadata"].get("labels") or {}).get(tr.LABEL_ROUTE_FOR)
-            if comp in {mf.label_value(c) for c in routes}:
+            if comp in keep:
                 continue
             await delete(self.custom.delete_namespaced_custom_object, tr.DISCOVERY_GROUP, version, self.namespace,
                          tr.SLICE_PLURAL, obj["metadata"]["name"], policy=self.policy)
@@ -208,18 +212,21 @@ class KubeTrafficMechanism:
                                         policy=self.policy))
         for svc in services["items"]:
             comp = (svc["metadata"].get("labels") or {}).get(tr.LABEL_ROUTE_FOR)
-            if comp in {mf.label_value(c) for c in routes} or svc["spec"].get("selector"):
+            if comp in keep or svc["spec"].get("selector"):
                 continue
             await delete(self.core.delete_namespaced_service, svc["metadata"]["name"], self.namespace,
                          policy=self.policy)
             removed.append(f"Service/{svc['metadata']['name']}")
+        for comp in shared:
+            written[comp] = {"shared": True}
         return written, removed
 
-    async def _apply_route_service(self, svc: dict[str, Any], deploying_here: bool) -> None:
+    async def _apply_route_service(self, svc: dict[str, Any], deploying_here: bool) -> bool:
         """A Service of the component's name that another app owns is not ours to take over. One with a
         selector is the placement mechanism's: kept while the component is (being) deployed here (the
         slice bridges until it runs), taken over when the component is leaving (its clean-up, by
-        component label, then leaves the route alone)."""
+        component label, then leaves the route alone). False: the serving cluster's own Service is in this
+        very namespace (clusters sharing one API server): it already selects the pods, no route needed."""
         name = svc["metadata"]["name"]
         try:
             current = self._raw(await call(self.core.read_namespaced_service, name, self.namespace, policy=self.policy))
@@ -230,6 +237,10 @@ class KubeTrafficMechanism:
             owner = (current["metadata"].get("labels") or {}).get(mf.LABEL_APP)
             if owner != svc["metadata"]["labels"][mf.LABEL_APP]:
                 raise KubeError(f"Service {self.namespace}/{name} exists and belongs to {owner or 'someone else'}")
+            labels = current["metadata"].get("labels") or {}
+            if current["spec"].get("selector") and labels.get(mf.LABEL_CLUSTER) != mf.label_value(self.cluster_id):
+                return False
             if current["spec"].get("selector") and deploying_here:
-                return
+                return True
         await apply(self.core.patch_namespaced_service, name, self.namespace, body=svc, policy=self.policy)
+        return True

@@ -67,6 +67,7 @@ class SliceRuntime:
         self.kube_clients: dict[str, Any] = {}    # cluster id -> kubernetes.aio ApiClient
         self.kube_api: Any = None                 # the runtime's own client (namespace, sim kubelets)
         self.kubelet: Any = None                  # SimKubelet (kubernetes + simulate_nodes)
+        self.member_kubelets: dict[str, Any] = {}  # cluster id -> SimKubelet on that cluster's own API server
         self.app_mirror: Any = None               # AppStatusMirror (kubernetes): MLSysOpsApp CRs
         self.cluster_views: dict[str, ClusterViews] = {}   # cluster id -> Node inventory + status writer
         self.namespace = self.assembly.namespace
@@ -128,9 +129,17 @@ class SliceRuntime:
         if self.kube and self.simulated:
             from mlsysops.sim.kubelet import SimKubelet
 
-            # Leases every 10 s: the node lifecycle controller's grace period is 40 s.
-            self.kubelet = SimKubelet(self.sim, self.kube_api)
+            # Leases every 10 s: the node lifecycle controller's grace period is 40 s. Nodes of a cluster
+            # with its own API server register there (one kubelet per API server).
+            own = self.spec.config.substrate.clusters
+            shared = [n for n in self.spec.nodes if self._cluster_of(n) not in own]
+            self.kubelet = SimKubelet(self.sim, self.kube_api, nodes=shared)
             await self.kubelet.start()
+            for cid in own:
+                kubelet = SimKubelet(self.sim, self.kube_clients[cid],
+                                     nodes=[n for n in self.spec.nodes if self._cluster_of(n) == cid])
+                self.member_kubelets[cid] = kubelet
+                await kubelet.start()
         await self.start_continuum()
         # Sequential starts: pyjabber mis-routes stanzas when many sessions open at once.
         for cid in self.spec.clusters:
@@ -146,7 +155,13 @@ class SliceRuntime:
         await ensure_namespace(self.kube_api, self.namespace)
         await self._apply_descriptions()
         for cid in self.spec.clusters:
-            self.kube_clients[cid] = await kube_connect(sub)
+            self.kube_clients[cid] = await kube_connect(sub.for_cluster(cid))
+            if cid in sub.clusters:
+                await ensure_namespace(self.kube_clients[cid], self.namespace)
+
+    def _cluster_of(self, node: str) -> str | None:
+        desc = self.spec.nodes[node]
+        return desc.cluster_id or next((c for c in self.spec.clusters if node in self.spec.clusters[c].nodes), None)
 
     async def _apply_descriptions(self) -> None:
         """Our CRDs and the slice's infrastructure descriptions as CRs (their agents write `.status`)."""
@@ -231,12 +246,13 @@ class SliceRuntime:
                 log.exception("stopping %s failed", type(closing).__name__)
         self.cluster_views.clear()
         self.app_mirror = None
-        if self.kubelet is not None:
+        for kubelet in [k for k in (self.kubelet, *self.member_kubelets.values()) if k is not None]:
             try:
-                await asyncio.wait_for(self.kubelet.stop(), timeout=5)
+                await asyncio.wait_for(kubelet.stop(), timeout=5)
             except Exception:   # noqa: BLE001
                 log.exception("stopping the sim kubelet failed")
-            self.kubelet = None
+        self.kubelet = None
+        self.member_kubelets.clear()
         if self._sim_task is not None:
             self._sim_task.cancel()
         for api in [*self.kube_clients.values(), *(a for a in (self.kube_api, self.karmada_api) if a is not None)]:
@@ -266,9 +282,10 @@ class SliceRuntime:
             raise ValueError(f"cluster_id: unknown cluster {desc.cluster_id!r}; known: {sorted(self.clusters)}")
         self.spec.nodes[desc.name] = desc
         self.sim.add_node(sim_node_spec(desc))
-        if self.kubelet is not None:
-            self.kubelet.nodes.append(desc.name)
-            await self.kubelet.register_node(desc.name)
+        kubelet = self.member_kubelets.get(desc.cluster_id) or self.kubelet
+        if kubelet is not None:
+            kubelet.nodes.append(desc.name)
+            await kubelet.register_node(desc.name)
         await self._provision(self.jid("node", desc.name))
         self.clusters[desc.cluster_id].add_node(desc, self.jid("node", desc.name))
         self.continuum.cluster_nodes.setdefault(desc.cluster_id, {})[desc.name] = desc

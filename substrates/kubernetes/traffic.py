@@ -5,7 +5,7 @@ pods; its node ports on the cluster's node addresses are the endpoints other clu
 
 Calling cluster: a Service named after the component (the DNS name its callers already use,
 `<component>.<namespace>.svc`) with the component's ports and **no selector**, plus one EndpointSlice
-managed by us (`endpointslice.kubernetes.io/managed-by: mlsysops.eu/traffic`) that lists the serving
+managed by us (`endpointslice.kubernetes.io/managed-by: traffic.mlsysops.eu`) that lists the serving
 cluster's endpoints. kube-proxy matches a Service port to the slice's port of the same name, so the
 caller's port stays the description's (e.g. 1883) while the slice says the node port.
 
@@ -37,7 +37,7 @@ LABEL_ROLE = "mlsysops.eu/traffic-role"            # export | route
 LABEL_ROUTE_FOR = "mlsysops.eu/route-for"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 LABEL_SLICE_MANAGER = "endpointslice.kubernetes.io/managed-by"
-SLICE_MANAGER = "mlsysops.eu/traffic"
+SLICE_MANAGER = "traffic.mlsysops.eu"   # a label value: no "/"
 ANN_SERVING_CLUSTER = "mlsysops.eu/serving-cluster"
 DISCOVERY_GROUP = "discovery.k8s.io"
 SLICE_PLURAL = "endpointslices"
@@ -111,7 +111,7 @@ def address_type(addresses: list[str]) -> str:
 def endpoint_slice(app_name: str, component: str, *, cluster: str, namespace: str, serving_cluster: str,
                    endpoints: list[dict[str, Any]], api_version: str) -> dict[str, Any]:
     """One slice for the serving cluster's endpoints (node ports are cluster-wide: one port set)."""
-    addresses = sorted({ep["address"] for ep in endpoints})
+    addresses = list(dict.fromkeys(ep["address"] for ep in endpoints))   # as offered: the hosting nodes first
     ports: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
         name = ep.get("name") or f"{ep.get('protocol', 'TCP').lower()}-{ep['port']}"
