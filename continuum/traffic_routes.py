@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from mlsysops.agents.agent_base import RequestError
 from mlsysops.agents.descriptions import MLSysOpsApp
 from mlsysops.agents.payloads import AppRoutes
-from mlsysops.agents.placement.adapters import calls
+from mlsysops.agents.placement.adapters import callees
 from mlsysops.agents.protocol import Kind
 
 RETRY_S = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -45,13 +45,6 @@ class _Continuum(Protocol):
 
     def record_event(self, reason: str, *, app: str | None = None, outcome: str = "info",
                      inputs: dict[str, Any] | None = None) -> None: ...
-
-
-def callees(app: MLSysOpsApp, component: str) -> list[str]:
-    """The components `component` sends requests to: its interactions and what it depends on."""
-    comp = app.component(component)
-    deps = list(comp.depends_on or []) if comp is not None else []
-    return sorted({*calls(app, component), *deps} - {component})
 
 
 def _fingerprint(body: dict[str, Any]) -> str:

@@ -16,7 +16,8 @@ import pytest_asyncio
 from mlsysops.agents.descriptions import load_file, load_obj
 from mlsysops.agents.slice_config import load_slice
 from mlsysops.cli.slice_runtime import SliceRuntime
-from mlsysops.continuum.traffic_routes import TrafficRoutes, callees
+from mlsysops.agents.placement.adapters import callees
+from mlsysops.continuum.traffic_routes import TrafficRoutes
 from tests.support import formed, until
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
@@ -105,7 +106,8 @@ async def test_a_component_moved_to_another_cluster_takes_its_callers_traffic_al
     await until(lambda: (route_of(rt, name, "api", "edge-1") or {}).get("to_cluster") == "cloud-1", 40,
                 "no route from edge-1 to cloud-1")
     assert rt.sim.routes(name) == {"edge-1": {"api": "cloud-1"}}
-    reader = next(i for i in rt.sim.instances(app=name) if i.component == "reader")
+    reader = await until(lambda: next((i for i in rt.sim.instances(app=name, state="running")
+                                       if i.component == "reader"), None), 20, "reader not running")
     cross = rt.sim.component_metrics(reader.instance_id)["network_latency_ms"]
 
     # the api moves into the reader's cluster: the route goes once the api runs there (its Service serves)
