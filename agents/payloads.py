@@ -1,6 +1,6 @@
 """Body schemas of the application-level message kinds (membership ones live in `protocol`).
 
-Work flows down as requests (`app.deploy`, `app.remove`), facts flow up as informs (`status.report`,
+Work flows down as requests (`app.deploy`, `app.remove`, `app.routes`), facts flow up as informs (`status.report`,
 `telemetry.report`) and node proposals (`plan.propose`). Every body is validated on receipt; an invalid
 one is answered with FAILURE and the reason (see `agent_base`).
 """
@@ -32,6 +32,33 @@ class AppDeploy(_Body):
 class AppRemove(_Body):
     app: str = Field(min_length=1)
     components: list[str] | None = None     # None: every component of the app on this cluster
+
+
+class Endpoint(_Body):
+    """Where a serving cluster accepts a component's traffic from other clusters (a NodePort on a node's
+    address, or a load balancer's)."""
+
+    address: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    name: str | None = Field(None, max_length=63)
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+
+
+class Route(_Body):
+    """Calls to a component with no instance in the receiving cluster go to `cluster`, at `endpoints`."""
+
+    cluster: str = Field(min_length=1)
+    endpoints: list[Endpoint] = Field(default_factory=list, max_length=64)
+
+
+class AppRoutes(_Body):
+    """Continuum -> cluster: the full traffic set of this app for this cluster (idempotent): the
+    components it must expose to other clusters, and where its callers' traffic to the components it
+    does not run must go. The reply's `detail.exposed` maps each exposed component to its endpoints."""
+
+    app: str = Field(min_length=1)
+    expose: list[str] = Field(default_factory=list)
+    routes: dict[str, Route] = Field(default_factory=dict)
 
 
 class Accepted(_Body):
@@ -117,6 +144,8 @@ register_payload(Kind.APP_DEPLOY, Performative.REQUEST, AppDeploy)
 register_payload(Kind.APP_DEPLOY, Performative.INFORM, Accepted)
 register_payload(Kind.APP_REMOVE, Performative.REQUEST, AppRemove)
 register_payload(Kind.APP_REMOVE, Performative.INFORM, Accepted)
+register_payload(Kind.APP_ROUTES, Performative.REQUEST, AppRoutes)
+register_payload(Kind.APP_ROUTES, Performative.INFORM, Accepted)
 register_payload(Kind.STATUS_REPORT, Performative.INFORM, StatusReport)
 register_payload(Kind.TELEMETRY_REPORT, Performative.INFORM, TelemetryReport)
 register_payload(Kind.PLAN_PROPOSE, Performative.REQUEST, PlanProposal)

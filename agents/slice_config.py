@@ -116,6 +116,12 @@ class XmppConfig(_Config):
         return None
 
 
+class ClusterAPIServer(_Config):
+    kubeconfig: Path = Field(description="Kubeconfig file of this member cluster's own API server, relative to "
+                                         "the slice.")
+    context: str | None = Field(None, description="Kubeconfig context (default: its current context).")
+
+
 class SubstrateConfig(_Config):
     type: Literal["sim", "kubernetes", "karmada"] = Field("sim", description="What the mechanisms act on.")
     seed: int | None = Field(42, description="Random seed of the simulated continuum.")
@@ -133,6 +139,10 @@ class SubstrateConfig(_Config):
         "mlsysops-apps", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
         description="Namespace the cluster agents run app components in (kubernetes), or of the resource "
                     "templates and policies in the Karmada API server (karmada); created if missing.")
+    clusters: dict[str, ClusterAPIServer] = Field(default_factory=dict, description=(
+        "kubernetes only: clusters with an API server of their own (cluster id -> kubeconfig/context); a "
+        "cluster not listed uses `kubeconfig`. Calls between components in different API servers go "
+        "through the traffic routes (export NodePort Services, EndpointSlices)."))
     simulate_nodes: bool = Field(
         False, description="kubernetes: keep the simulated continuum and run its nodes as simulated kubelets "
                            "against the API server (a KWOK-like mode: a real control plane, no real nodes).")
@@ -143,7 +153,16 @@ class SubstrateConfig(_Config):
             raise ValueError("kubeconfig, context and simulate_nodes need type kubernetes (or karmada)")
         if self.type == "karmada" and self.simulate_nodes:
             raise ValueError("simulate_nodes needs type kubernetes")
+        if self.clusters and self.type != "kubernetes":
+            raise ValueError("clusters (an API server per cluster) needs type kubernetes")
         return self
+
+    def for_cluster(self, cluster: str) -> SubstrateConfig:
+        """This substrate as seen by one cluster: its own API server when it has one."""
+        own = self.clusters.get(cluster)
+        if own is None:
+            return self
+        return self.model_copy(update={"kubeconfig": own.kubeconfig, "context": own.context, "clusters": {}})
 
 
 class LayerPlugins(_Config):
@@ -350,7 +369,9 @@ def _absolute_paths(cfg: SliceConfig, base: Path) -> SliceConfig:
                                                 "password_dir": _resolve(base, cfg.xmpp.password_dir),
                                                 "ca_file": _resolve(base, cfg.xmpp.ca_file)}),
             "substrate": cfg.substrate.model_copy(
-                update={"kubeconfig": _resolve(base, cfg.substrate.kubeconfig)}
+                update={"kubeconfig": _resolve(base, cfg.substrate.kubeconfig),
+                        "clusters": {c: a.model_copy(update={"kubeconfig": _resolve(base, a.kubeconfig)})
+                                     for c, a in cfg.substrate.clusters.items()}}
             ),
             "api": cfg.api.model_copy(update={"token_file": _resolve(base, cfg.api.token_file)}),
             "policies": plugins(cfg.policies),

@@ -69,6 +69,7 @@ class Kind(StrEnum):
     APP_DEPLOY = "app.deploy"
     APP_REMOVE = "app.remove"
     APP_STATUS = "app.status"
+    APP_ROUTES = "app.routes"
     PLAN_PROPOSE = "plan.propose"
     STATUS_REPORT = "status.report"
     TELEMETRY_REPORT = "telemetry.report"

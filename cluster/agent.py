@@ -44,6 +44,7 @@ from mlsysops.agents.payloads import (
     Accepted,
     AppDeploy,
     AppRemove,
+    AppRoutes,
     ComponentReport,
     PlanProposal,
     StatusReport,
@@ -73,7 +74,7 @@ class ClusterAgent(ManagedAgent):
     def __init__(self, jid: str, password: str, *, description: MLSysOpsCluster,
                  nodes: dict[str, MLSysOpsNode], node_jids: dict[str, str], placement: Any,
                  parent: str | None, settings: AgentSettings | None = None, trust: NodeTrust | None = None,
-                 **kwargs: Any) -> None:
+                 traffic: Any = None, **kwargs: Any) -> None:
         settings = settings or AgentSettings()
         if not settings.policies:
             settings.policies = list(DEFAULT_POLICIES)
@@ -109,6 +110,10 @@ class ClusterAgent(ManagedAgent):
         self.placement_mechanism = self.mechanisms.register("component_placement", placement, initialize=True,
                                                             app_models=self.apps)
         self.mechanisms.register("fluidity", placement)   # the original framework's plans, as they are
+        # where callers' traffic goes for components served by other clusters (`app.routes` from the continuum)
+        self.traffic = traffic
+        if traffic is not None:
+            self.mechanisms.register("traffic_routes", traffic, initialize=True, app_models=self.apps)
         self.children = ParentMembership(self, heartbeat_interval=settings.heartbeat,
                                          liveness_misses=settings.liveness_misses, accept=self._accept_node,
                                          disruption_fraction=settings.disruption_fraction,
@@ -122,6 +127,7 @@ class ClusterAgent(ManagedAgent):
                                          digest=self._digest) if parent else None)
         self.on(Kind.APP_DEPLOY, self._on_app_deploy)
         self.on(Kind.APP_REMOVE, self._on_app_remove)
+        self.on(Kind.APP_ROUTES, self._on_app_routes)
         self.on(Kind.STATUS_REPORT, self._on_status_report, performatives=(Performative.INFORM,))
         self.on(Kind.TELEMETRY_REPORT, self._on_telemetry, performatives=(Performative.INFORM,))
         self.on(Kind.PLAN_PROPOSE, self._on_proposal)
@@ -440,10 +446,38 @@ class ClusterAgent(ManagedAgent):
         if remaining:
             self.assigned[req.app] = remaining
         else:
+            await self._clear_routes(req.app)
             self.assigned.pop(req.app, None)
             self.apps.pop(req.app, None)
             self.knowledge.apps.pop(req.app, None)
         return Accepted(detail={"removed": comps}).model_dump()
+
+    async def _on_app_routes(self, env: Envelope) -> dict[str, Any]:
+        """Write this app's full traffic set (exposures and routes) through the `traffic_routes` mechanism,
+        as a plan of the continuum's, recorded like any other."""
+        req = env.payload
+        assert isinstance(req, AppRoutes)
+        if self.traffic is None:
+            raise HandlerError(f"cluster {self.cluster_id} has no traffic_routes mechanism on this substrate")
+        if req.expose and req.app not in self.apps:
+            raise HandlerError(f"cannot expose components of {req.app}: the app is not deployed on {self.cluster_id}")
+        targets = {c: r.cluster for c, r in req.routes.items()}
+        reason = (f"continuum: expose {req.expose or 'nothing'}; route {targets or 'nothing'}")
+        command = {**req.model_dump(), "assigned": list(self.assigned.get(req.app, []))}
+        res = await self.execute("traffic_routes", command, reason=reason, app=req.app,
+                                 policy="continuum-request", priority=100)
+        result = res.commands.get("traffic_routes")
+        if res.status != "completed" or result is None:
+            raise HandlerError(f"traffic routes of {req.app} on {self.cluster_id}: {res.status}: "
+                               f"{(result.detail if result else None) or res.reason}")
+        return Accepted(detail=result.detail or {}).model_dump()
+
+    async def _clear_routes(self, app: str) -> None:
+        if self.traffic is None or self.engine is None:
+            return
+        await self.execute("traffic_routes", {"app": app, "expose": [], "routes": {}},
+                           reason=f"app {app} removed from {self.cluster_id}", app=app,
+                           policy="continuum-request", priority=100)
 
     async def _remove_components(self, app: str, components: list[str], reason: str) -> None:
         """Operator/continuum removals go through the plan scheduler like any plan (serialised per mechanism)."""

@@ -43,6 +43,7 @@ from mlsysops.agents.payloads import StatusReport, TelemetryReport
 from mlsysops.agents.protocol import Envelope, Kind, Performative
 from mlsysops.agents.telemetry import digest as digests
 from mlsysops.continuum.store import DesiredStateStore
+from mlsysops.continuum.traffic_routes import TrafficRoutes
 from mlsysops.mechanisms.cluster_dispatch import ClusterDispatchMechanism
 from mlsysops.plugins import Capability
 
@@ -91,6 +92,7 @@ class ContinuumAgent(ManagedAgent):
                                          max_age=settings.telemetry_history)
         self.digest_stats: dict[tuple[str, frozenset[tuple[str, str]]], dict[str, float]] = {}
         self.digests_received: dict[str, dict[str, Any]] = {}
+        self.traffic = TrafficRoutes(self)   # where callers' traffic goes when components run in other clusters
         self.app_mirror: Any = None    # mlsysops.continuum.kube_app_mirror.AppStatusMirror on Kubernetes
         self._dispatch_error: str | None = None   # the status-reporting dispatch is unreachable
         db = settings.state_dir / "desired-state.db" if settings.state_dir is not None else None
@@ -258,6 +260,7 @@ class ContinuumAgent(ManagedAgent):
                               f"components of {name} are left where they run", app=name, outcome="error")
         for table in (self.apps, self.app_docs, self.assignments, self.submitted, self.knowledge.apps):
             table.pop(name, None)
+        self.traffic.forget(name)
         for comp in self.status.get(name, {}).values():
             comp.update(status="removed", since=time.time(), reason="deleted")
         if self.app_mirror is not None:
@@ -345,8 +348,11 @@ class ContinuumAgent(ManagedAgent):
                     self.record_event(f"{comp.app}/{comp.component}: {entry.get('status')} -> {comp.status}"
                                       f" on {cid} {comp.nodes}" + (f" ({comp.reason})" if comp.reason else ""),
                                       app=comp.app)
+                moved = (entry.get("status"), entry.get("cluster"), entry.get("nodes")) != (comp.status, cid, comp.nodes)
                 entry.update(new, since=comp.since or time.time())
                 self._mirror_status(comp.app)
+                if moved:
+                    self.traffic.mark(comp.app)
 
     async def _on_telemetry(self, env: Envelope) -> None:
         rep = env.payload
@@ -417,6 +423,7 @@ class ContinuumAgent(ManagedAgent):
         return out
 
     async def stop(self) -> None:
+        await self.traffic.stop()
         await super().stop()
         await self.ml_service.stop()
         self.store.close()

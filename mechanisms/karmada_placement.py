@@ -28,6 +28,7 @@ from typing import Any
 from kubernetes.aio import client as k
 
 from mlsysops.agents.descriptions.app import MLSysOpsApp
+from mlsysops.agents.placement.adapters import callees
 from mlsysops.plugins import Capability
 from mlsysops.substrates.kubernetes import karmada as kk
 from mlsysops.substrates.kubernetes.client import KubeError, apply, call, connect
@@ -60,6 +61,7 @@ class KarmadaPlacementMechanism:
         self.custom = k.CustomObjectsApi(api)
         self.apps_api = k.AppsV1Api(api)
         self.core = k.CoreV1Api(api)
+        self._mcs_served: bool | None = None
 
     @classmethod
     async def connect(cls, resolve: AppResolver, *, kubeconfig: str | None = None,
@@ -145,7 +147,54 @@ class KarmadaPlacementMechanism:
             if assign.get(comp) not in (None, old):
                 results.append({"component": comp, "ok": True, "previous": old,
                                 "note": "moved by the PropagationPolicy; Karmada removes the old copy"})
+        results.append(await self._sync_traffic(app))
         return {"ok": all(r["ok"] for r in results), "detail": results}
+
+    # -- traffic between member clusters --------------------------------------------------------------
+    async def mcs_served(self) -> bool:
+        if self._mcs_served is None:
+            groups = self.api.sanitize_for_serialization(await call(k.ApisApi(self.api).get_api_versions))
+            self._mcs_served = any(g.get("name") == kk.NETWORKING_GROUP and
+                                   any(v.get("version") == kk.MCS_VERSION for v in g.get("versions") or [])
+                                   for g in groups.get("groups") or [])
+        return self._mcs_served
+
+    async def _sync_traffic(self, app: MLSysOpsApp) -> dict[str, Any]:
+        """One MultiClusterService per component called from other member clusters than its own (Karmada
+        then serves its Service and endpoints there); removed when no such caller is left."""
+        placed = self.assignments.get(app.name, {})
+        wanted: dict[str, tuple[str, list[str]]] = {}
+        for comp in app.components:
+            provider = placed.get(comp.name)
+            consumers = sorted({placed[c.name] for c in app.components
+                                if c.name in placed and comp.name in callees(app, c.name)} - {provider})
+            if provider and consumers:
+                wanted[comp.name] = (provider, consumers)
+        res: dict[str, Any] = {"component": None, "traffic": {c: {"provider": p, "consumers": cs}
+                                                              for c, (p, cs) in wanted.items()}, "ok": True}
+        try:
+            if not await self.mcs_served():
+                if wanted:
+                    res["note"] = (f"this Karmada serves no {kk.NETWORKING_GROUP}/{kk.MCS_VERSION} "
+                                   f"MultiClusterService: calls to {sorted(wanted)} from other member clusters "
+                                   "are not routed")
+                return res
+            for comp, (provider, consumers) in sorted(wanted.items()):
+                mcs = kk.multi_cluster_service(app.name, comp, provider=provider, consumers=consumers,
+                                               namespace=self.namespace)
+                await apply(self.custom.patch_namespaced_custom_object, kk.NETWORKING_GROUP, kk.MCS_VERSION,
+                            self.namespace, kk.MCS_PLURAL, mcs["metadata"]["name"], body=mcs)
+            listed = await call(self.custom.list_namespaced_custom_object, kk.NETWORKING_GROUP, kk.MCS_VERSION,
+                                self.namespace, kk.MCS_PLURAL, label_selector=kk.app_selector(app.name))
+            keep = {kk.multi_cluster_service(app.name, c, provider=p, consumers=cs, namespace=self.namespace)
+                    ["metadata"]["name"] for c, (p, cs) in wanted.items()}
+            for item in listed.get("items", []):
+                if item["metadata"]["name"] not in keep:
+                    await self._delete_custom(kk.NETWORKING_GROUP, kk.MCS_VERSION, kk.MCS_PLURAL,
+                                              item["metadata"]["name"])
+        except KubeError as exc:
+            res.update(ok=False, error=f"MultiClusterService of {app.name}: {exc}")
+        return res
 
     # -- actions ------------------------------------------------------------------------------------
     async def _place(self, app: MLSysOpsApp, component: str, cluster: str) -> dict[str, Any]:
@@ -235,6 +284,13 @@ class KarmadaPlacementMechanism:
                 for item in listed.get("items", []):
                     await self._delete_custom(kk.POLICY_GROUP, kk.POLICY_VERSION, plural, item["metadata"]["name"])
                     deleted.append(f"{item['kind']}/{item['metadata']['name']}")
+            if await self.mcs_served():
+                listed = await call(self.custom.list_namespaced_custom_object, kk.NETWORKING_GROUP, kk.MCS_VERSION,
+                                    self.namespace, kk.MCS_PLURAL, label_selector=selector)
+                for item in listed.get("items", []):
+                    await self._delete_custom(kk.NETWORKING_GROUP, kk.MCS_VERSION, kk.MCS_PLURAL,
+                                              item["metadata"]["name"])
+                    deleted.append(f"MultiClusterService/{item['metadata']['name']}")
             for kind, lister, deleter in (
                     ("Deployment", self.apps_api.list_namespaced_deployment, self.apps_api.delete_namespaced_deployment),
                     ("Service", self.core.list_namespaced_service, None)):

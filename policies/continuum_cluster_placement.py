@@ -1,6 +1,7 @@
 """Policy: choose the cluster of every component of an application (continuum layer).
 
-Application scope. Analyze: a component has no cluster yet, or its cluster is lost. Plan: filter+score
+Application scope. Analyze: a component has no cluster yet, its cluster is lost, or an updated description
+rules its cluster out (not in `cluster_placement`, or pinned to a node elsewhere). Plan: filter+score
 over clusters (`mlsysops.policies.cluster_selection.select_clusters`), honouring `cluster_placement.cluster_id`;
 components already on a live cluster stay where they are. The command goes to the `cluster_dispatch`
 mechanism, which forwards `app.deploy` to the chosen cluster agents. `context["placement"]` configures
@@ -47,11 +48,25 @@ def _views(system: dict[str, Any]) -> tuple[list[ClusterView], set[str]]:
     return views, alive
 
 
+def _still_allowed(model: Any, component: str, cid: str, system: dict[str, Any]) -> bool:
+    """An updated description may rule out a component's cluster: the app's `cluster_placement` no longer
+    lists it, or the component is now pinned to a node of another cluster. Then it must move."""
+    allowed = model.cluster_placement.cluster_id if model.cluster_placement else None
+    if allowed and cid not in allowed:
+        return False
+    comp = model.component(component)
+    pinned = comp.node_placement.node if comp is not None and comp.node_placement else None
+    if pinned:
+        owner = next((c for c, info in system.get("clusters", {}).items() if pinned in (info.get("nodes") or {})), None)
+        return owner is None or owner == cid
+    return True
+
+
 def _pending(system: dict[str, Any], app: str) -> tuple[dict[str, str], list[str]]:
     model = system["app_models"][app]
     current = system.get("assignments", {}).get(app, {})
     alive = {cid for cid, info in system.get("clusters", {}).items() if info.get("alive")}
-    keep = {c: cid for c, cid in current.items() if cid in alive}
+    keep = {c: cid for c, cid in current.items() if cid in alive and _still_allowed(model, c, cid, system)}
     todo = [c.name for c in model.components if c.name not in keep]
     return keep, todo
 

@@ -50,6 +50,11 @@ class SimConfig:
     ms_per_km: float = 0.01
     """Propagation RTT per km of great-circle distance (~fibre)."""
 
+    cross_cluster_calls: str = "direct"
+    """How a caller reaches a callee with no running instance in the caller's own cluster. "direct": the
+    nearest running instance anywhere, unless a route (`SimContinuum.set_routes`) names the serving
+    cluster; "routed": only through a route (no route: the callee is unreachable, as on Kubernetes)."""
+
     # -- QoS
     max_queue_utilization: float = 0.95
     response_noise: float = 0.05

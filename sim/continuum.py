@@ -113,6 +113,7 @@ class SimContinuum:
         # app -> component -> {instance_id: record} of active instances
         self._by_app: dict[str, dict[str, dict[str, InstanceRecord]]] = {}
         self._edges: dict[str, dict[str, set[str]]] = {}  # app -> caller component -> callees
+        self._routes: dict[str, dict[str, dict[str, str]]] = {}  # app -> caller cluster -> callee -> serving cluster
         self._pending: list[tuple[float, int, str, int]] = []  # (due, seq, instance_id, generation)
         self._seq = 0
         self._version = 0
@@ -319,6 +320,22 @@ class SimContinuum:
         graph = self._edges.get(app, {})
         return sorted((a, b) for a, callees in graph.items() for b in callees)
 
+    def set_routes(self, app: str, cluster: str, routes: dict[str, str]) -> None:
+        """Calls from `cluster` to each component of `routes` that has no running instance in `cluster` go
+        to the instances in the named serving cluster (the traffic mechanism's EndpointSlice, simulated).
+        An empty `routes` removes the cluster's routes for `app`."""
+        table = self._routes.setdefault(app, {})
+        if routes:
+            table[cluster] = dict(routes)
+        else:
+            table.pop(cluster, None)
+        if not table:
+            self._routes.pop(app, None)
+        self._version += 1
+
+    def routes(self, app: str) -> dict[str, dict[str, str]]:
+        return {c: dict(r) for c, r in self._routes.get(app, {}).items()}
+
     def set_activity(self, instance_id: str, activity: float) -> None:
         """Change the mean CPU use of an instance (fraction of its request) — a workload change."""
         if activity < 0:
@@ -507,17 +524,29 @@ class SimContinuum:
             return 0.0, 0
         comps = self._by_app.get(rec.app, {})
         here = self._nodes[rec.node]
+        routes = self._routes.get(rec.app, {}).get(here.spec.cluster, {})
         total, missing = 0.0, 0
         for callee in sorted(callees):
-            peer_nodes = {
-                p.node for p in comps.get(callee, {}).values() if p.state is InstanceState.RUNNING
-            }
+            peer_nodes = self._reachable(
+                {p.node for p in comps.get(callee, {}).values() if p.state is InstanceState.RUNNING},
+                here.spec.cluster, routes.get(callee))
             if not peer_nodes:
                 missing += 1
                 total += self.config.missing_peer_penalty_ms
                 continue
             total += min(self._latency(here, self._nodes[n], now) for n in peer_nodes)
         return total, missing
+
+    def _reachable(self, running: set[str], cluster: str, routed_to: str | None) -> set[str]:
+        """Of the nodes running a callee, those a caller in `cluster` reaches: with a route or in routed
+        mode, its own cluster's (their Service) else the routed cluster's; otherwise (direct mode, no
+        route) any of them."""
+        if routed_to is None and self.config.cross_cluster_calls == "direct":
+            return running
+        local = {n for n in running if self._specs[n].cluster == cluster}
+        if local or routed_to is None:
+            return local
+        return {n for n in running if self._specs[n].cluster == routed_to}
 
     # ----------------------------------------------------------------- faults
 
@@ -714,6 +743,7 @@ class SimContinuum:
             "nodes": nodes,
             "instances": [rec.view().as_dict() for rec in self._instances.values()],
             "interactions": {app: [list(p) for p in self.interactions(app)] for app in sorted(self._edges)},
+            "routes": {app: self.routes(app) for app in sorted(self._routes)},
             "faults": {
                 "active": self._faults.active(now),
                 "log": [f.as_dict() for f in self._faults.log],

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import re
 from typing import Any
@@ -44,6 +45,13 @@ LABEL_COMPONENT = "mlsysops.eu/component"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 LEASE_NS = "kube-node-lease"
 _LABEL_OK = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+
+
+def node_address(name: str) -> str:
+    """A loopback address of its own per sim node (127.a.b.c, stable across runs), so endpoints that point at
+    nodes tell them apart; the whole 127/8 block routes to loopback on Linux."""
+    digest = hashlib.sha1(name.encode()).digest()
+    return f"127.{digest[0] % 254 + 1}.{digest[1]}.{digest[2] % 254 + 1}"
 
 
 def _now() -> str:
@@ -146,7 +154,7 @@ class SimKubelet:
                                         "kubeletVersion": "v1.20.2-sim", "kubeProxyVersion": "v1.20.2-sim",
                                         "containerRuntimeVersion": "sim://1", "osImage": "mlsysops sim",
                                         "kernelVersion": "sim", "bootID": "", "machineID": "", "systemUUID": ""},
-                           "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                           "addresses": [{"type": "InternalIP", "address": node_address(name)},
                                          {"type": "Hostname", "address": name}]}}
 
     async def register_node(self, name: str) -> None:

@@ -407,3 +407,21 @@ def test_the_example_policy_uploads_and_reports_hot_spots(slice_up):
     wait_json(env, ("events", "env-monitor", "--policy", "hot_spot_report", "-o", "json"),
               lambda rows: any(r["outcome"] == "held" and f"aggregator on {server}" in r["reason"] for r in rows),
               timeout=60)
+
+
+def test_describe_shows_where_callers_traffic_goes_across_clusters(slice_up):
+    env = slice_up
+    out = run(env, "apply", "-f", str(ROOT / "examples/apps/video-analytics.yaml"))
+    assert out.returncode == 0, out.stderr
+    deadline = time.monotonic() + 60
+    while True:
+        app = run(env, "describe", "app", "video-analytics")
+        lines = [ln.split() for ln in app.stdout.splitlines()]
+        routed = [ln for ln in lines if ln[:3] == ["detector", "edge-1", "cloud-1"]]
+        if routed and "sim://cloud-vm" in " ".join(routed[0]):
+            break
+        assert time.monotonic() < deadline, app.stdout + app.stderr
+        time.sleep(0.5)
+    assert "Traffic (where each calling cluster's calls go):" in app.stdout
+    assert any(ln[:3] == ["detector", "cloud-1", "cloud-1"] and "Service" in " ".join(ln) for ln in lines)
+    run(env, "delete", "app", "video-analytics")

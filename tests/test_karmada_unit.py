@@ -72,3 +72,13 @@ def test_binding_result_statuses():
     assert res["status"] == "failed" and "quota exceeded" in res["reason"]
     unhealthy = [{"clusterName": "edge-1", "applied": True, "health": "Unhealthy"}]
     assert kk.binding_result(_rb(["edge-1"], "True", "True", unhealthy), "edge-1")["status"] == "deploying"
+
+
+def test_multicluster_service_names_the_service_and_both_sides():
+    obj = kk.multi_cluster_service("shop", "Web_API", provider="cloud-1", consumers=["edge-2", "edge-1"],
+                                   namespace="apps")
+    assert obj["apiVersion"] == "networking.karmada.io/v1alpha1" and obj["kind"] == "MultiClusterService"
+    assert obj["metadata"]["name"] == kk.dns_label("Web_API")        # the Service's own name
+    assert obj["spec"] == {"types": ["CrossCluster"], "providerClusters": [{"name": "cloud-1"}],
+                           "consumerClusters": [{"name": "edge-1"}, {"name": "edge-2"}]}
+    assert obj["metadata"]["labels"]["mlsysops.eu/app"] == "shop"

@@ -40,6 +40,14 @@ def calls(app: MLSysOpsApp, component: str) -> list[str]:
     return sorted(out)
 
 
+def callees(app: MLSysOpsApp, component: str) -> list[str]:
+    """Every component `component` sends requests to: its interactions and what it depends on (the
+    components whose traffic must reach it wherever they run)."""
+    comp = app.component(component)
+    deps = list(comp.depends_on or []) if comp is not None else []
+    return sorted({*calls(app, component), *deps} - {component})
+
+
 def instances_wanted(app: MLSysOpsApp, component: str) -> int:
     comp = app.component(component)
     scaling = comp.node_placement.scaling if comp and comp.node_placement else None

@@ -59,6 +59,20 @@ class AppExplanation(BaseModel):
     components: list[ComponentExplanation]
 
 
+class TrafficRoute(BaseModel):
+    """Where one calling cluster's traffic to one component goes."""
+
+    component: str
+    from_cluster: str
+    to_cluster: str | None
+    via: Literal["local", "endpoints", "none"] = Field(description=(
+        "local: the component runs in the caller's cluster (its Service selects the pods); endpoints: a "
+        "route to the serving cluster's exposed endpoints; none: no route yet (not running anywhere)"))
+    endpoints: list[dict[str, Any]] = Field(default_factory=list)
+    since: float | None = None
+    error: str | None = Field(None, description="why the last rewrite of this cluster's routes failed")
+
+
 class AppAccepted(BaseModel):
     name: str
     result: Literal["created", "replaced", "unchanged"]

@@ -205,7 +205,7 @@ async def _run_cluster(assembly: Any, stop: asyncio.Event, cid: str, sim_url: st
     elif not sim_url:
         raise typer.BadParameter("--sim is required for a cluster agent")
     mech = assembly.placement_for(cid, sim_url=sim_url, kube_api=api)
-    agent = assembly.cluster_agent(cid, mech)
+    agent = assembly.cluster_agent(cid, mech, assembly.traffic_for(cid, kube_api=api))
     await agent.start_agent()
     freeze_startup_heap()
     views = None

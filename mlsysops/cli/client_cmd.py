@@ -421,11 +421,12 @@ def register(app: typer.Typer) -> None:
         if output in (Output.json, Output.yaml):
             _emit(data, output, [])
             return
-        events = None
+        events = routes = None
         if what is Kind.apps:
             events = client.call("GET", f"/api/v1/apps/{name}/events",
                                  params={"limit": 10, "exclude_outcome": ["no_plan"]})
-        typer.echo(describe_view.render(what.value, name, data, events))
+            routes = client.call("GET", f"/api/v1/apps/{name}/routes")
+        typer.echo(describe_view.render(what.value, name, data, events, routes))
 
     @app.command()
     def delete(kind: Annotated[str, typer.Argument(help="app | node")],

@@ -48,7 +48,17 @@ def _table(headers: list[str], rows: list[list[str]], indent: int = 2) -> list[s
     return out
 
 
-def render_app(name: str, data: dict[str, Any], events: list[dict[str, Any]] | None) -> str:
+def _route_target(r: dict[str, Any]) -> str:
+    if r.get("via") == "local":
+        return "its own cluster (Service)"
+    if r.get("via") == "none":
+        return "nowhere yet (no running instance to route to)"
+    eps = ", ".join(f"{e.get('address')}:{e.get('port')}" for e in r.get("endpoints") or [])
+    return f"{eps}" + (f"  [last rewrite failed: {r['error']}]" if r.get("error") else "")
+
+
+def render_app(name: str, data: dict[str, Any], events: list[dict[str, Any]] | None,
+               routes: list[dict[str, Any]] | None = None) -> str:
     comps = data.get("components") or {}
     counts = Counter(st.get("status", "?") for st in comps.values())
     lines = [_field("Name", name), _field("Submitted", _age(data.get("submitted"))),
@@ -57,6 +67,11 @@ def render_app(name: str, data: dict[str, Any], events: list[dict[str, Any]] | N
     lines += _table(["COMPONENT", "STATUS", "CLUSTER", "NODES", "SINCE", "REASON"],
                     [[c, st.get("status", "?"), st.get("cluster") or "-", ",".join(st.get("nodes") or []) or "-",
                       _age(st.get("since")), st.get("reason") or ""] for c, st in sorted(comps.items())])
+    if routes:
+        lines.append("Traffic (where each calling cluster's calls go):")
+        lines += _table(["COMPONENT", "FROM", "TO", "SINCE", "ENDPOINTS"],
+                        [[r["component"], r["from_cluster"], r.get("to_cluster") or "-", _age(r.get("since")),
+                          _route_target(r)] for r in routes])
     if events is not None:
         lines.append("Recent decisions (newest last; `mlsysops events` for more):")
         lines += _table(["AGE", "AGENT", "STAGE", "OUTCOME", "REASON"],
@@ -112,9 +127,10 @@ def render_explanation(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render(kind: str, name: str, data: dict[str, Any], events: list[dict[str, Any]] | None = None) -> str:
+def render(kind: str, name: str, data: dict[str, Any], events: list[dict[str, Any]] | None = None,
+           routes: list[dict[str, Any]] | None = None) -> str:
     if kind == "apps":
-        return render_app(name, data, events)
+        return render_app(name, data, events, routes)
     if kind == "nodes":
         return render_node(name, data)
     return render_cluster(name, data)

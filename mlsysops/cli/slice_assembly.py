@@ -260,9 +260,10 @@ class SliceAssembly:
                               inventory=self.spec.inventory, settings=self.settings("continuum"),
                               **self._connection())
 
-    def cluster_agent(self, cid: str, placement: Any) -> ClusterAgent:
+    def cluster_agent(self, cid: str, placement: Any, traffic: Any = None) -> ClusterAgent:
         """The cluster agent over `placement` (a mechanism from `placement_for`, possibly reused across
-        restarts of the agent: each agent binds it to its own app models when it registers it)."""
+        restarts of the agent: each agent binds it to its own app models when it registers it) and
+        `traffic` (from `traffic_for`; None: this cluster cannot route calls to other clusters)."""
         nodes = {n.name: n for n in self.spec.cluster_nodes(cid)}
         jid = self.jid("cluster", cid)
         agent = ClusterAgent(jid, self.password_for(jid), description=self.spec.clusters[cid],
@@ -270,7 +271,7 @@ class SliceAssembly:
                              parent=self.jid("continuum", self.spec.continuum.continuum_id),
                              settings=self.settings("cluster"),
                              trust=NodeTrust(TrustWeights.from_mapping(self.spec.config.trust, "trust")),
-                             **self._connection())
+                             traffic=traffic, **self._connection())
         return agent
 
     def node_agent(self, name: str, substrate: Any) -> NodeAgent:
@@ -300,6 +301,19 @@ class SliceAssembly:
         from mlsysops.mechanisms.remote_sim_placement import RemoteSimPlacementMechanism
 
         return RemoteSimPlacementMechanism(sim_url, cid)
+
+    def traffic_for(self, cid: str, *, sim: Any = None, kube_api: Any = None) -> Any:
+        """A cluster's `traffic_routes` mechanism: Services + EndpointSlices on Kubernetes, routes in the
+        simulator in this process; None behind `mlsysops sim serve` (its HTTP API has no routes yet)."""
+        if self.substrate == "kubernetes":
+            from mlsysops.mechanisms.kube_traffic import KubeTrafficMechanism
+
+            return KubeTrafficMechanism(kube_api, self.namespace, cid)
+        if sim is not None:
+            from mlsysops.mechanisms.sim_traffic import SimTrafficMechanism
+
+            return SimTrafficMechanism(sim, cid)
+        return None
 
     def karmada_dispatch(self, api: Any, cont: ContinuumAgent) -> Any:
         """The Karmada mechanism on the continuum's own tables; `overrides` from the continuum's

@@ -60,12 +60,14 @@ class SliceRuntime:
         self.clusters: dict[str, ClusterAgent] = {}
         self.nodes: dict[str, NodeAgent] = {}
         self.placements: dict[str, Any] = {}      # cluster id -> placement mechanism (kept across restarts)
+        self.traffic: dict[str, Any] = {}         # cluster id -> traffic_routes mechanism (kept across restarts)
         self.kube = spec.config.substrate.type == "kubernetes"
         self.karmada = spec.config.substrate.type == "karmada"
         self.karmada_api: Any = None              # kubernetes.aio ApiClient of the Karmada API server
         self.kube_clients: dict[str, Any] = {}    # cluster id -> kubernetes.aio ApiClient
         self.kube_api: Any = None                 # the runtime's own client (namespace, sim kubelets)
         self.kubelet: Any = None                  # SimKubelet (kubernetes + simulate_nodes)
+        self.member_kubelets: dict[str, Any] = {}  # cluster id -> SimKubelet on that cluster's own API server
         self.app_mirror: Any = None               # AppStatusMirror (kubernetes): MLSysOpsApp CRs
         self.cluster_views: dict[str, ClusterViews] = {}   # cluster id -> Node inventory + status writer
         self.namespace = self.assembly.namespace
@@ -128,9 +130,17 @@ class SliceRuntime:
         if self.kube and self.simulated:
             from mlsysops.sim.kubelet import SimKubelet
 
-            # Leases every 10 s: the node lifecycle controller's grace period is 40 s.
-            self.kubelet = SimKubelet(self.sim, self.kube_api)
+            # Leases every 10 s: the node lifecycle controller's grace period is 40 s. Nodes of a cluster
+            # with its own API server register there (one kubelet per API server).
+            own = self.spec.config.substrate.clusters
+            shared = [n for n in self.spec.nodes if self._cluster_of(n) not in own]
+            self.kubelet = SimKubelet(self.sim, self.kube_api, nodes=shared)
             await self.kubelet.start()
+            for cid in own:
+                kubelet = SimKubelet(self.sim, self.kube_clients[cid],
+                                     nodes=[n for n in self.spec.nodes if self._cluster_of(n) == cid])
+                self.member_kubelets[cid] = kubelet
+                await kubelet.start()
         if self.spec.config.storage is not None:
             try:
                 from mlsysops.cli.storage_runtime import StorageRuntime
@@ -154,7 +164,13 @@ class SliceRuntime:
         await ensure_namespace(self.kube_api, self.namespace)
         await self._apply_descriptions()
         for cid in self.spec.clusters:
-            self.kube_clients[cid] = await kube_connect(sub)
+            self.kube_clients[cid] = await kube_connect(sub.for_cluster(cid))
+            if cid in sub.clusters:
+                await ensure_namespace(self.kube_clients[cid], self.namespace)
+
+    def _cluster_of(self, node: str) -> str | None:
+        desc = self.spec.nodes[node]
+        return desc.cluster_id or next((c for c in self.spec.clusters if node in self.spec.clusters[c].nodes), None)
 
     async def _apply_descriptions(self) -> None:
         """Our CRDs and the slice's infrastructure descriptions as CRs (their agents write `.status`)."""
@@ -193,7 +209,11 @@ class SliceRuntime:
         if mech is None:
             mech = self.placements[cid] = self.assembly.placement_for(cid, sim=self.sim,
                                                                       kube_api=self.kube_clients.get(cid))
-        agent = self.assembly.cluster_agent(cid, mech)
+        traffic = self.traffic.get(cid)
+        if traffic is None:
+            traffic = self.traffic[cid] = self.assembly.traffic_for(cid, sim=self.sim,
+                                                                    kube_api=self.kube_clients.get(cid))
+        agent = self.assembly.cluster_agent(cid, mech, traffic)
         await agent.start_agent()
         if self.kube:
             views = self.cluster_views.get(cid)
@@ -240,12 +260,13 @@ class SliceRuntime:
                 log.exception("stopping %s failed", type(closing).__name__)
         self.cluster_views.clear()
         self.app_mirror = None
-        if self.kubelet is not None:
+        for kubelet in [k for k in (self.kubelet, *self.member_kubelets.values()) if k is not None]:
             try:
-                await asyncio.wait_for(self.kubelet.stop(), timeout=5)
+                await asyncio.wait_for(kubelet.stop(), timeout=5)
             except Exception:   # noqa: BLE001
                 log.exception("stopping the sim kubelet failed")
-            self.kubelet = None
+        self.kubelet = None
+        self.member_kubelets.clear()
         if self._sim_task is not None:
             self._sim_task.cancel()
         for api in [*self.kube_clients.values(), *(a for a in (self.kube_api, self.karmada_api) if a is not None)]:
@@ -275,9 +296,10 @@ class SliceRuntime:
             raise ValueError(f"cluster_id: unknown cluster {desc.cluster_id!r}; known: {sorted(self.clusters)}")
         self.spec.nodes[desc.name] = desc
         self.sim.add_node(sim_node_spec(desc))
-        if self.kubelet is not None:
-            self.kubelet.nodes.append(desc.name)
-            await self.kubelet.register_node(desc.name)
+        kubelet = self.member_kubelets.get(desc.cluster_id) or self.kubelet
+        if kubelet is not None:
+            kubelet.nodes.append(desc.name)
+            await kubelet.register_node(desc.name)
         await self._provision(self.jid("node", desc.name))
         self.clusters[desc.cluster_id].add_node(desc, self.jid("node", desc.name))
         self.continuum.cluster_nodes.setdefault(desc.cluster_id, {})[desc.name] = desc

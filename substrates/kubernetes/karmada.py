@@ -75,6 +75,20 @@ def binding_name(name: str, kind: str) -> str:
     return f"{name}-{kind}".lower()
 
 
+NETWORKING_GROUP, MCS_VERSION, MCS_PLURAL = "networking.karmada.io", "v1alpha1", "multiclusterservices"
+
+
+def multi_cluster_service(app: str, component: str, *, provider: str, consumers: list[str],
+                          namespace: str) -> dict[str, Any]:
+    """Karmada's MultiClusterService (CrossCluster) for a component's Service: Karmada makes the Service
+    and its endpoints available in the consumer clusters under the same name. Named like the Service."""
+    return {"apiVersion": f"{NETWORKING_GROUP}/{MCS_VERSION}", "kind": "MultiClusterService",
+            "metadata": {"name": dns_label(component), "namespace": namespace,
+                         "labels": {**component_labels(app, component, provider), LABEL_POLICY: "traffic"}},
+            "spec": {"types": ["CrossCluster"], "providerClusters": [{"name": provider}],
+                     "consumerClusters": [{"name": c} for c in sorted(consumers)]}}
+
+
 def policy_name(app: str, component: str) -> str:
     return dns_label(app, component)
 

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MANAGER = "karmada-standin"
 MERGE = "application/merge-patch+json"
 POLICY, WORK, CLUSTER = "policy.karmada.io", "work.karmada.io", "cluster.karmada.io"
+NETWORKING = "networking.karmada.io"
 
 
 def _obj(required: list[str], properties: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -77,6 +78,11 @@ def standin_crds() -> list[dict[str, Any]]:
              _obj(["resource"], {"resource": _obj(["apiVersion", "kind", "name"], {
                  "apiVersion": _STR, "kind": _STR, "name": _STR, "namespace": _STR, "uid": _STR}),
                  "clusters": {"type": "array", "items": _obj(["name"], {"name": _STR, "replicas": {"type": "integer"}})}}),
+             status=True),
+        _crd(NETWORKING, "v1alpha1", "MultiClusterService", "multiclusterservices", "Namespaced",
+             _obj(["types"], {"types": {"type": "array", "items": {"type": "string", "enum": ["CrossCluster"]}},
+                              "providerClusters": {"type": "array", "items": _obj(["name"], {"name": _STR})},
+                              "consumerClusters": {"type": "array", "items": _obj(["name"], {"name": _STR})}}),
              status=True),
         _crd(CLUSTER, "v1alpha1", "Cluster", "clusters", "Cluster",
              _obj(["syncMode"], {"syncMode": {"type": "string", "enum": ["Push", "Pull"]}}), status=True),

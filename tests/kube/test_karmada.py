@@ -163,14 +163,16 @@ async def test_removing_the_app_leaves_nothing_behind(kube_client, kube_ns, karm
     await until(lambda: _running(mech, "aggregator"))
     await until(lambda: _running(mech, "sensor-reader"))
     res = await mech.remove_app(APP.name)
-    assert res["ok"] and len(res["removed"]) == 6            # 2 PPs, 1 OP, 2 Deployments, 1 Service
+    # 2 PPs, 1 OP, 2 Deployments, 1 Service, the aggregator's MultiClusterService (its caller is in cloud-1)
+    assert res["ok"] and len(res["removed"]) == 7, res["removed"]
     custom, apps, core = k.CustomObjectsApi(kube_client), k.AppsV1Api(kube_client), k.CoreV1Api(kube_client)
 
     async def empty() -> bool:
         left = []
         for group, version, plural in ((kk.POLICY_GROUP, kk.POLICY_VERSION, kk.PP_PLURAL),
                                        (kk.POLICY_GROUP, kk.POLICY_VERSION, kk.OP_PLURAL),
-                                       (kk.WORK_GROUP, kk.WORK_VERSION, kk.RB_PLURAL)):
+                                       (kk.WORK_GROUP, kk.WORK_VERSION, kk.RB_PLURAL),
+                                       (kk.NETWORKING_GROUP, kk.MCS_VERSION, kk.MCS_PLURAL)):
             left += (await custom.list_namespaced_custom_object(group, version, kube_ns, plural))["items"]
         left += (await apps.list_namespaced_deployment(kube_ns)).items
         left += [s for s in (await core.list_namespaced_service(kube_ns)).items]
@@ -178,6 +180,28 @@ async def test_removing_the_app_leaves_nothing_behind(kube_client, kube_ns, karm
 
     await until(empty, timeout=20)        # bindings go with their templates (garbage collector)
     assert (await mech.get_state())["apps"] == {} and mech.assignments == {}
+
+
+async def mcs(kube_client, ns: str) -> dict[str, dict[str, Any]]:
+    listed = await k.CustomObjectsApi(kube_client).list_namespaced_custom_object(
+        kk.NETWORKING_GROUP, kk.MCS_VERSION, ns, kk.MCS_PLURAL)
+    return {o["metadata"]["name"]: o["spec"] for o in listed["items"]}
+
+
+async def test_a_component_called_from_another_member_gets_a_multicluster_service(kube_client, kube_ns, karmada):
+    mech = mechanism(kube_client, kube_ns)
+    res = await mech.apply({"app": APP.name, "assign": {"aggregator": "edge-1", "sensor-reader": "cloud-1"}})
+    assert res["ok"], res
+    assert await mcs(kube_client, kube_ns) == {"aggregator": {
+        "types": ["CrossCluster"], "providerClusters": [{"name": "edge-1"}], "consumerClusters": [{"name": "cloud-1"}]}}
+    # the caller joins the aggregator's cluster: no cross-cluster call left, the MultiClusterService goes
+    assert (await mech.apply({"app": APP.name, "assign": {"sensor-reader": "edge-1"},
+                              "previous": {"sensor-reader": "cloud-1"}}))["ok"]
+    assert await mcs(kube_client, kube_ns) == {}
+    await mech.apply({"app": APP.name, "assign": {"aggregator": "cloud-1"}, "previous": {"aggregator": "edge-1"}})
+    assert (await mcs(kube_client, kube_ns))["aggregator"]["providerClusters"] == [{"name": "cloud-1"}]
+    assert (await mech.remove_app(APP.name))["ok"]
+    assert await mcs(kube_client, kube_ns) == {}
 
 
 LIVE_APP = load_obj({"MLSysOpsApp": {"name": "karmada-live", "components": [

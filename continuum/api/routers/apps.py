@@ -28,6 +28,7 @@ from mlsysops.continuum.api.models import (
     AppRemoved,
     AppSummary,
     ComponentStatus,
+    TrafficRoute,
 )
 
 router = APIRouter(tags=["apps"])
@@ -118,6 +119,16 @@ async def explain(name: str, backend: Backend, component: str | None = None) -> 
     alive = {n.name: n.alive for n in views.all_nodes(cont).values()}
     out = explain_app(name, cont.apps.get(name), status, records + plans + losses, nodes, alive, component)
     return AppExplanation(**out)
+
+
+@router.get("/apps/{name}/routes", response_model=list[TrafficRoute], responses={404: {}})
+async def app_routes(name: str, backend: Backend) -> list[TrafficRoute]:
+    """For each component with callers, where each calling cluster's traffic goes: its own cluster
+    (`local`), the serving cluster's exposed endpoints (`endpoints`) or nowhere yet (`none`)."""
+    cont = backend.continuum
+    if name not in cont.apps:
+        raise not_found("app", name)
+    return [TrafficRoute(**row) for row in cont.traffic.view(name)]
 
 
 @router.delete("/apps/{name}", response_model=AppRemoved, status_code=202,
