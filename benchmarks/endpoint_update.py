@@ -196,6 +196,15 @@ async def run(seed: int = 1, moves: int = 20) -> dict[str, Any]:
             "endpoint_update_median_s": statistics.median(col["endpoint_update_s"]) if rows else float("nan")}
 
 
+def print_table(out: dict[str, Any]) -> None:
+    print(f"{'measure':<18} {'p50 s':>8} {'p95 s':>8} {'p99 s':>8}   (n={out['moves']} cross-cluster moves)")
+    for key, label in (("endpoint_update", "endpoint_update"), ("in_cluster", "in_cluster (k8s)"),
+                       ("move_total", "move_total")):
+        print(f"{label:<18} {out[f'{key}_p50_s']:>8.3f} {out[f'{key}_p95_s']:>8.3f} {out[f'{key}_p99_s']:>8.3f}")
+    for f in out["failures"]:
+        print(f"FAILED: {f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--moves", type=int, default=20)
@@ -203,12 +212,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     out = asyncio.run(run(args.seed, args.moves))
-    print(f"{'measure':<18} {'p50 s':>8} {'p95 s':>8} {'p99 s':>8}   (n={out['moves']} cross-cluster moves)")
-    for key, label in (("endpoint_update", "endpoint_update"), ("in_cluster", "in_cluster (k8s)"),
-                       ("move_total", "move_total")):
-        print(f"{label:<18} {out[f'{key}_p50_s']:>8.3f} {out[f'{key}_p95_s']:>8.3f} {out[f'{key}_p99_s']:>8.3f}")
-    for f in out["failures"]:
-        print(f"FAILED: {f}")
+    print_table(out)
     ratio = out["endpoint_update_p95_s"] / out["in_cluster_p95_s"] if out["in_cluster_p95_s"] else float("nan")
     print(f"endpoint_update_p95_s={out['endpoint_update_p95_s']:.3f} in_cluster_p95_s={out['in_cluster_p95_s']:.3f} "
           f"ratio_vs_in_cluster={ratio:.2f} move_total_p95_s={out['move_total_p95_s']:.3f} moves={out['moves']} "
