@@ -297,6 +297,10 @@ def _drive_why(url: str) -> None:
             text = panel.inner_text()
             assert "64 cpu cores" in text and "next: lower the cpu request" in text, text
             assert page.locator('.why-app[data-app="env-monitor"]').count() == 1
+            # the camera on edge-1 reaches the detector on cloud-1 through a route
+            route = page.locator('tr[data-route="video-analytics/detector@edge-1"][data-via="endpoints"]')
+            route.wait_for(timeout=30000)
+            assert "cloud-1" in route.inner_text() and "sim://cloud-vm" in route.inner_text()
             # while it stays unplaceable its analyses repeat: one row with a count, not a row each
             page.wait_for_function("() => [...document.querySelectorAll('#decisions tr[data-count]')]"
                                    ".some((r) => Number(r.dataset.count) >= 3)", timeout=30000)

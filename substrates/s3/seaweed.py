@@ -145,8 +145,19 @@ class SeaweedStore:
     def _filer_ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['filer']}/?pretty=y", timeout=1) as r:
-                return r.status == 200
+                if r.status != 200:
+                    return False
         except OSError:
+            return False
+        return self._writable()
+
+    def _writable(self) -> bool:
+        """The master can hand out a file id: a volume server has registered, so writes will not hang
+        (after a restart the gateway answers listings seconds before that, on a loaded machine)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['master']}/dir/assign", timeout=2) as r:
+                return "fid" in json.loads(r.read() or b"{}")
+        except (OSError, ValueError):
             return False
 
     def _log_tail(self, lines: int = 5) -> str:

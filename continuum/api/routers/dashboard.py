@@ -147,6 +147,7 @@ async def snapshot(backend: Backend, since: float | None) -> tuple[dict[str, Any
     down = {n["name"] for cl in clusters for n in cl["nodes"] if n["alive"] is False}
     apps = _apps(c, alerts, down)
     buckets = _buckets(c, alerts)
+    routes = [{"app": app, **row} for app in sorted(c.apps) for row in c.traffic.view(app)]
     page = await backend.decisions(DecisionsQuery(exclude_outcomes=["no_plan"], limit=MAX_STREAM_DECISIONS))
     records = page.records if since is None else [r for r in page.records if r["ts"] >= since]
     _add_why(c, apps, page.records)
@@ -154,7 +155,7 @@ async def snapshot(backend: Backend, since: float | None) -> tuple[dict[str, Any
                for agent, why in sorted(page.unanswered.items())]
     body = jsonable({"t": t, "continuum": {"id": c.agent_id, "connected": c.connected,
                                           "loop_lag_ms": round(c.loop_lag.recent_max_s * 1000, 1)},
-                     "clusters": clusters, "apps": apps, "buckets": buckets, "decisions": records,
+                     "clusters": clusters, "apps": apps, "buckets": buckets, "routes": routes, "decisions": records,
                      "alerts": alerts,
                      "digest_interval": c.settings.digest_interval})
     return body, t if page.as_of is None else min(t, page.as_of)

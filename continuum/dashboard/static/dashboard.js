@@ -108,6 +108,15 @@
     }
     $("apps").tBodies[0].innerHTML = rows.join("") || '<tr><td colspan="6" class="muted">no applications (mlsysops apply -f APP.yaml)</td></tr>';
   }
+  function renderRoutes(s) {
+    const target = (r) => r.via === "local" ? '<span class="muted">its own cluster (Service)</span>'
+      : r.via === "none" ? '<span class="muted">no route yet</span>'
+      : esc(r.endpoints.map((e) => `${e.address}:${e.port}`).join(", ")) + (r.error ? ` <span class="badge failed">${esc(r.error)}</span>` : "");
+    const rows = (s.routes || []).map((r) => `<tr data-route="${esc(r.app)}/${esc(r.component)}@${esc(r.from_cluster)}"
+      data-via="${esc(r.via)}"><td>${esc(r.app)}/${esc(r.component)}</td><td>${esc(r.from_cluster)}</td>
+      <td>${esc(r.to_cluster || "-")}</td><td>${target(r)}</td></tr>`);
+    $("routes").tBodies[0].innerHTML = rows.join("") || '<tr><td colspan="4" class="muted">no component has callers</td></tr>';
+  }
   function renderBuckets(s) {
     const rows = (s.buckets || []).map((b) => {
       const sites = Object.entries(b.replicas).map(([site, st]) => st === "complete" ? esc(site) : `${esc(site)} (${esc(st)})`);
@@ -186,7 +195,7 @@
     $("slice").textContent = `· ${s.continuum.id}`;
     downNodes = new Set(nodesOf(s).filter((n) => n.alive === false).map((n) => n.name));
     setBanner(s.alerts);
-    renderTopology(s); renderApps(s); renderWhy(s); renderBuckets(s); renderDecisions(s.decisions);
+    renderTopology(s); renderApps(s); renderWhy(s); renderRoutes(s); renderBuckets(s); renderDecisions(s.decisions);
   }
   // the snapshot's samples, at the time each was taken; objects no longer in the snapshot leave the charts
   function chartSnapshot(s) {
