@@ -459,8 +459,9 @@ class ClusterAgent(ManagedAgent):
         assert isinstance(req, AppRoutes)
         if self.traffic is None:
             raise HandlerError(f"cluster {self.cluster_id} has no traffic_routes mechanism on this substrate")
-        if req.expose and req.app not in self.apps:
-            raise HandlerError(f"cannot expose components of {req.app}: the app is not deployed on {self.cluster_id}")
+        if (req.expose or req.routes) and req.app not in self.assigned:
+            # e.g. a reconcile already in flight when the app was removed: nothing may be (re)created for it
+            raise HandlerError(f"app {req.app} has no components on {self.cluster_id}: no routes for it")
         targets = {c: r.cluster for c, r in req.routes.items()}
         reason = (f"continuum: expose {req.expose or 'nothing'}; route {targets or 'nothing'}")
         command = {**req.model_dump(), "assigned": list(self.assigned.get(req.app, []))}

@@ -207,7 +207,7 @@ class TrafficRoutes:
         if not body["expose"] and not body["routes"] and key not in self.sent:
             return {}
         jid = self.agent.cluster_jids.get(cluster)
-        if jid is None:
+        if jid is None or app not in self.agent.apps:   # removed meanwhile: its clusters clear it themselves
             return None
         try:
             reply = await self.agent.request(jid, Kind.APP_ROUTES, AppRoutes.model_validate(body),
