@@ -5,11 +5,14 @@ child processes join the cluster's XMPP server: the far-edge agent (`python -m m
 `sleep` component), the node agent of `edge-rpi-1` (SPADE, the MAPE engine, an in-process simulated node)
 and a bare slixmpp client that only stays connected (the floor of any Python XMPP agent). After a warm-up,
 each is sampled for `--seconds`: peak RSS (VmHWM of /proc/<pid>/status) and CPU (utime+stime over the
-window, % of one core). `--memory-max 64M` starts the far-edge agent in a child cgroup v2 with
-`memory.max` where the memory controller is enabled, else under `systemd-run --scope -p MemoryMax=`, and reports whether it survived the window (and memory.events);
-where neither exists it says so and measures without the limit.
+window, % of one core). `--memory-max 64M` starts the far-edge agent in a child of this process's own
+cgroup with the limit: cgroup v2 `memory.max` where v2 has the memory controller, else cgroup v1
+`memory.limit_in_bytes` (this machine binds the memory controller to v1), else `systemd-run --scope -p
+MemoryMax=`; it reports whether the agent survived the window and the cgroup's OOM-kill count. Where none
+exists it says so and measures without the limit.
 
-Last line: far_edge_rss_mb=<peak RSS, MB> far_edge_cpu_pct=<% of one core>.
+Last line: far_edge_rss_mb=<peak RSS, MB> far_edge_cpu_pct=<% of one core> (with a limit applied, also
+memory_limit_mb= oom_kills= survived=).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,23 +71,88 @@ def parse_size(text: str) -> int:
     return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
 
 
-def cgroup_v2(limit: str) -> tuple[Path | None, str]:
-    """A child cgroup with memory.max = limit under this process's cgroup v2, or (None, why not)."""
-    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.split()[2] == "cgroup2"]
-    own = next((line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::")), None)
-    if not mounts or own is None:
-        return None, "no cgroup v2 hierarchy"
-    base = Path(mounts[0]) / own.lstrip("/")
-    controllers = (base / "cgroup.controllers").read_text().split() if (base / "cgroup.controllers").exists() else []
-    if "memory" not in controllers:
-        return None, f"the memory controller is not enabled in cgroup v2 ({base}; it is bound to cgroup v1 here)"
+@dataclass
+class MemoryCgroup:
+    """A child cgroup of this process's own with a memory limit; v2 `memory.max`, or v1 `memory.limit_in_bytes`
+    where the memory controller is bound to cgroup v1 (the kernel enforces both the same way: OOM kill)."""
+
+    path: Path
+    version: int
+    limit_bytes: int
+
+    def wrap(self, cmd: list[str]) -> list[str]:
+        """The shell joins the cgroup, then becomes `cmd` (same pid), so nothing runs outside the limit."""
+        return ["sh", "-c", f'echo $$ > {self.path}/cgroup.procs && exec "$@"', "sh", *cmd]
+
+    def events(self) -> dict[str, int]:
+        """Counters of the limit: oom_kill always; v2 adds memory.events, v1 the failcnt and the peak."""
+        if self.version == 2:
+            return {k: int(v) for k, v in (line.split() for line in (self.path / "memory.events").read_text().splitlines())}
+        oom = dict(line.split() for line in (self.path / "memory.oom_control").read_text().splitlines())
+        return {"oom_kill": int(oom.get("oom_kill", 0)), "failcnt": int((self.path / "memory.failcnt").read_text()),
+                "max_usage_bytes": int((self.path / "memory.max_usage_in_bytes").read_text())}
+
+    def describe(self) -> str:
+        knob = "memory.max" if self.version == 2 else "memory.limit_in_bytes"
+        return f"cgroup v{self.version} {knob}={self.limit_bytes >> 20}M ({self.path})"
+
+    def pids(self) -> list[int]:
+        with contextlib.suppress(OSError):
+            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+        return []
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """Kill what is left inside (a killed agent's orphaned components), then remove the cgroup."""
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while self.pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+def _child(base: Path, knob: str, limit: int, version: int) -> tuple[MemoryCgroup | None, str]:
     child = base / f"mlsysops-bench-{uuid.uuid4().hex[:6]}"
     try:
         child.mkdir()
-        (child / "memory.max").write_text(str(parse_size(limit)))
+        (child / knob).write_text(str(limit))
     except OSError as exc:
-        return None, f"cannot create {child}: {exc.strerror}"
-    return child, f"cgroup v2 memory.max={limit} ({child})"
+        with contextlib.suppress(OSError):
+            child.rmdir()
+        return None, f"cannot create {child} with {knob}: {exc.strerror}"
+    return MemoryCgroup(child, version, limit), ""
+
+
+def memory_cgroup(limit: str) -> tuple[MemoryCgroup | None, str]:
+    """A child cgroup with the memory limit under this process's own cgroup (v2 first, then v1), or (None, why)."""
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    own = dict((parts[1], parts[2]) for parts in (line.split(":", 2) for line in
+                                                  Path("/proc/self/cgroup").read_text().splitlines()))
+    size, whys = parse_size(limit), []
+    v2 = next((m[1] for m in mounts if m[2] == "cgroup2"), None)
+    if v2 is not None and "" in own:
+        base = Path(v2) / own[""].lstrip("/")
+        controllers = (base / "cgroup.controllers").read_text().split() if (base / "cgroup.controllers").exists() else []
+        if "memory" in controllers:
+            group, why = _child(base, "memory.max", size, 2)
+            if group is not None:
+                return group, ""
+            whys.append(why)
+        else:
+            whys.append(f"cgroup v2 ({base}) has no memory controller")
+    else:
+        whys.append("no cgroup v2 hierarchy")
+    v1 = next((m[1] for m in mounts if m[2] == "cgroup" and "memory" in m[3].split(",")), None)
+    if v1 is not None and "memory" in own:
+        group, why = _child(Path(v1) / own["memory"].lstrip("/"), "memory.limit_in_bytes", size, 1)
+        if group is not None:
+            return group, ""
+        whys.append(why)
+    else:
+        whys.append("no cgroup v1 memory hierarchy")
+    return None, "; ".join(whys)
 
 
 def rss_peak_mb(pid: int) -> float:
@@ -140,10 +210,10 @@ async def main() -> None:
     fe_cmd = [sys.executable, "-m", "mlsysops.far_edge", "--config", str(tmp / "fe.json"), "--log-level", "WARNING"]
     limit_note, cgroup = "none", None
     if a.memory_max:
-        cgroup, why = cgroup_v2(a.memory_max)
-        if cgroup is not None:   # the shell joins the cgroup, then becomes the agent (same pid)
-            fe_cmd = ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh", *fe_cmd]
-            limit_note = why
+        cgroup, why = memory_cgroup(a.memory_max)
+        if cgroup is not None:
+            fe_cmd = cgroup.wrap(fe_cmd)
+            limit_note = cgroup.describe()
         elif shutil.which("systemd-run") and subprocess.run(["systemd-run", "--scope", "--quiet", "true"],
                                                             capture_output=True).returncode == 0:
             fe_cmd = ["systemd-run", "--scope", "--quiet", "-p", f"MemoryMax={a.memory_max}", *fe_cmd]
@@ -178,6 +248,7 @@ async def main() -> None:
                 rows[name] = (float("nan"), float("nan"), f"exited {procs[name].returncode}")
                 continue
             rows[name] = (rss_peak_mb(pid), 100.0 * (cpu_seconds(pid) - start[name]) / dt, "running")
+        tail: list[str] = []
         print(f"window {dt:.0f} s after {a.warmup:.0f} s warm-up; heartbeat 1 s; joined: {sorted(joined)}; "
               f"memory limit: {limit_note}")
         print(f"{'process':<22} {'peak RSS MB':>12} {'CPU % core':>11} {'state':>10}")
@@ -186,9 +257,12 @@ async def main() -> None:
         fe, node, bare = rows["far-edge agent"], rows["node agent (SPADE)"], rows["bare slixmpp client"]
         print(f"ratios: far-edge/node RSS {fe[0] / node[0]:.2f}, far-edge - bare client RSS {fe[0] - bare[0]:+.1f} MB")
         if cgroup is not None:
-            events = (cgroup / "memory.events").read_text()
-            print(f"under the limit: {rows['far-edge agent'][2]}; memory.events: {' '.join(events.split())}")
-        print(f"far_edge_rss_mb={fe[0]:.1f} far_edge_cpu_pct={fe[1]:.2f}")
+            events = cgroup.events()
+            print(f"under the limit: {rows['far-edge agent'][2]}; "
+                  f"{' '.join(f'{k}={v}' for k, v in events.items())}")
+            tail.append(f"memory_limit_mb={cgroup.limit_bytes >> 20} oom_kills={events.get('oom_kill', 0)} "
+                        f"survived={str(rows['far-edge agent'][2] == 'running').lower()}")
+        print(" ".join([f"far_edge_rss_mb={fe[0]:.1f} far_edge_cpu_pct={fe[1]:.2f}", *tail]))
     finally:
         for p in procs.values():
             p.kill()
@@ -197,8 +271,7 @@ async def main() -> None:
         server.stop_sync()
         shutil.rmtree(tmp, ignore_errors=True)
         if cgroup is not None:
-            with contextlib.suppress(OSError):
-                cgroup.rmdir()
+            cgroup.remove()
 
 
 if __name__ == "__main__":

@@ -205,3 +205,50 @@ async def test_process_is_lost_on_kill(cluster: Any, tmp_path: Path) -> None:
             proc.kill()
             proc.wait(10)
         await edge.stop()
+
+
+async def test_process_runs_under_a_64_mb_cgroup_limit(cluster: Any, tmp_path: Path) -> None:
+    """The far-edge process inside a 64 MB memory cgroup registers, heartbeats and is not OOM-killed; a
+    process that needs more than the limit in the same kind of cgroup is killed (the limit is real)."""
+    from benchmarks.far_edge import memory_cgroup
+
+    group, why = memory_cgroup("64M")
+    if group is None:
+        pytest.skip(f"no memory cgroup can be created on this host: {why}")
+    hog_group, _ = memory_cgroup("64M")
+    assert hog_group is not None
+    edge = await cluster["start"]()
+    pw = tmp_path / "pw"
+    pw.write_text(AGENT_PASSWORD)
+    cfg = tmp_path / "far-edge.json"
+    cfg.write_text(json.dumps({"jid": cluster["fe_jid"], "parent": cluster["parent"], "node": NODE,
+                               "server": "127.0.0.1", "port": cluster["server"].port, "password_file": str(pw),
+                               "report_interval": 0.5, "verify_tls": False,
+                               "components": [{"name": "sensor", "app": "farm", "command": ["sleep", "600"]}]}))
+    out = (tmp_path / "far-edge.log").open("w")
+    proc = subprocess.Popen(group.wrap([sys.executable, "-m", "mlsysops.far_edge", "--config", str(cfg)]),
+                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        hog = subprocess.run(hog_group.wrap([sys.executable, "-c", "x = bytearray(128 << 20); x[::4096] = b'1' * len(x[::4096])"]),
+                             capture_output=True, timeout=60)
+        assert hog.returncode == -signal.SIGKILL and hog_group.events()["oom_kill"] >= 1, hog
+        try:
+            await until(lambda: child(edge) is not None and child(edge).alive and child(edge).seq > 2, 30,
+                        "the far-edge process under the limit registered and heartbeats")
+        except AssertionError:
+            raise AssertionError((tmp_path / "far-edge.log").read_text()[-3000:]) from None
+        iid = f"{NODE}.farm.sensor"
+        await until(lambda: (edge.instances.get(iid) or {}).get("status") == "running", 15,
+                    "its component runs and is reported")
+        seq = child(edge).seq
+        await until(lambda: child(edge).seq >= seq + 10, 30, "ten more heartbeats under the limit")
+        assert proc.poll() is None and group.events()["oom_kill"] == 0
+        assert str(proc.pid) in (group.path / "cgroup.procs").read_text().split()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        await edge.stop()
+        for g in (group, hog_group):
+            g.remove()   # also kills the component the killed agent left behind
+            assert not g.path.exists()
