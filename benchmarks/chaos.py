@@ -540,6 +540,8 @@ async def run(args: argparse.Namespace) -> int:
         if sl is not None:
             await asyncio.to_thread(sl.stop_all)
         await prosody.stop()
+        # SPADE prints a whole stanza for each message no behaviour took (issue 16: a recovered node agent)
+        unmatched = sum(log.read_text(errors="replace").count("No behaviour matched") for log in work.glob("*.log"))
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
@@ -553,7 +555,7 @@ async def run(args: argparse.Namespace) -> int:
               f"{r['wrong']:5d} {conv:>10s}  {r['notes']}")
     convs = [r["converge_s"] for r in rows]
     max_conv = "inf" if any(c is None for c in convs) else f"{max(convs, default=0.0):.1f}"
-    print(f"total run {time.monotonic() - t_start:.0f}s")
+    print(f"total run {time.monotonic() - t_start:.0f}s; 'No behaviour matched' lines in the agents' logs: {unmatched}")
     print(f"apps_lost={sum(r['apps_lost'] for r in rows)} needless_redeploys={sum(r['redeploys'] for r in rows)} "
           f"stranger_actions={sum(r['stranger'] for r in rows)} max_converge_s={max_conv} "
           f"policy_faults_missed={sum(r['wrong'] for r in rows)}")
