@@ -57,6 +57,7 @@ class AgentSettings:
     execute_timeout: float = 10.0
     plugin_timeout: float = 5.0
     policy_memory_mb: int = 1024        # address-space limit of each policy worker process
+    builtin_policy_memory_mb: int | None = 512   # agent-RSS growth a built-in policy's calls may keep
     policy_disable_after: int = 5       # consecutive overruns (timeout/memory) before a policy is disabled
     status_report: float = 1.0
     eviction_timeout: float = 30.0      # continuum: how long a lost cluster keeps its components
@@ -148,7 +149,8 @@ class ManagedAgent(MLSysOpsAgent):
         self.decision_log = DecisionLog(self.agent_id, sqlite_path=db)
         self.policies = PolicyRegistry([str(d) for d in self.settings.policy_dirs],
                                        modules=self.settings.policies, agent_id=self.agent_id,
-                                       sandbox=SandboxLimits(memory_mb=self.settings.policy_memory_mb))
+                                       sandbox=SandboxLimits(memory_mb=self.settings.policy_memory_mb,
+                                                             builtin_memory_mb=self.settings.builtin_policy_memory_mb))
         if self.settings.state_dir is not None:   # uploads persist here and come back after a restart
             self.policies.upload_directories.append(self.upload_dir)
         self.mechanisms = MechanismRegistry(agent_id=self.agent_id)

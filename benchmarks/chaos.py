@@ -15,12 +15,14 @@ must be running before the first fault. Faults, in this order, each followed by 
 - ``outage-graceful`` / ``outage-kill9``: prosody stopped (SIGTERM) or killed (SIGKILL) for ``--outage`` s;
 - ``partition``: every node agent of edge-1 frozen (SIGSTOP: connected, silent) for 9 s (3 liveness
   periods): the cluster agent is cut off from all its children;
-- ``policy-block``: a policy whose first ``analyze`` blocks 20 s in ``time.sleep``, dropped into the cluster
-  layer's policy directory (so both cluster agents load it: the continuum loses all its children at once);
+- ``policy-block``: a policy whose first ``analyze`` (per process) blocks 20 s in ``time.sleep``, kept for 22 s
+  in the cluster layer's policy directory (so both cluster agents load it: were their loops blocked, the
+  continuum would lose all its children at once); the slice must stay converged meanwhile (polled every
+  second; each miss counts as a wrong outcome);
 - ``policy-hog``: a cluster-layer policy that allocates 64 MB more on every ``analyze``; the benchmark removes
-  it when a cluster agent's RSS passes ``--hog-cap-mb`` (a safety cap on this shared machine; the agents
-  themselves have no bound on this branch) and then restarts (kill -9) every cluster agent that kept the
-  memory;
+  it once every cluster recorded it ``memory_exceeded`` (its worker's limit), after 40 s, or when a cluster
+  agent's RSS passes ``--hog-cap-mb`` (a safety cap on this shared machine), and then restarts (kill -9)
+  every cluster agent that kept the memory (none should);
 - ``stranger``: an XMPP client with its own account sends every request kind (and every report kind) to
   the continuum, edge-1 and a node, with valid bodies.
 
@@ -30,7 +32,11 @@ actions (an INFORM answer to the stranger, or a change of instances/apps/mode du
 time to converge (from the end of the fault until every component of both apps runs, every cluster is
 alive with all its nodes, and every agent answers a decisions read over XMPP, fanned out from the continuum;
 polled every 0.25 s, given up after ``--converge-timeout`` s).
-The last printed line is ``apps_lost= needless_redeploys= stranger_actions= max_converge_s=``.
+The policy faults also check their effect (column ``wrong``): every cluster agent must have recorded the
+overrun (``timeout`` for the blocking policy, ``memory_exceeded`` for the hog) and kept its own memory;
+a policy that never loaded or ran proves nothing and counts as missed.
+The last printed line is ``apps_lost= needless_redeploys= stranger_actions= max_converge_s=
+policy_faults_missed=``.
 """
 
 from __future__ import annotations
@@ -115,6 +121,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def children_rss_mb(pid: int) -> float:
+    """RSS of a process's direct children (the agent's policy workers), MiB."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = (task / "children").read_text().split()
+        except OSError:
+            continue
+        total += sum(rss_mb(int(k)) for k in kids)
+    return total
 
 
 def rss_mb(pid: int) -> float:
@@ -226,6 +244,16 @@ class Slice:
                                               "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
+
+    def policy_outcomes(self, policy: str) -> dict[str, dict[str, int]]:
+        """agent -> {outcome: count} of a policy's decision records (analyze/plan stages and events)."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self.get(f"/api/v1/decisions?policy={policy}&limit=1000"):
+            if r.get("stage") in ("analyze", "plan", "event") and r.get("agent") in self.clusters:
+                key = "disabled" if r["stage"] == "event" and "disabled" in (r.get("reason") or "") else r["outcome"]
+                out.setdefault(r["agent"], {}).setdefault(key, 0)
+                out[r["agent"]][key] += 1
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.sim}/snapshot", timeout=5) as resp:
@@ -356,8 +384,28 @@ async def run_stranger(sl: Slice, target_node: str) -> tuple[int, list[str]]:
 
 
 # -- faults ---------------------------------------------------------------------------------------
+def _outcomes_or_empty(sl: Slice, policy: str) -> dict[str, dict[str, int]]:
+    try:
+        return sl.policy_outcomes(policy)
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _policy_effect(sl: Slice, policy: str, expected: str, notes: list[str]) -> int:
+    """Note what each cluster recorded for the chaos policy; 1 (a wrong outcome) unless every cluster loaded
+    it and recorded the overrun as `expected`: a policy that never ran proves nothing."""
+    seen = _outcomes_or_empty(sl, policy)
+    notes.append("; ".join(f"{c}: " + (", ".join(f"{k} x{v}" for k, v in sorted(seen[c].items())) if c in seen
+                                       else "nothing recorded") for c in sl.clusters))
+    ok = all(seen.get(c, {}).get(expected) for c in sl.clusters)
+    if not ok:
+        notes.append(f"NOT EFFECTIVE: not every cluster recorded {expected}")
+    return 0 if ok else 1
+
+
 async def fault(sl: Slice, name: str, args: argparse.Namespace, notes: list[str]) -> int:
-    """Apply one fault; returns stranger actions (0 for the others). Returns when the fault has ended."""
+    """Apply one fault; returns its wrong actions (stranger actions; for the policy faults 1 when the agents
+    did not record the overrun or their memory grew). Returns when the fault has ended."""
     if name == "kill9-node":
         # the node of a component that could move (sensor-reader fits several nodes): a restart that
         # relocated at once would show as a redeploy
@@ -391,25 +439,39 @@ async def fault(sl: Slice, name: str, args: argparse.Namespace, notes: list[str]
         path = sl.policy_dir / "chaos_block.py"
         path.write_text(BLOCK_POLICY)
         t0 = time.monotonic()
-        await asyncio.sleep(3.0)      # rescan (2 s) + the first analyze, which blocks
+        polls = ok = 0
+        # 22 s in place: every fresh worker blocks again, so the agents record timeouts and back off;
+        # meanwhile the slice must stay converged (the agents' loops are not the policy's)
+        while time.monotonic() - t0 < 22.0:
+            polls += 1
+            ok += await asyncio.to_thread(sl.converged)
+            await asyncio.sleep(1.0)
         path.unlink()
-        await asyncio.sleep(max(0.0, 22.0 - (time.monotonic() - t0)))
+        notes.append(f"converged in {ok}/{polls} polls while it blocked")
+        return _policy_effect(sl, "chaos_block", "timeout", notes) + (polls - ok)
     elif name == "policy-hog":
         path = sl.policy_dir / "chaos_hog.py"
         pids = {c: sl.procs[c].pid for c in sl.clusters}       # the policy directory is every cluster's
         base = {c: rss_mb(pid) for c, pid in pids.items()}
         peak = dict(base)
+        worker_peak = {c: 0.0 for c in pids}
         path.write_text(HOG_POLICY)
         t0 = time.monotonic()
+        # until every cluster recorded the hog stopped at its limit (or 40 s, or the safety cap)
         while time.monotonic() - t0 < 40:
             peak = {c: max(peak[c], rss_mb(pid)) for c, pid in pids.items()}
+            worker_peak = {c: max(worker_peak[c], children_rss_mb(pid)) for c, pid in pids.items()}
             if max(peak.values()) > args.hog_cap_mb:
+                break
+            seen = await asyncio.to_thread(_outcomes_or_empty, sl, "chaos_hog")
+            if all(seen.get(c, {}).get("memory_exceeded") for c in sl.clusters):
                 break
             await asyncio.sleep(0.5)
         path.unlink()
         capped = max(peak.values()) > args.hog_cap_mb
-        notes.append("RSS " + ", ".join(f"{c} {base[c]:.0f} -> {peak[c]:.0f} MB" for c in sl.clusters)
-                     + f" in {time.monotonic() - t0:.0f}s"
+        notes.append("agent RSS " + ", ".join(f"{c} {base[c]:.0f} -> {peak[c]:.0f} MB" for c in sl.clusters)
+                     + ", workers' peak " + ", ".join(f"{worker_peak[c]:.0f}" for c in sl.clusters)
+                     + f" MB in {time.monotonic() - t0:.0f}s"
                      + (" (safety cap hit: the agents did not bound it)" if capped else " (bounded)"))
         await asyncio.sleep(3.0)      # rescan removes the policy; the memory stays with the processes
         grown = [c for c, pid in pids.items() if rss_mb(pid) > base[c] + 256]
@@ -418,6 +480,7 @@ async def fault(sl: Slice, name: str, args: argparse.Namespace, notes: list[str]
             for c in grown:
                 sl.kill9(c)
                 sl.start(c)
+        return _policy_effect(sl, "chaos_hog", "memory_exceeded", notes) + (1 if capped or grown else 0)
     elif name == "stranger":
         node = sl.statuses()["env-monitor"]["aggregator"]["nodes"][0]
         before = (sl.live_instances(), sorted(a["name"] for a in sl.get("/api/v1/apps")), sl.get("/api/v1/mode"))
@@ -464,7 +527,9 @@ async def run(args: argparse.Namespace) -> int:
             new = [i for i, created in after.items() if i not in before or created != before[i]]
             st = await asyncio.to_thread(sl.statuses)
             lost = [a for a, comps in st.items() if not comps or any(c["status"] != "running" for c in comps.values())]
-            rows.append({"fault": name, "apps_lost": len(lost), "redeploys": len(new), "stranger": stranger,
+            rows.append({"fault": name, "apps_lost": len(lost), "redeploys": len(new),
+                         "stranger": stranger if name == "stranger" else 0,
+                         "wrong": 0 if name == "stranger" else stranger,
                          "converge_s": took, "fault_s": time.monotonic() - t_fault - (took or args.converge_timeout),
                          "notes": "; ".join(notes + ([f"new: {', '.join(new)}"] if new else [])
                                             + ([f"not running: {lost}"] if lost else []))})
@@ -475,21 +540,25 @@ async def run(args: argparse.Namespace) -> int:
         if sl is not None:
             await asyncio.to_thread(sl.stop_all)
         await prosody.stop()
+        # SPADE prints a whole stanza for each message no behaviour took (issue 16: a recovered node agent)
+        unmatched = sum(log.read_text(errors="replace").count("No behaviour matched") for log in work.glob("*.log"))
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print("logs kept in", work)
     print()
-    print(f"{'fault':16s} {'fault_s':>7s} {'apps_lost':>9s} {'redeploys':>9s} {'stranger':>8s} {'converge_s':>10s}  notes")
+    print(f"{'fault':16s} {'fault_s':>7s} {'apps_lost':>9s} {'redeploys':>9s} {'stranger':>8s} {'wrong':>5s} "
+          f"{'converge_s':>10s}  notes")
     for r in rows:
         conv = "never" if r["converge_s"] is None else f"{r['converge_s']:.1f}"
         print(f"{r['fault']:16s} {r['fault_s']:7.1f} {r['apps_lost']:9d} {r['redeploys']:9d} {r['stranger']:8d} "
-              f"{conv:>10s}  {r['notes']}")
+              f"{r['wrong']:5d} {conv:>10s}  {r['notes']}")
     convs = [r["converge_s"] for r in rows]
     max_conv = "inf" if any(c is None for c in convs) else f"{max(convs, default=0.0):.1f}"
-    print(f"total run {time.monotonic() - t_start:.0f}s")
+    print(f"total run {time.monotonic() - t_start:.0f}s; 'No behaviour matched' lines in the agents' logs: {unmatched}")
     print(f"apps_lost={sum(r['apps_lost'] for r in rows)} needless_redeploys={sum(r['redeploys'] for r in rows)} "
-          f"stranger_actions={sum(r['stranger'] for r in rows)} max_converge_s={max_conv}")
+          f"stranger_actions={sum(r['stranger'] for r in rows)} max_converge_s={max_conv} "
+          f"policy_faults_missed={sum(r['wrong'] for r in rows)}")
     return 0
 
 

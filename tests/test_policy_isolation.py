@@ -446,3 +446,49 @@ async def test_a_model_from_the_ml_connector_is_used_inside_the_worker(tmp_path)
         assert ctx["pid"] == worker.pid != os.getpid()
     finally:
         worker.close()
+
+
+async def test_a_builtin_policy_that_keeps_memory_is_disabled_at_its_budget_and_a_transient_one_is_not() -> None:
+    kept: list[bytes] = []
+
+    class Hog:
+        def initialize(self) -> dict:
+            return {"scope": "global", "configuration": {"analyze_interval": 0.05}}
+
+        async def analyze(self, context, *rest):
+            kept.append(b"\x01" * (16 << 20))       # 16 MiB more on every call, kept
+            return False, context
+
+        async def plan(self, context, *rest):
+            return {}, context
+
+    class Transient(Hog):
+        async def analyze(self, context, *rest):
+            scratch = b"\x01" * (32 << 20)          # 32 MiB used and given back within the call
+            return len(scratch) < 0, context
+
+    reg = PolicyRegistry([], entry_point_group=None, sandbox=SandboxLimits(builtin_memory_mb=64))
+    reg.register("hog", Hog())
+    reg.register("transient", Transient())
+    log = DecisionLog("iso")
+    engine = MAPEEngine("iso", Knowledge(), reg, MechanismRegistry(), log, assets=dict,
+                        system_description=dict, plugin_timeout=2.0, default_analyze_interval=0.05,
+                        backoff=FailureBackoff(threshold=10), disable_after=5)
+    engine.start()
+    try:
+        await until(lambda: not reg.get("hog").enabled, message="the hog was never disabled")
+        over = log.query(stage="analyze", outcome="memory_exceeded")
+        assert len(over) == 1 and over[0].policy == "hog"        # disabled at the first, not after 5
+        assert over[0].inputs["limit"] == 64 and over[0].inputs["measured"] >= 64
+        assert over[0].inputs["unit"] == "MiB"
+        assert 4 <= len(kept) <= 8                                 # stopped near 64 MiB, not later
+        assert "kept memory past its budget" in reg.get("hog").disabled_reason
+        assert any(r.policy == "hog" and "disabled" in r.reason for r in log.query(stage="event"))
+        calls = reg.get("transient").loop.calls
+        await until(lambda: reg.get("transient").loop.calls >= calls + 10)
+        assert reg.get("transient").enabled
+        assert not [r for r in log.query(outcome="memory_exceeded") if r.policy == "transient"]
+        described = reg.get("hog").describe()["isolation"]
+        assert described["memory_budget_mb"] == 64 and described["retained_mb"] >= 64
+    finally:
+        await engine.stop()

@@ -30,7 +30,8 @@ return contract gets an `error`/`timeout`/`memory_exceeded` record (with the lim
 and counts a failure for its pair; after 3 consecutive failures the pair is backed off exponentially (1 s,
 2 s, 4 s ... capped at 60 s; see `FailureBackoff`). After `disable_after` consecutive overruns (timeouts or
 memory) of a policy, whichever pairs they came from, the policy is disabled with the reason (shown by the
-policy list, the API and an `event` record); a new version of its file re-enables it. Mechanism failures
+policy list, the API and an `event` record); a new version of its file re-enables it. A built-in over its
+memory budget is disabled at its first `memory_exceeded`: the memory stays in the agent's process. Mechanism failures
 are execution outcomes, not policy failures.
 """
 
@@ -451,20 +452,25 @@ class MAPEEngine:
         self.decision_log.record(stage, status, reason, policy=pair.policy, app=pair.asset, inputs=inputs)
         log.warning("[%s] policy %s %s for %s: %s", self.agent_id, pair.policy, status, pair.asset, reason)
         if status in ("timeout", "memory_exceeded"):
-            self._overrun(pair.policy, f"{stage} {status}: {reason}")
+            pol = self.policies.get(pair.policy)
+            # a built-in's memory stays in the agent (no worker to replace): once over budget, stop it now
+            at_once = status == "memory_exceeded" and pol is not None and pol.worker is None
+            self._overrun(pair.policy, f"{stage} {status}: {reason}", at_once=at_once)
         return status, reason, None
 
-    def _overrun(self, policy: str, reason: str) -> None:
-        """Count a consecutive overrun of a policy; disable it (with the reason) after `disable_after`."""
+    def _overrun(self, policy: str, reason: str, *, at_once: bool = False) -> None:
+        """Count a consecutive overrun of a policy; disable it (with the reason) after `disable_after`, or
+        at once when `at_once` (a built-in over its memory budget)."""
         seen = self._overruns.setdefault(policy, [])
         seen.append(reason)
-        if self.disable_after is None or len(seen) < self.disable_after:
+        if not at_once and (self.disable_after is None or len(seen) < self.disable_after):
             return
         pol = self.policies.get(policy)
         self._overruns.pop(policy, None)
         if pol is None or not pol.enabled:
             return
-        why = f"disabled after {len(seen)} consecutive overruns; last: {seen[-1]}"
+        why = (f"disabled: it shares the agent's process and kept memory past its budget; {seen[-1]}" if at_once
+               else f"disabled after {len(seen)} consecutive overruns; last: {seen[-1]}")
         self.policies.disable(policy, why, automatic=True)
         self.decision_log.record("event", "error", f"policy {policy} {why}", policy=policy,
                                  inputs={"overruns": seen[-self.disable_after:]})

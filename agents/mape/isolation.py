@@ -18,6 +18,15 @@ than queued behind it. The agent's objects among its arguments (telemetry, ml_co
 their calls run on the agent's loop. A thread cannot be killed nor its memory bounded: that is what the worker process is
 for, and why files and uploads use it.
 
+Memory of a built-in is *accounted* instead (`PolicyLoop(memory_mb=...)`): the agent's RSS is read before and
+after every call and the difference added to the policy's balance (memory freed during a later call pays it
+back; a balance never goes below 0). A call that leaves the balance above the budget ends as
+`memory_exceeded` (limit and balance recorded) and the engine disables the policy at once: memory a thread
+keeps cannot be taken back the way a worker's can, so running it again could only grow the agent further.
+The account is by coincidence, not by owner: whatever the agent allocates during the policy's call counts
+too, which is why the budget (`SandboxLimits.builtin_memory_mb`, 512 MiB) is far above anything a healthy
+decision retains.
+
 Backoff (`FailureBackoff`): after `threshold` consecutive failures of a key (the engine uses (policy, asset)),
 the key is blocked for base * 2**(failures - threshold) seconds, capped at `cap`. One success resets it.
 """
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import threading
 import time
 import traceback
@@ -36,7 +46,7 @@ from typing import Any, Literal
 from mlsysops.agents.contracts.errors import PluginContractError
 from mlsysops.agents.contracts.explanation import Explanation, normalize_explanation
 
-__all__ = ["AgentBound", "CallResult", "FailureBackoff", "PluginContractError", "PolicyLoop", "bind_to_agent",
+__all__ = ["AgentBound", "CallResult", "FailureBackoff", "PluginContractError", "PolicyLoop", "agent_rss_mb", "bind_to_agent",
            "call_plugin",
            "outstanding_threads",
            "summarize_exception", "validate_analyze_result", "validate_plan_result"]
@@ -229,11 +239,25 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()
 
 
+def agent_rss_mb() -> float:
+    """This process's resident set (MiB) from /proc/self/statm (a few microseconds); 0.0 where unreadable."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_MB
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+_PAGE_MB = (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096) / (1 << 20)
+
+
 class PolicyLoop:
     """A daemon thread running an event loop of its own for one in-process policy (see module docstring)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, memory_mb: float | None = None) -> None:
         self.name = name
+        self.memory_mb = memory_mb          # budget of the agent's RSS growth during this policy's calls
+        self.retained_mb = 0.0              # the balance: growth minus what later calls gave back
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._stuck: tuple[threading.Event, float, str] | None = None   # (finished, since, function)
@@ -272,6 +296,7 @@ class PolicyLoop:
         self.calls += 1
         agent_loop = asyncio.get_running_loop()
         args = tuple(bind_to_agent(a, agent_loop) for a in args)
+        rss_before = agent_rss_mb()
         cfut = asyncio.run_coroutine_threadsafe(invoke(), self._ensure())
         try:
             value = await asyncio.wait_for(asyncio.wrap_future(cfut), timeout)
@@ -286,8 +311,21 @@ class PolicyLoop:
             raise
         except Exception as exc:  # noqa: BLE001 - isolation is the point: summarise, never propagate
             summary, tb = summarize_exception(exc)
-            return CallResult("error", reason=summary, traceback=tb, duration=time.monotonic() - start)
-        return CallResult("ok", value=value, duration=time.monotonic() - start)
+            over = self._account(rss_before, start)
+            return over or CallResult("error", reason=summary, traceback=tb, duration=time.monotonic() - start)
+        return self._account(rss_before, start) or CallResult("ok", value=value,
+                                                                      duration=time.monotonic() - start)
+
+    def _account(self, rss_before: float, start: float) -> CallResult | None:
+        """Add the call's RSS change to the balance; a `memory_exceeded` result once it passes the budget."""
+        self.retained_mb = max(0.0, self.retained_mb + agent_rss_mb() - rss_before)
+        if self.memory_mb is None or self.retained_mb <= self.memory_mb:
+            return None
+        return CallResult("memory_exceeded", reason=(
+            f"the agent's memory grew by {self.retained_mb:.0f} MiB during {self.name}'s calls and was "
+            f"not given back (budget {self.memory_mb:g} MiB for a built-in policy, which shares the agent's "
+            "process)"), duration=time.monotonic() - start, limit=self.memory_mb,
+            measured=round(self.retained_mb, 1))
 
     def close(self) -> None:
         with self._lock:
@@ -297,7 +335,8 @@ class PolicyLoop:
 
     def describe(self) -> dict[str, Any]:
         stuck = self._stuck is not None and not self._stuck[0].is_set()
-        return {"kind": "thread", "calls": self.calls, "stuck": stuck}
+        return {"kind": "thread", "calls": self.calls, "stuck": stuck, "memory_budget_mb": self.memory_mb,
+                "retained_mb": round(self.retained_mb, 1)}
 
 
 def _is_bool(value: Any) -> bool:

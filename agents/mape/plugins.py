@@ -199,6 +199,7 @@ class Policy:
     worker: PolicyWorker | None = None      # file policies: the worker process the code runs in
     loop: PolicyLoop | None = None          # built-ins: the thread + event loop the code runs on
     disabled_reason: str | None = None      # set when the engine disabled it for overrunning
+    memory_budget_mb: float | None = None   # built-ins: the agent-RSS growth its calls may account for
 
     @property
     def isolation(self) -> str:
@@ -209,7 +210,7 @@ class Policy:
         if self.worker is not None:
             return await self.worker.call(fn, args, timeout)
         if self.loop is None:
-            self.loop = PolicyLoop(self.name)
+            self.loop = PolicyLoop(self.name, memory_mb=self.memory_budget_mb)
         return await self.loop.call(getattr(self.target, fn), args, timeout)
 
     def close(self) -> None:
@@ -266,7 +267,8 @@ class Policy:
             "last_error": self.last_error,
             "version": self.version,
             "isolation": (self.worker.describe() if self.worker is not None
-                          else self.loop.describe() if self.loop is not None else {"kind": "thread"}),
+                          else self.loop.describe() if self.loop is not None
+                          else {"kind": "thread", "memory_budget_mb": self.memory_budget_mb}),
         }
 
 
@@ -481,6 +483,8 @@ class PolicyRegistry:
             # the engine disabled the old version for overrunning; a new version gets a fresh start
             self._auto_disabled.discard(pol.name)
             self._disabled.discard(pol.name)
+        if pol.worker is None:
+            pol.memory_budget_mb = self.sandbox.builtin_memory_mb
         pol.enabled = pol.name not in self._disabled
         if not pol.enabled and old is not None:
             pol.disabled_reason = old.disabled_reason

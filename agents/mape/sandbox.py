@@ -52,10 +52,12 @@ _PLAIN = (type(None), bool, int, float, str, bytes, dict, list, tuple, set, froz
 
 @dataclass(slots=True)
 class SandboxLimits:
-    """Per-worker limits: address space (MiB) and how long loading (module body + initialize) may take."""
+    """Per-policy limits: a worker's address space (MiB), how long loading (module body + initialize) may
+    take, and the agent-RSS growth a built-in policy's calls may account for (`isolation.PolicyLoop`)."""
 
     memory_mb: int = 1024
     load_timeout: float = 15.0
+    builtin_memory_mb: int | None = 512
 
 
 class SandboxError(Exception):
