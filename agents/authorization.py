@@ -98,9 +98,14 @@ def _names(*values: Any) -> list[str]:
     return [v for v in values if isinstance(v, str) and v]
 
 
+def _items(value: Any) -> list[dict[str, Any]]:
+    # the schema has checked the body by now; still, a claim check must never be what crashes
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 def _status_claims(body: dict[str, Any]) -> list[str]:
-    return _names(body.get("source"), *(i.get("node") for i in body.get("instances") or []),
-                  *(c.get("cluster") for c in body.get("components") or []))
+    return _names(body.get("source"), *(i.get("node") for i in _items(body.get("instances"))),
+                  *(c.get("cluster") for c in _items(body.get("components"))))
 
 
 CLAIMS: dict[str, Callable[[dict[str, Any]], list[str]]] = {

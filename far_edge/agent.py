@@ -45,7 +45,7 @@ from mlsysops.agents.wire import (
 )
 from mlsysops.far_edge import handlers
 from mlsysops.far_edge.components import Component, Supervisor
-from mlsysops.far_edge.handlers import RequestFailed
+from mlsysops.far_edge.handlers import RequestFailed, finite_number
 from mlsysops.far_edge.hostmetrics import HostMetrics
 from mlsysops.far_edge.outbox import Outbox
 from mlsysops.far_edge.rules import LocalRules
@@ -274,12 +274,13 @@ class FarEdgeAgent(ClientXMPP):
                 body = reply.body
                 settings = body.get("settings") or {}
                 interval, misses = settings.get("heartbeat_interval"), settings.get("liveness_misses")
-                if body.get("accepted") is True and isinstance(interval, int | float) and interval > 0 \
-                        and isinstance(misses, int) and misses >= 1:
-                    self.heartbeat_interval, self.liveness_misses = float(interval), misses
-                    report = (body.get("extra") or {}).get("status_report")
-                    if isinstance(report, int | float) and report > 0:
-                        self.report_interval = float(report)
+                interval = finite_number(interval)
+                if body.get("accepted") is True and interval is not None and interval > 0 \
+                        and isinstance(misses, int) and not isinstance(misses, bool) and misses >= 1:
+                    self.heartbeat_interval, self.liveness_misses = interval, misses
+                    report = finite_number((body.get("extra") or {}).get("status_report"))
+                    if report is not None and report > 0:
+                        self.report_interval = report
                     self.registrations += 1
                     self._misses = 0
                     self._set_registered(True)

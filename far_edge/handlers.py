@@ -5,12 +5,24 @@ reason naming the field (the node agent's pydantic schemas in `agents/payloads.p
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 from mlsysops.agents.wire import Frame, Kind
 
 MODES = ("heuristic", "ml")
+
+
+def finite_number(value: Any) -> float | None:
+    """`value` as a finite float, or None: not a bool, not an int too large for a float, not nan/inf."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 class RequestFailed(Exception):
@@ -24,10 +36,11 @@ class RequestFailed(Exception):
 async def dispatch(self: Any, frame: Frame) -> dict[str, Any]:
     b = frame.body
     if frame.kind == Kind.PING:
-        sent = b.get("sent_at")
-        if isinstance(sent, bool) or not isinstance(sent, int | float):
-            raise RequestFailed(f"invalid body for ping/request: sent_at: expected a number, got {sent!r}")
-        return {"sent_at": float(sent), "received_at": time.time()}
+        sent = finite_number(b.get("sent_at"))
+        if sent is None:
+            raise RequestFailed(f"invalid body for ping/request: sent_at: expected a finite number, "
+                                f"got {b.get('sent_at')!r:.80}")
+        return {"sent_at": sent, "received_at": time.time()}
     if frame.kind == Kind.CONFIG_UPDATE:
         return config_update(self, b)
     if frame.kind == Kind.NODE_KNOB:
@@ -47,8 +60,7 @@ def config_update(self: Any, b: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
             raise RequestFailed("invalid body for config.update/request: telemetry.metrics: expected a list "
                                 "of metric names")
-        if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int | float)
-                                     or interval <= 0):
+        if interval is not None and ((finite_number(interval) or 0) <= 0):
             raise RequestFailed(f"invalid body for config.update/request: telemetry.interval: expected a "
                                 f"number > 0, got {interval!r}")
     out: dict[str, Any] = {"agent": self.agent_id}
