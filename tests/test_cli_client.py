@@ -328,6 +328,15 @@ def test_every_command_and_option_has_help():
     assert not missing, missing
 
 
+def test_help_shows_no_value_placeholder_for_flags():
+    env = dict(os.environ, COLUMNS="120", TERM="dumb")
+    out = subprocess.run([sys.executable, "-m", "mlsysops.cli.main", "get", "--help"], capture_output=True,
+                         text=True, env=env, timeout=60).stdout
+    assert "--watch" in out and "--all" in out, out
+    assert "<bool>" not in out, out
+    assert "<table|wide|json|yaml>" in out, out      # options that take a value still say which
+
+
 # -- explain ------------------------------------------------------------------------------------------------
 
 BIG = """

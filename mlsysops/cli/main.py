@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 import typer
+from typer.core import TyperOption
 
 COMMAND_MODULES = [
     "mlsysops.cli.validate_cmd",
@@ -20,6 +21,16 @@ COMMAND_MODULES = [
     "mlsysops.cli.deploy_cmd",
     "mlsysops.cli.xmpp_cmd",
 ]
+
+def _flag_type(self: TyperOption, ctx: object) -> str | None:
+    # Typer prints a type for every option; a flag takes no value, so `--watch <bool>` reads as if it did
+    if self.is_flag and self.metavar is None:
+        return None
+    return _option_type(self, ctx)
+
+
+_option_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="mlsysops",
