@@ -62,6 +62,7 @@ from mlsysops.plugins import Capability
 
 DEFAULT_POLICIES = ["mlsysops.policies.filter_score_placement", "mlsysops.policies.relocation", "mlsysops.policies.static_placement",
                     "mlsysops.policies.ml_qos_placement"]   # paused unless a mode other than heuristic asks
+CLEAR_ROUTES_ATTEMPTS = 4   # a removed app's routes: retried (1, 2, 4 s apart) before an error event
 DISABLED_BY_DEFAULT = ["static_placement"]   # opt-in per app with `policies: [static_placement]`
 QOS_WINDOW = 10
 VANISH_GRACE_S = 5.0   # an active row absent from the substrate this long (on a live node) has failed
@@ -446,10 +447,12 @@ class ClusterAgent(ManagedAgent):
         if remaining:
             self.assigned[req.app] = remaining
         else:
-            await self._clear_routes(req.app)
+            # forget the app first: an `app.routes` arriving while the routes are cleared must be refused,
+            # or it would re-create what the clearing just removed
             self.assigned.pop(req.app, None)
             self.apps.pop(req.app, None)
             self.knowledge.apps.pop(req.app, None)
+            await self._clear_routes(req.app)
         return Accepted(detail={"removed": comps}).model_dump()
 
     async def _on_app_routes(self, env: Envelope) -> dict[str, Any]:
@@ -476,9 +479,19 @@ class ClusterAgent(ManagedAgent):
     async def _clear_routes(self, app: str) -> None:
         if self.traffic is None or self.engine is None:
             return
-        await self.execute("traffic_routes", {"app": app, "expose": [], "routes": {}},
-                           reason=f"app {app} removed from {self.cluster_id}", app=app,
-                           policy="continuum-request", priority=100)
+        # the agent's own priority: a routes plan of the same cycle (priority 100, first in) must not win
+        # over the clearing and leave its Service/EndpointSlice behind the removed app
+        for attempt in range(1, CLEAR_ROUTES_ATTEMPTS + 1):
+            res = await self.execute("traffic_routes", {"app": app, "expose": [], "routes": {}},
+                                     reason=f"app {app} removed from {self.cluster_id}", app=app,
+                                     policy="continuum-request")
+            if res.status == "completed":
+                return
+            if attempt < CLEAR_ROUTES_ATTEMPTS:
+                await asyncio.sleep(min(2.0 ** attempt, 10.0))
+        self.record_event(f"traffic routes of removed app {app} not cleared after {CLEAR_ROUTES_ATTEMPTS} "
+                          f"attempts ({res.status}: {res.reason}); its Services/EndpointSlices may be left behind",
+                          app=app, outcome="error")
 
     async def _remove_components(self, app: str, components: list[str], reason: str) -> None:
         """Operator/continuum removals go through the plan scheduler like any plan (serialised per mechanism)."""

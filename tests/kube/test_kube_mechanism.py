@@ -40,7 +40,7 @@ async def env(kube_client, kube_ns, sim_kubelets, app_doc):
     names = [unique("n") for _ in range(3)]
     sim, kubelet = await sim_kubelets([SimNodeSpec(n, cluster, "edge", cpu_cores=2, startup_s=0.05)
                                        for n in names])
-    mech = KubePlacementMechanism(kube_client, kube_ns, cluster, {APP: app_doc.spec}.get, move_timeout=20)
+    mech = KubePlacementMechanism(kube_client, kube_ns, cluster, {APP: app_doc.spec}.get, move_timeout=90)
     return mech, names, sim, kubelet
 
 
@@ -351,7 +351,7 @@ async def test_an_unschedulable_instance_says_why(kube_client, kube_ns, sim_kube
     scheduler's reason instead of silence until the progress deadline."""
     cluster, tiny = unique("c"), unique("n")
     await sim_kubelets([SimNodeSpec(tiny, cluster, "edge", cpu_cores=0.25, startup_s=0.05)])
-    mech = KubePlacementMechanism(kube_client, kube_ns, cluster, {APP: app_doc.spec}.get, move_timeout=20)
+    mech = KubePlacementMechanism(kube_client, kube_ns, cluster, {APP: app_doc.spec}.get, move_timeout=90)
     iid = f"{APP}.aggregator.0@{tiny}"
     assert (await mech.apply(deploy("aggregator", tiny, iid)))["ok"]
 

@@ -149,8 +149,12 @@ async def test_callers_endpoints_follow_a_component_across_two_api_servers(proso
         assert any(f"traffic from cloud-1 to {name}/api now goes to edge-1" in r for r in events)
 
         assert await rt.continuum.remove_app(name)
-        for api in (cloud, edge):
-            await until(lambda api=api: _empty(api, ns, name), 60, "objects left after delete")
+        for api, cluster in ((cloud, "cloud-1"), (edge, "edge-1")):
+            left: list[str] = []
+            try:
+                await until(lambda api=api, left=left: _empty(api, ns, name, left), 90, "objects left after delete")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: in {cluster}: {left}") from None
     finally:
         for kubelet in [rt.kubelet, *rt.member_kubelets.values()]:
             if kubelet is not None:
@@ -168,5 +172,6 @@ async def _no_route(api: Any, ns: str, app: str) -> bool:
     return await route_slice(api, ns, app) is None
 
 
-async def _empty(api: Any, ns: str, app: str) -> bool:
-    return not await leftovers(api, ns, app)
+async def _empty(api: Any, ns: str, app: str, left: list[str]) -> bool:
+    left[:] = await leftovers(api, ns, app)
+    return not left
