@@ -195,7 +195,8 @@ class DeviceGateway:
         self.rejected += 1
         key = (exc.device, exc.message, exc.field)
         if key not in self._logged:
-            self._logged.add(key)
+            if len(self._logged) < 4096:   # bounded: garbage under ever new device names cannot grow it
+                self._logged.add(key)
             log.warning("gateway %s: dropped a message: %s", self.gateway, exc)
 
     async def _notify(self, event: str, rec: DeviceRecord) -> None:
