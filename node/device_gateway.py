@@ -207,3 +207,22 @@ class DeviceGateway:
                     await result
             except Exception:
                 log.exception("gateway %s: listener failed on %s of %s", self.gateway, event, rec.name)
+
+
+def device_description(gateway: str, cluster: str | None, rec: DeviceRecord) -> dict[str, Any]:
+    """The device as an MLSysOpsNode (Kubernetes form): layer far_edge, its sensors, its gateway and its
+    service slots as labels (the slots are its capacity for placement), its MCU frequencies."""
+    ann = rec.announce
+    labels = [*ann.labels, f"gateway:{gateway}", f"service-slots:{ann.slots}", "runtime:embserve"]
+    mcu: dict[str, Any] = {"cores": 1}
+    if ann.freq_hz:
+        mcu["frequency"] = f"{max(ann.freq_hz) / 1e6:g}MHz"   # the description holds one (the top) frequency
+    spec: dict[str, Any] = {
+        "continuum_layer": "far_edge", "labels": labels, "availability": "transient",
+        "sensors": [{s.type: ({"model": s.model} if s.model else {})} for s in ann.sensors],
+        "environment": {"node_type": "bare_metal", "os": "zephyr"},
+        "hardware": {"mcu": mcu},
+    }
+    if cluster:
+        spec["cluster_id"] = cluster
+    return {"apiVersion": "mlsysops.eu/v1", "kind": "MLSysOpsNode", "metadata": {"name": rec.name}, "spec": spec}
