@@ -17,7 +17,14 @@ from typing import Any
 from mlsysops.agents.agent_base import HandlerError
 from mlsysops.agents.authorization import norm_jid
 from mlsysops.agents.descriptions import DescriptionError, MLSysOpsNode, load_obj
-from mlsysops.agents.device_kinds import DeviceCommand, DeviceJoin, DeviceKind, DeviceLeave, DeviceStatus, device_key
+from mlsysops.agents.device_kinds import (
+    DeviceCommand,
+    DeviceJoin,
+    DeviceKind,
+    DeviceLeave,
+    DeviceStatus,
+    device_key,
+)
 from mlsysops.agents.payloads import Accepted, StatusReport
 from mlsysops.agents.protocol import Envelope, Performative, Role
 
