@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from mlsysops.agents.agent_base import MLSysOpsAgent
+from mlsysops.agents.agent_base import MLSysOpsAgent, RequestFailed
+from mlsysops.agents.device_kinds import DeviceJoin, DeviceKind, DeviceLeave
 from mlsysops.agents.payloads import AppDeploy
 from mlsysops.agents.protocol import Kind
 from mlsysops.agents.slice_config import load_slice
@@ -68,6 +69,13 @@ async def test_device_joins_gets_a_component_is_lost_and_it_moves(prosody: Any, 
         assert f"gateway:{GW}" in desc.labels and "service-slots:1" in desc.labels
         child = next(c for c in edge.children.children() if c.agent_id == "mcu-a")
         assert child.role.value == "far_edge"
+        cluster_jid = assembly.jid("cluster", "edge-1")
+        with pytest.raises(RequestFailed, match=r"mcu-x: invalid description: (.|\n)*continuum_layer: required field is missing"):
+            await node.request(cluster_jid, DeviceKind.JOIN, DeviceJoin(device="mcu-x", description={
+                "apiVersion": "mlsysops.eu/v1", "kind": "MLSysOpsNode", "metadata": {"name": "mcu-x"}, "spec": {}}))
+        with pytest.raises(RequestFailed, match="unknown device mcu-y"):
+            await node.request(cluster_jid, DeviceKind.LEAVE, DeviceLeave(device="mcu-y", reason="x", lost=True))
+        assert "mcu-x" not in edge.nodes
 
         await continuum.request(assembly.jid("cluster", "edge-1"), Kind.APP_DEPLOY,
                                 AppDeploy(app="farm", description=APP, components=["sampler"]))
@@ -78,7 +86,11 @@ async def test_device_joins_gets_a_component_is_lost_and_it_moves(prosody: Any, 
         assert [s["component"] for s in host.services.values()] == ["sampler"]
 
         host.kill()   # power loss: the broker publishes the last will
-        await until(lambda: on_device(edge, other.name), 20, "relocated onto the other device")
+        try:
+            await until(lambda: on_device(edge, other.name), 30, "relocated onto the other device")
+        except AssertionError:
+            print([(r.stage, r.outcome, r.reason) for r in edge.decision_log.query(limit=60)], dict(edge.instances))
+            raise
         assert not next(c for c in edge.children.children() if c.agent_id == first).alive
         assert [s["component"] for s in other.services.values()] == ["sampler"]
         events = [r.reason for r in edge.decision_log.query(limit=200)]
