@@ -180,7 +180,12 @@ class DeviceGateway:
                                                   f"{len(services)} services on {rec.announce.slots} slots"))
             return
         rec.seq, rec.last_seen = msg.seq, time.monotonic()
-        if not rec.alive:   # back after a loss: a device must announce again to rejoin
+        if not rec.alive:
+            if not (rec.lost_reason or "").startswith("missed"):
+                return   # after a last will the device reconnects and announces again
+            # silent for a while (a stalled gateway or a slow link) but not gone: level-triggered, it is back
+            rec.alive, rec.lost_reason, rec.services = True, None, services
+            await self._notify("joined", rec)
             return
         if services != rec.services:
             rec.services = services

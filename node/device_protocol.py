@@ -25,7 +25,8 @@ Gateway -> device:
   idempotent on the device (a deploy of a running instance id, a remove of an unknown one: ``ok``).
 
 A device is lost when its last will arrives or after ``liveness_misses`` (3) heartbeat intervals without a
-heartbeat. Anything that does not validate is a :class:`DeviceMessageError` naming the topic and the field.
+heartbeat; one lost for silence that heartbeats again is back without a new announce, one lost by its last will
+announces again when it reconnects. Anything that does not validate is a :class:`DeviceMessageError` naming the topic and the field.
 """
 
 from __future__ import annotations

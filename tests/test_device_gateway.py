@@ -73,6 +73,9 @@ async def test_silent_device_is_lost_after_missed_heartbeats(gateway: DeviceGate
     rec = await until(lambda: not gateway.devices["mcu-2"].alive and gateway.devices["mcu-2"], 10,
                       "lost after missed heartbeats")
     assert rec.lost_reason.startswith("missed 3 heartbeats")
+    dev.hung = False   # heartbeats again: back without a new announce
+    await until(lambda: gateway.devices["mcu-2"].alive, 10, "a device heard again after missed heartbeats is back")
+    assert gateway.events.count(("joined", "mcu-2")) == 2
     await dev.stop()
 
 

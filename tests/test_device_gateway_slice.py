@@ -53,7 +53,7 @@ async def test_device_joins_gets_a_component_is_lost_and_it_moves(prosody: Any, 
     gateway = DeviceGateway(GW, host=mosquitto.host, port=mosquitto.port, command_timeout=5.0)
     edge = assembly.cluster_agent("edge-1", assembly.placement_for("edge-1", sim=sim))
     node = assembly.node_agent(GW, SimNodeSubstrate(sim, GW), device_gateway=gateway)
-    devices = [SimMqttDevice(name, GW, host=mosquitto.host, port=mosquitto.port, slots=1, heartbeat_s=0.3,
+    devices = [SimMqttDevice(name, GW, host=mosquitto.host, port=mosquitto.port, slots=1, heartbeat_s=0.5,
                              sensors=[{"type": "temperature", "model": "ds18b20"}]) for name in ("mcu-a", "mcu-b")]
     started: list[Any] = []
     try:
