@@ -71,11 +71,19 @@ class SimMqttDevice:
         sock = client._client.socket() if client is not None else None   # paho's socket; aiomqtt has no API
         if sock is not None:
             sock.shutdown(socket.SHUT_RDWR)   # not close(): paho still unregisters the descriptor
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        # the client notices the dead connection itself and `_run` ends (cancelling it instead leaves paho
+        # writing to a descriptor it no longer watches)
 
     async def _run(self) -> None:
+        try:
+            await self._session()
+        except aiomqtt.MqttError as exc:   # the connection died (kill(), broker gone): the device is off
+            log.info("device %s: disconnected (%s)", self.name, exc)
+        finally:
+            self.connected.clear()
+            self._client = None
+
+    async def _session(self) -> None:
         will = aiomqtt.Will(self.topic("status"), json.dumps({"v": 1, "state": "offline"}), qos=1)
         async with aiomqtt.Client(self.host, self.port, identifier=f"device-{self.name}", will=will,
                                   keepalive=max(1, round(self.announce["heartbeat_s"] * 3))) as client:
