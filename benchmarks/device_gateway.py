@@ -90,7 +90,7 @@ async def main() -> None:
         await cluster.start_agent(timeout=15)
         await node.start_agent(timeout=15)
         await wait(lambda: node.membership.connected)
-        for i in range(a.rounds):
+        for _round in range(a.rounds):
             # the same device each round, reconnecting after its loss: dead devices stay lost children of the
             # cluster, and 60 % of them lost would read as a full disruption (nothing declared lost then)
             name = "mcu-0"
