@@ -158,6 +158,36 @@ class ParentMembership:
     def child(self, jid: str) -> ChildRecord | None:
         return self._children.get(bare(jid))
 
+    def add_proxied(self, key: str, agent_id: str, role: Role, description: dict[str, Any]) -> ChildRecord:
+        """A child that cannot speak for itself (a device behind a gateway), known under ``key``: joined like
+        a registered child, kept alive by :meth:`heard` (the gateway's heartbeats) and lost by the same
+        watchdog, or at once by :meth:`declare_lost`."""
+        now, mono = time.time(), time.monotonic()
+        rec = self._children.get(key)
+        if rec is None:
+            rec = ChildRecord(jid=key, agent_id=agent_id, role=role, description=description, joined_at=now,
+                              last_heartbeat=now, last_seen_monotonic=mono)
+            self._children[key] = rec
+            self.agent.log.info("child joined through its gateway: %s (%s)", agent_id, key)
+            self._notify(self._joined, rec)
+        else:
+            rec.description = description
+            self._heard(rec, now, mono)
+        return rec
+
+    def heard(self, key: str) -> None:
+        rec = self._children.get(key)
+        if rec is not None:
+            self._heard(rec, time.time(), time.monotonic())
+
+    def declare_lost(self, key: str, reason: str) -> None:
+        """Lost now (its gateway saw it go): the same path as a confirmed suspicion (disruption rules apply)."""
+        rec = self._children.get(key)
+        if rec is None or not rec.alive:
+            return
+        rec.suspected_at, rec.suspect_reason = time.monotonic(), reason
+        self._declare([rec], time.monotonic())
+
     def forget(self, jid: str) -> ChildRecord | None:
         """Drop a child that left the slice for good (a removed node): no loss, no more liveness."""
         return self._children.pop(norm_jid(jid), None)

@@ -56,7 +56,9 @@ from mlsysops.agents.protocol import Envelope, Kind, Performative, Role
 from mlsysops.agents.telemetry import digest as digests
 from mlsysops.agents.trust import NodeTrust
 from mlsysops.cluster import cr_status
+from mlsysops.cluster.devices import ClusterDevices
 from mlsysops.cluster.instance_table import InstanceTable
+from mlsysops.mechanisms.device_placement import DevicePlacement
 from mlsysops.mechanisms.placement_commands import PlacementAction
 from mlsysops.plugins import Capability
 
@@ -90,6 +92,8 @@ class ClusterAgent(ManagedAgent):
         self._slice_children = frozenset(self.jid_nodes)   # checked on every message: built on change only
         self._k8s_forms: dict[str, tuple[MLSysOpsNode, dict[str, Any]]] = {}
         self.nodes_version = 0   # moves when a node joins, is lost or changes readiness: the parent re-reads states
+        self.devices = ClusterDevices(self)       # devices behind gateway nodes (cluster/devices.py)
+        placement = DevicePlacement(placement, self.devices)   # their deploys go through the gateway
         self.placement = placement
         self.apps: dict[str, MLSysOpsApp] = {}
         self.app_docs: dict[str, dict[str, Any]] = {}
@@ -241,6 +245,8 @@ class ClusterAgent(ManagedAgent):
         node = self._node_of(child)
         if node is not None:
             self.trust.heartbeat(node, mono, receiver_stalled=stalled)
+            if child.digest.get("devices"):
+                self.devices.gateway_heartbeat(child.jid, child.digest)
 
     def on_refused(self, sender: str, kind: str, reason: str) -> None:
         super().on_refused(sender, kind, reason)
@@ -253,6 +259,7 @@ class ClusterAgent(ManagedAgent):
         if node is None:
             return   # removed from the inventory meanwhile: nothing of ours runs there
         self.trust.node_lost(node, reason)
+        self.devices.gateway_lost(child.jid, node)
         self.nodes_version += 1
         grace = self.settings.node_grace
         if grace > 0 and self.instances.on_node(node) and not self.substrate_reports_status:
@@ -507,7 +514,10 @@ class ClusterAgent(ManagedAgent):
     async def _on_status_report(self, env: Envelope) -> None:
         rep = env.payload
         assert isinstance(rep, StatusReport)
-        node = self.identity_of(env.sender)
+        await self.apply_status(self.identity_of(env.sender), rep)
+
+    async def apply_status(self, node: str | None, rep: StatusReport) -> None:
+        """What a node (or a gateway for its device) says runs on it."""
         if not self._node_alive(node):
             # A report that was in flight when its node was declared lost must not resurrect the
             # node's instances: they stay `lost` until relocation replaces them.

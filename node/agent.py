@@ -24,6 +24,7 @@ from mlsysops.agents.telemetry import COMPONENT_DEFAULTS, NODE_DEFAULTS
 from mlsysops.agents.telemetry import digest as digests
 from mlsysops.agents.telemetry.io_counters import IoCounters
 from mlsysops.mechanisms.relocation_proposal import RelocationProposalMechanism
+from mlsysops.node.gateway_link import GatewayLink
 from mlsysops.node.knobs import register_knobs
 
 DEFAULT_POLICIES = ["mlsysops.policies.node_overload"]
@@ -36,7 +37,7 @@ class NodeAgent(ManagedAgent):
 
     def __init__(self, jid: str, password: str, *, description: MLSysOpsNode, substrate: Any,
                  parent: str, settings: AgentSettings | None = None, report_instances: bool = True,
-                 **kwargs: Any) -> None:
+                 device_gateway: Any = None, **kwargs: Any) -> None:
         settings = settings or AgentSettings()
         if not settings.policies:
             settings.policies = list(DEFAULT_POLICIES)
@@ -59,11 +60,20 @@ class NodeAgent(ManagedAgent):
         self.mechanisms.register("relocation_proposal", RelocationProposalMechanism(self))
         permitted = [str(a) for a in description.permitted_actions or []]
         self.knobs = register_knobs(self, substrate, permitted)   # cpu/gpu frequency behind permitted_actions
+        # a gateway for devices that cannot run an agent (node/gateway_link.py, MQTT)
+        self.gateway = GatewayLink(self, device_gateway) if device_gateway is not None else None
 
     async def setup(self) -> None:
         await self.membership.start()
+        if self.gateway is not None:
+            await self.gateway.start()
         self.load_policies()
         self.start_engine()
+
+    async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
+        await super().stop()
 
     # -- MAPE hooks ---------------------------------------------------------------------------------
     def assets(self) -> dict[str, dict[str, Any]]:
@@ -176,8 +186,11 @@ class NodeAgent(ManagedAgent):
         latest = self.knowledge.latest("system.cpu.utilization", node=self.node)
         mem = self.knowledge.latest("system.memory.utilization", node=self.node)
         running = sum(1 for i in self._instances if i["state"] == "running")
-        return {"cpu": _value(latest), "mem": _value(mem), "running": running,
-                "lag_ms": round(self.loop_lag.recent_max_s * 1000, 1)}
+        out = {"cpu": _value(latest), "mem": _value(mem), "running": running,
+               "lag_ms": round(self.loop_lag.recent_max_s * 1000, 1)}
+        if self.gateway is not None:   # what keeps its devices alive at the cluster
+            out["devices"] = self.gateway.gateway.alive()
+        return out
 
 
 def _value(latest: float | None) -> float | None:

@@ -166,7 +166,7 @@ def _cpu(request: ComponentRequest) -> NodeCheck | None:
 
     def check(node: NodeView) -> Status | None:
         free = node.cpu_capacity - node.cpu_allocated
-        if free >= limit:
+        if free >= limit or SLOTS in node.label_keys:   # a device's capacity is its service slots
             return None
         return _new(
             Status, (Code.UNSCHEDULABLE, f"insufficient cpu: requests {cpu:g}, free {max(free, 0.0):.3g}", "cpu")
@@ -181,6 +181,8 @@ def _memory(request: ComponentRequest) -> NodeCheck | None:
         return None
 
     def check(node: NodeView) -> Status | None:
+        if SLOTS in node.label_keys:   # a device's capacity is its service slots
+            return None
         free = node.memory_capacity - node.memory_allocated
         if free >= mem:
             return None
@@ -189,6 +191,25 @@ def _memory(request: ComponentRequest) -> NodeCheck | None:
             f"insufficient memory: requests {format_bytes(mem)}, free {format_bytes(max(free, 0))}",
             "memory",
         ))
+
+    return check
+
+
+SLOTS = "service-slots"
+"""Label of a device behind a gateway (``service-slots:N``): it runs at most N services, whatever their cpu
+and memory requests (a microcontroller's firmware slots, not a share of cores)."""
+
+
+def _slots(request: ComponentRequest) -> NodeCheck | None:
+    def check(node: NodeView) -> Status | None:
+        if SLOTS not in node.label_keys:
+            return None
+        slots = next((label.split(":", 1)[1] for label in node.labels if label.startswith(SLOTS + ":")), "0")
+        total = int(slots) if slots.isdigit() else 0
+        used = sum(node.hosted.values())
+        if used < total:
+            return None
+        return _new(Status, (Code.UNSCHEDULABLE, f"all {total} service slots of the device are taken", "service_slots"))
 
     return check
 
@@ -205,6 +226,7 @@ DEFAULT_FILTERS: tuple[FilterPlugin, ...] = (
     FilterPlugin("gpu", _gpu),
     FilterPlugin("cpu", _cpu),
     FilterPlugin("memory", _memory),
+    FilterPlugin("service_slots", _slots),
 )
 """Filters in evaluation (and reason) order."""
 

@@ -120,8 +120,10 @@ def test_unschedulable_node_says_why() -> None:
 
 
 def test_only_relevant_filters_apply() -> None:
-    assert [f.name for f in DEFAULT_FILTERS if f.prepare(req()) is not None] == ["alive", "schedulable"]
-    assert len(applicable_filters(req())) == 2
+    # service_slots too: a device's slots bound every request, whatever it asks for
+    assert [f.name for f in DEFAULT_FILTERS if f.prepare(req()) is not None] == ["alive", "schedulable",
+                                                                                  "service_slots"]
+    assert len(applicable_filters(req())) == 3
     full = req(node="n", layers={"edge"}, labels=["a"], mobile=False, sensors=["s"], architectures={"amd64"},
                gpu=True, cpu_cores=1, memory_bytes=1)
     assert len(applicable_filters(full)) == len(DEFAULT_FILTERS)
@@ -130,3 +132,10 @@ def test_only_relevant_filters_apply() -> None:
 @pytest.mark.parametrize("value", [0.0, 0.25])
 def test_zero_request_always_fits(value: float) -> None:
     assert run_filters(req(cpu_cores=0.0), node(cpu_capacity=value, cpu_allocated=value)) == []
+
+
+def test_a_device_takes_as_many_services_as_it_has_slots() -> None:
+    device = node(labels={"service-slots:1", "gateway:gw"}, cpu_capacity=0.0, memory_capacity=0)
+    assert run_filters(req(cpu_cores=0.5, memory_bytes=2**20), device) == []   # slots, not cores, are its capacity
+    full = node(labels={"service-slots:1"}, hosted={("other", "svc"): 1})
+    assert run_filters(req(), full) == ["all 1 service slots of the device are taken"]

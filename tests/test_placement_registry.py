@@ -39,7 +39,7 @@ def names(plugins: tuple[Any, ...]) -> list[str]:
 def test_default_profile_is_the_builtin_set_in_order() -> None:
     profile = NODE_PLUGINS.profile(None)
     assert names(profile.filters) == ["alive", "schedulable", "pinned", "layer", "labels", "mobility",
-                                      "sensors", "architecture", "gpu", "cpu", "memory", "trust"]
+                                      "sensors", "architecture", "gpu", "cpu", "memory", "service_slots", "trust"]
     assert names(profile.scorers) == [*DEFAULT_WEIGHTS, "trust"]
     assert dict(profile.weights) == {**DEFAULT_WEIGHTS, "trust": 0.2}
 

@@ -274,7 +274,7 @@ class SliceAssembly:
                              traffic=traffic, **self._connection())
         return agent
 
-    def node_agent(self, name: str, substrate: Any) -> NodeAgent:
+    def node_agent(self, name: str, substrate: Any, device_gateway: Any = None) -> NodeAgent:
         """A node agent observing `substrate` (the simulator, in process or remote, or the host). On
         Kubernetes the cluster reads instance status from the API server, so nodes report metrics only."""
         desc = self.spec.nodes[name]
@@ -282,7 +282,8 @@ class SliceAssembly:
         jid = self.jid("node", name)
         return NodeAgent(jid, self.password_for(jid), description=desc, substrate=substrate,
                          parent=self.jid("cluster", cid), settings=self.settings("node"),
-                         report_instances=self.substrate != "kubernetes", **self._connection())
+                         report_instances=self.substrate != "kubernetes", device_gateway=device_gateway,
+                         **self._connection())
 
     # -- mechanisms ---------------------------------------------------------------------------------
     def placement_for(self, cid: str, *, sim: Any = None, sim_url: str | None = None, kube_api: Any = None) -> Any:
