@@ -65,6 +65,7 @@ from mlsysops.plugins import Capability
 DEFAULT_POLICIES = ["mlsysops.policies.filter_score_placement", "mlsysops.policies.relocation", "mlsysops.policies.static_placement",
                     "mlsysops.policies.ml_qos_placement"]   # paused unless a mode other than heuristic asks
 CLEAR_ROUTES_ATTEMPTS = 4   # a removed app's routes: retried (1, 2, 4 s apart) before an error event
+CLEAR_ROUTES_BACKOFF_S = 1.0
 DISABLED_BY_DEFAULT = ["static_placement"]   # opt-in per app with `policies: [static_placement]`
 QOS_WINDOW = 10
 VANISH_GRACE_S = 5.0   # an active row absent from the substrate this long (on a live node) has failed
@@ -495,7 +496,9 @@ class ClusterAgent(ManagedAgent):
             if res.status == "completed":
                 return
             if attempt < CLEAR_ROUTES_ATTEMPTS:
-                await asyncio.sleep(min(2.0 ** attempt, 10.0))
+                await asyncio.sleep(min(CLEAR_ROUTES_BACKOFF_S * 2.0 ** (attempt - 1), 10.0))
+            if app in self.assigned:
+                return   # deployed here again meanwhile: its new routes are the continuum's to write
         self.record_event(f"traffic routes of removed app {app} not cleared after {CLEAR_ROUTES_ATTEMPTS} "
                           f"attempts ({res.status}: {res.reason}); its Services/EndpointSlices may be left behind",
                           app=app, outcome="error")
