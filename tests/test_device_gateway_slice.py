@@ -1,10 +1,10 @@
 """Devices behind a gateway, end to end: simulated devices on a real mosquitto broker, the demo slice's
-`edge-1` cluster agent and `edge-rpi-1` node agent (the gateway) over a real prosody server.
+continuum agent, `edge-1` cluster agent and `edge-rpi-1` node agent (the gateway) over a real prosody server.
 
-A device announces over MQTT, becomes a far-edge node of the cluster (its description: layer, sensors,
+A device announces over MQTT, becomes a far-edge node of the cluster, seen alive by the continuum (its description: layer, sensors,
 `gateway:` and `service-slots:` labels), gets a component placed on it through the gateway, dies (socket
 closed: the broker's last will), is lost through the cluster's lost-node path and its component is
-relocated onto the other device; the other device unregisters and leaves the inventory.
+relocated onto the other device (the continuum sees the dead one down); the other device unregisters and leaves the inventory.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mlsysops.agents.agent_base import MLSysOpsAgent, RequestFailed
+from mlsysops.agents.agent_base import RequestFailed
 from mlsysops.agents.device_kinds import DeviceJoin, DeviceKind, DeviceLeave
 from mlsysops.agents.payloads import AppDeploy
 from mlsysops.agents.protocol import Kind
@@ -48,8 +48,7 @@ async def test_device_joins_gets_a_component_is_lost_and_it_moves(prosody: Any, 
                              overrides={"all": {"heartbeat": 0.3, "liveness_misses": 3, "status_report": 0.5,
                                                 "node_grace": 0.5}})
     sim = SimContinuum.from_specs([sim_node_spec(n) for n in spec.nodes.values()], seed=1)
-    continuum = MLSysOpsAgent(assembly.jid("continuum", spec.continuum.continuum_id), AGENT_PASSWORD,
-                              port=prosody.port)   # stands in for the continuum: sends app.deploy
+    continuum = assembly.continuum_agent()   # the real one: it must see the devices as nodes of edge-1
     gateway = DeviceGateway(GW, host=mosquitto.host, port=mosquitto.port, command_timeout=5.0)
     edge = assembly.cluster_agent("edge-1", assembly.placement_for("edge-1", sim=sim))
     node = assembly.node_agent(GW, SimNodeSubstrate(sim, GW), device_gateway=gateway)
@@ -64,6 +63,8 @@ async def test_device_joins_gets_a_component_is_lost_and_it_moves(prosody: Any, 
         for dev in devices:
             await dev.start()
         await until(lambda: {"mcu-a", "mcu-b"} <= set(edge._alive_nodes()), 15, "both devices are cluster nodes")
+        await until(lambda: {"mcu-a", "mcu-b"} <= {n for n, up in continuum.node_state("edge-1")[0].items() if up},
+                    20, "the continuum sees both devices as alive nodes of edge-1")
         desc = edge.nodes["mcu-a"]
         assert str(desc.continuum_layer) == "far_edge" and [r.type for r in desc.sensor_refs] == ["temperature"]
         assert f"gateway:{GW}" in desc.labels and "service-slots:1" in desc.labels
@@ -92,6 +93,8 @@ async def test_device_joins_gets_a_component_is_lost_and_it_moves(prosody: Any, 
             print([(r.stage, r.outcome, r.reason) for r in edge.decision_log.query(limit=60)], dict(edge.instances))
             raise
         assert not next(c for c in edge.children.children() if c.agent_id == first).alive
+        await until(lambda: continuum.node_state("edge-1")[0].get(first) is False, 20,
+                    "the continuum sees the dead device as down")
         assert [s["component"] for s in other.services.values()] == ["sampler"]
         events = [r.reason for r in edge.decision_log.query(limit=200)]
         assert any(f"node {first} lost" in e and "last will" in e for e in events), events
