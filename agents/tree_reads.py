@@ -24,11 +24,13 @@ from pydantic import BaseModel, Field
 from mlsysops.agents.agent_base import RequestFailed, RequestTimeout
 from mlsysops.agents.authorization import FROM_PARENT, register_rule
 from mlsysops.agents.protocol import Kind, Performative, register_payload
+from mlsysops.agents.wire import Role
 
 MAX_EXPORT_BYTES = 48 * 1024
 DEFAULT_REPLY_WITHIN = 2.0
 TELEMETRY_CONFIG_QUERY = "telemetry.config.query"
 BULKY_FIELDS = ("inputs", "chosen", "alternatives", "explanation")
+LEAF_ROLES = (Role.NODE, Role.FAR_EDGE)   # no decision logs below them (a gateway's devices keep none)
 
 
 class DecisionsQuery(BaseModel):
@@ -158,6 +160,17 @@ def _children(agent: Any) -> list[Any]:
     return children.children() if children is not None else []
 
 
+def _relevant_children(agent: Any, wanted: str | None) -> list[Any]:
+    """The children whose subtree may hold `wanted`'s records (all of them when no agent is named): the
+    named child alone when it is one, else every child that has children of its own. A sibling that
+    cannot hold them is not asked, so its silence is not reported as a gap in `wanted`'s records."""
+    children = _children(agent)
+    if wanted is None:
+        return children
+    named = [c for c in children if c.agent_id == wanted]
+    return named or [c for c in children if c.role not in LEAF_ROLES]
+
+
 async def _ask_decisions(agent: Any, child: Any, q: DecisionsQuery, wait: float, pages: int) -> DecisionsPage:
     """Up to `pages` pages of `child`'s subtree records (newest first, paging back with `until`)."""
     out = DecisionsPage([])
@@ -199,7 +212,7 @@ async def collect_decisions(agent: Any, q: DecisionsQuery, *, wait: float, budge
     if q.subtree and q.agent != agent.agent_id:
         lost = DecisionsPage([])
         asks = []
-        for child in _children(agent):
+        for child in _relevant_children(agent, q.agent):
             if child.alive:
                 asks.append(_ask_decisions(agent, child, q, wait, pages))
             else:
@@ -242,6 +255,8 @@ async def collect_plans(agent: Any, q: TelemetryConfigQuery, *, wait: float, bud
     if q.subtree:
         asks = []
         for child in _children(agent):
+            if q.agents is not None and child.agent_id not in q.agents and child.role in LEAF_ROLES:
+                continue     # cannot hold a wanted plan: not asked, so its silence is no gap
             if child.alive:
                 asks.append(_ask_plans(agent, child, q, wait, pages))
             elif q.agents is None or child.agent_id in q.agents:

@@ -114,6 +114,26 @@ async def test_a_cluster_that_does_not_answer_is_reported_within_the_timeout(two
         cloud.on(Kind.DECISIONS_QUERY, answering)
 
 
+async def test_the_records_of_one_node_do_not_wait_for_its_silent_siblings(two_modes):
+    rt, _, alone_url = two_modes
+    node, sibling = [n.name for n in rt.spec.cluster_nodes("edge-1")][:2]
+    quiet = rt.nodes[sibling]
+    answering = quiet._handlers[str(Kind.DECISIONS_QUERY)].handler
+
+    async def silent(_env):
+        await asyncio.sleep(30)
+
+    quiet.on(Kind.DECISIONS_QUERY, silent)
+    try:
+        async with http(alone_url) as alone:
+            rows = (await alone.get(f"{V1}/decisions", params={"agent": node, "limit": 20})).json()
+            everyone = (await alone.get(f"{V1}/decisions", params={"limit": 1000})).json()
+        assert rows and {d["agent"] for d in rows} == {node}     # the sibling is not asked, so not missing
+        assert [d["agent"] for d in everyone if d["outcome"] == "unanswered"] == [sibling]
+    finally:
+        quiet.on(Kind.DECISIONS_QUERY, answering)
+
+
 async def test_a_lost_node_is_named_not_dropped(two_modes):
     rt, _, alone_url = two_modes
     victim = next(iter(rt.spec.cluster_nodes("edge-1"))).name
