@@ -192,3 +192,35 @@ def test_frequency_policy_proposes_relocation_when_max_is_not_enough() -> None:
     cmds = _policy_step(sim, mech, ctx)
     assert cmds["relocation_proposal"]["instance_id"] == "i1"
     assert "top frequency" in cmds["relocation_proposal"]["reason"]
+
+
+def test_a_spike_reserve_keeps_room_for_an_unseen_spike() -> None:
+    def settle(reserve: float) -> tuple[SimContinuum, float]:
+        sim = board_sim()
+        sim.deploy("i1", "app", "svc", "b1", 1.0, 1 << 30, base_response_ms=20.0, activity=0.5)
+        sim.advance(1.0)
+        mech = SimCpuFrequencyMechanism(sim, "b1")
+        ctx = frequency_scaling.initialize() | {"targets": {"app/svc": 40.0}, "spike_reserve": reserve}
+        for _ in range(10):
+            _policy_step(sim, mech, ctx)
+            sim.advance(0.25)
+        return sim, sim.cpu_frequency("b1")
+
+    plain, f_plain = settle(0.0)
+    reserved, f_reserved = settle(0.25)
+    assert f_reserved > f_plain       # the room costs clock (energy) ...
+    for sim in (plain, reserved):     # ... and buys the first moment of a one-core spike, before any analysis
+        sim.load_spike("b1", 1.0, 5.0)
+        sim.advance(0.25)
+    assert plain.component_metrics("i1")["response_time_ms"] > 40.0
+    assert reserved.component_metrics("i1")["response_time_ms"] <= 40.0
+
+
+def test_a_bad_spike_reserve_is_refused_with_the_setting_named() -> None:
+    sim = board_sim()
+    mech = SimCpuFrequencyMechanism(sim, "b1")
+    ctx = frequency_scaling.initialize() | {"spike_reserve": 2}
+    system = {"node": "b1", "now": 0.0, "cpu_frequency_hz": 3.0 * GHZ, "cpu_utilization": [0.3], "instances": []}
+    mechs = {"cpu_frequency": {"state": mech.get_state(), "options": mech.get_options()}}
+    needed, ctx = run(frequency_scaling.analyze(ctx, None, system, mechs, None, None))
+    assert not needed and "spike_reserve must be a fraction" in ctx["explanation"]["summary"]
