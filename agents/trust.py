@@ -14,7 +14,7 @@ Six signals, each turned into a penalty with an operator-set weight; the trust s
   the cluster placed elsewhere, telemetry labelled with another node's name), decayed count;
 - ``impersonation``: messages refused because their body named another node (decayed count);
 - ``anomalies``: fraction of the node's recent metric samples (cpu and memory utilisation) that a streaming
-  Half-Space-Trees detector (river) scores above ``anomaly_threshold``, above ``anomaly_tolerance``.
+  Half-Space-Trees detector (`half_space_trees`) scores above ``anomaly_threshold``, above ``anomaly_tolerance``.
 
 Every score comes with the signals' raw values, the penalties, and plain-language reasons for the ones
 that count, so a placement that avoided a node can say why.
@@ -29,6 +29,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+from mlsysops.agents.half_space_trees import HalfSpaceTrees
 
 __all__ = ["NodeTrust", "TrustReport", "TrustWeights"]
 
@@ -120,10 +122,8 @@ class _NodeState:
     last_reason: dict[str, str] = field(default_factory=dict)
 
 
-def _new_detector(seed: int) -> Any:
-    from river import anomaly  # imported on first use: only cluster agents judge nodes
-
-    return anomaly.HalfSpaceTrees(n_trees=15, height=6, window_size=DETECTOR_WINDOW, seed=seed)
+def _new_detector(seed: int) -> HalfSpaceTrees:
+    return HalfSpaceTrees(n_trees=15, height=6, window_size=DETECTOR_WINDOW, seed=seed)
 
 
 class NodeTrust:
