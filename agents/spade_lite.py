@@ -6,6 +6,10 @@ runs a server. While SPADE is imported, `pyjabber.server` and `pyjabber.server_p
 whose `Server`/`Parameters` import the real module when first called (`spade.run()` with its embedded
 server still works); afterwards the stand-ins leave `sys.modules`, so anyone else importing pyjabber
 (mlsysops' own embedded server runs it in a subprocess) gets the real one.
+
+SPADE's web interface (`spade.web`: aiohttp's server, jinja2, timeago: ~14 MB) is built by every agent's
+constructor although no mlsysops agent serves it: while SPADE is imported, `spade.web` is a stand-in whose
+`WebApp` builds the real one only when something uses it (`is_started()` answers False without building).
 """
 
 from __future__ import annotations
@@ -26,10 +30,32 @@ def _on_first_call(module: str, name: str) -> Callable[..., Any]:
     return make
 
 
+class _WebAppOnDemand:
+    """Stands in for `spade.web.WebApp`: the real one (and its imports) only once something uses it."""
+
+    def __init__(self, agent: Any) -> None:
+        self._agent = agent
+        self._real: Any = None
+
+    def is_started(self) -> bool:
+        return self._real is not None and self._real.is_started()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._real is None:
+            self._real = importlib.import_module("spade.web").WebApp(agent=self._agent)
+        return getattr(self._real, name)
+
+
 def _import_spade() -> None:
     if "spade.container" in sys.modules:
         return
     placed: dict[str, types.ModuleType] = {}
+    if "spade.web" not in sys.modules:
+        web = types.ModuleType("spade.web", "stand-in for spade.web (mlsysops.agents.spade_lite)")
+        web.WebApp = _WebAppOnDemand  # type: ignore[attr-defined]
+        placed["spade.web"] = sys.modules["spade.web"] = web
     for module, name in _DEFERRED.items():
         if module not in sys.modules:
             stand_in = types.ModuleType(module, f"stand-in for {module} (mlsysops.agents.spade_lite)")

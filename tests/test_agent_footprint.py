@@ -1,5 +1,6 @@
 """A node (or cluster) agent process does not import what it does not run: the embedded XMPP server
-(pyjabber, and SQLAlchemy through it) nor the REST API stack (FastAPI, Starlette, uvicorn). Checked in a
+(pyjabber, and SQLAlchemy through it), the REST API stack (FastAPI, Starlette, uvicorn), SPADE's web
+interface (jinja2, timeago) nor an ML stack (scikit-learn, SciPy). Checked in a
 fresh interpreter that builds the agents the way `mlsysops agent node|cluster` does."""
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = ("pyjabber", "sqlalchemy", "fastapi", "starlette", "uvicorn")
+FORBIDDEN = ("pyjabber", "sqlalchemy", "fastapi", "starlette", "uvicorn", "jinja2", "aiohttp_jinja2", "timeago",
+             "sklearn", "scipy")
 
 PROBE = f"""
 import json, sys
@@ -24,6 +26,8 @@ spec = load_slice({str(ROOT / "examples" / "slices" / "demo.yaml")!r})
 assembly = SliceAssembly(spec, password="probe-password")
 node = assembly.node_agent("edge-server-1", RemoteSimNodeSubstrate("http://127.0.0.1:9", "edge-server-1"))
 cluster = assembly.cluster_agent("edge-1", assembly.placement_for("edge-1", sim_url="http://127.0.0.1:9"))
+for i in range(60):   # the cluster judges a node from its metrics (node trust's anomaly detector)
+    cluster.trust.metrics("edge-server-1", {{"cpu": 0.3, "memory": 0.5}})
 print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}})))
 """
 
@@ -45,3 +49,15 @@ def test_spade_still_finds_its_embedded_server_when_asked() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=100)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["pyjabber.server", "Server"]
+
+
+def test_spade_builds_its_web_interface_when_asked() -> None:
+    """An agent's `web` is a stand-in until used; using it builds SPADE's real WebApp."""
+    code = ("import mlsysops.agents.agent_base, sys\n"
+            "from mlsysops.agents.spade_lite import Agent\n"
+            "a = Agent('probe@localhost', 'x')\n"
+            "assert not a.web.is_started() and 'jinja2' not in sys.modules\n"
+            "print(type(a.web.app).__name__, 'jinja2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=100)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["Application", "True"]
