@@ -97,13 +97,14 @@ async def app_components(http: Any, app: str) -> dict[str, dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def demo_slice(xmpp_port: int, overrides: dict[str, dict[str, Any]],
-                     tokens: dict[str, Role]) -> AsyncIterator[tuple[SliceRuntime, str]]:
-    """The demo slice (every message over the given XMPP server) and its API on a free port."""
+                     tokens: dict[str, Role], path: Path = DEMO) -> AsyncIterator[tuple[SliceRuntime, str]]:
+    """The demo slice, or the slice at `path` (every message over the given XMPP server), and its API on a
+    free port."""
     from mlsysops.agents.slice_config import load_slice
     from mlsysops.cli.slice_runtime import SliceRuntime
     from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
 
-    rt = SliceRuntime(load_slice(DEMO), xmpp_port=xmpp_port, force_xmpp=True,
+    rt = SliceRuntime(load_slice(path), xmpp_port=xmpp_port, force_xmpp=True,
                       jid_suffix="-" + uuid.uuid4().hex[:6], overrides={k: dict(v) for k, v in overrides.items()})
     await rt.start()
     server = ApiServer(create_app(ApiBackend(runtime=rt), tokens), port=0)
