@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import secrets
 import time
 import uuid
@@ -66,6 +67,22 @@ def until_blocking(predicate: Callable[[], Any], timeout: float, message: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"{message}: not met within {timeout}s (last: {value!r})")
         time.sleep(interval)
+
+
+def child_processes(name: str) -> list[int]:
+    """Live processes called `name` whose parent is this test process (what a runtime here left behind)."""
+    me, out = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:   # it ended meanwhile
+            continue
+        if not stat:
+            continue
+        comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if comm == name and int(fields[1]) == me and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
 
 
 # -- placement value objects ----------------------------------------------------------------------------

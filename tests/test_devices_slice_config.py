@@ -4,7 +4,6 @@ clear errors of a start that cannot succeed, with no broker process or workdir l
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from mlsysops.cli.device_runtime import DeviceRuntime
 from mlsysops.cli.slice_assembly import SubstrateError
 from mlsysops.substrates.mqtt import broker as mqtt_broker
 from mlsysops.substrates.mqtt.broker import BrokerStartError, MosquittoBroker
+from tests.support import child_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "slices" / "devices.yaml"
@@ -37,22 +37,6 @@ def problems(path: Path) -> str:
     with pytest.raises(DescriptionError) as err:
         load_slice(path)
     return str(err.value)
-
-
-def our_mosquittos() -> list[int]:
-    """mosquitto processes whose parent is this test process (what a runtime here would have left)."""
-    me, out = os.getpid(), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-        if name == "mosquitto" and int(rest[1]) == me and rest[0] != "Z":
-            out.append(int(entry.name))
-    return out
 
 
 def test_the_example_slice_has_two_devices_behind_one_node() -> None:
@@ -114,12 +98,12 @@ def test_the_embedded_broker_answers_mqtt_and_stop_leaves_nothing() -> None:
     broker = MosquittoBroker()
     broker.start()
     try:
-        assert broker.alive and broker.pid in our_mosquittos() and broker.workdir is not None
+        assert broker.alive and broker.pid in child_processes("mosquitto") and broker.workdir is not None
         workdir = broker.workdir
         assert broker._listening()   # an MQTT CONNACK, from this broker
     finally:
         broker.stop()
-    assert not broker.alive and broker.pid not in our_mosquittos() and not workdir.exists()
+    assert not broker.alive and broker.pid not in child_processes("mosquitto") and not workdir.exists()
 
 
 def test_no_mosquitto_binary_is_a_clear_error_naming_the_package(monkeypatch, tmp_path: Path) -> None:
@@ -148,5 +132,5 @@ async def test_a_runtime_whose_broker_cannot_start_says_why_and_leaves_no_proces
         with pytest.raises(SubstrateError, match=f"devices: mosquitto on 127.0.0.1:{port} exited with .*"
                                                  "Address already in use"):
             await DeviceRuntime(config).start_broker()
-    assert our_mosquittos() == []
+    assert child_processes("mosquitto") == []
     assert set(Path("/tmp").glob(f"{mqtt_broker.WORKDIR_PREFIX}*")) <= before   # its workdir is gone too
