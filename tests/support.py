@@ -100,10 +100,11 @@ def component_request(name: str = "web", **fields: Any) -> ComponentRequest:
 
 # -- the demo slice -------------------------------------------------------------------------------------
 def formed(rt: SliceRuntime) -> bool:
-    """Every cluster agent registered with the continuum and every node alive in its cluster."""
+    """Every cluster agent registered with the continuum and every node (and device) alive in its cluster."""
     h = rt.hierarchy()
+    devices = len(rt.devices.devices) if rt.devices is not None else 0
     return all(c["registered"] for c in h.values()) and \
-        sum(sum(1 for alive in c["nodes"].values() if alive) for c in h.values()) == len(rt.spec.nodes)
+        sum(sum(1 for alive in c["nodes"].values() if alive) for c in h.values()) == len(rt.spec.nodes) + devices
 
 
 async def app_components(http: Any, app: str) -> dict[str, dict[str, Any]]:

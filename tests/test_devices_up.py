@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from mlsysops.continuum.api_auth import Role
-from tests.support import app_components, child_processes, demo_slice, until
+from tests.support import app_components, child_processes, demo_slice, formed, until
 
 pytestmark = [pytest.mark.xmpp, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +42,8 @@ async def test_up_starts_the_slice_configs_devices_as_nodes_and_stop_leaves_no_b
                 return rows if all((rows.get(d) or {}).get("alive") for d in DEVICES) else None
 
             rows = await until(devices_alive, 40, "both devices listed by the API as alive nodes")
+            await until(lambda: formed(rt), 20, "every node and device alive in the hierarchy `up` shows")
+            assert set(DEVICES) <= set(rt.hierarchy()["edge-1"]["nodes"])
             assert {(rows[d]["cluster"], rows[d]["layer"]) for d in DEVICES} == {("edge-1", "far_edge")}
             assert rows["edge-rpi-1"]["layer"] == "edge" and len(rows) == len(rt.spec.nodes) + 2
             spec = (await http.get("/api/v1/nodes/mcu-b")).json()["description"]["spec"]

@@ -393,12 +393,13 @@ class SliceRuntime:
     def hierarchy(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for cid, cl in self.clusters.items():
-            members = {self._node_name(c.jid): c.alive for c in cl.children.children()}
+            members = {self._node_name(c.jid, c.agent_id): c.alive for c in cl.children.children()}
             out[cid] = {"registered": cl.upstream is not None and cl.upstream.connected, "nodes": members}
         return out
 
-    def _node_name(self, jid: str) -> str:
+    def _node_name(self, jid: str, agent_id: str = "") -> str:
         for name in self.spec.nodes:
             if self.jid("node", name) == jid:
                 return name
-        return jid
+        # a device behind a gateway: its membership key is no node's JID, its agent id is its name
+        return agent_id if self.devices is not None and agent_id in self.devices.devices else jid
