@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import shutil
 import signal
 import socket
@@ -77,7 +78,10 @@ class MosquittoBroker:
         binary = mosquitto_binary()
         self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n")
+        # Started as root, mosquitto drops to user `mosquitto`, and a credential change clears PR_SET_PDEATHSIG:
+        # the broker would outlive a killed parent. It stays root then (it listens on loopback only).
+        user = "user root\n" if os.geteuid() == 0 else ""
+        conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n{user}")
         log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - the child's stderr for its lifetime
         try:   # its log goes to stderr, and a bind error comes before any log_dest would take effect
             self._proc = subprocess.Popen([binary, "-c", str(conf)], stdin=subprocess.DEVNULL,
