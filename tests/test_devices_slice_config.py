@@ -50,6 +50,16 @@ def test_the_example_slice_has_two_devices_behind_one_node() -> None:
     assert load_slice(ROOT / "examples" / "slices" / "demo.yaml").config.devices is None   # off if omitted
 
 
+def test_validate_summarises_the_devices() -> None:
+    from typer.testing import CliRunner
+
+    from mlsysops.cli.main import app
+
+    result = CliRunner().invoke(app, ["validate", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "7 nodes, 2 devices behind edge-rpi-1)" in result.output
+
+
 def test_an_external_broker_defaults_to_port_1883(tmp_path: Path) -> None:
     spec = load_slice(slice_file(tmp_path, {"broker": "external", "host": "10.0.0.5",
                                             "gateways": {"edge-rpi-1": [{"name": "mcu-a"}]}}))
