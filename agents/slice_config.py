@@ -269,6 +269,51 @@ class StorageConfig(_Config):
                      for n, s in sorted(self.sites.items()))
 
 
+DEVICE_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"   # a node name: the device becomes a node of the cluster
+
+
+class DeviceSensorConfig(_Config):
+    type: Literal["camera", "temperature", "accelerometer", "humidity", "sound", "co2", "barometer",
+                  "air_quality"] = Field(description="Sensor kind (as in the device protocol's announce).")
+    model: str | None = Field(None, max_length=64, description="Sensor model, e.g. ds18b20.")
+
+
+class SimDeviceConfig(_Config):
+    """A simulated microcontroller (`sim/mqtt_device.py`): a real MQTT client speaking device protocol v1."""
+
+    name: str = Field(pattern=DEVICE_NAME, description="Device name; it becomes a far-edge node of the "
+                                                       "gateway's cluster, so it must not be a node of the slice.")
+    sensors: list[DeviceSensorConfig] = Field(
+        default_factory=lambda: [DeviceSensorConfig(type="temperature")], max_length=16,
+        description="Sensors it announces (default: one temperature sensor).")
+    slots: int = Field(1, ge=0, le=64, description="Service slots: how many services it runs at most.")
+    freq_hz: list[float] = Field(default_factory=lambda: [64e6], min_length=1, max_length=16,
+                                 description="MCU frequencies it supports (Hz).")
+    labels: list[str] = Field(default_factory=list, max_length=32, description="Labels of its node description.")
+    heartbeat_s: Seconds = Field(1.0, gt=0, le=300, description="Heartbeat interval; 3 missed ones lose it.")
+    firmware: str = Field("embserve-sim-1", min_length=1, max_length=64, description="Firmware it announces.")
+
+
+class DevicesConfig(_Config):
+    """Devices behind gateway nodes: an MQTT broker and, per gateway node, the simulated devices `mlsysops up`
+    starts (the node's agent is their gateway)."""
+
+    broker: Literal["embedded", "external"] = Field(
+        "embedded", description="embedded: start a mosquitto process on loopback (needs `apt-get install "
+                                "mosquitto`); external: use the broker at host/port.")
+    host: str = Field("127.0.0.1", description="Broker address (external) or bind address (embedded).")
+    port: int | None = Field(None, ge=0, le=65535, description="Broker port; embedded default 0 = any free "
+                                                               "port, external default 1883.")
+    gateways: dict[str, list[SimDeviceConfig]] = Field(
+        default_factory=dict, description="Gateway node (one of the slice's nodes) -> its simulated devices.")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> DevicesConfig:
+        if self.port is None:
+            self.port = 0 if self.broker == "embedded" else 1883
+        return self
+
+
 SourceEntry = str | dict[str, Any]
 
 
@@ -289,6 +334,8 @@ class SliceConfig(_Config):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     storage: StorageConfig | None = Field(None, description="The storage service (buckets of apps); off if omitted.")
+    devices: DevicesConfig | None = Field(None, description="Simulated devices behind gateway nodes, and their "
+                                                            "MQTT broker; off if omitted.")
     trust: dict[str, float] = Field(
         default_factory=dict,
         description="Node trust: weights of the evidence against a node (flapping, failed_deployments, "
@@ -593,6 +640,7 @@ def _assemble(cfg: SliceConfig, slice_path: Path, col: _Collector) -> SliceSpec:
                 f"storage site {site!r}: node {s.node!r} has no description in the slice", file=str(slice_path),
                 path=f"storage.sites.{site}.node", value=s.node, expected="one of the slice's nodes",
                 suggestion=did_you_mean(s.node, nodes)))
+    _check_devices(cfg, slice_path, nodes, col)
     continuum = _continuum(cfg, by_kind, clusters, col)
     datacenters = {n: d.spec for n, d in by_kind.get("MLSysOpsDatacenter", {}).items()}
     return SliceSpec(
@@ -605,6 +653,36 @@ def _assemble(cfg: SliceConfig, slice_path: Path, col: _Collector) -> SliceSpec:
         sources=sources,  # type: ignore[arg-type]
         warnings=[i for i in col.issues if i.severity == "warning"],
     )
+
+
+def _check_devices(cfg: SliceConfig, slice_path: Path, nodes: dict[str, Any], col: _Collector) -> None:
+    """Gateways are nodes of the slice whose agents `mlsysops up` runs; device names are new node names."""
+    if cfg.devices is None:
+        return
+    sub = cfg.substrate
+    if sub.type == "kubernetes" and not sub.simulate_nodes:
+        col.issues.append(ValidationIssue(
+            "devices need node agents run by `mlsysops up` as their gateways, and substrate kubernetes without "
+            "simulate_nodes runs none", file=str(slice_path), path="devices", value=sub.type,
+            expected="substrate type sim or karmada, or kubernetes with simulate_nodes: true"))
+    seen: dict[str, str] = {}
+    for gw, devices in cfg.devices.gateways.items():
+        if gw not in nodes:
+            col.issues.append(ValidationIssue(
+                f"gateway {gw!r} is not a node of the slice", file=str(slice_path), path=f"devices.gateways.{gw}",
+                value=gw, expected="one of the slice's nodes: " + ", ".join(sorted(nodes)),
+                suggestion=did_you_mean(gw, nodes)))
+        for i, dev in enumerate(devices):
+            where = f"devices.gateways.{gw}[{i}].name"
+            if dev.name in nodes:
+                col.issues.append(ValidationIssue(
+                    f"device {dev.name!r} has the name of a node of the slice (it joins as a node)",
+                    file=str(slice_path), path=where, value=dev.name, expected="a name no node has"))
+            elif dev.name in seen:
+                col.issues.append(ValidationIssue(
+                    f"device {dev.name!r} is also defined at {seen[dev.name]}", file=str(slice_path), path=where,
+                    value=dev.name, expected="unique device names"))
+            seen.setdefault(dev.name, where)
 
 
 def _continuum(

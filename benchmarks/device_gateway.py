@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -24,25 +21,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PW = uuid.uuid4().hex
-
-
-def start_mosquitto(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (tmp / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([binary, "-c", str(tmp / "mosquitto.conf")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("mosquitto did not start")
 
 
 async def wait(pred, timeout: float = 30.0) -> float:
@@ -73,11 +51,14 @@ async def main() -> None:
     from mlsysops.node.substrate import SimNodeSubstrate
     from mlsysops.sim import SimContinuum
     from mlsysops.sim.mqtt_device import SimMqttDevice
+    from mlsysops.substrates.mqtt.broker import MosquittoBroker
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-devices-"))
     server = ProsodyServer(tmp / "prosody")
     server.start_sync()
-    broker, port = start_mosquitto(tmp)
+    broker = MosquittoBroker()
+    broker.start()
+    port = broker.port
     spec = load_slice(ROOT / "examples/slices/demo.yaml")
     asm = SliceAssembly(spec, password=PW, suffix="-" + uuid.uuid4().hex[:6], xmpp_port=server.port,
                         force_xmpp=True, overrides={"all": {"heartbeat": 1.0, "liveness_misses": 3}})
@@ -110,7 +91,7 @@ async def main() -> None:
     finally:
         await node.stop()
         await cluster.stop()
-        broker.terminate()
+        broker.stop()
         server.stop_sync()
     print(f"{a.rounds} rounds of one device, 1 s heartbeats (cluster and devices), prosody + mosquitto on loopback")
     print("| stage (ms)                           |   median |      p95 |      max |")

@@ -296,15 +296,7 @@ class ContinuumAgent(ManagedAgent):
             except Exception as exc:   # noqa: BLE001 - the next registration (or recovery) tries again
                 self.record_event(f"cluster {cid}: its node descriptions could not be read: {exc}", outcome="error")
                 raws = []
-        nodes = {}
-        for raw in raws:
-            try:
-                doc = load_obj(raw, source=f"registration of {cid}")
-            except DescriptionError as exc:
-                self.record_event(f"cluster {cid} sent an invalid node description: {exc}", outcome="error")
-                continue
-            if isinstance(doc.spec, MLSysOpsNode):
-                nodes[doc.spec.name] = doc.spec
+        nodes = self._parse_nodes(cid, raws, "registration")
         self.cluster_nodes[cid] = nodes
         self.node_states.pop(cid, None)
         self._read_states(cid, child)
@@ -314,6 +306,34 @@ class ContinuumAgent(ManagedAgent):
             await self.execute("cluster_dispatch", {"cluster": cid}, reason=f"cluster {cid} joined",
                                operation=Capability.RESYNC)
         self.trigger(reason=f"cluster {cid} joined")
+
+    def _parse_nodes(self, cid: str, raws: list[Any], when: str) -> dict[str, MLSysOpsNode]:
+        nodes = {}
+        for raw in raws:
+            try:
+                doc = load_obj(raw, source=f"{when} of {cid}")
+            except DescriptionError as exc:
+                self.record_event(f"cluster {cid} sent an invalid node description: {exc}", outcome="error")
+                continue
+            if isinstance(doc.spec, MLSysOpsNode):
+                nodes[doc.spec.name] = doc.spec
+        return nodes
+
+    async def _reread_nodes(self, cid: str, jid: str, names: set[str]) -> None:
+        """The cluster's nodes changed since it registered (a device joined through its gateway, or left):
+        read its node descriptions again, so the API and placement know the new ones."""
+        try:
+            raws, _ = await fetch_all(self, jid, "descriptions")
+        except Exception as exc:   # noqa: BLE001 - the next states read notices the difference again
+            self.log.debug("node descriptions of %s not read: %s", cid, exc)
+            return
+        before = set(self.cluster_nodes.get(cid, {}))
+        nodes = self._parse_nodes(cid, raws, "node listing")
+        self.cluster_nodes[cid] = nodes
+        added, gone = sorted(set(nodes) - before), sorted(before - set(nodes))
+        if added or gone:
+            self.record_event(f"cluster {cid}: nodes joined {added or '-'}, left {gone or '-'}",
+                              inputs={"cluster": cid, "joined": added, "left": gone, "listed": sorted(names)})
 
     async def _cluster_lost(self, child: ChildRecord, reason: str) -> None:
         cid = self.jid_clusters.get(child.jid)
@@ -468,6 +488,9 @@ class ContinuumAgent(ManagedAgent):
                                  "lag_ms": {i["name"]: i.get("lag_ms") for i in items},
                                  "last_heartbeat": {i["name"]: i.get("last_heartbeat") for i in items},
                                  "trust": {i["name"]: i["trust"] for i in items if i.get("trust")}}
+        names = {i["name"] for i in items}
+        if cid in self.cluster_nodes and names != set(self.cluster_nodes[cid]):
+            await self._reread_nodes(cid, jid, names)
 
     def _refresh_states(self) -> None:
         """Re-read a cluster's node states when its heartbeat says they moved, and its CPU figures every

@@ -67,6 +67,11 @@ class DeviceGateway:
         """``listener(event, device, record)``; event is joined, left, lost or services."""
         self._listeners.append(listener)
 
+    def off_change(self, listener: Listener) -> None:
+        """Stop telling `listener` (a gateway kept across its node agent's restarts has a new link each time)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def alive(self) -> list[str]:
         return sorted(n for n, d in self.devices.items() if d.alive)
 

@@ -28,6 +28,7 @@ class GatewayLink:
         await self.gateway.start()
 
     async def stop(self) -> None:
+        self.gateway.off_change(self._changed)   # the gateway may outlive this agent (`mlsysops up` restarts it)
         await self.gateway.stop()
 
     async def _send(self, kind: str, body: Any) -> None:

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -151,34 +150,15 @@ def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real mosquitto broker on a free loopback port, for the device gateway. Missing mosquitto is a
-    failure, not a skip: `.ci/run` installs it."""
-    import shutil
-    import socket
-    import subprocess
-    import time
-    from types import SimpleNamespace
+def mosquitto() -> Iterator[Any]:
+    """A real mosquitto broker on a free loopback port, for the device gateway (`.host`, `.port`). Missing
+    mosquitto is a failure, not a skip: `.ci/run` installs it."""
+    from mlsysops.substrates.mqtt.broker import BrokerStartError, MosquittoBroker
 
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if binary is None:
-        pytest.fail("mosquitto is not installed: `apt-get install mosquitto` (.ci/run does it)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"mosquitto did not start: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}")
-            time.sleep(0.05)
-    yield SimpleNamespace(host="127.0.0.1", port=port)
-    proc.terminate()
-    proc.wait(timeout=10)
+    broker = MosquittoBroker()
+    try:
+        broker.start()
+    except BrokerStartError as exc:
+        pytest.fail(f"{exc} (.ci/run installs it)")
+    yield broker
+    broker.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import secrets
 import time
 import uuid
@@ -68,6 +69,22 @@ def until_blocking(predicate: Callable[[], Any], timeout: float, message: str = 
         time.sleep(interval)
 
 
+def child_processes(name: str) -> list[int]:
+    """Live processes called `name` whose parent is this test process (what a runtime here left behind)."""
+    me, out = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:   # it ended meanwhile
+            continue
+        if not stat:
+            continue
+        comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if comm == name and int(fields[1]) == me and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
+
+
 # -- placement value objects ----------------------------------------------------------------------------
 def node_view(name: str = "node-1", **fields: Any) -> NodeView:
     """A schedulable node: 4 cores and 8 GiB free unless `fields` say otherwise."""
@@ -83,10 +100,11 @@ def component_request(name: str = "web", **fields: Any) -> ComponentRequest:
 
 # -- the demo slice -------------------------------------------------------------------------------------
 def formed(rt: SliceRuntime) -> bool:
-    """Every cluster agent registered with the continuum and every node alive in its cluster."""
+    """Every cluster agent registered with the continuum and every node (and device) alive in its cluster."""
     h = rt.hierarchy()
+    devices = len(rt.devices.devices) if rt.devices is not None else 0
     return all(c["registered"] for c in h.values()) and \
-        sum(sum(1 for alive in c["nodes"].values() if alive) for c in h.values()) == len(rt.spec.nodes)
+        sum(sum(1 for alive in c["nodes"].values() if alive) for c in h.values()) == len(rt.spec.nodes) + devices
 
 
 async def app_components(http: Any, app: str) -> dict[str, dict[str, Any]]:
@@ -97,13 +115,14 @@ async def app_components(http: Any, app: str) -> dict[str, dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def demo_slice(xmpp_port: int, overrides: dict[str, dict[str, Any]],
-                     tokens: dict[str, Role]) -> AsyncIterator[tuple[SliceRuntime, str]]:
-    """The demo slice (every message over the given XMPP server) and its API on a free port."""
+                     tokens: dict[str, Role], path: Path = DEMO) -> AsyncIterator[tuple[SliceRuntime, str]]:
+    """The demo slice, or the slice at `path` (every message over the given XMPP server), and its API on a
+    free port."""
     from mlsysops.agents.slice_config import load_slice
     from mlsysops.cli.slice_runtime import SliceRuntime
     from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
 
-    rt = SliceRuntime(load_slice(DEMO), xmpp_port=xmpp_port, force_xmpp=True,
+    rt = SliceRuntime(load_slice(path), xmpp_port=xmpp_port, force_xmpp=True,
                       jid_suffix="-" + uuid.uuid4().hex[:6], overrides={k: dict(v) for k, v in overrides.items()})
     await rt.start()
     server = ApiServer(create_app(ApiBackend(runtime=rt), tokens), port=0)

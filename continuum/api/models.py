@@ -94,6 +94,8 @@ class HostedComponent(BaseModel):
 class NodeSummary(BaseModel):
     name: str
     cluster: str
+    layer: str | None = Field(None, description="continuum layer of the node (cloud, edge_infrastructure, edge, "
+                                                "far_edge: a device behind a gateway is a far_edge node)")
     alive: bool | None = Field(description="as last reported by its cluster; null while the cluster agent is lost")
     cpu_utilization: float | None
     power_watts: float | None = Field(None, description="latest hw.power of the node (W), from its telemetry")

@@ -36,7 +36,7 @@ def nodes_of(cont: Any, cid: str, where: Hosted) -> Iterator[NodeDetail]:
         alive = alive_of.get(name) if rec is not None and rec.alive else None
         score, reason = trust_of.get(name) or ((1.0, None) if alive is not None else (None, None))
         energy = _energy(cont, name, cid)
-        yield NodeDetail(name=name, cluster=cid, alive=alive, cpu_utilization=cpu_of.get(name),
+        yield NodeDetail(name=name, cluster=cid, layer=str(model.continuum_layer), alive=alive, cpu_utilization=cpu_of.get(name),
                          power_watts=energy[0], energy_joules=energy[1],
                          last_heartbeat=seen_of.get(name), trust=score, trust_reason=reason,
                          components=where.get((cid, name), []), description=to_k8s(model))

@@ -214,8 +214,9 @@ def expand_files(paths: list[Path], recursive: bool) -> list[Path]:
 
 COLUMNS: dict[Kind, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {
     Kind.apps: ([("NAME", "name"), ("COMPONENTS", "components"), ("STATUS", "status"), ("AGE", "submitted")], []),
-    Kind.nodes: ([("NAME", "name"), ("CLUSTER", "cluster"), ("STATUS", "status"), ("CPU%", "cpu_utilization"),
-                  ("TRUST", "trust"), ("LAST HEARTBEAT", "last_heartbeat"), ("COMPONENTS", "components")],
+    Kind.nodes: ([("NAME", "name"), ("CLUSTER", "cluster"), ("STATUS", "status"), ("LAYER", "layer"),
+                  ("CPU%", "cpu_utilization"), ("TRUST", "trust"), ("LAST HEARTBEAT", "last_heartbeat"),
+                  ("COMPONENTS", "components")],
                  [("WATTS", "power_watts"), ("TRUST REASON", "trust_reason")]),
     Kind.clusters: ([("NAME", "id"), ("REGISTERED", "registered"), ("ALIVE", "alive"), ("NODES", "nodes"),
                      ("NODES ALIVE", "nodes_alive")], [("LAST HEARTBEAT", "last_heartbeat"),

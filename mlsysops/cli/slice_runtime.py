@@ -73,6 +73,7 @@ class SliceRuntime:
         self.namespace = self.assembly.namespace
         self._sim_task: asyncio.Task[None] | None = None
         self.storage: Any = None                  # StorageRuntime (slice config `storage`): stores + mechanism
+        self.devices: Any = None                  # DeviceRuntime (slice config `devices`): broker + sim devices
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -149,6 +150,11 @@ class SliceRuntime:
             self.storage = StorageRuntime(self.spec.config.storage, sim=self.sim,
                                           seed=self.spec.config.substrate.seed or 0)
             await self.storage.start()
+        if self.spec.config.devices is not None and self.simulated:
+            from mlsysops.cli.device_runtime import DeviceRuntime
+
+            self.devices = DeviceRuntime(self.spec.config.devices)
+            await self.devices.start_broker()
         await self.start_continuum()
         # Sequential starts: pyjabber mis-routes stanzas when many sessions open at once.
         for cid in self.spec.clusters:
@@ -156,6 +162,8 @@ class SliceRuntime:
         if self.simulated:
             for name in self.spec.nodes:
                 await self.start_node(name)
+        if self.devices is not None:   # after their gateways' agents: a device announces once, on connect
+            await self.devices.start_devices()
 
     async def start_kube(self) -> None:
         """One ApiClient per cluster (all from the slice's kubeconfig), and the workload namespace."""
@@ -224,17 +232,25 @@ class SliceRuntime:
         return agent
 
     async def start_node(self, name: str) -> NodeAgent:
-        agent = self.assembly.node_agent(name, SimNodeSubstrate(self.sim, name))
+        gateway = self.devices.gateway_for(name) if self.devices is not None else None
+        agent = self.assembly.node_agent(name, SimNodeSubstrate(self.sim, name), device_gateway=gateway)
         await agent.start_agent()
         self.nodes[name] = agent
         return agent
 
     async def stop(self) -> None:
-        """Agents, views, clients, then the stores and the server: those go even when something before
-        them fails or the stop is cancelled, so no XMPP or SeaweedFS process or workdir outlives the runtime."""
+        """Agents, views, clients, then the devices and their broker, the stores and the server: those go
+        even when something before them fails or the stop is cancelled, so no XMPP, mosquitto or SeaweedFS
+        process or workdir outlives the runtime."""
         try:
             await self._stop_agents_and_clients()
         finally:
+            if self.devices is not None:
+                devices, self.devices = self.devices, None
+                try:
+                    await asyncio.shield(devices.stop())
+                except Exception:   # noqa: BLE001 - the stores and the server must still stop
+                    log.exception("stopping the devices failed")
             if self.storage is not None:
                 storage, self.storage = self.storage, None
                 await asyncio.shield(storage.stop())
@@ -377,12 +393,13 @@ class SliceRuntime:
     def hierarchy(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for cid, cl in self.clusters.items():
-            members = {self._node_name(c.jid): c.alive for c in cl.children.children()}
+            members = {self._node_name(c.jid, c.agent_id): c.alive for c in cl.children.children()}
             out[cid] = {"registered": cl.upstream is not None and cl.upstream.connected, "nodes": members}
         return out
 
-    def _node_name(self, jid: str) -> str:
+    def _node_name(self, jid: str, agent_id: str = "") -> str:
         for name in self.spec.nodes:
             if self.jid("node", name) == jid:
                 return name
-        return jid
+        # a device behind a gateway: its membership key is no node's JID, its agent id is its name
+        return agent_id if self.devices is not None and agent_id in self.devices.devices else jid

@@ -177,6 +177,12 @@ async def _up(slice_file: Path, apply: list[Path], progress: bool, duration: flo
             console.print(f"CLI context '{spec.config.slice}' written to {cfg} (try: mlsysops get apps)",
                           soft_wrap=True)
         console.print(f"XMPP: embedded server on localhost:{rt.xmpp_port}")
+        if rt.devices is not None:
+            behind = "; ".join(f"{', '.join(d.name for d in devs)} behind {gw}"
+                               for gw, devs in spec.config.devices.gateways.items())
+            console.print(f"MQTT: {'embedded broker' if rt.devices.broker else 'broker'} on "
+                          f"{rt.devices.host}:{rt.devices.port}; devices: {behind or 'none'} (mlsysops get nodes)",
+                          soft_wrap=True, highlight=False)
         # Like Jupyter: the generated local token rides in the fragment (never sent to the server or logged).
         fragment = f"#token={token_file.read_text().strip()}" if token_file is not None else ""
         console.print(f"Dashboard: {url}/dashboard{fragment}", soft_wrap=True, highlight=False)

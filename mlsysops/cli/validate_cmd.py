@@ -39,6 +39,13 @@ def _summary(doc: Any) -> str:
     return f"{head}, {len(spec.clusters)} clusters"
 
 
+def _devices(spec: Any) -> str:
+    """", 2 devices behind edge-rpi-1" for a slice whose config starts simulated devices (`devices:`)."""
+    gateways = spec.config.devices.gateways if spec.config.devices is not None else {}
+    count = sum(len(d) for d in gateways.values())
+    return f", {count} devices behind {', '.join(gateways)}" if count else ""
+
+
 def _is_slice_file(path: Path) -> bool:
     """Whether the first document has a top-level ``slice`` key (unreadable files are checked, and
     reported, as descriptions)."""
@@ -77,7 +84,7 @@ def _check_slice(path: Path) -> tuple[dict[str, Any], Any]:
             "kind": "Slice",
             "name": spec.name,
             "summary": f"slice {spec.name}: 1 continuum, {len(spec.clusters)} clusters, "
-            f"{len(spec.nodes)} nodes",
+            f"{len(spec.nodes)} nodes{_devices(spec)}",
         }
     )
     result["warnings"] = [w.to_dict() for w in spec.warnings]

@@ -1,0 +1,130 @@
+"""One mosquitto broker process on loopback, for devices behind a gateway.
+
+Started like the embedded XMPP server and the SeaweedFS stores: a temp workdir of its own holding the
+config (one anonymous listener on 127.0.0.1, no persistence), a free port unless one is given, readiness
+awaited on the port, the child killed when its parent dies (PR_SET_PDEATHSIG), and `stop()` removes the
+workdir, so no broker or file outlives the runtime. mosquitto is Debian's package (`apt-get install
+mosquitto`), installed in /usr/sbin, which is not on every user's PATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+WORKDIR_PREFIX = "mlsysops-mqtt-"
+SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin")   # where Debian puts it when PATH has no sbin
+DEFAULT_START_TIMEOUT = 10.0
+_PR_SET_PDEATHSIG = 1
+# MQTT 3.1.1 CONNECT: protocol "MQTT" level 4, clean session, keepalive 60 s, empty client id
+_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+
+
+class BrokerStartError(RuntimeError):
+    """The broker could not be started (missing binary, early exit, port not listening in time)."""
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or next(
+        (str(Path(d) / "mosquitto") for d in SBIN_DIRS if (Path(d) / "mosquitto").is_file()), None)
+    if found is None:
+        raise BrokerStartError("the `mosquitto` binary is missing (not on PATH nor in "
+                               f"{', '.join(SBIN_DIRS)}): apt-get install mosquitto")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):   # not Linux: the explicit stop() still applies
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class MosquittoBroker:
+    """Handle on one mosquitto process. `start()`/`stop()` block: callers on an event loop use a thread."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
+                 start_timeout: float = DEFAULT_START_TIMEOUT) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.start_timeout = start_timeout
+        self.workdir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> None:
+        """Start and block until the port accepts connections (or raise with the broker's log tail)."""
+        if self.alive:
+            return
+        binary = mosquitto_binary()
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        conf = self.workdir / "mosquitto.conf"
+        # Started as root, mosquitto drops to user `mosquitto`, and a credential change clears PR_SET_PDEATHSIG:
+        # the broker would outlive a killed parent. It stays root then (it listens on loopback only).
+        user = "user root\n" if os.geteuid() == 0 else ""
+        conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n{user}")
+        log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - the child's stderr for its lifetime
+        try:   # its log goes to stderr, and a bind error comes before any log_dest would take effect
+            self._proc = subprocess.Popen([binary, "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                          stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        finally:
+            log.close()
+        deadline = time.monotonic() + self.start_timeout
+        while not self._listening():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                why = (f"exited with {self._proc.returncode}" if self._proc.poll() is not None
+                       else f"not listening after {self.start_timeout:g}s")
+                tail = self._log_tail()
+                self.stop()
+                raise BrokerStartError(f"mosquitto on {self.host}:{self.port} {why}; log: {tail}")
+            time.sleep(0.05)
+
+    def _listening(self) -> bool:
+        """An MQTT CONNECT is answered with a CONNACK: our broker, not whatever else holds the port."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as s:
+                s.sendall(_CONNECT)
+                ack = s.recv(4)
+                s.sendall(b"\xe0\x00")   # DISCONNECT
+            return ack[:1] == b"\x20" and self.alive
+        except OSError:
+            return False
+
+    def _log_tail(self, lines: int = 5) -> str:
+        try:
+            text = (self.workdir / "mosquitto.log").read_text(errors="replace").strip().splitlines()  # type: ignore[operator]
+        except OSError:
+            return "(no log)"
+        return " | ".join(line[:200] for line in text[-lines:]) or "(empty)"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate (then kill) the process and delete the workdir; idempotent."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=timeout)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
