@@ -579,6 +579,9 @@ class ChildMembership:
         and waiting out its timeout once the parent is back would cost the child its liveness there."""
         request = asyncio.ensure_future(self.agent.request(self.parent_jid, Kind.REGISTER, body,
                                                            timeout=self.register_timeout, retries=0))
+        # when this wait is cancelled (the agent stops), the request still ends, failing: its exception is
+        # taken here so it is not reported as "never retrieved" (the normal path reads it with result())
+        request.add_done_callback(lambda f: f.cancelled() or f.exception())
         again = asyncio.ensure_future(self._reregister.wait())
         try:
             await asyncio.wait({request, again}, return_when=asyncio.FIRST_COMPLETED)
