@@ -656,15 +656,19 @@ def _assemble(cfg: SliceConfig, slice_path: Path, col: _Collector) -> SliceSpec:
 
 
 def _check_devices(cfg: SliceConfig, slice_path: Path, nodes: dict[str, Any], col: _Collector) -> None:
-    """Gateways are nodes of the slice whose agents `mlsysops up` runs; device names are new node names."""
+    """Gateways are nodes of the slice (their agents run by `mlsysops up`, or `mlsysops agent node` with an
+    external broker); device names are new node names."""
     if cfg.devices is None:
         return
     sub = cfg.substrate
-    if sub.type == "kubernetes" and not sub.simulate_nodes:
+    simulated = cfg.devices.broker == "embedded" or any(cfg.devices.gateways.values())
+    if sub.type == "kubernetes" and not sub.simulate_nodes and simulated:
+        # real gateways (node agents in their pods, `mlsysops agent node`) need only an external broker
         col.issues.append(ValidationIssue(
-            "devices need node agents run by `mlsysops up` as their gateways, and substrate kubernetes without "
-            "simulate_nodes runs none", file=str(slice_path), path="devices", value=sub.type,
-            expected="substrate type sim or karmada, or kubernetes with simulate_nodes: true"))
+            "simulated devices and an embedded broker need node agents run by `mlsysops up` as their gateways, "
+            "and substrate kubernetes without simulate_nodes runs none", file=str(slice_path), path="devices",
+            value=sub.type, expected="substrate type sim or karmada, kubernetes with simulate_nodes: true, or "
+                                     "broker: external with no simulated devices (real gateways)"))
     seen: dict[str, str] = {}
     for gw, devices in cfg.devices.gateways.items():
         if gw not in nodes:

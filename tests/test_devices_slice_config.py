@@ -97,11 +97,18 @@ def test_device_names_must_be_new_node_names_and_unique(tmp_path: Path) -> None:
     assert "devices.gateways.edge-rpi-2[0].name" in text and "also defined at devices.gateways.edge-rpi-1[1]" in text
 
 
-def test_devices_need_node_agents_run_by_up(tmp_path: Path) -> None:
-    text = problems(slice_file(tmp_path, {"gateways": {"edge-rpi-1": [{"name": "mcu-a"}]}},
-                               substrate={"type": "kubernetes", "kubeconfig": "/nonexistent"}))
-    assert "devices: devices need node agents run by `mlsysops up`" in text
+def test_simulated_devices_need_node_agents_run_by_up(tmp_path: Path) -> None:
+    kube = {"type": "kubernetes", "kubeconfig": "/nonexistent"}
+    text = problems(slice_file(tmp_path, {"gateways": {"edge-rpi-1": [{"name": "mcu-a"}]}}, substrate=kube))
+    assert "devices: simulated devices and an embedded broker need node agents run by `mlsysops up`" in text
     assert "kubernetes with simulate_nodes: true" in text, text
+    # real gateways in their pods (`mlsysops agent node`) need only the broker's address
+    real = slice_file(tmp_path, {"broker": "external", "host": "mqtt.example.org", "gateways": {"edge-rpi-1": []}},
+                      substrate=kube)
+    try:
+        load_slice(real)
+    except DescriptionError as exc:   # the kubeconfig may be refused; the devices section must not be
+        assert "devices" not in str(exc), str(exc)
 
 
 def test_the_embedded_broker_answers_mqtt_and_stop_leaves_nothing() -> None:

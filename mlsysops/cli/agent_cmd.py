@@ -241,6 +241,10 @@ async def _run_node(assembly: Any, stop: asyncio.Event, name: str, sim_url: str 
         from mlsysops.node.substrate import RemoteSimNodeSubstrate
         substrate = RemoteSimNodeSubstrate(sim_url, name)
     settings = assembly.settings("node")
+    gateway = _device_gateway(spec, name)
+    if isinstance(gateway, str):
+        typer.echo(gateway, err=True)
+        return 1
     push = None
     if push_port is not None:
         from mlsysops.agents.telemetry.push import ComponentMetricsInbox, PushServer
@@ -261,7 +265,7 @@ async def _run_node(assembly: Any, stop: asyncio.Event, name: str, sim_url: str 
         await _wait(stop, node_up)
         if stop.is_set():
             break
-        agent = assembly.node_agent(name, substrate)
+        agent = assembly.node_agent(name, substrate, device_gateway=gateway)
         if push is not None:
             agent.pushed_metrics = push.inbox
         await agent.start_agent()
@@ -276,6 +280,21 @@ async def _run_node(assembly: Any, stop: asyncio.Event, name: str, sim_url: str 
     if push is not None:
         await push.stop()
     return 0
+
+
+def _device_gateway(spec: Any, name: str) -> Any:
+    """The node's `DeviceGateway` when the slice config's `devices.gateways` names it (kept across the
+    agent's restarts, as under `up`), None when it does not, or why it cannot be one (a message)."""
+    devices = spec.config.devices
+    if devices is None or name not in devices.gateways:
+        return None
+    if devices.broker == "embedded":
+        return (f"node {name} is a device gateway (devices.gateways), but an embedded broker runs only under "
+                f"`mlsysops up`: set devices.broker: external with the broker's host and port")
+    from mlsysops.node.device_gateway import DeviceGateway
+
+    typer.echo(f"device gateway: MQTT broker {devices.host}:{devices.port}")
+    return DeviceGateway(name, host=devices.host, port=devices.port)
 
 
 def _serve_metrics(agent: Any, spec: Any) -> None:
