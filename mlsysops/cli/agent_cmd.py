@@ -234,6 +234,10 @@ async def _run_node(assembly: Any, stop: asyncio.Event, name: str, sim_url: str 
     if name not in spec.nodes:
         typer.echo(f"unknown node {name!r}; the slice has {sorted(spec.nodes)}", err=True)
         return 1
+    gateway = _device_gateway(spec, name)
+    if isinstance(gateway, str):
+        typer.echo(gateway, err=True)
+        return 1
     if sim_url is None:
         from mlsysops.node.host_substrate import HostNodeSubstrate
         substrate: Any = HostNodeSubstrate(name)
@@ -241,10 +245,6 @@ async def _run_node(assembly: Any, stop: asyncio.Event, name: str, sim_url: str 
         from mlsysops.node.substrate import RemoteSimNodeSubstrate
         substrate = RemoteSimNodeSubstrate(sim_url, name)
     settings = assembly.settings("node")
-    gateway = _device_gateway(spec, name)
-    if isinstance(gateway, str):
-        typer.echo(gateway, err=True)
-        return 1
     push = None
     if push_port is not None:
         from mlsysops.agents.telemetry.push import ComponentMetricsInbox, PushServer
