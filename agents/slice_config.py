@@ -306,6 +306,17 @@ class DevicesConfig(_Config):
                                                                "port, external default 1883.")
     gateways: dict[str, list[SimDeviceConfig]] = Field(
         default_factory=dict, description="Gateway node (one of the slice's nodes) -> its simulated devices.")
+    auth: bool = Field(True, description="embedded: one broker account per gateway and per device, each limited "
+                                         "to its own topics (false: anonymous, any client may speak for any "
+                                         "device)")
+    username: str | None = Field(None, min_length=1, max_length=128,
+                                 description="external: the gateways' broker account (none: anonymous)")
+    password_file: Path | None = Field(None, description="external: file holding that account's password "
+                                                          "(relative to the slice)")
+
+    def gateway_password(self) -> str | None:
+        """external: the password in `password_file` (None without one); OSError when it cannot be read."""
+        return None if self.password_file is None else self.password_file.read_text(encoding="utf-8").strip()
 
     @model_validator(mode="after")
     def _defaults(self) -> DevicesConfig:
@@ -421,6 +432,8 @@ def _absolute_paths(cfg: SliceConfig, base: Path) -> SliceConfig:
                                      for c, a in cfg.substrate.clusters.items()}}
             ),
             "api": cfg.api.model_copy(update={"token_file": _resolve(base, cfg.api.token_file)}),
+            "devices": cfg.devices and cfg.devices.model_copy(
+                update={"password_file": _resolve(base, cfg.devices.password_file)}),
             "policies": plugins(cfg.policies),
             "mechanisms": plugins(cfg.mechanisms),
             "state_dir": _resolve(base, cfg.state_dir),

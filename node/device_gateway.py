@@ -48,9 +48,11 @@ class DeviceRecord:
 
 class DeviceGateway:
     def __init__(self, gateway: str, *, host: str = "127.0.0.1", port: int = 1883, liveness_misses: int = 3,
-                 command_timeout: float = 5.0, backoff_max: float = 5.0) -> None:
+                 command_timeout: float = 5.0, backoff_max: float = 5.0, username: str | None = None,
+                 password: str | None = None) -> None:
         self.gateway = gateway
         self.host, self.port = host, port
+        self.username, self.password = username, password   # the broker's account for this gateway, if any
         self.liveness_misses = liveness_misses
         self.command_timeout = command_timeout
         self.backoff_max = backoff_max
@@ -118,7 +120,8 @@ class DeviceGateway:
         delay = 0.2
         while True:
             try:
-                async with aiomqtt.Client(self.host, self.port, identifier=f"gateway-{self.gateway}") as client:
+                async with aiomqtt.Client(self.host, self.port, identifier=f"gateway-{self.gateway}",
+                                          username=self.username, password=self.password) as client:
                     self._client = client
                     await client.subscribe(proto.subscription(self.gateway), qos=1)
                     self.connected.set()

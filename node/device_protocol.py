@@ -24,6 +24,11 @@ Gateway -> device:
   "component": "..."}`` or ``{"v": 1, "id": "<hex>", "op": "remove", "instance_id": "..."}``. Commands are
   idempotent on the device (a deploy of a running instance id, a remove of an unknown one: ``ok``).
 
+Accounts: on a broker that authenticates (the embedded one does by default), a device logs in as its own
+name and may read and write only ``mlsysops/v1/<gateway>/<device>/#``; a gateway logs in as ``gw.<node>`` and
+may use ``mlsysops/v1/<node>/#`` (`gateway_user`, `account_topics`). What a client publishes elsewhere the broker drops, so a
+device cannot speak for another one.
+
 A device is lost when its last will arrives or after ``liveness_misses`` (3) heartbeat intervals without a
 heartbeat; one lost for silence that heartbeats again is back without a new announce, one lost by its last will
 announces again when it reconnects. Anything that does not validate is a :class:`DeviceMessageError` naming the topic and the field.
@@ -115,6 +120,16 @@ MODELS: dict[str, type[_Msg]] = {"announce": Announce, "heartbeat": Heartbeat, "
 
 def topic(gateway: str, device: str, message: str) -> str:
     return f"{ROOT}/{gateway}/{device}/{message}"
+
+
+def gateway_user(gateway: str) -> str:
+    """The gateway's broker account (a dot: no device name can take it)."""
+    return f"gw.{gateway}"
+
+
+def account_topics(gateway: str, device: str | None = None) -> str:
+    """The topic filter a gateway (`device` None) or one of its devices may use on the broker."""
+    return f"{ROOT}/{gateway}/#" if device is None else f"{ROOT}/{gateway}/{device}/#"
 
 
 def subscription(gateway: str) -> str:

@@ -25,8 +25,9 @@ class SimMqttDevice:
     def __init__(self, name: str, gateway: str, *, host: str = "127.0.0.1", port: int = 1883, slots: int = 1,
                  sensors: list[dict[str, Any]] | None = None, heartbeat_s: float = 0.3,
                  firmware: str = "embserve-sim-1", labels: list[str] | None = None,
-                 freq_hz: list[float] | None = None) -> None:
+                 freq_hz: list[float] | None = None, password: str | None = None) -> None:
         self.name, self.gateway = name, gateway
+        self.password = password   # with one, it logs in to the broker as user `name`
         self.host, self.port = host, port
         self.announce = {"v": 1, "firmware": firmware, "sensors": sensors or [{"type": "temperature"}],
                          "slots": slots, "freq_hz": freq_hz or [64e6], "labels": labels or [],
@@ -86,6 +87,7 @@ class SimMqttDevice:
     async def _session(self) -> None:
         will = aiomqtt.Will(self.topic("status"), json.dumps({"v": 1, "state": "offline"}), qos=1)
         async with aiomqtt.Client(self.host, self.port, identifier=f"device-{self.name}", will=will,
+                                  username=self.name if self.password is not None else None, password=self.password,
                                   keepalive=max(1, round(self.announce["heartbeat_s"] * 3))) as client:
             self._client = client
             await client.subscribe(self.topic("cmd"), qos=1)

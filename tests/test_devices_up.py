@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import httpx
 import pytest
 
@@ -43,6 +44,9 @@ async def test_up_starts_the_slice_configs_devices_as_nodes_and_stop_leaves_no_b
     async with demo_slice(prosody.port, FAST, {TOKEN: Role.admin}, path=EXAMPLE) as (rt, url):
         broker = rt.devices.broker
         assert broker is not None and broker.pid in child_processes("mosquitto")
+        with pytest.raises(aiomqtt.MqttError):   # accounts by default: a client without one is refused
+            async with aiomqtt.Client(broker.host, broker.port):
+                pass
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
             async def devices_alive() -> dict[str, dict[str, Any]] | None:
                 rows = await listed(http)

@@ -291,10 +291,17 @@ def _device_gateway(spec: Any, name: str) -> Any:
     if devices.broker == "embedded":
         return (f"node {name} is a device gateway (devices.gateways), but an embedded broker runs only under "
                 f"`mlsysops up`: set devices.broker: external with the broker's host and port")
+    from mlsysops.cli.device_runtime import external_password
+    from mlsysops.cli.slice_assembly import SubstrateError
     from mlsysops.node.device_gateway import DeviceGateway
 
-    typer.echo(f"device gateway: MQTT broker {devices.host}:{devices.port}")
-    return DeviceGateway(name, host=devices.host, port=devices.port)
+    try:
+        password = external_password(devices)
+    except SubstrateError as exc:
+        return str(exc)
+    typer.echo(f"device gateway: MQTT broker {devices.host}:{devices.port}"
+               + (f" as {devices.username}" if devices.username else ""))
+    return DeviceGateway(name, host=devices.host, port=devices.port, username=devices.username, password=password)
 
 
 def _serve_metrics(agent: Any, spec: Any) -> None:

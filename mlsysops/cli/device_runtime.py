@@ -6,6 +6,10 @@ started, awaited ready, stopped with the runtime, no orphan; `external`: the giv
 recovered gateway node hears its devices again), then the simulated devices once every gateway is
 subscribed: a device announces once, on connect, and an announce nobody hears is lost.
 
+With `auth` (the default) the embedded broker gets one account per gateway and per device, each with a fresh
+random password and only its own topics (`device_protocol.account_topics`): a client without an account is
+refused, and a device cannot speak for another. An external broker gets the configured gateway account.
+
 A failed start stops what this runtime started (devices, broker) before it raises `SubstrateError`.
 """
 
@@ -13,14 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 
 from mlsysops.agents.slice_config import DevicesConfig
 from mlsysops.cli.slice_assembly import SubstrateError
+from mlsysops.node import device_protocol as proto
 from mlsysops.node.device_gateway import DeviceGateway
 from mlsysops.sim.mqtt_device import SimMqttDevice
-from mlsysops.substrates.mqtt.broker import BrokerStartError, MosquittoBroker
+from mlsysops.substrates.mqtt.broker import Account, BrokerStartError, MosquittoBroker
 
 log = logging.getLogger(__name__)
+
+
+def external_password(config: DevicesConfig) -> str | None:
+    """The gateways' password for an external broker (`password_file`); SubstrateError naming the file."""
+    try:
+        return config.gateway_password()
+    except OSError as exc:
+        raise SubstrateError(f"devices.password_file: cannot read {config.password_file}: {exc.strerror}") from exc
 
 
 class DeviceRuntime:
@@ -31,18 +45,36 @@ class DeviceRuntime:
         self.host, self.port = config.host, config.port or 0
         self.gateways: dict[str, DeviceGateway] = {}
         self.devices: dict[str, SimMqttDevice] = {}
+        self.accounts: dict[str, Account] = {}
+
+    def _make_accounts(self) -> None:
+        for gw, devices in self.config.gateways.items():
+            self.accounts[proto.gateway_user(gw)] = Account(secrets.token_urlsafe(18), (proto.account_topics(gw),))
+            for d in devices:
+                self.accounts[d.name] = Account(secrets.token_urlsafe(18), (proto.account_topics(gw, d.name),))
 
     async def start_broker(self) -> None:
         """The broker (embedded) and the gateways' clients; the node agents start them."""
+        user: str | None = None
+        password: str | None = None
         if self.config.broker == "embedded":
-            broker = MosquittoBroker(host=self.config.host, port=self.config.port or 0)
+            if self.config.auth:
+                self._make_accounts()
+            broker = MosquittoBroker(host=self.config.host, port=self.config.port or 0, accounts=self.accounts)
             try:
                 await asyncio.to_thread(broker.start)
             except BrokerStartError as exc:   # it stopped itself; nothing is left behind
                 raise SubstrateError(f"devices: {exc}") from exc
             self.broker = broker
             self.port = broker.port
-        self.gateways = {gw: DeviceGateway(gw, host=self.host, port=self.port) for gw in self.config.gateways}
+        else:
+            user, password = self.config.username, external_password(self.config)
+        self.gateways = {}
+        for gw in self.config.gateways:
+            account = self.accounts.get(proto.gateway_user(gw))
+            self.gateways[gw] = DeviceGateway(gw, host=self.host, port=self.port,
+                                              username=proto.gateway_user(gw) if account else user,
+                                              password=account.password if account else password)
 
     def gateway_for(self, node: str) -> DeviceGateway | None:
         return self.gateways.get(node)
@@ -61,7 +93,8 @@ class DeviceRuntime:
                     dev = SimMqttDevice(d.name, gw, host=self.host, port=self.port, slots=d.slots,
                                         sensors=[s.model_dump(exclude_none=True) for s in d.sensors],
                                         heartbeat_s=d.heartbeat_s, firmware=d.firmware, labels=list(d.labels),
-                                        freq_hz=list(d.freq_hz))
+                                        freq_hz=list(d.freq_hz),
+                                        password=self.accounts[d.name].password if d.name in self.accounts else None)
                     self.devices[d.name] = dev
                     try:
                         await dev.start()
