@@ -134,6 +134,7 @@ def test_no_mosquitto_binary_is_a_clear_error_naming_the_package(monkeypatch, tm
 @pytest.mark.asyncio(loop_scope="session")
 async def test_a_runtime_whose_broker_cannot_start_says_why_and_leaves_no_process(monkeypatch, tmp_path) -> None:
     spec = load_slice(EXAMPLE)
+    running = set(child_processes("mosquitto"))   # the session's broker of other tests may run beside
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(mqtt_broker, "SBIN_DIRS", (str(tmp_path),))
     with pytest.raises(SubstrateError, match="devices: the `mosquitto` binary is missing.*apt-get install mosquitto"):
@@ -149,5 +150,5 @@ async def test_a_runtime_whose_broker_cannot_start_says_why_and_leaves_no_proces
         with pytest.raises(SubstrateError, match=f"devices: mosquitto on 127.0.0.1:{port} exited with .*"
                                                  "Address already in use"):
             await DeviceRuntime(config).start_broker()
-    assert child_processes("mosquitto") == []
+    assert set(child_processes("mosquitto")) <= running
     assert set(Path("/tmp").glob(f"{mqtt_broker.WORKDIR_PREFIX}*")) <= before   # its workdir is gone too
