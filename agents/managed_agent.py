@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlsysops.agents.agent_base import MLSysOpsAgent
+from mlsysops.agents.agent_base import MLSysOpsAgent, RequestFailed
 from mlsysops.agents.mape import (
     DecisionLog,
     Knowledge,
@@ -406,7 +406,11 @@ class ManagedAgent(MLSysOpsAgent):
         try:
             await self.request(jid, Kind.CONFIG_UPDATE,
                                ConfigUpdate(propagate=False, telemetry=TelemetryRequest(**want)))
-        except Exception as exc:   # noqa: BLE001 - retried on the next tick
+        except RequestFailed as exc:
+            # The child answered and refused (an agent without telemetry collection): asking again every
+            # tick would only double its traffic; it is asked again when the plan changes or it re-joins.
+            self.log.info("telemetry config refused by %s: %s", agent_id, exc.reason)
+        except Exception as exc:   # noqa: BLE001 - no answer: retried on the next tick
             self._collection_pushed.pop(agent_id, None)
             self.log.debug("telemetry config to %s failed: %s", agent_id, exc)
 
