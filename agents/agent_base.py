@@ -323,6 +323,7 @@ class MLSysOpsAgent(Agent):
         client.add_event_handler("failed_all_auth", self._on_connection_failed)
         client.add_event_handler("presence_subscribe", self._on_presence_subscribe)
         client.add_event_handler("presence_subscribed", self._on_presence_subscribed)
+        client.add_event_handler("roster_update", self._on_roster_update)
         client.add_event_handler("presence_available", self._on_presence_available)
         client.add_event_handler("presence_unavailable", self._on_presence_unavailable)
         client.send_presence(ppriority=0)  # pyjabber: else the stale priority-0 resource wins routing
@@ -447,8 +448,13 @@ class MLSysOpsAgent(Agent):
             self.client.send_presence(pto=bare(jid), ptype="subscribe")
 
     async def wait_subscribed(self, jid: str, timeout: float = 5.0) -> None:
-        """Wait until ``jid`` approved our presence subscription (TimeoutError otherwise)."""
+        """Wait until ``jid`` approved our presence subscription (TimeoutError otherwise). A subscription
+        approved in an earlier session counts: the server's roster says so, or ``jid``'s presence reaches
+        us (it only does with a subscription); a server need not answer a repeated request at all."""
         event = self._subscribed.setdefault(bare(jid), asyncio.Event())
+        roster = getattr(self.client, "client_roster", None)
+        if roster is not None and roster.has_jid(bare(jid)) and roster[bare(jid)]["to"]:
+            event.set()
         await asyncio.wait_for(event.wait(), timeout)
 
     def _ensure_kind_behaviour(self, kind: str) -> None:
@@ -760,7 +766,14 @@ class MLSysOpsAgent(Agent):
     def _on_presence_subscribed(self, presence: Any) -> None:
         self._subscribed.setdefault(presence["from"].bare, asyncio.Event()).set()
 
+    def _on_roster_update(self, iq: Any) -> None:
+        for item in iq["roster"]:
+            if item["subscription"] in ("to", "both"):
+                self._subscribed.setdefault(item.get_jid().bare, asyncio.Event()).set()
+
     def _on_presence_available(self, presence: Any) -> None:
+        if presence["from"].bare != bare(str(self.jid)):   # a contact's presence reaches us only if we subscribed
+            self._subscribed.setdefault(presence["from"].bare, asyncio.Event()).set()
         self._on_presence(presence, True)
 
     def _on_presence_unavailable(self, presence: Any) -> None:

@@ -16,8 +16,9 @@ Measured per size, after all nodes registered: time to all registered (from the 
 cluster agent process's CPU (% of one core, psutil, over the steady window) and RSS, liveness lag p99 (per
 heartbeat: the gap since the child's previous one minus the interval, at the cluster), false losses (a
 node declared lost that was not crashed) over the steady window, then crash recovery: ``--crashes`` node
-agents are killed (stream aborted, as a crashed host) and restarted one second later; recovery = restart ->
-the cluster has the node alive again (detection = crash -> the cluster marks it lost, shown too).
+agents are killed one at a time (stream aborted, as a crashed host); detection = crash -> the cluster
+declares it lost (what relocates its work); then it is restarted; recovery = restart -> the cluster has the
+node alive again. (A node restarted within the presence grace is never declared lost: a restart, not a crash.)
 Last line: ``nodes= cluster_cpu_pct= false_losses= recovery_p95_s=`` for the largest single-cluster size.
 """
 
@@ -165,6 +166,7 @@ async def nodes_main(args: argparse.Namespace) -> None:
 
     await asyncio.gather(*(start_limited(n) for n in names))
     emit(event="started", count=len(agents))
+    crashed: dict[str, asyncio.Task[None]] = {}
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -179,12 +181,12 @@ async def nodes_main(args: argparse.Namespace) -> None:
             if a.client is not None:
                 a.client.abort()   # the stream dies without a goodbye, as with a crashed host
             emit(event="crashed", node=name, t=t)
-            await asyncio.sleep(1.0)
-            with_stop = asyncio.create_task(_quiet_stop(a))
+            crashed[name] = asyncio.create_task(_quiet_stop(a))
+        elif cmd == "restart" and name in crashed:
+            await crashed.pop(name)
             t = time.time()
             emit(event="restarting", node=name, t=t)
             await start(name)
-            await with_stop
     await asyncio.gather(*(_quiet_stop(a) for a in agents.values()))
 
 
@@ -309,15 +311,17 @@ async def run_clusters(port: int, cont: Any, clusters: dict[str, int], per_proce
         step = max(1, len(workers[cid0]) and clusters[cid0] // max(crashes, 1))
         victims = node_names(cid0, clusters[cid0])[::step][:crashes]
         for victim in victims:
+            # crash, the cluster declares it lost (detection), restart, the cluster has it alive (recovery)
             worker = next(w for w, chunk in workers[cid0] if victim in chunk)
             since_c, since_w = len(procs[cid0].events), len(worker.events)
             worker.send(f"crash {victim}")
             try:
                 crashed = await worker.wait("crashed", 30, since_w)
-                restart = await worker.wait("restarting", 30, since_w)
                 lost = await _wait_node(procs[cid0], "lost", victim, since_c, 30)
-                back = await _wait_node(procs[cid0], "alive", victim, since_c, 60, after=restart["t"])
                 detect.append(lost["t"] - crashed["t"])
+                worker.send(f"restart {victim}")
+                restart = await worker.wait("restarting", 30, since_w)
+                back = await _wait_node(procs[cid0], "alive", victim, since_c, 60, after=restart["t"])
                 recov.append(back["t"] - restart["t"])
             except (TimeoutError, RuntimeError) as exc:
                 failed.append(f"{victim}: {exc}")
