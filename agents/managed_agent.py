@@ -63,6 +63,7 @@ class AgentSettings:
     eviction_timeout: float = 30.0      # continuum: how long a lost cluster keeps its components
     node_grace: float = 10.0            # cluster: how long a lost node agent's running instances are kept
     disruption_fraction: float = 0.6    # parents: losing this share of the children at once is a full disruption
+    max_heartbeat_rate: float = 200.0   # parents: heartbeats/s of all children together (sparse past that)
     disruption_limit: float | None = None   # parents: how long a full disruption holds losses back (None: auto)
     policies: list[str] = field(default_factory=list)          # module names of built-in policies
     policy_dirs: list[Path] = field(default_factory=list)

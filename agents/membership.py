@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from mlsysops.agents.protocol import (
 )
 
 UNKNOWN_CHILD = "unknown child: re-register"
+DEFAULT_MAX_HEARTBEAT_RATE = 200.0   # heartbeats per second a parent asks for in total, whatever its child count
 REASON_PRESENCE = "presence: unavailable"
 LAG_EPSILON = 0.005   # watchdog lateness below this is timer jitter, not a stall
 
@@ -81,6 +83,9 @@ class ChildRecord:
     suspect_reason: str | None = None
     held: bool = False                  # lost during a full disruption: the listeners were not told
     session_ended: bool = False         # its XMPP session closed (not in an outage): a registration is a restart
+    interval: float = 0.0               # heartbeat interval it is judged by (the longest it may still follow)
+    told: float = 0.0                   # the interval it was last told (registration or heartbeat ack)
+    shrink_at_seq: int | None = None    # judged by ``told`` from this heartbeat on (a shorter interval, learnt)
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -103,8 +108,10 @@ class ParentMembership:
         disruption_min_children: int = 2,
         disruption_limit: float | None = None,
         reconnect_allowance: float | None = None,
+        max_heartbeat_rate: float | None = DEFAULT_MAX_HEARTBEAT_RATE,
     ) -> None:
         self.agent = agent
+        self.max_heartbeat_rate = max_heartbeat_rate
         self.settings = MembershipSettings(heartbeat_interval=heartbeat_interval,
                                            liveness_misses=liveness_misses, **(extra_settings or {}))
         self.presence_grace = heartbeat_interval if presence_grace is None else presence_grace
@@ -196,6 +203,25 @@ class ParentMembership:
     def liveness_period(self) -> float:
         return self.settings.heartbeat_interval * self.settings.liveness_misses
 
+    def heartbeat_interval_now(self) -> float:
+        """The interval children are told: the configured one, stretched in whole multiples of it so that all
+        children together send at most ``max_heartbeat_rate`` heartbeats a second (sparse heartbeats: a
+        crash is seen through presence at any size; heartbeats only catch a child that hangs while connected,
+        as Kubernetes' node leases do every 10 s)."""
+        base = self.settings.heartbeat_interval
+        if not self.max_heartbeat_rate or len(self._children) <= self.max_heartbeat_rate * base:
+            return base
+        return base * math.ceil(len(self._children) / (self.max_heartbeat_rate * base))
+
+    def _tell(self, rec: ChildRecord, interval: float, seq: int) -> None:
+        """``rec`` is told ``interval`` now. Longer: judged by it at once (it may already follow it); shorter:
+        only once a heartbeat sent after it learnt the new one arrives (two heartbeats from now)."""
+        rec.told = interval
+        if interval >= rec.interval:
+            rec.interval, rec.shrink_at_seq = interval, None
+        else:
+            rec.shrink_at_seq = seq + 2
+
     @property
     def in_disruption(self) -> bool:
         return self.disruption_since is not None
@@ -242,7 +268,12 @@ class ParentMembership:
                 self.agent.log.info("child re-registered after its session ended: %s", rec.agent_id)
                 self._notify(self._recovered, rec)
         self.agent.subscribe_presence(jid)
-        return RegisterReply(accepted=True, settings=self.settings, extra=extra).model_dump(mode="json")
+        interval = self.heartbeat_interval_now()
+        rec.interval = rec.told = interval   # a registering child starts with what it is told here
+        rec.shrink_at_seq = None
+        settings = self.settings if interval == self.settings.heartbeat_interval else \
+            self.settings.model_copy(update={"heartbeat_interval": interval})
+        return RegisterReply(accepted=True, settings=settings, extra=extra).model_dump(mode="json")
 
     async def _on_heartbeat(self, env: Envelope) -> dict[str, Any]:
         hb = env.payload
@@ -251,6 +282,12 @@ class ParentMembership:
         if rec is None:
             raise HandlerError(UNKNOWN_CHILD)
         rec.seq, rec.digest = hb.seq, hb.digest
+        if rec.shrink_at_seq is not None and hb.seq >= rec.shrink_at_seq:
+            rec.interval, rec.shrink_at_seq = rec.told, None
+        interval = self.heartbeat_interval_now()
+        change = interval != rec.told
+        if change:
+            self._tell(rec, interval, hb.seq)
         # A heartbeat sent before the child's session closed can arrive after its "unavailable": only a new
         # session (presence) or a registration clears that suspicion.
         self._heard(rec, time.time(), time.monotonic(), keep_presence_suspicion=True)
@@ -259,7 +296,7 @@ class ParentMembership:
                 listener(rec, rec.last_seen_monotonic, self.lag_credited)
             except Exception:
                 self.agent.log.exception("heartbeat listener %r failed", listener)
-        return HeartbeatAck(seq=hb.seq).model_dump()
+        return HeartbeatAck(seq=hb.seq, interval=interval if change else None).model_dump(exclude_none=True)
 
     def _heard(self, rec: ChildRecord, now: float, mono: float, *, keep_presence_suspicion: bool = False) -> None:
         rec.last_heartbeat, rec.last_seen_monotonic = now, mono
@@ -328,10 +365,12 @@ class ParentMembership:
             self._check(now)
 
     def _check(self, now: float) -> None:
-        deadline = now - self.liveness_period
+        misses = self.settings.liveness_misses
+        base = self.settings.heartbeat_interval
         for rec in self._children.values():
-            if rec.alive and rec.suspected_at is None and rec.last_seen_monotonic < deadline:
-                self._suspect(rec, f"missed {self.settings.liveness_misses} heartbeats", now)
+            if rec.alive and rec.suspected_at is None and \
+                    rec.last_seen_monotonic < now - misses * max(rec.interval, base):
+                self._suspect(rec, f"missed {misses} heartbeats", now)
         due = [rec for rec in self._children.values() if rec.alive and rec.suspected_at is not None
                and now - rec.suspected_at >= self._confirm_delay(rec)]
         if due:
@@ -344,7 +383,7 @@ class ParentMembership:
         together (heartbeating in different phases of the interval) are judged together (full disruption)."""
         if rec.suspect_reason == REASON_PRESENCE:
             return self.presence_grace
-        return 2 * self.settings.heartbeat_interval
+        return 2 * max(rec.interval, self.settings.heartbeat_interval)
 
     def _credit_stall(self, stalled: float, tick: float) -> None:
         """This agent's own loop was late (a GC pause, a blocking call, a starved or suspended process) and
@@ -607,10 +646,10 @@ class ChildMembership:
 
     async def _heartbeat_until_reregister(self) -> None:
         assert self.settings is not None
-        interval = self.settings.heartbeat_interval
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while not self._reregister.is_set():
+            interval = self.settings.heartbeat_interval   # the parent may change it in an ack
             if not self._paused:
                 self._seq += 1
                 self.agent.spawn(self._heartbeat(self._seq, interval), name="membership-heartbeat")
@@ -625,10 +664,15 @@ class ChildMembership:
         assert self.settings is not None
         try:
             digest = await self._value(self._digest) if self._digest else {}
-            await self.agent.request(self.parent_jid, Kind.HEARTBEAT,
-                                     Heartbeat(seq=seq, digest=digest or {}),
-                                     timeout=interval * self.settings.liveness_misses, retries=0)
+            reply = await self.agent.request(self.parent_jid, Kind.HEARTBEAT,
+                                             Heartbeat(seq=seq, digest=digest or {}),
+                                             timeout=interval * self.settings.liveness_misses, retries=0)
             self._misses = 0
+            ack = reply.payload
+            if isinstance(ack, HeartbeatAck) and ack.interval and ack.interval != self.settings.heartbeat_interval:
+                self.agent.log.info("heartbeat interval %.2fs -> %.2fs (told by %s)",
+                                    self.settings.heartbeat_interval, ack.interval, self.parent_jid)
+                self.settings = self.settings.model_copy(update={"heartbeat_interval": ack.interval})
         except RequestFailed as exc:
             if exc.reason.startswith("unknown child"):
                 self.request_reregister(exc.reason)

@@ -214,6 +214,7 @@ class Heartbeat(_Payload):
 
 class HeartbeatAck(_Payload):
     seq: int = Field(ge=0)
+    interval: float | None = Field(default=None, gt=0)   # a new heartbeat interval for the child to follow
 
 
 class Ping(_Payload):

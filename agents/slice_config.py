@@ -195,6 +195,9 @@ class Intervals(_Config):
                                        "once that makes it suspect itself and relocate nothing (full disruption).")
     disruption_limit: Seconds | None = Field(None, description="How long a full disruption holds losses back "
                                              "(default: 10 liveness periods, at least 30 s).")
+    max_heartbeat_rate: float = Field(200.0, gt=0, description="Heartbeats per second a parent asks of all its "
+                                      "children together: past heartbeat x this many children the interval "
+                                      "grows in whole multiples (crashes are still seen at once, by presence).")
 
 
 class TelemetryConfig(_Config):

@@ -96,7 +96,7 @@ async def cluster_main(args: argparse.Namespace) -> None:
     async def timed_heartbeat(env: Any) -> Any:   # instrumentation only: the gap since this child's last one
         rec = agent.children.child(env.sender)
         if rec is not None and rec.alive:
-            lags.append(max(0.0, time.monotonic() - rec.last_seen_monotonic - HB))
+            lags.append(max(0.0, time.monotonic() - rec.last_seen_monotonic - max(rec.interval, HB)))
         return await original(env)
 
     agent._handlers[str(Kind.HEARTBEAT)].handler = timed_heartbeat
@@ -122,6 +122,7 @@ async def cluster_main(args: argparse.Namespace) -> None:
                  lag_p99_ms=pct(lags, 99) * 1000, lag_p50_ms=pct(lags, 50) * 1000, heartbeats=len(lags),
                  alive=len(agent.children.children(alive_only=True)), stalls=agent.children.stalls,
                  loop_lag_max_ms=agent.loop_lag.max_s * 1000,
+                 interval_s=agent.children.heartbeat_interval_now(),
                  upstream=bool(agent.upstream and agent.upstream.connected))
     await agent.stop()
 

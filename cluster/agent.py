@@ -123,6 +123,7 @@ class ClusterAgent(ManagedAgent):
         self.children = ParentMembership(self, heartbeat_interval=settings.heartbeat,
                                          liveness_misses=settings.liveness_misses, accept=self._accept_node,
                                          disruption_fraction=settings.disruption_fraction,
+                                         max_heartbeat_rate=settings.max_heartbeat_rate,
                                          disruption_limit=settings.disruption_limit)
         self.children.on_joined(self._node_joined)
         self.children.on_recovered(self._node_joined)

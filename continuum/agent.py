@@ -80,6 +80,7 @@ class ContinuumAgent(ManagedAgent):
         self.children = ParentMembership(self, heartbeat_interval=settings.heartbeat,
                                          liveness_misses=settings.liveness_misses, accept=self._accept_cluster,
                                          disruption_fraction=settings.disruption_fraction,
+                                         max_heartbeat_rate=settings.max_heartbeat_rate,
                                          disruption_limit=settings.disruption_limit)
         self.children.on_joined(self._cluster_joined)
         self.children.on_recovered(self._cluster_joined)

@@ -229,6 +229,8 @@ class FarEdgeAgent(ClientXMPP):
     def _on_presence(self, presence: Any, available: bool) -> None:
         if _bare(presence["from"]) != self.parent or (not available and not presence["from"].resource):
             return
+        if available:   # its presence reaches us only through a subscription (prosody does not re-approve one)
+            self._subscribed.set()
         if not available:
             self._parent_seen_down = True
             self._set_registered(False)
@@ -309,9 +311,12 @@ class FarEdgeAgent(ClientXMPP):
 
     async def _heartbeat(self, seq: int) -> None:
         try:
-            await self.request(Kind.HEARTBEAT, {"seq": seq, "digest": self.digest()},
-                               timeout=self.heartbeat_interval * self.liveness_misses)
+            reply = await self.request(Kind.HEARTBEAT, {"seq": seq, "digest": self.digest()},
+                                       timeout=self.heartbeat_interval * self.liveness_misses)
             self._misses = 0
+            interval = finite_number((reply.body or {}).get("interval"))
+            if interval is not None and interval > 0:   # sparse heartbeats: the cluster stretches the interval
+                self.heartbeat_interval = interval
         except RequestFailed as exc:
             if exc.reason.startswith(UNKNOWN_CHILD):
                 self._set_registered(False)

@@ -364,3 +364,35 @@ async def test_heartbeats_are_not_queued_behind_busy_handlers(make_agent: Any) -
     assert events.queue.empty() and pm.child(str(child.jid)).alive   # type: ignore[union-attr]
     release.set()
     await asyncio.gather(*calls)
+
+
+async def test_sparse_heartbeats_past_the_rate_cap_still_catch_a_hung_child(make_agent: Any, prosody: Any) -> None:
+    """Past ``max_heartbeat_rate`` the parent stretches the interval (whole multiples of it) and tells the
+    children in its acks; it judges each by what it told it, so the stretch loses nobody, a hung child is
+    still caught, and the interval shrinks again when children leave."""
+    agent, pm, events, kids = await _outage_family(make_agent, prosody, 3, max_heartbeat_rate=5.0)
+    stretched = pytest.approx(3 * HB)   # 3 children at 5/s with a 0.2 s base: 0.6 s
+    assert pm.heartbeat_interval_now() == stretched
+    await until(lambda: all(cm.settings.heartbeat_interval == stretched for _, cm in kids), timeout=10,
+                message="every child follows the stretched interval")
+    seqs = {str(c.jid): pm.child(str(c.jid)).seq for c, _ in kids}   # type: ignore[union-attr]
+    started = time.monotonic()
+    await until(lambda: all(pm.child(j).seq >= s + 4 for j, s in seqs.items()), timeout=20,  # type: ignore[union-attr]
+                message="four heartbeats each")
+    elapsed = time.monotonic() - started
+    sent = max(pm.child(j).seq - s for j, s in seqs.items())   # type: ignore[union-attr]
+    assert sent <= elapsed / (3 * HB) + 2, f"{sent} heartbeats in {elapsed:.2f}s: not following 0.6 s"
+    assert events.queue.empty(), events.queue._queue    # type: ignore[attr-defined]
+    hung_agent, hung = kids[0]
+    hung.pause()   # connected, silent
+    kind, _, reason = await events.next(timeout=30)
+    assert (kind, reason) == ("lost", "missed 3 heartbeats")
+    pm.forget(str(hung_agent.jid))
+    assert pm.heartbeat_interval_now() == pytest.approx(2 * HB)
+    await until(lambda: all(cm.settings.heartbeat_interval == pytest.approx(2 * HB) for _, cm in kids[1:]),
+                timeout=10, message="the interval shrinks when children leave")
+    seqs = {str(c.jid): pm.child(str(c.jid)).seq for c, _ in kids[1:]}   # type: ignore[union-attr]
+    await until(lambda: all(pm.child(j).seq >= s + 6 for j, s in seqs.items()), timeout=20,  # type: ignore[union-attr]
+                message="heartbeats at the shorter interval")
+    assert events.queue.empty(), events.queue._queue    # type: ignore[attr-defined]
+    assert all(pm.child(str(c.jid)).alive for c, _ in kids[1:])   # type: ignore[union-attr]

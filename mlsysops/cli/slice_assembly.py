@@ -90,6 +90,7 @@ def layer_settings(spec: SliceSpec, layer: str, state_dir: Path | None = None) -
                          analyze=iv.analyze, execute_timeout=iv.execute_timeout, status_report=iv.status_report,
                          eviction_timeout=iv.eviction_timeout, node_grace=iv.node_grace,
                          disruption_fraction=iv.disruption_fraction, disruption_limit=iv.disruption_limit,
+                         max_heartbeat_rate=iv.max_heartbeat_rate,
                          policies=[f"mlsysops.policies.{n}" if "." not in n else n for n in plugins.enabled or []],
                          policy_dirs=[Path(d) for d in plugins.directories],
                          policy_settings=dict(plugins.settings),
