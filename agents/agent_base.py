@@ -70,7 +70,6 @@ class _HarmlessSlixmppNoise(logging.Filter):
 logging.getLogger().addFilter(_HarmlessSlixmppNoise())
 xmpp_escape.install()   # slixmpp's per-character escape was the largest cost of a large message
 
-RECEIVE_TIMEOUT = 0.3  # seconds; bounds how long stop() waits for behaviours
 REPLY_PERFORMATIVES = frozenset(
     {Performative.INFORM, Performative.FAILURE, Performative.REFUSE, Performative.AGREE}
 )
@@ -173,14 +172,28 @@ class _ReplyCache:
 
 
 class _KindBehaviour(CyclicBehaviour):
-    """Receives every message of one kind (all performatives) and hands it to the agent."""
+    """Receives every message of one kind (all performatives) and hands it to the agent.
+
+    It sleeps on its mailbox until a message or ``kill()`` arrives: SPADE's ``receive(timeout)`` polls
+    (a timer per behaviour every timeout), which at a few hundred agents in one process (a far-edge
+    gateway, the scale benchmark's node processes) was most of their CPU; and a message goes into the
+    mailbox directly (``MLSysOpsAgent.dispatch``), not through SPADE's two tasks per message (the mailbox is
+    unbounded, so a put never waits)."""
 
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
 
+    async def enqueue(self, message: Message) -> None:   # SPADE's signature; dispatch() bypasses it
+        self.queue.put_nowait(message)
+
+    def kill(self, exit_code: Any = None) -> None:
+        super().kill(exit_code)
+        if self.queue is not None:
+            self.queue.put_nowait(None)   # wakes run(), whose loop then sees it was killed
+
     async def run(self) -> None:
-        msg = await self.receive(timeout=RECEIVE_TIMEOUT)
+        msg = await self.queue.get()
         if msg is None:
             return
         try:
@@ -526,6 +539,22 @@ class MLSysOpsAgent(Agent):
             if done:
                 return pending.future.result()
             self.log.debug("retrying %s request %s to %s (attempt %d)", env.kind, env.id, to, attempt + 1)
+
+    def dispatch(self, msg: Message) -> list[asyncio.Task[Any]]:
+        """Hand a received message to the behaviours whose templates match: ours straight into their
+        mailbox (SPADE creates two tasks per message and keeps a trace for its web view, which mlsysops
+        agents do not serve); any other behaviour the SPADE way."""
+        tasks: list[asyncio.Task[Any]] = []
+        matched = False
+        for behaviour in [b for b in self.behaviours if b.match(msg)]:
+            matched = True
+            if isinstance(behaviour, _KindBehaviour):
+                behaviour.queue.put_nowait(msg)
+            else:
+                tasks.append(self.submit(behaviour.enqueue(msg)))
+        if not matched:
+            self.log.debug("no behaviour matched a message from %s", msg.sender)
+        return tasks
 
     def _deliver(self, msg: Message) -> None:
         to = bare(msg.to)
