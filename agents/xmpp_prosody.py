@@ -21,7 +21,7 @@ _CONFIG = """
 run_as_root = true
 pidfile = "{work}/prosody.pid"
 data_path = "{work}/data"
-log = {{ error = "{work}/prosody.log" }}
+log = {{ warn = "{work}/prosody.log" }}
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {port} }}
 c2s_direct_tls_ports = {{ }}
@@ -32,7 +32,7 @@ https_ports = {{ }}
 modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; {register}"posix"; "presence"; }}
 modules_disabled = {{ "s2s"; "offline"; }}
 authentication = "internal_hashed"
-storage = "internal"
+storage = "{storage}"
 allow_registration = {allow_registration}
 c2s_require_encryption = true
 allow_unencrypted_plain_auth = false
@@ -55,11 +55,15 @@ def _free_port() -> int:
 
 class ProsodyServer:
     def __init__(self, workdir: Path | None = None, port: int = 0, domain: str = "localhost", *,
-                 allow_registration: bool = True) -> None:
+                 allow_registration: bool = True, storage: str = "internal") -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mlsysops-prosody-"))
         self.port = port or _free_port()
         self.domain = domain
         self.allow_registration = allow_registration
+        # "internal" (files: survives a restart) or "memory". prosody's file store rewrites a user's whole
+        # roster on every change: a parent with thousands of children in its roster pays O(children) per
+        # subscription, O(children^2) to form (the scale benchmark uses "memory"; an operator uses "sql").
+        self.storage = storage
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -98,7 +102,8 @@ class ProsodyServer:
         cfg = self.config_path
         cfg.write_text(_CONFIG.format(work=self.workdir, port=self.port, domain=self.domain,
                                       register='"register"; ' if self.allow_registration else "",
-                                      allow_registration=str(self.allow_registration).lower()))
+                                      allow_registration=str(self.allow_registration).lower(),
+                                      storage=self.storage))
         self._proc = subprocess.Popen(["prosody", "-F", "--config", str(cfg)], stdout=subprocess.DEVNULL,
                                       stderr=open(self.workdir / "stderr.log", "wb"))
         import time

@@ -361,7 +361,8 @@ async def parent(args: argparse.Namespace) -> int:
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
     mc, mn = (int(x) for x in args.multi.split("x")) if args.multi else (0, 0)
-    srv = ProsodyServer(workdir=Path(tempfile.mkdtemp(prefix="mlsysops-bench-scale-")) / "prosody")
+    srv = ProsodyServer(workdir=Path(tempfile.mkdtemp(prefix="mlsysops-bench-scale-")) / "prosody",
+                        storage=args.prosody_storage)
     await srv.start()
     runs: list[tuple[str, list[dict[str, Any]]]] = []
     try:
@@ -440,13 +441,15 @@ def main() -> int:
     ap.add_argument("--per-process", type=int, default=150, help="node agents per worker process")
     ap.add_argument("--crashes", type=int, default=10, help="node agents crashed and restarted")
     ap.add_argument("--register-timeout", type=float, default=300.0)
+    ap.add_argument("--prosody-storage", default="memory", choices=["memory", "internal"],
+                    help="prosody's store (internal: files, a roster rewritten whole on every change)")
     ap.add_argument("--role", choices=["cluster", "nodes"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--cid", help=argparse.SUPPRESS)
     ap.add_argument("--nodes", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--names", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.CRITICAL)
+    logging.basicConfig(level=os.environ.get("MLSYSOPS_BENCH_LOG", "CRITICAL"))   # e.g. INFO: to each process's log
     if args.role == "cluster":
         asyncio.run(cluster_main(args))
         return 0
