@@ -10,6 +10,12 @@ server still works); afterwards the stand-ins leave `sys.modules`, so anyone els
 SPADE's web interface (`spade.web`: aiohttp's server, jinja2, timeago: ~14 MB) is built by every agent's
 constructor although no mlsysops agent serves it: while SPADE is imported, `spade.web` is a stand-in whose
 `WebApp` builds the real one only when something uses it (`is_started()` answers False without building).
+
+aiohttp (~10 MB with what it imports) is loaded by `spade.behaviour` and by slixmpp's HTTP-upload plugin
+(XEP-0363, which SPADE's client registers), only for SPADE's file upload/download helpers, which no mlsysops
+agent calls. While SPADE and that plugin are imported, `aiohttp` is a stand-in: its names resolve to the
+real module's on first use (`ClientSession(...)`, `aiohttp.ClientError`), so those helpers still work;
+afterwards it leaves `sys.modules` like the others, so `import aiohttp` elsewhere gets the real module.
 """
 
 from __future__ import annotations
@@ -48,6 +54,30 @@ class _WebAppOnDemand:
         return getattr(self._real, name)
 
 
+def _aiohttp_on_demand() -> types.ModuleType:
+    """A module whose attributes are the real aiohttp's, imported on first access (PEP 562 `__getattr__`)."""
+    stand_in = types.ModuleType("aiohttp", "stand-in for aiohttp (mlsysops.agents.spade_lite)")
+
+    def real() -> types.ModuleType:
+        if sys.modules.get("aiohttp") is stand_in:   # used while still placed: make way for the real one
+            del sys.modules["aiohttp"]
+        return importlib.import_module("aiohttp")
+
+    def client_session(*args: Any, **kwargs: Any) -> Any:
+        return real().ClientSession(*args, **kwargs)
+
+    def attribute(name: str) -> Any:
+        if name.startswith("__"):   # `from aiohttp import X` asks for `__path__`: not a reason to load it
+            raise AttributeError(name)
+        return getattr(real(), name)
+
+    stand_in.__getattr__ = attribute  # type: ignore[attr-defined]
+    # `from aiohttp import ClientSession` (slixmpp's upload plugin) binds a name at import: a call, not a class
+    client_session.__name__ = client_session.__qualname__ = "ClientSession"
+    stand_in.ClientSession = client_session  # type: ignore[attr-defined]
+    return stand_in
+
+
 def _import_spade() -> None:
     if "spade.container" in sys.modules:
         return
@@ -61,8 +91,12 @@ def _import_spade() -> None:
             stand_in = types.ModuleType(module, f"stand-in for {module} (mlsysops.agents.spade_lite)")
             setattr(stand_in, name, _on_first_call(module, name))
             placed[module] = sys.modules[module] = stand_in
+    if "aiohttp" not in sys.modules:
+        placed["aiohttp"] = sys.modules["aiohttp"] = _aiohttp_on_demand()
     try:
         importlib.import_module("spade.container")
+        # registered by SPADE's client on every connect: imported now, it binds the stand-in's names
+        importlib.import_module("slixmpp.plugins.xep_0363")
     finally:
         for module, stand_in in placed.items():
             if sys.modules.get(module) is stand_in:
