@@ -16,6 +16,8 @@ aiohttp (~10 MB with what it imports) is loaded by `spade.behaviour` and by slix
 agent calls. While SPADE and that plugin are imported, `aiohttp` is a stand-in: its names resolve to the
 real module's on first use (`ClientSession(...)`, `aiohttp.ClientError`), so those helpers still work;
 afterwards it leaves `sys.modules` like the others, so `import aiohttp` elsewhere gets the real module.
+
+slixmpp itself comes through `mlsysops.agents.slixmpp_lite` (without its pygments highlighter until used).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import sys
 import types
 from collections.abc import Callable
 from typing import Any
+
+from mlsysops.agents import slixmpp_lite  # noqa: F401 - slixmpp first, the agents' way
 
 _DEFERRED = {"pyjabber.server": "Server", "pyjabber.server_parameters": "Parameters"}
 
@@ -78,6 +82,54 @@ def _aiohttp_on_demand() -> types.ModuleType:
     return stand_in
 
 
+def _aiohttp_on_demand() -> types.ModuleType:
+    """A module whose attributes are the real aiohttp's, imported on first access (PEP 562 `__getattr__`)."""
+    stand_in = types.ModuleType("aiohttp", "stand-in for aiohttp (mlsysops.agents.spade_lite)")
+
+    def real() -> types.ModuleType:
+        if sys.modules.get("aiohttp") is stand_in:   # used while still placed: make way for the real one
+            del sys.modules["aiohttp"]
+        return importlib.import_module("aiohttp")
+
+    def client_session(*args: Any, **kwargs: Any) -> Any:
+        return real().ClientSession(*args, **kwargs)
+
+    def attribute(name: str) -> Any:
+        if name.startswith("__"):   # `from aiohttp import X` asks for `__path__`: not a reason to load it
+            raise AttributeError(name)
+        return getattr(real(), name)
+
+    stand_in.__getattr__ = attribute  # type: ignore[attr-defined]
+    # `from aiohttp import ClientSession` (slixmpp's upload plugin) binds a name at import: a call, not a class
+    client_session.__name__ = client_session.__qualname__ = "ClientSession"
+    stand_in.ClientSession = client_session  # type: ignore[attr-defined]
+    return stand_in
+
+
+_highlighter: Callable[[Any], Any] | None = None
+
+
+def _highlight_on_demand(string: Any) -> Any:
+    """Stands in for `slixmpp.xmlstream.highlight`: slixmpp's own highlighter, built on first call."""
+    global _highlighter
+    if _highlighter is None:
+        _highlighter = importlib.import_module("slixmpp.xmlstream.tostring")._get_highlight()
+    return _highlighter(string)
+
+
+def _import_slixmpp() -> None:
+    if "slixmpp.xmlstream.tostring" in sys.modules or "pygments" in sys.modules:
+        return   # imported before us, or pygments is loaded anyway: nothing to save
+    sys.modules["pygments"] = None  # type: ignore[assignment]  # `from pygments import ...` -> ImportError
+    try:
+        importlib.import_module("slixmpp")
+    finally:
+        if sys.modules.get("pygments", ...) is None:
+            del sys.modules["pygments"]
+    for module in ("slixmpp.xmlstream.tostring", "slixmpp.xmlstream"):
+        sys.modules[module].highlight = _highlight_on_demand  # type: ignore[attr-defined]
+
+
 def _import_spade() -> None:
     if "spade.container" in sys.modules:
         return
@@ -110,4 +162,4 @@ from spade.behaviour import CyclicBehaviour  # noqa: E402
 from spade.message import Message  # noqa: E402
 from spade.template import BaseTemplate, Template  # noqa: E402
 
-__all__ = ["Agent", "BaseTemplate", "CyclicBehaviour", "DisconnectedException", "Message", "Template"]
+__all__ = ["JID", "Agent", "BaseTemplate", "CyclicBehaviour", "DisconnectedException", "Message", "Template"]

@@ -51,7 +51,7 @@ class RemoteSimNodeSubstrate:
 
     async def observe(self) -> dict[str, Any]:
         if self._session is None or self._session.closed:
-            import aiohttp   # only a remote-sim node needs it: not loaded over the in-process sim or a host
+            import aiohttp  # only a remote-sim node needs it: not loaded over the in-process sim or a host
 
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
         async with self._session.get(self.url) as resp:
