@@ -13,9 +13,10 @@ constructor although no mlsysops agent serves it: while SPADE is imported, `spad
 
 aiohttp (~10 MB with what it imports) is loaded by `spade.behaviour` and by slixmpp's HTTP-upload plugin
 (XEP-0363, which SPADE's client registers), only for SPADE's file upload/download helpers, which no mlsysops
-agent calls. While SPADE and that plugin are imported, `aiohttp` is a stand-in: its names resolve to the
-real module's on first use (`ClientSession(...)`, `aiohttp.ClientError`), so those helpers still work;
-afterwards it leaves `sys.modules` like the others, so `import aiohttp` elsewhere gets the real module.
+agent calls; loguru (~1 MB) by `spade.container`, only to silence SPADE's own embedded server. While SPADE
+and that plugin are imported, both are stand-ins whose names resolve to the real module's on first use
+(`ClientSession(...)`, `aiohttp.ClientError`, `loguru.logger`), so those paths still work; afterwards they
+leave `sys.modules` like the others, so `import aiohttp` elsewhere gets the real module.
 
 slixmpp itself comes through `mlsysops.agents.slixmpp_lite` (without its pygments highlighter until used).
 """
@@ -58,76 +59,37 @@ class _WebAppOnDemand:
         return getattr(self._real, name)
 
 
-def _aiohttp_on_demand() -> types.ModuleType:
-    """A module whose attributes are the real aiohttp's, imported on first access (PEP 562 `__getattr__`)."""
-    stand_in = types.ModuleType("aiohttp", "stand-in for aiohttp (mlsysops.agents.spade_lite)")
+def _module_on_demand(module: str, calls: tuple[str, ...] = ()) -> types.ModuleType:
+    """A stand-in whose attributes are the real module's, imported on first access (PEP 562 `__getattr__`).
+    `calls`: names that `from module import name` binds while the stand-in is placed: they become calls that
+    resolve the real one then (a class is only instantiated there, never subclassed or checked against)."""
+    stand_in = types.ModuleType(module, f"stand-in for {module} (mlsysops.agents.spade_lite)")
 
     def real() -> types.ModuleType:
-        if sys.modules.get("aiohttp") is stand_in:   # used while still placed: make way for the real one
-            del sys.modules["aiohttp"]
-        return importlib.import_module("aiohttp")
-
-    def client_session(*args: Any, **kwargs: Any) -> Any:
-        return real().ClientSession(*args, **kwargs)
+        if sys.modules.get(module) is stand_in:   # used while still placed: make way for the real one
+            del sys.modules[module]
+        return importlib.import_module(module)
 
     def attribute(name: str) -> Any:
-        if name.startswith("__"):   # `from aiohttp import X` asks for `__path__`: not a reason to load it
+        if name.startswith("__"):   # `from m import X` asks for `__path__`: not a reason to load it
             raise AttributeError(name)
         return getattr(real(), name)
 
+    def call(name: str) -> Callable[..., Any]:
+        def resolve(*args: Any, **kwargs: Any) -> Any:
+            return getattr(real(), name)(*args, **kwargs)
+        resolve.__name__ = resolve.__qualname__ = name
+        return resolve
+
     stand_in.__getattr__ = attribute  # type: ignore[attr-defined]
-    # `from aiohttp import ClientSession` (slixmpp's upload plugin) binds a name at import: a call, not a class
-    client_session.__name__ = client_session.__qualname__ = "ClientSession"
-    stand_in.ClientSession = client_session  # type: ignore[attr-defined]
+    for name in calls:
+        setattr(stand_in, name, call(name))
     return stand_in
 
 
-def _aiohttp_on_demand() -> types.ModuleType:
-    """A module whose attributes are the real aiohttp's, imported on first access (PEP 562 `__getattr__`)."""
-    stand_in = types.ModuleType("aiohttp", "stand-in for aiohttp (mlsysops.agents.spade_lite)")
-
-    def real() -> types.ModuleType:
-        if sys.modules.get("aiohttp") is stand_in:   # used while still placed: make way for the real one
-            del sys.modules["aiohttp"]
-        return importlib.import_module("aiohttp")
-
-    def client_session(*args: Any, **kwargs: Any) -> Any:
-        return real().ClientSession(*args, **kwargs)
-
-    def attribute(name: str) -> Any:
-        if name.startswith("__"):   # `from aiohttp import X` asks for `__path__`: not a reason to load it
-            raise AttributeError(name)
-        return getattr(real(), name)
-
-    stand_in.__getattr__ = attribute  # type: ignore[attr-defined]
-    # `from aiohttp import ClientSession` (slixmpp's upload plugin) binds a name at import: a call, not a class
-    client_session.__name__ = client_session.__qualname__ = "ClientSession"
-    stand_in.ClientSession = client_session  # type: ignore[attr-defined]
-    return stand_in
-
-
-_highlighter: Callable[[Any], Any] | None = None
-
-
-def _highlight_on_demand(string: Any) -> Any:
-    """Stands in for `slixmpp.xmlstream.highlight`: slixmpp's own highlighter, built on first call."""
-    global _highlighter
-    if _highlighter is None:
-        _highlighter = importlib.import_module("slixmpp.xmlstream.tostring")._get_highlight()
-    return _highlighter(string)
-
-
-def _import_slixmpp() -> None:
-    if "slixmpp.xmlstream.tostring" in sys.modules or "pygments" in sys.modules:
-        return   # imported before us, or pygments is loaded anyway: nothing to save
-    sys.modules["pygments"] = None  # type: ignore[assignment]  # `from pygments import ...` -> ImportError
-    try:
-        importlib.import_module("slixmpp")
-    finally:
-        if sys.modules.get("pygments", ...) is None:
-            del sys.modules["pygments"]
-    for module in ("slixmpp.xmlstream.tostring", "slixmpp.xmlstream"):
-        sys.modules[module].highlight = _highlight_on_demand  # type: ignore[attr-defined]
+# aiohttp: `spade.behaviour` (`import aiohttp`) and slixmpp's upload plugin (`from aiohttp import ClientSession`);
+# loguru: `spade.container`, only to silence the embedded server of `spade.run(..., embedded_xmpp_server=True)`
+_ON_DEMAND = {"aiohttp": ("ClientSession",), "loguru": ()}
 
 
 def _import_spade() -> None:
@@ -143,8 +105,9 @@ def _import_spade() -> None:
             stand_in = types.ModuleType(module, f"stand-in for {module} (mlsysops.agents.spade_lite)")
             setattr(stand_in, name, _on_first_call(module, name))
             placed[module] = sys.modules[module] = stand_in
-    if "aiohttp" not in sys.modules:
-        placed["aiohttp"] = sys.modules["aiohttp"] = _aiohttp_on_demand()
+    for module, calls in _ON_DEMAND.items():
+        if module not in sys.modules:
+            placed[module] = sys.modules[module] = _module_on_demand(module, calls)
     try:
         importlib.import_module("spade.container")
         # registered by SPADE's client on every connect: imported now, it binds the stand-in's names
@@ -162,4 +125,4 @@ from spade.behaviour import CyclicBehaviour  # noqa: E402
 from spade.message import Message  # noqa: E402
 from spade.template import BaseTemplate, Template  # noqa: E402
 
-__all__ = ["JID", "Agent", "BaseTemplate", "CyclicBehaviour", "DisconnectedException", "Message", "Template"]
+__all__ = ["Agent", "BaseTemplate", "CyclicBehaviour", "DisconnectedException", "Message", "Template"]

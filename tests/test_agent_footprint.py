@@ -4,8 +4,8 @@ interface (jinja2, timeago) nor an ML stack (scikit-learn, SciPy). Checked in a
 fresh interpreter that builds the agents the way `mlsysops agent node|cluster` does.
 
 A node agent over the simulator or its host, registered over prosody and doing its work, also never loads
-aiohttp (SPADE's file helpers and slixmpp's HTTP-upload plugin), slixmpp's pygments highlighter nor MQTT
-(only a device gateway needs it); each of those still works when something calls it."""
+aiohttp (SPADE's file helpers and slixmpp's HTTP-upload plugin), loguru (SPADE's embedded server), slixmpp's
+pygments highlighter nor MQTT (only a device gateway needs it); each still works when something calls it."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_spade_builds_its_web_interface_when_asked() -> None:
 
 
 # -- a node agent at work, in its own process -----------------------------------------------------------
-NOT_IN_A_NODE = (*FORBIDDEN, "aiohttp", "pygments", "aiomqtt", "paho")
+NOT_IN_A_NODE = (*FORBIDDEN, "aiohttp", "loguru", "pygments", "aiomqtt", "paho")
 DEMO = ROOT / "examples" / "slices" / "demo.yaml"
 FAST = {"heartbeat": 0.2, "monitor": 0.1, "analyze": 0.1, "status_report": 0.2}
 
@@ -114,7 +114,7 @@ asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3], json.loads(sys.argv
 @pytest.mark.xmpp
 @pytest.mark.timeout(120)
 @pytest.mark.asyncio(loop_scope="session")
-async def test_a_working_node_agent_loads_neither_aiohttp_nor_pygments_nor_mqtt(prosody: Any) -> None:
+async def test_a_working_node_agent_loads_no_aiohttp_loguru_pygments_or_mqtt(prosody: Any) -> None:
     from mlsysops.cluster.agent import ClusterAgent
     from mlsysops.mechanisms.sim_placement import SimPlacementMechanism, sim_node_spec
     from mlsysops.sim import SimClock, SimContinuum
@@ -188,6 +188,8 @@ async def main():
     import aiohttp, aiohttp.web   # anyone else gets the real module
     assert sys.modules["aiohttp"] is aiohttp and isinstance(aiohttp.ClientSession, type), aiohttp
     assert isinstance(session, aiohttp.ClientSession)
+    import loguru, spade.container   # SPADE silences its embedded server through the real loguru
+    assert spade.container.loguru.logger is loguru.logger
     print("ok")
 
 asyncio.run(main())
