@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
-from slixmpp import JID
 
 from mlsysops.agents import xmpp_escape
 from mlsysops.agents.authorization import Relation, Rule, forged_claim, norm_jid, refusal, rule_for
@@ -46,6 +45,7 @@ from mlsysops.agents.protocol import (
     decode,
     encode,
 )
+from mlsysops.agents.slixmpp_lite import JID
 from mlsysops.agents.spade_lite import (
     Agent,
     BaseTemplate,

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from slixmpp import JID
-
 from mlsysops.agents.protocol import Kind
+from mlsysops.agents.slixmpp_lite import JID
 
 NOT_AUTHORIZED = "not authorized"
 

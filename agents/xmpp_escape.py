@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mlsysops.agents import slixmpp_lite  # noqa: F401 - slixmpp imported the agents' way (first)
+
 # the module, not the function `slixmpp.xmlstream.tostring` that the package re-exports under its name
 _tostring = importlib.import_module("slixmpp.xmlstream.tostring")
 

@@ -13,7 +13,7 @@ status reports go up; metrics and telemetry still do.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlsysops.agents.descriptions import MLSysOpsNode, to_dict, to_k8s
 from mlsysops.agents.managed_agent import AgentSettings, ManagedAgent
@@ -24,8 +24,10 @@ from mlsysops.agents.telemetry import COMPONENT_DEFAULTS, NODE_DEFAULTS
 from mlsysops.agents.telemetry import digest as digests
 from mlsysops.agents.telemetry.io_counters import IoCounters
 from mlsysops.mechanisms.relocation_proposal import RelocationProposalMechanism
-from mlsysops.node.gateway_link import GatewayLink
 from mlsysops.node.knobs import register_knobs
+
+if TYPE_CHECKING:
+    from mlsysops.node.gateway_link import GatewayLink
 
 DEFAULT_POLICIES = ["mlsysops.policies.node_overload"]
 _STATE_MAP = {"starting": "starting", "running": "running", "failed": "failed", "stopped": "stopped"}
@@ -61,7 +63,10 @@ class NodeAgent(ManagedAgent):
         permitted = [str(a) for a in description.permitted_actions or []]
         self.knobs = register_knobs(self, substrate, permitted)   # cpu/gpu frequency behind permitted_actions
         # a gateway for devices that cannot run an agent (node/gateway_link.py, MQTT)
-        self.gateway = GatewayLink(self, device_gateway) if device_gateway is not None else None
+        self.gateway: GatewayLink | None = None
+        if device_gateway is not None:   # imported here: MQTT (aiomqtt, paho) only in a gateway's process
+            from mlsysops.node.gateway_link import GatewayLink
+            self.gateway = GatewayLink(self, device_gateway)
 
     async def setup(self) -> None:
         await self.membership.start()

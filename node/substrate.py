@@ -7,11 +7,12 @@ coroutine for real machines.
 
 from __future__ import annotations
 
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from mlsysops.sim import SimContinuum
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 def node_snapshot(sim: SimContinuum, node: str) -> dict[str, Any]:
@@ -45,12 +46,14 @@ class RemoteSimNodeSubstrate:
     def __init__(self, base_url: str, node: str, timeout: float = 2.0) -> None:
         self.url = f"{base_url.rstrip('/')}/nodes/{node}"
         self.node = node
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
     async def observe(self) -> dict[str, Any]:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            import aiohttp  # only a remote-sim node needs it: not loaded over the in-process sim or a host
+
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
         async with self._session.get(self.url) as resp:
             resp.raise_for_status()
             return await resp.json()
