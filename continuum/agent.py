@@ -294,10 +294,15 @@ class ContinuumAgent(ManagedAgent):
         if raws is None:
             try:
                 raws, _ = await fetch_all(self, child.jid, "descriptions")
-            except Exception as exc:   # noqa: BLE001 - the next registration (or recovery) tries again
-                self.record_event(f"cluster {cid}: its node descriptions could not be read: {exc}", outcome="error")
-                raws = []
-        nodes = self._parse_nodes(cid, raws, "registration")
+            except Exception as exc:   # noqa: BLE001 - the next states read notices the difference and reads again
+                kept = self.cluster_nodes.get(cid)
+                self.record_event(f"cluster {cid}: its node descriptions could not be read: {exc}"
+                                  + (f"; keeping the {len(kept)} known" if kept else ""), outcome="error")
+                raws = None
+        if raws is None and cid in self.cluster_nodes:
+            nodes = self.cluster_nodes[cid]   # a re-registration whose read failed does not forget the nodes
+        else:
+            nodes = self._parse_nodes(cid, raws or [], "registration")
         self.cluster_nodes[cid] = nodes
         self.node_states.pop(cid, None)
         self._read_states(cid, child)
