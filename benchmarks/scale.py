@@ -1,6 +1,6 @@
 """Scale benchmark: one cluster agent holding N node agents over prosody, then several clusters under one continuum.
 
-Run: ``.venv/bin/python benchmarks/scale.py`` (reduced: 100 and 300 nodes, 30 s steady state, 3 clusters x 50)
+Run: ``.venv/bin/python benchmarks/scale.py`` (reduced: 100 and 500 nodes, 30 s steady state, 3 clusters x 50)
      ``.venv/bin/python benchmarks/scale.py --full`` (100/500/1,000/2,000 nodes, 600 s, 10 clusters x 500)
      or choose: ``--sizes 100,500 --steady 60 --multi 10x500 --per-process 250``
 
@@ -435,7 +435,7 @@ async def _continuum(port: int, cids: list[str]) -> Any:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="100/500/1000/2000 nodes, 600 s steady, 10 x 500")
-    ap.add_argument("--sizes", default="100,300", help="nodes of the single-cluster runs")
+    ap.add_argument("--sizes", default="100,500", help="nodes of the single-cluster runs")
     ap.add_argument("--multi", default="3x50", help="CLUSTERSxNODES under one continuum ('' to skip)")
     ap.add_argument("--steady", type=float, default=30.0, help="seconds of steady state measured")
     ap.add_argument("--per-process", type=int, default=150, help="node agents per worker process")
