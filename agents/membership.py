@@ -85,7 +85,6 @@ class ChildRecord:
     session_ended: bool = False         # its XMPP session closed (not in an outage): a registration is a restart
     interval: float = 0.0               # heartbeat interval it is judged by (the longest it may still follow)
     told: float = 0.0                   # the interval it was last told (registration or heartbeat ack)
-    shrink_at_seq: int | None = None    # judged by ``told`` from this heartbeat on (a shorter interval, learnt)
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -213,14 +212,14 @@ class ParentMembership:
             return base
         return base * math.ceil(len(self._children) / (self.max_heartbeat_rate * base))
 
-    def _tell(self, rec: ChildRecord, interval: float, seq: int) -> None:
-        """``rec`` is told ``interval`` now. Longer: judged by it at once (it may already follow it); shorter:
-        only once a heartbeat sent after it learnt the new one arrives (two heartbeats from now)."""
+    @staticmethod
+    def _follow(rec: ChildRecord, interval: float, gap: float) -> None:
+        """``rec`` is told ``interval`` (every ack says it: a lost ack costs nothing). A longer one is what it
+        is judged by at once (it may already follow it); a shorter one only once its heartbeats come that
+        often (``gap``: since its previous one), so a child that has not learnt it yet is not lost for it."""
         rec.told = interval
-        if interval >= rec.interval:
-            rec.interval, rec.shrink_at_seq = interval, None
-        else:
-            rec.shrink_at_seq = seq + 2
+        if interval >= rec.interval or gap <= 1.5 * interval:
+            rec.interval = interval
 
     @property
     def in_disruption(self) -> bool:
@@ -270,7 +269,6 @@ class ParentMembership:
         self.agent.subscribe_presence(jid)
         interval = self.heartbeat_interval_now()
         rec.interval = rec.told = interval   # a registering child starts with what it is told here
-        rec.shrink_at_seq = None
         settings = self.settings if interval == self.settings.heartbeat_interval else \
             self.settings.model_copy(update={"heartbeat_interval": interval})
         return RegisterReply(accepted=True, settings=settings, extra=extra).model_dump(mode="json")
@@ -282,12 +280,8 @@ class ParentMembership:
         if rec is None:
             raise HandlerError(UNKNOWN_CHILD)
         rec.seq, rec.digest = hb.seq, hb.digest
-        if rec.shrink_at_seq is not None and hb.seq >= rec.shrink_at_seq:
-            rec.interval, rec.shrink_at_seq = rec.told, None
         interval = self.heartbeat_interval_now()
-        change = interval != rec.told
-        if change:
-            self._tell(rec, interval, hb.seq)
+        self._follow(rec, interval, time.monotonic() - rec.last_seen_monotonic)
         # A heartbeat sent before the child's session closed can arrive after its "unavailable": only a new
         # session (presence) or a registration clears that suspicion.
         self._heard(rec, time.time(), time.monotonic(), keep_presence_suspicion=True)
@@ -296,7 +290,7 @@ class ParentMembership:
                 listener(rec, rec.last_seen_monotonic, self.lag_credited)
             except Exception:
                 self.agent.log.exception("heartbeat listener %r failed", listener)
-        return HeartbeatAck(seq=hb.seq, interval=interval if change else None).model_dump(exclude_none=True)
+        return HeartbeatAck(seq=hb.seq, interval=interval).model_dump()
 
     def _heard(self, rec: ChildRecord, now: float, mono: float, *, keep_presence_suspicion: bool = False) -> None:
         rec.last_heartbeat, rec.last_seen_monotonic = now, mono
