@@ -321,7 +321,7 @@ class MLSysOpsAgent(Agent):
 
     async def _async_connect(self) -> None:
         if self.client is not None:
-            self.tls.configure(self.client.ssl_context)
+            self.client.ssl_context = self.tls.context(self.client.ssl_context)
         await super()._async_connect()
 
     async def _hook_plugin_after_connection(self) -> None:

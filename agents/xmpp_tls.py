@@ -45,6 +45,15 @@ class TlsVerification:
             except (ssl.SSLError, OSError) as exc:
                 raise TlsConfigError(f"xmpp.ca_file {self.ca_file}: not a PEM certificate bundle ({exc})") from None
 
+    def context(self, ctx: ssl.SSLContext) -> ssl.SSLContext:
+        """The context a connection uses. With `ca_file`: a new one trusting that bundle alone (the client's
+        default context already holds the system store, and loading the file into it would trust both);
+        otherwise `ctx`, configured."""
+        if self.verify and self.ca_file is not None:
+            return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file))
+        self.configure(ctx)
+        return ctx
+
     def configure(self, ctx: ssl.SSLContext) -> None:
         if not self.verify:
             ctx.check_hostname = False

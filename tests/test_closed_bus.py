@@ -200,3 +200,19 @@ def _listening(port: int) -> bool:
     except OSError:
         return False
 
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_with_a_ca_file_the_system_store_is_not_trusted(prosody, tmp_path, monkeypatch):
+    """`xmpp.ca_file` means that bundle alone: a server whose certificate only the system store trusts
+    (here: the store pointed at the server's own certificate) is refused."""
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(prosody.ca_file))   # the "system store" trusts the server
+    trusting = MLSysOpsAgent(f"sys-{os.getpid()}@localhost", "pw", port=prosody.port,
+                             tls=TlsVerification(verify=True))
+    await trusting.start_agent(timeout=15)   # the system store alone: accepted
+    await trusting.stop()
+    pinned = MLSysOpsAgent(f"pin-{os.getpid()}@localhost", "pw", port=prosody.port,
+                           tls=TlsVerification(verify=True, ca_file=_other_ca(tmp_path)))
+    with pytest.raises(AgentStartError, match="certificate verified against"):
+        await pinned.start_agent(timeout=5)
