@@ -42,10 +42,16 @@ print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}})))
 """
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter (what it imports is the point), which must succeed."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=100)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
 @pytest.mark.timeout(120)
 def test_node_and_cluster_agents_import_neither_the_embedded_server_nor_the_api() -> None:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=ROOT, timeout=100)
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _python(PROBE)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "spade" in loaded and "slixmpp" in loaded          # the probe did build agents
     assert not loaded & set(FORBIDDEN), sorted(loaded & set(FORBIDDEN))
@@ -56,8 +62,7 @@ def test_spade_still_finds_its_embedded_server_when_asked() -> None:
     code = ("import mlsysops.agents.agent_base, sys; assert 'pyjabber' not in sys.modules\n"
             "from pyjabber.server import Server; import spade.container as c\n"
             "print(Server.__module__, c.Server.__name__)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=100)
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _python(code)
     assert out.stdout.split() == ["pyjabber.server", "Server"]
 
 
@@ -68,8 +73,7 @@ def test_spade_builds_its_web_interface_when_asked() -> None:
             "a = Agent('probe@localhost', 'x')\n"
             "assert not a.web.is_started() and 'jinja2' not in sys.modules\n"
             "print(type(a.web.app).__name__, 'jinja2' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=100)
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _python(code)
     assert out.stdout.split() == ["Application", "True"]
 
 
@@ -198,9 +202,7 @@ asyncio.run(main())
 
 @pytest.mark.timeout(120)
 def test_spade_file_helpers_and_the_upload_plugin_get_the_real_aiohttp_when_called() -> None:
-    out = subprocess.run([sys.executable, "-c", SPADE_FILE_HELPERS], capture_output=True, text=True, cwd=ROOT,
-                         timeout=100)
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _python(SPADE_FILE_HELPERS)
     assert out.stdout.split() == ["ok"]
 
 
@@ -209,7 +211,6 @@ def test_slixmpp_still_highlights_xml_when_asked() -> None:
     code = ("import mlsysops.agents.agent_base, sys; assert 'pygments' not in sys.modules\n"
             "from slixmpp.xmlstream import highlight\n"
             "print(repr(str(highlight('<a/>'))), 'pygments' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=100)
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _python(code)
     text, loaded = out.stdout.split()
     assert "\\x1b[" in text and "<a" in text and loaded == "True"   # ANSI colours around the XML
