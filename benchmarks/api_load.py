@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import subprocess
@@ -120,6 +121,7 @@ async def load(url: str, path: str, clients: int, duration: float, token: str) -
 async def run(args: argparse.Namespace) -> int:
     from mlsysops.agents.slice_config import load_slice
     from mlsysops.agents.xmpp_prosody import ProsodyServer
+    from mlsysops.cli import freeze_startup_heap
     from mlsysops.cli.slice_runtime import SliceRuntime
     from mlsysops.continuum.api import ApiBackend, ApiServer, create_app
     from mlsysops.continuum.api_auth import Role
@@ -134,6 +136,8 @@ async def run(args: argparse.Namespace) -> int:
     lag_max = 0.0
     try:
         await rt.start()
+        freeze_startup_heap()   # as `mlsysops up` does once the agents run
+        gc.callbacks.append(GC_PAUSES)
         if not await wait_for(lambda: formed(rt), 60):
             print(f"hierarchy did not form: {rt.hierarchy()}", file=sys.stderr)
             return 1
@@ -148,9 +152,10 @@ async def run(args: argparse.Namespace) -> int:
         url = await server.start()
         agents = [rt.continuum, *rt.clusters.values(), *rt.nodes.values()]
         for clients in [int(c) for c in args.clients.split(",")]:
-            for path in PATHS:
+            for path in args.paths.split(","):
                 for a in agents:   # the max over this row only
                     a.loop_lag.max_s = 0.0
+                GC_PAUSES.longest = 0.0
                 before = len(lost)
                 out = await asyncio.to_thread(
                     subprocess.run, [sys.executable, str(Path(__file__).resolve()), "--load", url, "--path", path,
@@ -164,7 +169,7 @@ async def run(args: argparse.Namespace) -> int:
                 row_lag = max(a.loop_lag.max_s for a in agents) * 1000
                 lag_max = max(lag_max, row_lag)
                 rows.append({"clients": clients, "path": path, **res, "loop_lag_ms": row_lag,
-                             "lost": len(lost) - before})
+                             "lost": len(lost) - before, "gc_ms": GC_PAUSES.longest * 1000})
                 print(f"{clients} clients {path}: {res['rps']:.0f} req/s", file=sys.stderr, flush=True)
         under_load = list(lost)   # the stop's own departures below are not losses under load
     finally:
@@ -176,12 +181,13 @@ async def run(args: argparse.Namespace) -> int:
     print(f"demo slice over prosody, apps {apps}; API on its own thread; {args.duration:g} s per row, "
           f"load generator in another process")
     head = (f"{'clients':>7} {'GET /api/v1...':<24} {'requests':>8} {'req/s':>7} {'p50_ms':>7} {'p99_ms':>7} "
-            f"{'errors':>6} {'max_loop_lag_ms':>15} {'false_losses':>12} {'gen_cpu_pct':>11}")
+            f"{'errors':>6} {'max_loop_lag_ms':>15} {'longest_gc_ms':>13} {'false_losses':>12} {'gen_cpu_pct':>11}")
     print(head)
     print("-" * len(head))
     for r in rows:
         print(f"{r['clients']:>7} {r['path']:<24} {r['n']:>8} {r['rps']:>7.0f} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} "
-              f"{r['errors']:>6} {r['loop_lag_ms']:>15.0f} {r['lost']:>12} {r['gen_cpu_pct']:>11.0f}")
+              f"{r['errors']:>6} {r['loop_lag_ms']:>15.0f} {r['gc_ms']:>13.0f} {r['lost']:>12} "
+              f"{r['gen_cpu_pct']:>11.0f}")
     if under_load:
         print(f"false losses: {under_load[:5]}")
     top = max(int(c) for c in args.clients.split(","))
@@ -189,6 +195,23 @@ async def run(args: argparse.Namespace) -> int:
     print(f"decisions_rps={dec['rps']:.0f} decisions_p99_ms={dec['p99_ms']:.1f} max_loop_lag_ms={lag_max:.0f} "
           f"false_losses={len(under_load)}")
     return 0
+
+
+class _GcPauses:
+    """The longest garbage-collector pause (it stops every thread of the process: agents and API alike)."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.longest = max(self.longest, time.perf_counter() - self._t0)
+
+
+GC_PAUSES = _GcPauses()
 
 
 async def _note(lost: list[str], who: str, reason: str) -> None:
@@ -199,6 +222,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=30.0, help="seconds per endpoint and client count")
     ap.add_argument("--clients", default="10,50", help="comma-separated concurrent client counts")
+    ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated endpoints (under /api/v1)")
     ap.add_argument("--settle", type=float, default=10.0, help="seconds the slice runs before the load")
     ap.add_argument("--load", help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)

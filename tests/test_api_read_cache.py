@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from mlsysops.continuum.api.read_cache import ReadCache
+from mlsysops.continuum.api.read_cache import Fresh, ReadCache
 from tests.support import until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(30)]
@@ -137,3 +137,71 @@ async def test_zero_max_age_still_coalesces_concurrent_readers():
     assert (await a, await b) == (1, 1)
     clock.now += 0.001
     assert await cache.get("q", fetch) == 2
+
+
+async def test_refresh_ahead_answers_at_once_and_refreshes_in_the_background():
+    clock, fetch = Clock(), FanOut()
+    fetch.release.set()
+    cache = ReadCache(1.0, clock=clock, refresh_ahead=0.5)
+    assert await cache.get("q", fetch) == 1
+    clock.now += 0.4                  # young: no refresh
+    assert await cache.get("q", fetch) == 1 and fetch.calls == 1
+    fetch.release.clear()
+    clock.now += 0.2                  # past half of max_age: answered at once, one refresh started
+    assert await cache.get("q", fetch) == 1
+    assert await cache.get("q", fetch) == 1
+    await until(lambda: fetch.calls == 2, 5, "no refresh started")
+    await asyncio.sleep(0)
+    assert fetch.calls == 2           # one refresh at a time
+    fetch.release.set()
+    await until(lambda: cache._running == {}, 5, "the refresh did not finish")
+    assert await cache.get("q", fetch) == 2
+    clock.now += 1.5                  # nobody read for longer than max_age: the reader waits, as without
+    fetch.release.clear()
+    late = asyncio.ensure_future(cache.get("q", fetch))
+    await until(lambda: fetch.calls == 3, 5, "no fan-out for a too old answer")
+    assert not late.done()
+    fetch.release.set()
+    assert await late == 3
+
+
+async def test_a_failed_refresh_keeps_the_answer_until_max_age():
+    clock = Clock()
+    cache = ReadCache(1.0, clock=clock, refresh_ahead=0.5)
+    answers = [1]
+
+    async def flaky() -> int:
+        if not answers:
+            raise RuntimeError("cluster unreachable")
+        return answers.pop()
+
+    assert await cache.get("q", flaky) == 1
+    clock.now += 0.7
+    assert await cache.get("q", flaky) == 1            # refresh starts, and fails
+    await until(lambda: cache._running == {}, 5, "the refresh did not finish")
+    assert await cache.get("q", flaky) == 1            # still within max_age
+    clock.now += 0.4
+    with pytest.raises(RuntimeError):
+        await cache.get("q", flaky)
+
+
+async def test_an_answer_cached_further_down_keeps_its_own_age():
+    """A fetch that answers a `Fresh` (the agents' cache behind the API thread's): its start counts, and
+    `newer_than` asks past an answer already held."""
+    clock = Clock()
+    inner = ReadCache(1.0, clock=clock)
+    outer = ReadCache(1.0, clock=clock)
+    inner_fetch = FanOut()
+    inner_fetch.release.set()
+    assert await inner.get("q", inner_fetch) == 1           # the agents' cache has an answer from t=100
+    clock.now += 0.8
+
+    async def through(newer_than: float | None = None) -> Fresh:
+        return await inner.get_fresh("q", inner_fetch, newer_than=newer_than)
+
+    assert await outer.get("q", through) == 1
+    clock.now += 0.3                  # 1.1 s after the *inner* fan-out: too old for the outer as well
+    held = outer._done["q"].started
+    assert held == 100.0
+    assert await outer.get("q", lambda: through(newer_than=held)) == 2
+    assert inner_fetch.calls == 2

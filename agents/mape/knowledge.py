@@ -91,6 +91,7 @@ class Knowledge:
         self.system: dict[str, Any] = {}
         self.mechanisms: dict[str, dict[str, Any]] = {}
         self.events: deque[Event] = deque(maxlen=max_events)
+        self.version = 0   # bumped by every change to the series (readers key cached answers on it)
 
     # -- telemetry ---------------------------------------------------------------------------------------
     def record(
@@ -104,6 +105,7 @@ class Knowledge:
         if buf is None:
             buf = by_labels[key] = deque(maxlen=self.window_size)
         buf.append((ts, float(value)))
+        self.version += 1
         self._prune(buf, ts)
 
     def _prune(self, buf: deque[Sample], now: float | None = None) -> None:
@@ -184,6 +186,7 @@ class Knowledge:
 
     def forget_series(self, metric: str, labels: Mapping[str, Any] | None = None) -> None:
         """Drop one series (e.g. the node it described left), or all series of a metric if labels is None."""
+        self.version += 1
         if labels is None:
             self._series.pop(metric, None)
         else:

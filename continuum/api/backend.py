@@ -6,7 +6,9 @@ process answer alike; only management actions on in-process agents (policies, pe
 simulator need the runtime. Those reads go through a `ReadCache`: an answer is reused while it is at most
 `read_max_age` seconds old and concurrent readers of the same question share one fan-out (the dashboard
 stream, `get decisions -w` and `events` ask the same every second); a state-changing API request drops the
-cached answers (`invalidate_reads`).
+cached answers (`invalidate_reads`). The hottest reads (decisions, telemetry) are also held encoded on the
+API thread (`served`, refreshed ahead of expiry), so their readers neither wait for a fan-out nor cost the
+agents' loop anything while the answer is fresh.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from mlsysops.agents.tree_reads import (
     collect_decisions,
     collect_plans,
 )
-from mlsysops.continuum.api.read_cache import DEFAULT_MAX_AGE, ReadCache
+from mlsysops.continuum.api.read_cache import DEFAULT_MAX_AGE, Fresh, ReadCache
 
 TREE_WAIT = 2.0        # seconds the API waits for the clusters (they give their nodes half of it)
 TREE_PAGES = 20        # pages per cluster for one decision read (each under the protocol's message limit)
+SERVED_REFRESH_AHEAD = 0.5   # an encoded answer past half its max age is rebuilt while it is still served
 
 
 class ApiBackend:
@@ -37,8 +40,9 @@ class ApiBackend:
         self._continuum = continuum
         self.runtime = runtime
         self.tree_wait = tree_wait
-        self.reads = ReadCache(read_max_age)
-        self.encoded: dict[Any, tuple[Any, bytes]] = {}   # decision_reads.decision_response's bytes per read
+        self.reads = ReadCache(read_max_age)     # on the agents' loop
+        # encoded answers, touched only on the API's loop (its thread when threaded): see decision_reads
+        self.served = ReadCache(read_max_age, refresh_ahead=SERVED_REFRESH_AHEAD)
         self.agents_loop: Any = None   # set by a threaded ApiServer: endpoints run there (loop_bridge)
 
     @property
@@ -71,8 +75,13 @@ class ApiBackend:
     async def decisions(self, q: DecisionsQuery) -> DecisionsPage:
         """Decision records of the continuum and, over the protocol, of its subtree (at most
         `read_max_age` old; shared with other readers: do not mutate)."""
+        return (await self.decisions_fresh(q)).value
+
+    async def decisions_fresh(self, q: DecisionsQuery, *, newer_than: float | None = None) -> Fresh:
+        """`decisions` with when its fan-out started; `newer_than`: one that started after that."""
         q = q.model_copy(update={"subtree": True, "reply_within": self.tree_wait})
-        return await self.reads.get(("decisions", q.model_dump_json()), lambda: self._read_decisions(q))
+        return await self.reads.get_fresh(("decisions", q.model_dump_json()), lambda: self._read_decisions(q),
+                                          newer_than=newer_than)
 
     async def _read_decisions(self, q: DecisionsQuery) -> DecisionsPage:
         as_of = time.time()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Response
@@ -13,6 +14,8 @@ from fastapi import Response
 from mlsysops.agents.tree_reads import DecisionsPage, DecisionsQuery
 from mlsysops.continuum.api.backend import ApiBackend
 from mlsysops.continuum.api.bodies import jsonable
+from mlsysops.continuum.api.loop_bridge import on_agents
+from mlsysops.continuum.api.read_cache import Fresh
 
 
 def unanswered_rows(page: DecisionsPage) -> list[dict[str, Any]]:
@@ -28,15 +31,22 @@ async def decision_rows(backend: ApiBackend, q: DecisionsQuery) -> list[dict[str
     return jsonable(page.records[-q.limit:] + unanswered_rows(page))
 
 
-async def decision_response(backend: ApiBackend, q: DecisionsQuery) -> Response:
-    """`decision_rows` encoded once per shared read (`ApiBackend.reads`, at most `read_max_age` old): every
-    reader of the same question within that time gets the same bytes, without encoding them again."""
-    page = await backend.decisions(q)
-    key = (q.model_dump_json(), q.limit)
-    hit = backend.encoded.get(key)
-    if hit is None or hit[0] is not page:
-        body = json.dumps(jsonable(page.records[-q.limit:] + unanswered_rows(page)), separators=(",", ":")).encode()
-        if len(backend.encoded) >= 64:
-            backend.encoded.clear()
-        hit = backend.encoded[key] = (page, body)
-    return Response(content=hit[1], media_type="application/json")
+async def decision_response(app: Any, backend: ApiBackend, q: DecisionsQuery,
+                            check: Callable[[], None] = lambda: None) -> Response:
+    """`decision_rows` as the API thread serves them (`ApiBackend.served`): encoded once per read of the
+    agents' cache (`ApiBackend.reads`), so every reader within `read_max_age` gets the same bytes; past half
+    that age one reader's request rebuilds them in the background. Only a rebuild runs on the agents' loop
+    (`check` first there: it raises for a question that cannot be answered)."""
+    key = ("decisions", q.model_dump_json())
+    held = backend.served.started(key)
+
+    async def page() -> Fresh:
+        check()
+        return await backend.decisions_fresh(q, newer_than=held)
+
+    async def build() -> Fresh:
+        fresh = await on_agents(app, page)
+        rows = fresh.value.records[-q.limit:] + unanswered_rows(fresh.value)   # a shared page: read only
+        return Fresh(json.dumps(jsonable(rows), separators=(",", ":")).encode(), fresh.started)
+
+    return Response(content=await backend.served.get(key, build), media_type="application/json")

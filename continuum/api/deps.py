@@ -14,7 +14,7 @@ MAX_DECISIONS = 1000
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def backend_of(request: Request) -> ApiBackend:
+async def backend_of(request: Request) -> ApiBackend:   # async: a sync dependency costs a worker thread hop
     return request.app.state.backend
 
 
@@ -26,14 +26,16 @@ async def invalidate_reads_on_write(request: Request) -> AsyncIterator[None]:
     after the action never reuses an answer from before it (`ApiBackend.reads`)."""
     write = request.method not in SAFE_METHODS
     if write:
-        _invalidate(backend_of(request))
+        _invalidate(request.app.state.backend)
     yield
     if write:
-        _invalidate(backend_of(request))
+        _invalidate(request.app.state.backend)
 
 
 def _invalidate(backend: ApiBackend) -> None:
-    """On the agents' loop, where the cache lives (queued in order before/after the endpoint's own call)."""
+    """The API thread's encoded answers here (this is their loop); the agents' cache on the agents' loop,
+    where it lives (queued in order before/after the endpoint's own call)."""
+    backend.served.invalidate()
     loop = backend.agents_loop
     if loop is not None and not loop.is_closed():
         loop.call_soon_threadsafe(backend.invalidate_reads)

@@ -11,13 +11,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from mlsysops.continuum.api.bodies import jsonable
 from mlsysops.continuum.api.deps import Backend
+from mlsysops.continuum.api.loop_bridge import on_agents, on_api_thread
 
 PROM_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -25,17 +27,35 @@ router = APIRouter(tags=["telemetry"])
 metrics_router = APIRouter(tags=["telemetry"])
 
 
-@router.get("/telemetry")
-async def telemetry(backend: Backend, node: str | None = None, app_: str | None = Query(None, alias="app"),
+@router.get("/telemetry", response_model=list[dict[str, Any]])
+@on_api_thread
+async def telemetry(request: Request, backend: Backend, node: str | None = None,
+                    app_: str | None = Query(None, alias="app"),
                     component: str | None = None, cluster: str | None = None, metric: str | None = None,
                     window: float = Query(0.0, ge=0.0, le=86400.0),
-                    limit: int = Query(500, ge=1, le=5000)) -> list[dict[str, Any]]:
+                    limit: int = Query(500, ge=1, le=5000)) -> Response:
     """Slice-wide telemetry held by the continuum (from cluster digests): per series (metric + labels)
     the latest value, min/max/mean over the kept history, the last digest's window stats (`digest`),
     and with `window` > 0 the points of the last `window` seconds."""
     want = {k: v for k, v in (("node", node), ("app", app_), ("component", component),
                               ("cluster", cluster)) if v is not None}
     c = backend.continuum
+    # served from the API thread's bytes while no digest changed the history (and at most read_max_age old,
+    # as samples also age out); a rebuild reads the history on the agents' loop and encodes here
+    key = ("telemetry", tuple(sorted(want.items())), metric, window, limit, c.slice_telemetry.version)
+
+    async def rows() -> list[dict[str, Any]]:
+        return telemetry_rows(c, want, metric, window, limit)
+
+    async def build() -> bytes:
+        return json.dumps(jsonable(await on_agents(request.app, rows)), separators=(",", ":")).encode()
+
+    return Response(content=await backend.served.get(key, build), media_type="application/json")
+
+
+def telemetry_rows(c: Any, want: dict[str, str], metric: str | None, window: float,
+                   limit: int) -> list[dict[str, Any]]:
+    """The rows of `GET /telemetry`, new objects only (the API thread encodes them while the agents go on)."""
     k = c.slice_telemetry
     out: list[dict[str, Any]] = []
     for name in k.metrics():
@@ -46,17 +66,18 @@ async def telemetry(backend: Backend, node: str | None = None, app_: str | None 
             if any(str(labels.get(lk)) != lv for lk, lv in want.items()):
                 continue
             values = [v for _, v in samples]
+            digest = c.digest_stats.get((name, key))
             row: dict[str, Any] = {"metric": name, "labels": labels, "cluster": labels.get("cluster"),
                                    "latest": values[-1], "ts": samples[-1][0], "min": min(values),
                                    "max": max(values), "mean": sum(values) / len(values),
-                                   "count": len(values), "digest": c.digest_stats.get((name, key))}
+                                   "count": len(values), "digest": None if digest is None else dict(digest)}
             if window > 0:
                 since = samples[-1][0] - window
                 row["points"] = [[ts, v] for ts, v in samples if ts >= since]
             out.append(row)
             if len(out) >= limit:
-                return jsonable(out)
-    return jsonable(out)
+                return out
+    return out
 
 
 @router.get("/telemetry/config")
