@@ -36,6 +36,7 @@ from mlsysops.agents.ml.modes import MODES, check_mode  # noqa: F401 - MODES: it
 from mlsysops.agents.protocol import Envelope, Kind, Performative, register_payload
 from mlsysops.agents.telemetry import AgentTelemetry, CollectionPlan, app_qos_metrics
 from mlsysops.agents.telemetry.loop_lag import LoopLag
+from mlsysops.agents.time_scale import scaled_seconds
 from mlsysops.agents.tree_reads import (  # noqa: F401 - DecisionsQuery, MAX_EXPORT_BYTES: their old home
     MAX_EXPORT_BYTES,
     TELEMETRY_CONFIG_QUERY,
@@ -81,10 +82,11 @@ class AgentSettings:
     prometheus: bool = False
     otlp_endpoint: str | None = None
     otlp_interval: float = 10.0
+    time_scale: float = 1.0             # simulated seconds per real second (`scaled`): policy intervals too
 
 
 SCALED_DURATIONS = ("heartbeat", "monitor", "analyze", "status_report", "eviction_timeout", "digest_interval",
-                    "telemetry_history")
+                    "telemetry_history", "node_grace")
 """The settings that are simulated time. Not the execute/plugin timeouts (real work needs real time) nor the
 OTLP export interval (a collector's cadence)."""
 
@@ -92,7 +94,9 @@ OTLP export interval (a collector's cadence)."""
 # Real-time floors: below them an agent's loop (XMPP round trips, a loaded machine) cannot keep the cadence,
 # and liveness would misjudge its children. Crashes are still seen at once (presence); only a hung child
 # takes more simulated time to be declared lost.
-REAL_FLOORS = {"heartbeat": 0.25, "monitor": 0.1, "analyze": 0.1, "status_report": 0.1, "digest_interval": 0.25}
+# A lost node's grace stays long enough for a restarted node agent to register again (~0.2 s over prosody).
+REAL_FLOORS = {"heartbeat": 0.25, "monitor": 0.1, "analyze": 0.1, "status_report": 0.1, "digest_interval": 0.25,
+               "node_grace": 1.0}
 
 
 def scaled(settings: AgentSettings, time_scale: float) -> AgentSettings:
@@ -102,12 +106,9 @@ def scaled(settings: AgentSettings, time_scale: float) -> AgentSettings:
         raise ValueError(f"time_scale: must be > 0, got {time_scale}")
     if time_scale == 1.0:
         return settings
-    out = {}
-    for f in SCALED_DURATIONS:
-        value = getattr(settings, f)
-        out[f] = max(value / time_scale, min(value, REAL_FLOORS.get(f, 0.0)))
-    return replace(settings, **out)
-
+    out: dict[str, float] = {f: scaled_seconds(getattr(settings, f), time_scale, REAL_FLOORS.get(f, 0.0))
+                             for f in SCALED_DURATIONS}
+    return replace(settings, **out, time_scale=settings.time_scale * time_scale)
 
 
 class TelemetryRequest(BaseModel):
@@ -487,6 +488,7 @@ class ManagedAgent(MLSysOpsAgent):
             assets=self._assets_with_mode, system_description=self.system_description,
             ml_connector=self.ml_connector,
             default_analyze_interval=self.settings.analyze, plugin_timeout=self.settings.plugin_timeout,
+            time_scale=self.settings.time_scale, interval_floor=REAL_FLOORS["analyze"],
             execute_timeout=self.settings.execute_timeout, monitor=self._monitor_tick,
             monitor_interval=self.settings.monitor, on_executed=self.on_executed, scheduler=self.scheduler,
             disable_after=self.settings.policy_disable_after)

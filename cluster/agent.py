@@ -54,6 +54,7 @@ from mlsysops.agents.placement.adapters import QOS_METRIC, instances_wanted
 from mlsysops.agents.placement.cluster_view import ACTIVE
 from mlsysops.agents.protocol import Envelope, Kind, Performative, Role
 from mlsysops.agents.telemetry import digest as digests
+from mlsysops.agents.time_scale import scaled_seconds
 from mlsysops.agents.trust import NodeTrust
 from mlsysops.cluster import cr_status
 from mlsysops.cluster.devices import ClusterDevices
@@ -69,6 +70,7 @@ CLEAR_ROUTES_BACKOFF_S = 1.0
 DISABLED_BY_DEFAULT = ["static_placement"]   # opt-in per app with `policies: [static_placement]`
 QOS_WINDOW = 10
 VANISH_GRACE_S = 5.0   # an active row absent from the substrate this long (on a live node) has failed
+VANISH_GRACE_FLOOR_S = 0.5   # in a faster-than-real-time slice: a substrate listing still takes real time
 SUBSTRATE_STATUS = {"running": "running", "starting": "deploying", "failed": "failed"}
 
 
@@ -725,9 +727,10 @@ class ClusterAgent(ManagedAgent):
             self.instances.set_status(iid, status, inst.get("reason") if status != "running" else None,
                                       retrying=status == "failed")
         now = time.time()
+        vanish = scaled_seconds(VANISH_GRACE_S, self.settings.time_scale, VANISH_GRACE_FLOOR_S)
         for iid, row in self.instances.items():
             if (row["status"] == "lost" and iid not in present and row["node"] in alive
-                    and now - row["since"] > VANISH_GRACE_S):
+                    and now - row["since"] > vanish):
                 # The node is back but no longer runs it (it crashed meanwhile) and nothing replaced it yet:
                 # failed, so placement redeploys it, instead of `relocating` for ever.
                 self.instances.set_status(iid, "failed", f"node {row['node']} is back without this instance")
@@ -736,7 +739,7 @@ class ClusterAgent(ManagedAgent):
                 continue
             if row["node"] not in alive:
                 self.instances.set_status(iid, "lost", f"node {row['node']} is not alive")
-            elif now - row["since"] > VANISH_GRACE_S:
+            elif now - row["since"] > vanish:
                 self.instances.set_status(iid, "failed", "no longer present on the substrate")
         after = {iid: (row["status"], row["reason"]) for iid, row in self.instances.items()}
         moved = [iid for iid, st in after.items() if before.get(iid) != st]

@@ -35,3 +35,31 @@ def test_a_slice_time_scale_reaches_every_layer_but_not_overrides() -> None:
         s = assembly.settings(layer)
         assert s.analyze == pytest.approx(spec.config.intervals.analyze / 10)
         assert s.heartbeat == 0.5       # an override is real seconds, as asked
+
+
+def test_a_scaled_slice_scales_a_lost_nodes_grace_down_to_its_floor() -> None:
+    base = AgentSettings(node_grace=10.0)
+    assert scaled(base, 5).node_grace == pytest.approx(2.0)
+    assert scaled(base, 20).node_grace == REAL_FLOORS["node_grace"]     # not 0.5 s: below its floor
+    assert scaled(base, 20).time_scale == 20 and base.time_scale == 1.0
+
+
+def test_a_policys_own_analyze_interval_is_simulated_time() -> None:
+    """Built-in placement policies declare `analyze_interval: 2.0`; at 20x it must not stay 2 real seconds
+    (every placement waited for it: pending for 2-4 s of wall time, 40-80 simulated seconds)."""
+    from mlsysops.agents.mape import DecisionLog, Knowledge, MAPEEngine, MechanismRegistry, PolicyRegistry
+
+    policies = PolicyRegistry(modules=["mlsysops.policies.static_placement"], entry_point_group=None)
+    policies.load_all()
+    pol = policies.get("static_placement")
+    assert pol is not None and pol.interval == 2.0
+
+    def engine(scale: float) -> MAPEEngine:
+        return MAPEEngine("n1", Knowledge(), policies, MechanismRegistry(), DecisionLog("n1"), assets=dict,
+                          system_description=dict, default_analyze_interval=0.7, time_scale=scale,
+                          interval_floor=0.1)
+
+    assert engine(1.0)._interval(pol) == 2.0
+    assert engine(10.0)._interval(pol) == pytest.approx(0.2)
+    assert engine(50.0)._interval(pol) == 0.1                # the real floor
+    assert engine(50.0)._interval(None) == 0.7               # the agent's default is already real seconds

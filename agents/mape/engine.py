@@ -63,6 +63,7 @@ from mlsysops.agents.mape.plugins import (
     parse_interval,
 )
 from mlsysops.agents.mape.scheduler import OnExecuted, Plan, PlanResult, PlanScheduler
+from mlsysops.agents.time_scale import scaled_seconds
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,8 @@ class MAPEEngine:
         cycle_window: float = 0.0,
         scheduler: PlanScheduler | None = None,
         disable_after: int | None = 5,
+        time_scale: float = 1.0,
+        interval_floor: float = 0.1,
     ) -> None:
         self.agent_id = agent_id
         self._held_last: dict[tuple[str, str | None, str], tuple[str, float]] = {}
@@ -182,6 +185,10 @@ class MAPEEngine:
         self.system_description = system_description
         self.ml_connector = ml_connector
         self.default_analyze_interval = default_analyze_interval
+        # a policy's own analyze_interval is simulated time in a scaled slice (the default one is already
+        # real: the agent's settings were scaled), down to a real floor
+        self.time_scale = time_scale
+        self.interval_floor = interval_floor
         self.plugin_timeout = plugin_timeout
         self.execute_timeout = execute_timeout
         self.monitor = monitor
@@ -358,7 +365,10 @@ class MAPEEngine:
 
     def _interval(self, pol: Policy | None) -> float:
         iv = pol.interval if pol is not None else None
-        return iv if iv is not None else self.default_analyze_interval
+        return self._real(iv) if iv is not None else self.default_analyze_interval
+
+    def _real(self, interval: float) -> float:
+        return scaled_seconds(interval, self.time_scale, self.interval_floor)
 
     def _pair_interval(self, pair: _Pair) -> float:
         """The pair's own `configuration.analyze_interval` (a policy may change it in the context it
@@ -367,7 +377,8 @@ class MAPEEngine:
         value = conf.get("analyze_interval") if isinstance(conf, dict) else None
         if value is not None:
             try:
-                return parse_interval(value) or self._interval(self.policies.get(pair.policy))
+                own = parse_interval(value)
+                return self._real(own) if own else self._interval(self.policies.get(pair.policy))
             except ValueError:
                 log.warning("[%s] policy %s: invalid analyze_interval %r in its context; using the loaded one",
                             self.agent_id, pair.policy, value)
