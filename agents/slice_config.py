@@ -126,9 +126,10 @@ class SubstrateConfig(_Config):
     type: Literal["sim", "kubernetes", "karmada"] = Field("sim", description="What the mechanisms act on.")
     seed: int | None = Field(42, description="Random seed of the simulated continuum.")
     time_scale: float = Field(1.0, gt=0, le=1000, description=(
-        "sim only: simulated seconds per real second. The simulator's clock and every agent interval "
-        "(heartbeat, monitor, analyze, status report, digest, eviction) run this much faster, so a "
-        "scenario plays out faster than real time with the same decisions."))
+        "sim only: simulated seconds per real second. The simulator's clock and every agent duration "
+        "(heartbeat, monitor, analyze and each policy's own analyze_interval, status report, digest, "
+        "eviction, node grace) run this much faster, each down to a real-time floor, so a scenario plays "
+        "out faster than real time with the same decisions (measured: up to 50x)."))
     kubeconfig: Path | None = Field(
         None, description="Kubeconfig file (kubernetes/karmada), relative to the slice. Required outside a "
                           "cluster; omitted, agents running in a pod use their service account. For karmada "
