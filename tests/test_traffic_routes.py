@@ -14,9 +14,9 @@ import pytest
 import pytest_asyncio
 
 from mlsysops.agents.descriptions import load_file, load_obj
+from mlsysops.agents.placement.adapters import callees
 from mlsysops.agents.slice_config import load_slice
 from mlsysops.cli.slice_runtime import SliceRuntime
-from mlsysops.agents.placement.adapters import callees
 from mlsysops.continuum.traffic_routes import TrafficRoutes
 from tests.support import formed, until
 

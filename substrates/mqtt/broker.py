@@ -13,11 +13,8 @@ anonymous clients and wrong passwords, and drops what a client publishes outside
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -26,10 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlsysops.substrates.child_process import die_with_parent, terminate
+
 WORKDIR_PREFIX = "mlsysops-mqtt-"
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin")   # where Debian puts it when PATH has no sbin
 DEFAULT_START_TIMEOUT = 10.0
-_PR_SET_PDEATHSIG = 1
 # MQTT 3.1.1 CONNECT: protocol "MQTT" level 4, clean session, keepalive 60 s, empty client id
 _CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
 
@@ -65,11 +63,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(Exception):   # not Linux: the explicit stop() still applies
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class MosquittoBroker:
@@ -110,7 +103,7 @@ class MosquittoBroker:
         log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - the child's stderr for its lifetime
         try:   # its log goes to stderr, and a bind error comes before any log_dest would take effect
             self._proc = subprocess.Popen([binary, "-c", str(conf)], stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                          stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         finally:
             log.close()
         deadline = time.monotonic() + self.start_timeout
@@ -160,13 +153,7 @@ class MosquittoBroker:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Terminate (then kill) the process and delete the workdir; idempotent."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=timeout)
+        terminate(self._proc, timeout)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

@@ -13,11 +13,9 @@ interpreter or on PATH.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,10 +25,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from mlsysops.substrates.child_process import die_with_parent, terminate
+
 WORKDIR_PREFIX = "mlsysops-s3-"
 DEFAULT_START_TIMEOUT = 30.0
 ACCESS_KEY = "mlsysops"
-_PR_SET_PDEATHSIG = 1
 _PORT_NAMES = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
 
 
@@ -55,13 +54,6 @@ def _free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def _die_with_parent() -> None:
-    # PDEATHSIG fires when the *thread* that forked exits: starting from an executor thread is fine (its
-    # threads live as long as the loop), the store is stopped explicitly before that anyway.
-    with contextlib.suppress(Exception):   # not Linux: the explicit stop() still applies
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class SeaweedStore:
@@ -118,7 +110,7 @@ class SeaweedStore:
         log = open(self.workdir / "weed.log", "ab")  # noqa: SIM115 - the child's stdout for its lifetime
         try:
             self._proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                          stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         finally:
             log.close()
         deadline = time.monotonic() + self.start_timeout
@@ -175,13 +167,7 @@ class SeaweedStore:
         self._remove_sockets()
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=timeout)
+        terminate(self._proc, timeout)
         self._remove_sockets()
 
     def close(self) -> None:
