@@ -40,6 +40,6 @@ def _import_slixmpp() -> None:
 
 _import_slixmpp()
 
-from slixmpp import JID  # noqa: E402
+from slixmpp import JID, ClientXMPP  # noqa: E402
 
-__all__ = ["JID", "highlight"]
+__all__ = ["JID", "ClientXMPP", "highlight"]

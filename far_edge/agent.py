@@ -27,8 +27,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable
 from typing import Any
 
-from slixmpp import JID, ClientXMPP
-
+from mlsysops.agents.slixmpp_lite import JID, ClientXMPP  # slixmpp without pygments (~3 MB)
 from mlsysops.agents.wire import (
     MAX_DIGEST_BYTES,
     REPLY_PERFORMATIVES,

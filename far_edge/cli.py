@@ -97,8 +97,7 @@ def password(cfg: dict[str, Any]) -> str:
 
 
 def build(cfg: dict[str, Any]) -> Any:
-    from slixmpp import JID
-
+    from mlsysops.agents.slixmpp_lite import JID
     from mlsysops.far_edge.agent import FarEdgeAgent
 
     node = cfg.get("node") or JID(cfg["jid"]).user
