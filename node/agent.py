@@ -69,9 +69,10 @@ class NodeAgent(ManagedAgent):
             self.gateway = GatewayLink(self, device_gateway)
 
     async def setup(self) -> None:
-        await self.membership.start()
         if self.gateway is not None:
+            # subscribed before registering: a device that announces (once) when its node is listed is heard
             await self.gateway.start()
+        await self.membership.start()
         self.load_policies()
         self.start_engine()
 

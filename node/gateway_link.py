@@ -8,12 +8,15 @@ and is answered with its reply. Every relayed event is also a decision-log event
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from mlsysops.agents.agent_base import HandlerError, RequestError
 from mlsysops.agents.device_kinds import DeviceCommand, DeviceJoin, DeviceKind, DeviceLeave, DeviceStatus
 from mlsysops.agents.payloads import Accepted, InstanceReport
 from mlsysops.node.device_gateway import DeviceCommandError, DeviceGateway, DeviceRecord, device_description
+
+CONNECT_WAIT = 10.0   # seconds a starting node agent waits for its gateway's broker
 
 
 class GatewayLink:
@@ -25,7 +28,14 @@ class GatewayLink:
         agent.membership.on_registered(self._rejoin)
 
     async def start(self) -> None:
+        """Start the gateway and wait (at most `CONNECT_WAIT` s) until it is subscribed at its broker. An
+        unreachable broker does not hold the node agent back: the gateway keeps retrying on its own."""
         await self.gateway.start()
+        try:
+            await asyncio.wait_for(self.gateway.connected.wait(), CONNECT_WAIT)
+        except TimeoutError:
+            self.agent.log.warning("device gateway: broker %s:%d not reached within %gs; retrying in the "
+                                   "background", self.gateway.host, self.gateway.port, CONNECT_WAIT)
 
     async def stop(self) -> None:
         self.gateway.off_change(self._changed)   # the gateway may outlive this agent (`mlsysops up` restarts it)

@@ -79,7 +79,7 @@ async def test_agent_node_is_the_gateway_of_devices_on_an_external_broker(prosod
 
         await until(lambda: asyncio.to_thread(lambda: {"edge-rpi-1", "edge-rpi-2"} <= set(listed())), 60,
                     "the nodes registered")
-        await device.start()   # a device announces once, on connect: its gateway is subscribed by now
+        await device.start()   # announces once, on connect: a gateway node subscribes before it registers
 
         async def device_listed() -> dict[str, Any] | None:
             return (await asyncio.to_thread(listed)).get("mcu-z")
