@@ -26,9 +26,13 @@ def unanswered_rows(page: DecisionsPage) -> list[dict[str, Any]]:
             for agent, why in sorted(page.unanswered.items())]
 
 
+def _rows(page: DecisionsPage, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` records, then the unanswered rows (a shared page: read, never changed)."""
+    return jsonable(page.records[-limit:] + unanswered_rows(page))
+
+
 async def decision_rows(backend: ApiBackend, q: DecisionsQuery) -> list[dict[str, Any]]:
-    page = await backend.decisions(q)
-    return jsonable(page.records[-q.limit:] + unanswered_rows(page))
+    return _rows(await backend.decisions(q), q.limit)
 
 
 async def decision_response(app: Any, backend: ApiBackend, q: DecisionsQuery,
@@ -46,7 +50,6 @@ async def decision_response(app: Any, backend: ApiBackend, q: DecisionsQuery,
 
     async def build() -> Fresh:
         fresh = await on_agents(app, page)
-        rows = fresh.value.records[-q.limit:] + unanswered_rows(fresh.value)   # a shared page: read only
-        return Fresh(json.dumps(jsonable(rows), separators=(",", ":")).encode(), fresh.started)
+        return Fresh(json.dumps(_rows(fresh.value, q.limit), separators=(",", ":")).encode(), fresh.started)
 
     return Response(content=await backend.served.get(key, build), media_type="application/json")

@@ -121,9 +121,7 @@ class ApiServer:
                     raise TimeoutError("the API server did not start")
                 await asyncio.sleep(0.01)
         except BaseException:
-            if self._tuned:     # a caller that saw start() fail may never call stop()
-                _tuning.release()
-                self._tuned = False
+            self._untune()     # a caller that saw start() fail may never call stop()
             raise
         return self.url
 
@@ -157,7 +155,10 @@ class ApiServer:
                 await asyncio.to_thread(self._thread.join, 2.0)
         if self.threaded:
             self.app.state.backend.agents_loop = None
+        self._untune()
+        self._server = self._task = self._thread = None
+
+    def _untune(self) -> None:
         if self._tuned:
             _tuning.release()
             self._tuned = False
-        self._server = self._task = self._thread = None
